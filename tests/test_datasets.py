@@ -1,0 +1,154 @@
+"""Layouts give the right pairs; mistakes in folders are named."""
+import os
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import tifffile
+
+from unet_tf.datasets import (
+    Sample,
+    choose_subset,
+    dataset_spec,
+    list_samples,
+    load_pairs,
+    read_class_ids,
+    split_train_val,
+)
+from unet_tf.errors import UserInputError
+
+
+def _png(path: Path, array):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    cv2.imwrite(str(path), np.asarray(array))
+
+
+def _tif(path: Path, array):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tifffile.imwrite(path, np.asarray(array))
+
+
+def make_tem(root: Path, n=3, size=16):
+    rng = np.random.default_rng(0)
+    for i in range(n):
+        _tif(root / "train" / f"raw_{i:02d}.tif", rng.integers(0, 60000, (size, size)).astype(np.uint16))
+        _tif(root / "train" / f"label_{i:02d}.tif", rng.choice([0, 50, 100, 150, 200], (size, size)).astype(np.uint8))
+    _tif(root / "test" / "raw_00.tif", np.zeros((size, size), np.uint16))
+    _tif(root / "test" / "label_00.tif", np.zeros((size, size), np.uint8))
+    _tif(root / "test" / "extra.tif", np.zeros((size, size), np.uint16))
+
+
+def test_tem_layout(tmp_path):
+    make_tem(tmp_path)
+    train = list_samples("tem", tmp_path, "train")
+    assert [(s.image.name, s.labels[0].name) for s in train] == [
+        (f"raw_{i:02d}.tif", f"label_{i:02d}.tif") for i in range(3)
+    ]
+    test = list_samples("tem", tmp_path, "test")
+    assert [(s.image.name, [p.name for p in s.labels]) for s in test] == [
+        ("raw_00.tif", ["label_00.tif"]),
+        ("extra.tif", []),
+    ]
+    spec = dataset_spec("tem")
+    images, masks = load_pairs(train, spec)
+    assert images[0].dtype == np.float32 and masks[0].dtype == np.uint8
+    assert set(np.unique(np.concatenate([m.ravel() for m in masks]))) <= {0, 1, 2, 3, 4}
+
+
+def test_tem_unpaired_file_is_named(tmp_path):
+    make_tem(tmp_path)
+    os.remove(tmp_path / "train" / "label_01.tif")
+    with pytest.raises(UserInputError, match=r"raw_01\.tif: has no matching label_01"):
+        list_samples("tem", tmp_path, "train")
+
+
+def test_empty_folder_and_unknown_dataset(tmp_path):
+    (tmp_path / "train").mkdir()
+    with pytest.raises(UserInputError, match="no raw_XX/label_XX pairs"):
+        list_samples("tem", tmp_path)
+    with pytest.raises(UserInputError, match="unknown dataset 'nope'"):
+        list_samples("nope", tmp_path)
+    with pytest.raises(UserInputError, match="no such folder"):
+        list_samples("isbi2012", tmp_path / "missing")
+
+
+def test_isbi2012_membrane_is_class_one(tmp_path):
+    label = np.full((8, 8), 255, np.uint8)
+    label[3, :] = 0
+    _png(tmp_path / "train/image/00.png", np.full((8, 8), 9, np.uint8))
+    _png(tmp_path / "train/label/00.png", label)
+    samples = list_samples("isbi2012", tmp_path)
+    spec = dataset_spec("isbi2012")
+    assert spec.class_names[1] == "membrane"
+    ids = read_class_ids(samples[0], spec)
+    assert ids.sum() == 8 and np.all(ids[3] == 1)
+
+
+def test_size_mismatch_is_named(tmp_path):
+    _png(tmp_path / "train/image/00.png", np.zeros((8, 8), np.uint8))
+    _png(tmp_path / "train/label/00.png", np.zeros((8, 9), np.uint8))
+    with pytest.raises(UserInputError, match=r"00\.png: label size 9x8 differs from image 00\.png 8x8"):
+        load_pairs(list_samples("isbi2012", tmp_path), dataset_spec("isbi2012"))
+
+
+def test_unknown_label_value_is_named(tmp_path):
+    _png(tmp_path / "train/image/00.png", np.zeros((4, 4), np.uint8))
+    _png(tmp_path / "train/label/00.png", np.array([[0, 255, 128, 0]] * 4, np.uint8))
+    with pytest.raises(UserInputError, match=r"label/00\.png: label values 128 are not among"):
+        load_pairs(list_samples("isbi2012", tmp_path), dataset_spec("isbi2012"))
+
+
+def test_folder_layout_suffixes_and_values_from_masks(tmp_path):
+    _png(tmp_path / "images/a.png", np.zeros((4, 4), np.uint8))
+    _png(tmp_path / "images/b.png", np.zeros((4, 4), np.uint8))
+    _png(tmp_path / "masks/a_mask.png", np.array([[0, 3]] * 2, np.uint8))
+    _png(tmp_path / "masks/b.png", np.array([[0, 7]] * 2, np.uint8))
+    samples = list_samples("folder", tmp_path)
+    assert [s.labels[0].name for s in samples] == ["a_mask.png", "b.png"]
+    assert dataset_spec("folder", samples=samples).class_values == (0, 3, 7)
+    spec = dataset_spec("folder", class_values=[0, 3, 7], class_names=["bg", "x", "y"])
+    assert spec.class_names == ("bg", "x", "y")
+    with pytest.raises(UserInputError, match="2 names for 3 class values"):
+        dataset_spec("folder", class_values=[0, 3, 7], class_names=["bg", "x"])
+
+
+def test_ctc_instances_merge_to_foreground(tmp_path):
+    inst = np.zeros((6, 6), np.uint16)
+    inst[1:3, 1:3] = 1
+    inst[4:6, 4:6] = 300
+    _tif(tmp_path / "01/t000.tif", np.zeros((6, 6), np.uint16))
+    _tif(tmp_path / "01/t001.tif", np.zeros((6, 6), np.uint16))
+    _tif(tmp_path / "01_GT/SEG/man_seg001.tif", inst)
+    samples = list_samples("ctc", tmp_path)
+    assert [s.image.name for s in samples] == ["t001.tif"]
+    ids = read_class_ids(samples[0], dataset_spec("ctc"))
+    assert ids.sum() == 8 and ids.dtype == np.uint8
+
+
+def test_dsb2018_masks_merge(tmp_path):
+    case = tmp_path / "abc"
+    _png(case / "images/abc.png", np.zeros((5, 5, 3), np.uint8))
+    m1 = np.zeros((5, 5), np.uint8)
+    m1[0, :2] = 255
+    m2 = np.zeros((5, 5), np.uint8)
+    m2[4, 4] = 255
+    _png(case / "masks/1.png", m1)
+    _png(case / "masks/2.png", m2)
+    samples = list_samples("dsb2018", tmp_path)
+    ids = read_class_ids(samples[0], dataset_spec("dsb2018"))
+    assert ids.sum() == 3
+
+
+def test_split_by_image_and_subset_are_deterministic():
+    samples = [Sample(Path(f"{i:02d}.png"), (Path(f"l{i:02d}.png"),)) for i in range(10)]
+    train, val = split_train_val(samples, 0.2, seed=3)
+    assert len(val) == 2 and len(train) == 8
+    assert not {s.image for s in train} & {s.image for s in val}
+    assert split_train_val(samples, 0.2, seed=3) == (train, val)
+    assert split_train_val(samples, 0.2, seed=4) != (train, val)
+    sub = choose_subset(samples, 4, seed=1)
+    assert len(sub) == 4 and sub == choose_subset(samples, 4, seed=1)
+    assert sub != choose_subset(samples, 4, seed=2)
+    with pytest.raises(UserInputError, match="--train-size 11: the dataset has 10"):
+        choose_subset(samples, 11)

@@ -1,0 +1,335 @@
+"""Named dataset layouts -> lists of image/label files, and loading them as arrays.
+
+Layouts (DESIGN.md):
+
+==========  ============================================================  =========================
+name        files                                                         labels
+==========  ============================================================  =========================
+tem         ``train/raw_XX.tif`` + ``train/label_XX.tif``; ``test/``       0/50/100/150/200
+isbi2012    ``train/image/NN.png`` + ``train/label/NN.png``; ``test/image``  0 = membrane, 255 = cell
+folder      ``images/`` + ``masks/`` by stem (``_mask`` etc. allowed)     ``--class-values`` or read
+ctc         ``01/tNNN.tif`` + ``01_GT/SEG/man_segNNN.tif``                 instance ids > 0 -> cell
+dsb2018     ``ID/images/ID.png`` + ``ID/masks/*.png``                      masks merged -> nucleus
+==========  ============================================================  =========================
+"""
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from .errors import UserInputError
+from .io import is_image_file, read_image, read_label
+from .preprocessing import percentile_normalize, values_to_ids
+
+DATASET_NAMES = ("tem", "isbi2012", "folder", "ctc", "dsb2018")
+
+TEM_CLASS_VALUES = (0, 50, 100, 150, 200)
+TEM_CLASS_NAMES = ("background", "blood_vessel", "myelinated_axon", "unmyelinated_axon", "schwann_cell")
+
+_MASK_SUFFIXES = ("_mask", "_masks", "_label", "_labels", "_seg", "_gt", "-mask", "-label")
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One image and the label file(s) that annotate it (none for unlabelled images)."""
+
+    image: Path
+    labels: tuple[Path, ...] = ()
+
+    @property
+    def name(self) -> str:
+        return self.image.stem
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    """How label files of a layout become class ids.
+
+    ``class_values[i]`` is the label value written for class i. ``label_mode``:
+    ``values`` maps declared values to ids (others are an error); ``instances``
+    merges every id > 0 into class 1; ``union`` merges several binary masks.
+    """
+
+    name: str
+    class_values: tuple[int, ...]
+    class_names: tuple[str, ...]
+    label_mode: str = "values"
+
+    @property
+    def n_classes(self) -> int:
+        return len(self.class_values)
+
+
+def default_data_root() -> Path:
+    """``$UNET_TF_DATA``, else ``data/`` of the source checkout (or of the cwd)."""
+    env = os.environ.get("UNET_TF_DATA")
+    if env:
+        return Path(env)
+    checkout = Path(__file__).resolve().parents[1]
+    if (checkout / "setup.cfg").is_file():
+        return checkout / "data"
+    return Path.cwd() / "data"
+
+
+def default_data_dir(name: str) -> Path:
+    return default_data_root() / name
+
+
+def _images_in(folder: Path) -> list[Path]:
+    if not folder.is_dir():
+        raise UserInputError(f"{folder}: no such folder")
+    return sorted(p for p in folder.iterdir() if p.is_file() and is_image_file(p) and not p.name.startswith("."))
+
+
+def _require(samples: list[Sample], where: Path, what: str) -> list[Sample]:
+    if not samples:
+        raise UserInputError(f"{where}: no {what} found")
+    return samples
+
+
+def _tem(root: Path, split: str) -> list[Sample]:
+    folder = root / split
+    files = _images_in(folder)
+    pattern = re.compile(r"^(raw|label)_(.+)$")
+    raw, label, other = {}, {}, []
+    for path in files:
+        match = pattern.match(path.stem)
+        if match is None:
+            other.append(path)
+        else:
+            (raw if match[1] == "raw" else label)[match[2]] = path
+    if split == "train":
+        if other:
+            raise UserInputError(f"{other[0]}: expected raw_XX.tif or label_XX.tif in a tem train folder")
+        unpaired = sorted(set(raw) ^ set(label))
+        if unpaired:
+            key = unpaired[0]
+            path = raw.get(key) or label.get(key)
+            partner = "label" if key in raw else "raw"
+            raise UserInputError(f"{path}: has no matching {partner}_{key} file")
+        return _require([Sample(raw[k], (label[k],)) for k in sorted(raw)], folder, "raw_XX/label_XX pairs")
+    samples = [Sample(raw[k], (label[k],) if k in label else ()) for k in sorted(raw)]
+    samples += [Sample(p) for p in other]
+    return _require(samples, folder, "test images")
+
+
+def _isbi2012(root: Path, split: str) -> list[Sample]:
+    images = _images_in(root / split / "image")
+    label_dir = root / split / "label"
+    if split == "train":
+        labels = {p.stem: p for p in _images_in(label_dir)}
+        missing = [p for p in images if p.stem not in labels]
+        if missing:
+            raise UserInputError(f"{missing[0]}: has no label {label_dir / missing[0].name}")
+        extra = sorted(set(labels) - {p.stem for p in images})
+        if extra:
+            raise UserInputError(f"{labels[extra[0]]}: has no matching image")
+        return _require([Sample(p, (labels[p.stem],)) for p in images], root / split / "image", "images")
+    return _require([Sample(p) for p in images], root / split / "image", "images")
+
+
+def _mask_key(stem: str) -> str:
+    for suffix in _MASK_SUFFIXES:
+        if stem.lower().endswith(suffix):
+            return stem[: -len(suffix)]
+    return stem
+
+
+def _folder(root: Path, split: str) -> list[Sample]:
+    base = root / split if (root / split / "images").is_dir() else root
+    images = _images_in(base / "images")
+    masks_dir = base / "masks"
+    if not masks_dir.is_dir():
+        if split == "train":
+            raise UserInputError(f"{masks_dir}: no such folder (folder layout: images/ + masks/)")
+        return _require([Sample(p) for p in images], base / "images", "images")
+    masks = {}
+    for path in _images_in(masks_dir):
+        key = _mask_key(path.stem)
+        if key in masks:
+            raise UserInputError(f"{path}: second mask for image '{key}' (also {masks[key]})")
+        masks[key] = path
+    missing = [p for p in images if p.stem not in masks]
+    if missing and split == "train":
+        raise UserInputError(f"{missing[0]}: has no mask in {masks_dir}")
+    extra = sorted(set(masks) - {p.stem for p in images})
+    if extra:
+        raise UserInputError(f"{masks[extra[0]]}: has no matching image in {base / 'images'}")
+    samples = [Sample(p, (masks[p.stem],) if p.stem in masks else ()) for p in images]
+    return _require(samples, base / "images", "images")
+
+
+def _ctc(root: Path, split: str) -> list[Sample]:
+    if split != "train":
+        raise UserInputError(f"{root}: the ctc layout has no test split; give images with --input")
+    sequences = sorted(p for p in root.iterdir() if p.is_dir() and re.fullmatch(r"\d+", p.name)) if root.is_dir() else []
+    samples = []
+    for seq in sequences:
+        seg_dir = root / f"{seq.name}_GT" / "SEG"
+        if not seg_dir.is_dir():
+            continue
+        frames = {int(m[1]): p for p in _images_in(seq) if (m := re.fullmatch(r"t(\d+)", p.stem))}
+        for seg in _images_in(seg_dir):
+            match = re.fullmatch(r"man_seg(\d+)", seg.stem)
+            if match is None:
+                continue
+            frame = frames.get(int(match[1]))
+            if frame is None:
+                raise UserInputError(f"{seg}: no frame t{match[1]}.tif in {seq}")
+            samples.append(Sample(frame, (seg,)))
+    return _require(samples, root, "annotated frames (NN/tNNN.tif with NN_GT/SEG/man_segNNN.tif)")
+
+
+def _dsb2018(root: Path, split: str) -> list[Sample]:
+    if not root.is_dir():
+        raise UserInputError(f"{root}: no such folder")
+    samples = []
+    for case in sorted(p for p in root.iterdir() if p.is_dir()):
+        image = case / "images" / f"{case.name}.png"
+        if not image.is_file():
+            raise UserInputError(f"{case}: missing images/{case.name}.png")
+        masks = tuple(_images_in(case / "masks")) if (case / "masks").is_dir() else ()
+        if split == "train" and not masks:
+            continue
+        if split == "test" and masks:
+            continue
+        samples.append(Sample(image, masks))
+    return _require(samples, root, f"{split} cases (ID/images/ID.png" + (" with ID/masks/*.png)" if split == "train" else ")"))
+
+
+_LAYOUTS = {"tem": _tem, "isbi2012": _isbi2012, "folder": _folder, "ctc": _ctc, "dsb2018": _dsb2018}
+
+
+def list_samples(name: str, data_dir: str | Path, split: str = "train") -> list[Sample]:
+    """Image/label pairs of dataset layout ``name`` under ``data_dir``, sorted by name."""
+    if name not in _LAYOUTS:
+        raise UserInputError(f"unknown dataset '{name}'; choose one of {', '.join(DATASET_NAMES)}")
+    if split not in ("train", "test"):
+        raise ValueError(f"split must be 'train' or 'test', got {split!r}")
+    return _LAYOUTS[name](Path(data_dir), split)
+
+
+def dataset_spec(
+    name: str,
+    class_values: Sequence[int] | None = None,
+    class_names: Sequence[str] | None = None,
+    samples: Sequence[Sample] = (),
+) -> DatasetSpec:
+    """Classes of a layout; for ``folder`` without ``class_values`` they are read from the masks."""
+    if name == "tem":
+        spec = DatasetSpec(name, TEM_CLASS_VALUES, TEM_CLASS_NAMES)
+    elif name == "isbi2012":
+        spec = DatasetSpec(name, (255, 0), ("cell_interior", "membrane"))
+    elif name == "ctc":
+        spec = DatasetSpec(name, (0, 255), ("background", "cell"), "instances")
+    elif name == "dsb2018":
+        spec = DatasetSpec(name, (0, 255), ("background", "nucleus"), "union")
+    elif name == "folder":
+        values = tuple(class_values) if class_values else _values_in_masks(samples)
+        spec = DatasetSpec(name, values, tuple(f"class_{v}" for v in values))
+    else:
+        raise UserInputError(f"unknown dataset '{name}'; choose one of {', '.join(DATASET_NAMES)}")
+    if class_values and name != "folder":
+        spec = DatasetSpec(name, tuple(int(v) for v in class_values), spec.class_names, spec.label_mode)
+    if class_names:
+        if len(class_names) != spec.n_classes:
+            raise UserInputError(
+                f"--class-names: {len(class_names)} names for {spec.n_classes} class values {list(spec.class_values)}"
+            )
+        spec = DatasetSpec(spec.name, spec.class_values, tuple(class_names), spec.label_mode)
+    if len(spec.class_names) != spec.n_classes:
+        spec = DatasetSpec(spec.name, spec.class_values, tuple(f"class_{v}" for v in spec.class_values), spec.label_mode)
+    if spec.n_classes < 2:
+        raise UserInputError(f"{name}: need at least 2 classes, got values {list(spec.class_values)}")
+    if len(set(spec.class_values)) != spec.n_classes:
+        raise UserInputError(f"--class-values: repeated values in {list(spec.class_values)}")
+    return spec
+
+
+def _values_in_masks(samples: Sequence[Sample]) -> tuple[int, ...]:
+    values: set[int] = set()
+    for sample in samples:
+        for path in sample.labels:
+            values.update(int(v) for v in np.unique(read_label(path)))
+    if len(values) > 32:
+        raise UserInputError(
+            f"{samples[0].labels[0].parent}: masks hold {len(values)} different values; "
+            "these look like instance labels: give --class-values, or use the ctc layout"
+        )
+    return tuple(sorted(values))
+
+
+def read_class_ids(sample: Sample, spec: DatasetSpec) -> np.ndarray:
+    """The (H, W) uint8 class-id mask of a labelled sample."""
+    if not sample.labels:
+        raise UserInputError(f"{sample.image}: has no label file")
+    if spec.label_mode == "values":
+        return values_to_ids(read_label(sample.labels[0]), spec.class_values, sample.labels[0])
+    merged = None
+    for path in sample.labels:
+        label = read_label(path)
+        if merged is not None and label.shape != merged.shape:
+            raise UserInputError(f"{path}: size {label.shape} differs from the other masks {merged.shape}")
+        merged = label > 0 if merged is None else merged | (label > 0)
+    return merged.astype(np.uint8)
+
+
+def load_image(path: Path, pmin: float = 2.0, pmax: float = 98.0, clip: bool = False) -> np.ndarray:
+    """Read and percentile-normalize one image: (H, W) float32."""
+    image = read_image(path)
+    if not np.all(np.isfinite(image)):
+        raise UserInputError(f"{path}: image holds NaN or infinite values")
+    return percentile_normalize(image, pmin, pmax, clip=clip)
+
+
+def load_pairs(
+    samples: Sequence[Sample], spec: DatasetSpec, pmin: float = 2.0, pmax: float = 98.0, clip: bool = False
+) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """Normalized images (float32) and class-id masks (uint8) of labelled samples."""
+    images, masks = [], []
+    for sample in samples:
+        image = load_image(sample.image, pmin, pmax, clip)
+        mask = read_class_ids(sample, spec)
+        if image.shape != mask.shape:
+            raise UserInputError(
+                f"{sample.labels[0]}: label size {mask.shape[1]}x{mask.shape[0]} differs from "
+                f"image {sample.image.name} {image.shape[1]}x{image.shape[0]}"
+            )
+        images.append(image)
+        masks.append(mask)
+    return images, masks
+
+
+def choose_subset(samples: Sequence[Sample], n: int | None, seed: int = 0) -> list[Sample]:
+    """``n`` samples chosen by ``seed`` (all when ``n`` is None), kept in name order."""
+    samples = list(samples)
+    if n is None:
+        return samples
+    if n < 1 or n > len(samples):
+        raise UserInputError(f"--train-size {n}: the dataset has {len(samples)} labelled training images")
+    keep = np.random.default_rng(seed).permutation(len(samples))[:n]
+    return [samples[i] for i in sorted(keep)]
+
+
+def split_train_val(
+    samples: Sequence[Sample], val_fraction: float = 0.2, seed: int = 0
+) -> tuple[list[Sample], list[Sample]]:
+    """Split by image (never patches of one image on both sides), deterministic for ``seed``.
+
+    At least one image goes to validation when ``val_fraction > 0`` and two or more
+    images exist; a single image is used for both (said by the caller).
+    """
+    samples = list(samples)
+    if not 0 <= val_fraction < 1:
+        raise UserInputError(f"--val-fraction {val_fraction}: must be in [0, 1)")
+    if val_fraction == 0 or len(samples) < 2:
+        return samples, []
+    n_val = min(len(samples) - 1, max(1, round(val_fraction * len(samples))))
+    order = np.random.default_rng([seed, 7]).permutation(len(samples))
+    val = set(order[:n_val].tolist())
+    return [s for i, s in enumerate(samples) if i not in val], [s for i, s in enumerate(samples) if i in val]
