@@ -1,0 +1,173 @@
+"""Scores: hand-computed counts, NumPy and streaming Keras metrics agree, and
+the Keras metrics score the whole epoch, not a mean of batches."""
+import math
+
+import numpy as np
+import pytest
+
+keras = pytest.importorskip("keras")
+
+from unet_tf.metrics import (  # noqa: E402
+    DiceScore,
+    IoUScore,
+    PixelAccuracy,
+    confusion_counts,
+    foreground_mean,
+    scores_from_counts,
+    tversky_from_counts,
+)
+
+
+def as_bhwk(a):
+    """[H, W] -> [1, H, W, 1] float32."""
+    return np.asarray(a, dtype="float32")[None, ..., None]
+
+
+def onehot(ids, n_classes):
+    return np.eye(n_classes, dtype="float32")[np.asarray(ids)]
+
+
+# IoU = 1/3 case: truth and prediction each hold 2 pixels, 1 shared
+T = np.array([[1, 1, 0],
+              [0, 0, 0],
+              [0, 0, 0]])
+P = np.array([[0, 1, 1],
+              [0, 0, 0],
+              [0, 0, 0]])
+
+
+def test_confusion_counts_hand_computed():
+    t = np.array([[0, 1, 2], [2, 2, 0], [1, 0, 0]])
+    p = np.array([[0, 1, 1], [2, 0, 0], [1, 0, 2]])
+    tp, fp, fn, tn = confusion_counts(t, p, 3)
+    # pairs (truth, prediction): (0,0) (1,1) (2,1) (2,2) (2,0) (0,0) (1,1) (0,0) (0,2)
+    # class 0: truth 4 px, prediction 4 px, shared 3 -> tp 3, fp 1, fn 1, tn 4
+    # class 1: truth 2 px, prediction 3 px, shared 2 -> tp 2, fp 1, fn 0, tn 6
+    # class 2: truth 3 px, prediction 2 px, shared 1 -> tp 1, fp 1, fn 2, tn 5
+    np.testing.assert_array_equal(tp, [3, 2, 1])
+    np.testing.assert_array_equal(fp, [1, 1, 1])
+    np.testing.assert_array_equal(fn, [1, 0, 2])
+    np.testing.assert_array_equal(tn, [4, 6, 5])
+    s = scores_from_counts(tp, fp, fn, tn)
+    np.testing.assert_allclose(s["dice"], [6 / 8, 4 / 5, 2 / 5])
+    np.testing.assert_allclose(s["iou"], [3 / 5, 2 / 3, 1 / 4])
+    np.testing.assert_allclose(s["precision"], [3 / 4, 2 / 3, 1 / 2])
+    np.testing.assert_allclose(s["recall"], [3 / 4, 2 / 2, 1 / 3])
+    assert s["pixel_accuracy"] == pytest.approx(6 / 9)
+    with pytest.raises(ValueError):
+        confusion_counts(t, p + 1, 3)
+
+
+def test_iou_one_third_numpy_and_keras():
+    s = scores_from_counts(*confusion_counts(T, P, 2))
+    assert s["iou"][1] == pytest.approx(1 / 3)
+    assert s["dice"][1] == pytest.approx(1 / 2)
+    iou, dice = IoUScore(2), DiceScore(2)
+    for m in (iou, dice):
+        m.update_state(as_bhwk(T), as_bhwk(P * 0.9))
+    assert float(iou.result()) == pytest.approx(1 / 3, abs=1e-6)
+    assert float(dice.result()) == pytest.approx(1 / 2, abs=1e-6)
+
+
+def test_binary_threshold():
+    p = as_bhwk([[0.2, 0.6, 0.6], [0, 0, 0], [0, 0, 0]])  # shared pixel at .6
+    y = as_bhwk(T)
+    strict = DiceScore(2, threshold=0.7)
+    strict.update_state(y, p)
+    assert float(strict.result()) == 0.0  # nothing predicted: tp = 0, fn = 2
+    loose = DiceScore(2, threshold=0.5)
+    loose.update_state(y, p)
+    assert float(loose.result()) == pytest.approx(0.5)
+
+
+def test_empty_class_is_nan_and_skipped():
+    # class 2 absent from truth and prediction
+    t = np.array([[0, 1], [1, 0]])
+    p = np.array([[0, 1], [0, 0]])
+    s = scores_from_counts(*confusion_counts(t, p, 3))
+    assert math.isnan(s["dice"][2]) and math.isnan(s["iou"][2])
+    assert foreground_mean(s["dice"]) == pytest.approx(2 / 3)  # class 1 only
+    assert math.isnan(foreground_mean(np.array([1.0, np.nan])))
+
+    y, q = onehot(t, 3)[None], onehot(p, 3)[None]
+    mean_dice, dice2 = DiceScore(3), DiceScore(3, class_id=2)
+    for m in (mean_dice, dice2):
+        m.update_state(y, q)
+    assert float(mean_dice.result()) == pytest.approx(2 / 3, abs=1e-6)
+    assert math.isnan(float(dice2.result()))
+    # binary with no foreground anywhere: undefined
+    empty = DiceScore(2)
+    empty.update_state(as_bhwk(np.zeros((2, 2))), as_bhwk(np.zeros((2, 2))))
+    assert math.isnan(float(empty.result()))
+
+
+def test_streaming_dice_is_dataset_level_not_batch_mean():
+    # batch A: 1 fg pixel, found -> Dice 1
+    ya = as_bhwk([[1, 0, 0], [0, 0, 0], [0, 0, 0]])
+    pa = ya.copy()
+    # batch B: 8 fg pixels, 1 found -> Dice 2 / (2 + 7) = 2/9
+    yb = as_bhwk([[1, 1, 1], [1, 1, 1], [1, 1, 0]])
+    pb = as_bhwk([[1, 0, 0], [0, 0, 0], [0, 0, 0]])
+    dice = DiceScore(2)
+    dice.update_state(ya, pa)
+    dice.update_state(yb, pb)
+    # dataset: tp 2, fp 0, fn 7 -> 4 / 11; mean of batches would be (1 + 2/9) / 2
+    t = np.concatenate([ya, yb]).astype(int)[..., 0]
+    p = np.concatenate([pa, pb]).astype(int)[..., 0]
+    expected = scores_from_counts(*confusion_counts(t, p, 2))["dice"][1]
+    assert expected == pytest.approx(4 / 11)
+    assert float(dice.result()) == pytest.approx(expected, abs=1e-6)
+    assert float(dice.result()) != pytest.approx((1 + 2 / 9) / 2, abs=1e-3)
+    dice.reset_state()
+    dice.update_state(ya, pa)
+    assert float(dice.result()) == pytest.approx(1.0)
+
+
+def test_streaming_in_evaluate_batch_by_batch():
+    ya = as_bhwk([[1, 0, 0], [0, 0, 0], [0, 0, 0]])
+    yb = as_bhwk([[1, 1, 1], [1, 1, 1], [1, 1, 0]])
+    pb = as_bhwk([[1, 0, 0], [0, 0, 0], [0, 0, 0]])
+    inp = keras.Input((3, 3, 1))
+    model = keras.Model(inp, keras.layers.Identity()(inp))  # prediction = input
+    model.compile(loss="mse", metrics=[DiceScore(2), IoUScore(2), PixelAccuracy(2)])
+    logs = model.evaluate(np.concatenate([ya, pb]), np.concatenate([ya, yb]),
+                          batch_size=1, verbose=0, return_dict=True)
+    assert logs["dice"] == pytest.approx(4 / 11, abs=1e-6)
+    assert logs["iou"] == pytest.approx(2 / 9, abs=1e-6)
+    assert logs["pixel_accuracy"] == pytest.approx(11 / 18, abs=1e-6)
+
+
+def test_multiclass_streaming_matches_numpy():
+    rng = np.random.default_rng(0)
+    t = rng.integers(0, 4, (3, 5, 5))
+    noisy = np.where(rng.random(t.shape) < 0.4, rng.integers(0, 4, t.shape), t)
+    probs = onehot(noisy, 4) * 0.7 + 0.075  # argmax = noisy
+    y = onehot(t, 4)
+    metrics = [DiceScore(4), IoUScore(4), PixelAccuracy(4)] + [
+        DiceScore(4, class_id=c) for c in range(4)]
+    for m in metrics:
+        m.update_state(y[:2], probs[:2])
+        m.update_state(y[2:], probs[2:])
+    s = scores_from_counts(*confusion_counts(t, noisy, 4))
+    assert float(metrics[0].result()) == pytest.approx(foreground_mean(s["dice"]), abs=1e-6)
+    assert float(metrics[1].result()) == pytest.approx(foreground_mean(s["iou"]), abs=1e-6)
+    assert float(metrics[2].result()) == pytest.approx(s["pixel_accuracy"], abs=1e-6)
+    for c in range(4):
+        assert float(metrics[3 + c].result()) == pytest.approx(s["dice"][c], abs=1e-6)
+
+
+def test_scores_are_tversky_special_cases():
+    tp, fp, fn = np.array([3.0]), np.array([2.0]), np.array([1.0])
+    assert tversky_from_counts(tp, fp, fn, 0.5, 0.5)[0] == pytest.approx(6 / 9)
+    assert tversky_from_counts(tp, fp, fn, 1.0, 1.0)[0] == pytest.approx(3 / 6)
+
+
+def test_metric_config_round_trip():
+    m = DiceScore(5, name="dice_myelinated_axon", threshold=0.4, class_id=2)
+    clone = keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(m))
+    assert type(clone) is DiceScore
+    assert clone.get_config() == m.get_config()
+    assert (clone.name, clone.n_classes, clone.class_id, clone.threshold) == (
+        "dice_myelinated_axon", 5, 2, 0.4)
+    with pytest.raises(ValueError):
+        DiceScore(3, class_id=3)

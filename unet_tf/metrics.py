@@ -1,0 +1,279 @@
+"""Segmentation scores: one set of count formulas, used on arrays and in Keras.
+
+Two layers share the same definitions:
+
+* NumPy functions for whole images (used by ``evaluation.py``):
+  :func:`confusion_counts` turns integer class maps into per-class
+  ``tp, fp, fn, tn`` counts and :func:`scores_from_counts` turns counts into
+  Dice, IoU, precision, recall and pixel accuracy.
+* Streaming Keras metrics (:class:`DiceScore`, :class:`IoUScore`,
+  :class:`PixelAccuracy`) that add up the same hard counts over every batch of
+  an epoch and score them once in ``result()``, so ``val_dice`` is the Dice of
+  the whole validation set, not a mean of per-batch Dice values.
+
+Definitions (for class ``c``; counts over all pixels considered)::
+
+    tversky(a, b) = tp / (tp + a * fp + b * fn)     (tversky_from_counts)
+    dice      = tversky(0.5, 0.5) = 2 tp / (2 tp + fp + fn)
+    iou       = tversky(1, 1)     = tp / (tp + fp + fn)
+    precision = tversky(1, 0)     = tp / (tp + fp)
+    recall    = tversky(0, 1)     = tp / (tp + fn)
+    pixel_accuracy = sum_c tp_c / n_pixels
+
+Empty case: a score whose denominator is 0 (for Dice and IoU: the class is
+absent from both truth and prediction) is NaN, meaning "undefined", not 0 or 1.
+Means over classes skip NaN values (:func:`foreground_mean`); a mean over no
+defined class is NaN. The Keras metrics follow the same rule.
+
+Class conventions: binary tasks have one sigmoid channel (class 1, the
+foreground) and are scored as two classes, background 0 and foreground 1
+(prediction ``p > threshold``); multi-class tasks have C softmax channels and
+are scored by argmax. The summary Dice / IoU is the mean over the foreground
+classes ``1 .. C-1`` (background excluded: it dominates the pixel count and
+would hide errors on rare classes); for binary tasks that is the foreground
+class alone.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import keras
+import numpy as np
+from keras import ops
+
+# === Shared formula ===
+
+
+def tversky_from_counts(tp: Any, fp: Any, fn: Any, alpha: float, beta: float,
+                        smooth: float = 0.0) -> Any:
+    """Tversky index ``(tp + s) / (tp + alpha*fp + beta*fn + s)``.
+
+    Plain arithmetic, so it works on NumPy arrays, Python numbers and Keras /
+    TensorFlow tensors alike (element-wise, any shape). ``alpha`` weighs false
+    positives and ``beta`` false negatives (Salehi et al., 2017);
+    ``alpha = beta = 0.5`` gives Dice, ``alpha = beta = 1`` gives IoU. The
+    soft Tversky loss (``losses.py``) calls this with soft counts; the scores
+    here call it with hard counts and ``smooth = 0``.
+    """
+    return (tp + smooth) / (tp + alpha * fp + beta * fn + smooth)
+
+
+# === NumPy: whole images ===
+
+
+def confusion_counts(y_true_ids: np.ndarray, y_pred_ids: np.ndarray,
+                     n_classes: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Per-class one-vs-rest counts of two integer class maps.
+
+    Args:
+        y_true_ids, y_pred_ids: integer arrays of the same shape (any rank)
+            with values in ``[0, n_classes)``.
+        n_classes: number of classes C (2 for a binary task).
+
+    Returns:
+        ``(tp, fp, fn, tn)``, each an int64 array of shape ``[C]``; for every
+        class ``tp + fp + fn + tn`` equals the number of pixels.
+    """
+    t = np.asarray(y_true_ids)
+    p = np.asarray(y_pred_ids)
+    if t.shape != p.shape:
+        raise ValueError(f"shape mismatch: truth {t.shape} vs prediction {p.shape}")
+    if n_classes < 2:
+        raise ValueError(f"n_classes must be >= 2, got {n_classes}")
+    t = t.astype(np.int64, copy=False).ravel()
+    p = p.astype(np.int64, copy=False).ravel()
+    for what, a in (("truth", t), ("prediction", p)):
+        if a.size and (a.min() < 0 or a.max() >= n_classes):
+            raise ValueError(
+                f"{what} holds class ids outside [0, {n_classes}): "
+                f"min {a.min()}, max {a.max()}")
+    cm = np.bincount(t * n_classes + p, minlength=n_classes * n_classes)
+    cm = cm.reshape(n_classes, n_classes)  # rows: truth, columns: prediction
+    tp = np.diag(cm).astype(np.int64)
+    fp = cm.sum(axis=0) - tp
+    fn = cm.sum(axis=1) - tp
+    tn = t.size - tp - fp - fn
+    return tp, fp, fn, tn
+
+
+def scores_from_counts(tp: np.ndarray, fp: np.ndarray, fn: np.ndarray,
+                       tn: np.ndarray) -> dict[str, Any]:
+    """Scores from per-class counts (see the module docstring for formulas).
+
+    Dice, IoU, precision and recall are all :func:`tversky_from_counts` with
+    ``(alpha, beta)`` = (0.5, 0.5), (1, 1), (1, 0) and (0, 1). Counts are
+    non-negative, so a zero denominator means a zero numerator: 0/0 = NaN.
+
+    Returns:
+        ``{"dice", "iou", "precision", "recall"}``: float64 arrays of shape
+        ``[C]`` (NaN where undefined), and ``"pixel_accuracy"``: a float
+        (``sum(tp) / n_pixels``; NaN for zero pixels).
+    """
+    tp, fp, fn, tn = (np.asarray(a, dtype=np.float64) for a in (tp, fp, fn, tn))
+    n_pixels = (tp + fp + fn + tn)[0] if tp.size else np.float64(0.0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return {
+            "dice": tversky_from_counts(tp, fp, fn, 0.5, 0.5),
+            "iou": tversky_from_counts(tp, fp, fn, 1.0, 1.0),
+            "precision": tversky_from_counts(tp, fp, fn, 1.0, 0.0),
+            "recall": tversky_from_counts(tp, fp, fn, 0.0, 1.0),
+            "pixel_accuracy": float(np.float64(tp.sum()) / n_pixels),
+        }
+
+
+def foreground_mean(per_class: np.ndarray) -> float:
+    """Mean of a per-class score over classes ``1 .. C-1``, skipping NaN.
+
+    Returns NaN when no foreground class has a defined score.
+    """
+    fg = np.asarray(per_class, dtype=np.float64)[1:]
+    fg = fg[~np.isnan(fg)]
+    return float(fg.mean()) if fg.size else float("nan")
+
+
+# === Keras: streaming metrics ===
+
+
+class _ConfusionCountsMetric(keras.metrics.Metric):
+    """Adds hard per-class ``tp, fp, fn, tn`` counts over batches (float64).
+
+    ``y_true``: float ``[B, H, W, K]``, K = 1 (binary, 1.0 = foreground) or
+    K = C one-hot. ``y_pred``: probabilities of the same shape. Per batch the
+    counts are exact int32 sums, then added to float64 totals (exact up to
+    2**53 pixels). ``sample_weight`` is not supported.
+    """
+
+    def __init__(self, n_classes: int, threshold: float = 0.5,
+                 class_id: int | None = None, name: str | None = None,
+                 dtype: Any = None):
+        super().__init__(name=name, dtype=dtype)
+        n_classes = int(n_classes)
+        if n_classes < 2:
+            raise ValueError(f"n_classes must be >= 2, got {n_classes}")
+        if class_id is not None and not 0 <= int(class_id) < n_classes:
+            raise ValueError(f"class_id {class_id} is outside [0, {n_classes})")
+        self.n_classes = n_classes
+        self.threshold = float(threshold)
+        self.class_id = None if class_id is None else int(class_id)
+        self.tp = self.add_variable(shape=(n_classes,), initializer="zeros",
+                                    dtype="float64", name="tp")
+        self.fp = self.add_variable(shape=(n_classes,), initializer="zeros",
+                                    dtype="float64", name="fp")
+        self.fn = self.add_variable(shape=(n_classes,), initializer="zeros",
+                                    dtype="float64", name="fn")
+        self.tn = self.add_variable(shape=(n_classes,), initializer="zeros",
+                                    dtype="float64", name="tn")
+
+    def _class_ids(self, y_true, y_pred):
+        """Flat int32 class ids ``[N]`` of truth and hard prediction."""
+        y_true = ops.convert_to_tensor(y_true)
+        y_pred = ops.convert_to_tensor(y_pred)
+        k = y_pred.shape[-1]
+        if k == 1:
+            if self.n_classes != 2:
+                raise ValueError(
+                    f"{self.name}: one output channel means a binary task, "
+                    f"but n_classes={self.n_classes}")
+            true_ids = ops.cast(y_true > 0.5, "int32")
+            pred_ids = ops.cast(y_pred > self.threshold, "int32")
+        else:
+            if k is not None and k != self.n_classes:
+                raise ValueError(
+                    f"{self.name}: {k} output channels but n_classes={self.n_classes}")
+            true_ids = ops.cast(ops.argmax(y_true, axis=-1), "int32")
+            pred_ids = ops.cast(ops.argmax(y_pred, axis=-1), "int32")
+        return ops.reshape(true_ids, (-1,)), ops.reshape(pred_ids, (-1,))
+
+    def update_state(self, y_true, y_pred, sample_weight=None):
+        if sample_weight is not None:
+            raise NotImplementedError(f"{self.name}: sample_weight is not supported")
+        true_ids, pred_ids = self._class_ids(y_true, y_pred)
+        t = ops.one_hot(true_ids, self.n_classes, dtype="int32")  # [N, C]
+        p = ops.one_hot(pred_ids, self.n_classes, dtype="int32")
+        tp = ops.sum(t * p, axis=0)
+        n_true = ops.sum(t, axis=0)
+        n_pred = ops.sum(p, axis=0)
+        n_pixels = ops.sum(n_true)
+        fp = n_pred - tp
+        fn = n_true - tp
+        tn = n_pixels - tp - fp - fn
+        for var, val in ((self.tp, tp), (self.fp, fp), (self.fn, fn), (self.tn, tn)):
+            var.assign(var + ops.cast(val, "float64"))
+
+    def _counts(self):
+        """The accumulated ``tp, fp, fn, tn`` as float64 tensors ``[C]``."""
+        return tuple(ops.convert_to_tensor(v) for v in (self.tp, self.fp, self.fn, self.tn))
+
+    def _summarize(self, per_class):
+        """One class (``class_id``) or the NaN-skipping foreground mean.
+
+        ``per_class`` is NaN where a class is absent from truth and prediction
+        (0/0 in :func:`tversky_from_counts`); a mean over no defined class is
+        0/0 = NaN as well.
+        """
+        if self.class_id is not None:
+            out = per_class[self.class_id]
+        else:
+            fg = per_class[1:]
+            defined = ops.logical_not(ops.isnan(fg))
+            total = ops.sum(ops.where(defined, fg, ops.zeros_like(fg)))
+            out = total / ops.sum(ops.cast(defined, "float64"))
+        return ops.cast(out, self.dtype)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update({"n_classes": self.n_classes, "threshold": self.threshold,
+                       "class_id": self.class_id})
+        return config
+
+
+@keras.saving.register_keras_serializable(package="unet_tf")
+class DiceScore(_ConfusionCountsMetric):
+    """Dataset-level Dice ``2tp / (2tp + fp + fn)`` from hard predictions.
+
+    Without ``class_id``: the mean over foreground classes 1..C-1 (binary: the
+    foreground class), skipping classes absent from both truth and prediction
+    over the whole epoch (NaN if all are). With ``class_id=c``: class c alone
+    (NaN if absent from both). Counts accumulate over all batches until
+    ``reset_state`` (Keras resets at each epoch / evaluate call).
+    """
+
+    def __init__(self, n_classes: int, name: str = "dice", threshold: float = 0.5,
+                 class_id: int | None = None, dtype: Any = None):
+        super().__init__(n_classes, threshold=threshold, class_id=class_id,
+                         name=name, dtype=dtype)
+
+    def result(self):
+        tp, fp, fn, _ = self._counts()
+        return self._summarize(tversky_from_counts(tp, fp, fn, 0.5, 0.5))
+
+
+@keras.saving.register_keras_serializable(package="unet_tf")
+class IoUScore(_ConfusionCountsMetric):
+    """Dataset-level IoU (Jaccard) ``tp / (tp + fp + fn)``; else as :class:`DiceScore`."""
+
+    def __init__(self, n_classes: int, name: str = "iou", threshold: float = 0.5,
+                 class_id: int | None = None, dtype: Any = None):
+        super().__init__(n_classes, threshold=threshold, class_id=class_id,
+                         name=name, dtype=dtype)
+
+    def result(self):
+        tp, fp, fn, _ = self._counts()
+        return self._summarize(tversky_from_counts(tp, fp, fn, 1.0, 1.0))
+
+
+@keras.saving.register_keras_serializable(package="unet_tf")
+class PixelAccuracy(_ConfusionCountsMetric):
+    """Fraction of pixels whose hard predicted class equals the true class."""
+
+    def __init__(self, n_classes: int, name: str = "pixel_accuracy",
+                 threshold: float = 0.5, dtype: Any = None, class_id: None = None):
+        if class_id is not None:
+            raise ValueError("PixelAccuracy has no per-class form; class_id must be None")
+        super().__init__(n_classes, threshold=threshold, class_id=None,
+                         name=name, dtype=dtype)
+
+    def result(self):
+        tp, fp, fn, tn = self._counts()
+        n_pixels = tp[0] + fp[0] + fn[0] + tn[0]
+        return ops.cast(ops.sum(tp) / n_pixels, self.dtype)
