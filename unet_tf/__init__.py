@@ -10,4 +10,4 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 __version__ = "0.1.0"
 
-from . import losses, metrics, model_file  # noqa: E402,F401  (register Keras objects)
+from . import losses, metrics, model_file, models  # noqa: E402,F401  (register Keras objects)
