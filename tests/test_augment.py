@@ -1,0 +1,166 @@
+import numpy as np
+import pytest
+import tensorflow as tf
+from scipy import ndimage
+
+from unet_tf import augment as A
+from unet_tf.config import AugmentConfig
+
+OFF = dict(elastic=False, flip_rot90=False, affine_prob=0.0, intensity_prob=0.0)
+STRONG = {
+    "elastic": dict(OFF, elastic=True, elastic_prob=1.0, elastic_alpha=15.0),
+    "affine": dict(
+        OFF, affine_prob=1.0, rotation_deg=30.0, scale_min=0.8, scale_max=1.25, translate_px=10.0
+    ),
+    "flip_rot90": dict(OFF, flip_rot90=True),
+    "combined": dict(
+        elastic=True, elastic_prob=1.0, elastic_alpha=15.0, flip_rot90=True, affine_prob=1.0,
+        rotation_deg=30.0, scale_min=0.8, scale_max=1.25, translate_px=10.0, intensity_prob=0.0,
+    ),
+}
+
+
+def blob_mask(size=96, n_classes=5, seed=0):
+    """Smooth random blobs with class ids 0..n_classes-1 (uint8 [size, size])."""
+    rng = np.random.default_rng(seed)
+    field = ndimage.zoom(rng.random((6, 6)), size / 6, order=3)[:size, :size]
+    edges = np.quantile(field, np.linspace(0, 1, n_classes + 1)[1:-1])
+    return np.digitize(field, edges).astype(np.uint8)
+
+
+def run(image, mask, seed, **cfg):
+    """augment_pair on 2-D arrays, back to 2-D numpy."""
+    x, m = A.augment_pair(
+        tf.constant(image[..., None]), tf.constant(mask[..., None]),
+        tf.constant(seed, tf.int64), AugmentConfig(**cfg),
+    )
+    return x.numpy()[..., 0], m.numpy()[..., 0]
+
+
+def dihedral_images(x):
+    return [np.flip(np.rot90(x, k), axes) if axes is not None else np.rot90(x, k)
+            for k in range(4) for axes in (None, 0)]
+
+
+# === Coordinates and warps ===
+
+
+def test_identity_coordinates_warp_exactly():
+    x = np.random.default_rng(0).random((40, 40, 1)).astype(np.float32)
+    coords = A.sampling_coordinates(40, tf.constant([19.5, 19.5]))
+    assert np.array_equal(A.warp(x, coords).numpy(), x)
+    assert np.array_equal(A.warp(x, coords, "nearest").numpy(), x)
+    # an integer shift is an exact crop
+    coords = A.sampling_coordinates(16, tf.constant([10 + 7.5, 5 + 7.5]))
+    assert np.array_equal(A.warp(x, coords).numpy(), x[10:26, 5:21])
+
+
+def test_outside_coordinates_are_reflected_like_numpy():
+    x = np.random.default_rng(1).random((12, 9)).astype(np.float32)
+    padded = np.pad(x, 30, mode="reflect")  # pads wider than the image: repeated mirror
+    coords = A.sampling_coordinates(20, tf.constant([-25 + 9.5, 4 + 9.5]))
+    out = A.warp(x[..., None], coords).numpy()[..., 0]
+    np.testing.assert_array_equal(out, padded[5:25, 34:54])
+
+
+def test_bilinear_is_exact_on_a_linear_ramp():
+    r, c = np.mgrid[0:32, 0:32].astype(np.float32)
+    ramp = (2 * r + 3 * c)[..., None]
+    coords = tf.constant([[[3.25, 7.5], [10.75, 0.1]]], tf.float32)
+    out = A.warp(ramp, coords).numpy()[..., 0]
+    np.testing.assert_allclose(out, [[2 * 3.25 + 3 * 7.5, 2 * 10.75 + 3 * 0.1]], rtol=1e-6)
+
+
+@pytest.mark.parametrize("k", range(4))
+@pytest.mark.parametrize("flips", [(0, 0), (1, 0), (0, 1), (1, 1)])
+def test_dihedral_matrix_matches_numpy(k, flips):
+    x = np.random.default_rng(2).random((11, 11)).astype(np.float32)
+    m = A.dihedral_matrix(tf.constant(k), tf.constant(flips[0]), tf.constant(flips[1]))
+    out = A.warp(x[..., None], A.sampling_coordinates(11, tf.constant([5.0, 5.0]), m))
+    expected = np.rot90(x, k)
+    for axis, on in enumerate(flips):
+        expected = np.flip(expected, axis) if on else expected
+    np.testing.assert_array_equal(out.numpy()[..., 0], expected)
+
+
+def test_elastic_field_is_smooth_and_scaled():
+    field = A.elastic_field(tf.constant([3, 4]), 64, 3, 10.0, 3.0).numpy()
+    assert field.shape == (64, 64, 2)
+    assert 1.0 < field.std() < 30.0
+    assert np.abs(np.diff(field, axis=0)).max() < 2.0  # smooth: < 2 px per pixel
+
+
+# === augment_pair ===
+
+
+def test_disabled_and_all_off_configs_are_identity():
+    x = np.random.default_rng(3).random((48, 48)).astype(np.float32)
+    m = blob_mask(48)
+    out = run(x, m, [1, 2], enabled=False)
+    assert np.array_equal(out[0], x) and np.array_equal(out[1], m)
+    out = run(x, m, [1, 2], **OFF)  # through the coordinate map and warp
+    assert np.array_equal(out[0], x) and np.array_equal(out[1], m)
+
+
+def test_flips_rot90_are_one_of_the_eight_and_the_same_for_mask():
+    x = np.random.default_rng(4).random((32, 32)).astype(np.float32)
+    m = (x * 5).astype(np.uint8)
+    seen = set()
+    for s in range(16):
+        xo, mo = run(x, m, [s, 0], **STRONG["flip_rot90"])
+        hits = [i for i, d in enumerate(dihedral_images(x)) if np.array_equal(xo, d)]
+        assert len(hits) == 1
+        assert np.array_equal(mo, dihedral_images(m)[hits[0]])
+        seen.add(hits[0])
+    assert len(seen) >= 5
+
+
+@pytest.mark.parametrize("name", list(STRONG))
+def test_image_and_mask_stay_aligned(name):
+    mask = blob_mask(96, 5, seed=7)
+    image = mask.astype(np.float32)
+    for s in range(4):
+        xo, mo = run(image, mask, [s, 11], **STRONG[name])
+        assert set(np.unique(mo)) <= set(np.unique(mask))  # no new label value
+        agree = np.round(xo) == mo
+        assert agree.mean() > 0.97, (name, s, agree.mean())
+        # exact inside blobs: where the output mask is constant over 5x5
+        interior = (ndimage.maximum_filter(mo, 5, mode="constant", cval=99)
+                    == ndimage.minimum_filter(mo, 5, mode="constant", cval=0))
+        assert interior.mean() > 0.2  # enough pixels to test
+        assert agree[interior].all(), (name, s)
+        if name != "flip_rot90":
+            assert not np.array_equal(mo, mask)  # something did move
+
+
+def test_intensity_jitter_changes_image_only():
+    x = np.random.default_rng(5).random((32, 32)).astype(np.float32)
+    m = blob_mask(32)
+    xo, mo = run(x, m, [9, 9], **dict(OFF, intensity_prob=1.0))
+    assert np.array_equal(mo, m)
+    assert np.all(np.isfinite(xo)) and not np.allclose(xo, x)
+    # still strongly correlated with the input: intensity only, no motion
+    assert np.corrcoef(xo.ravel(), x.ravel())[0, 1] > 0.8
+
+
+def test_same_seed_same_output_different_seed_different():
+    x = np.random.default_rng(6).random((64, 64)).astype(np.float32)
+    m = blob_mask(64)
+    a = run(x, m, [1, 2])
+    b = run(x, m, [1, 2])
+    c = run(x, m, [1, 3])
+    assert np.array_equal(a[0], b[0]) and np.array_equal(a[1], b[1])
+    assert not np.array_equal(a[0], c[0])
+
+
+def test_works_inside_tf_data_map_with_int32_mask():
+    x = np.random.default_rng(8).random((4, 32, 32, 1)).astype(np.float32)
+    m = (x * 3).astype(np.int32)
+    ds = tf.data.Dataset.from_tensor_slices((x, m, np.arange(8).reshape(4, 2)))
+    ds = ds.map(lambda i, k, s: A.augment_pair(i, k, s, AugmentConfig()),
+                num_parallel_calls=tf.data.AUTOTUNE)
+    outs = list(ds.as_numpy_iterator())
+    assert len(outs) == 4
+    for xo, mo in outs:
+        assert xo.shape == (32, 32, 1) and xo.dtype == np.float32
+        assert mo.dtype == np.int32 and set(np.unique(mo)) <= {0, 1, 2}

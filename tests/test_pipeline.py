@@ -1,0 +1,223 @@
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tensorflow as tf
+from scipy import ndimage
+
+from unet_tf.config import AugmentConfig
+from unet_tf.errors import UserInputError
+from unet_tf.pipeline import (
+    encode_targets,
+    make_dataset,
+    rare_classes_from_counts,
+    tile_origins,
+    validation_plan,
+)
+
+GEOMETRY_ONLY = AugmentConfig(
+    elastic_prob=1.0, elastic_alpha=12.0, affine_prob=1.0, rotation_deg=25.0, intensity_prob=0.0
+)
+
+
+def pairs(shapes, n_classes, seed=0):
+    rng = np.random.default_rng(seed)
+    images = [rng.random(s, dtype=np.float32) for s in shapes]
+    masks = [rng.integers(0, n_classes, s).astype(np.uint8) for s in shapes]
+    return images, masks
+
+
+def batches(ds):
+    return [(x.numpy(), y.numpy()) for x, y in ds]
+
+
+# === Targets and plans ===
+
+
+def test_encode_targets_binary_and_one_hot():
+    ids = tf.constant([[[0], [1]], [[2], [1]]], tf.uint8)  # [2, 2, 1]
+    binary = encode_targets(ids[..., :1] % 2, 2).numpy()
+    assert binary.shape == (2, 2, 1) and binary.dtype == np.float32
+    assert binary[..., 0].tolist() == [[0, 1], [0, 1]]
+    hot = encode_targets(ids, 3).numpy()
+    assert hot.shape == (2, 2, 3)
+    assert hot.argmax(-1).tolist() == [[0, 1], [2, 1]] and np.all(hot.sum(-1) == 1)
+
+
+def test_tile_origins():
+    assert tile_origins(100, 32).tolist() == [0, 32, 64, 68]
+    assert tile_origins(64, 32).tolist() == [0, 32]
+    assert tile_origins(20, 32).tolist() == [0]
+    assert validation_plan([(40, 20)], 32).tolist() == [[0, 0, 0], [0, 8, 0]]
+
+
+def test_rare_class_rule():
+    # fractions: 0.70, 0.20, 0.06, 0.04 -> below 10 %: 2, 3; median of (.2,.06,.04)=.06 -> 3
+    assert rare_classes_from_counts(np.array([70, 20, 6, 4])) == (2, 3)
+    # fractions 0.4, 0.3, 0.2, 0.1 (none < 10 %), median 0.2 -> class 3
+    assert rare_classes_from_counts(np.array([0, 40, 30, 20, 10])[1:]) == (3,)
+    assert rare_classes_from_counts(np.array([78, 22])) == ()  # isbi-like binary
+    assert rare_classes_from_counts(np.array([95, 5])) == (1,)
+
+
+# === Training patches ===
+
+
+@pytest.mark.parametrize("n_classes", [2, 4])
+def test_training_batches_shapes_dtypes_and_count(n_classes):
+    images, masks = pairs([(70, 90), (40, 50)], n_classes)
+    ds = make_dataset(
+        images, masks, n_classes, training=True, patch_size=32, batch_size=4,
+        patches_per_image=5, augment=AugmentConfig(), seed=1,
+    )
+    got = batches(ds)
+    assert [x.shape[0] for x, _ in got] == [4, 4, 2]  # 2 images x 5 patches
+    k = 1 if n_classes == 2 else n_classes
+    for x, y in got:
+        assert x.shape[1:] == (32, 32, 1) and x.dtype == np.float32
+        assert y.shape[1:] == (32, 32, k) and y.dtype == np.float32
+        assert np.all(np.isfinite(x))
+        assert set(np.unique(y)) <= {0.0, 1.0}
+        if k > 1:
+            assert np.all(y.sum(-1) == 1)
+
+
+def test_unaugmented_patches_are_exact_crops_of_image_and_mask():
+    shape = (60, 75)
+    image = np.arange(np.prod(shape), dtype=np.float32).reshape(shape)  # value -> position
+    mask = (np.arange(np.prod(shape)).reshape(shape) % 3).astype(np.uint8)
+    ds = make_dataset([image], [mask], 3, training=True, patch_size=32, batch_size=8,
+                      patches_per_image=8, seed=2)
+    x, y = batches(ds)[0]
+    origins = set()
+    for xi, yi in zip(x[..., 0], y.argmax(-1)):
+        r, c = divmod(int(xi[0, 0]), shape[1])
+        np.testing.assert_array_equal(xi, image[r:r + 32, c:c + 32])
+        np.testing.assert_array_equal(yi, mask[r:r + 32, c:c + 32])
+        origins.add((r, c))
+    assert len(origins) > 4  # random positions
+
+
+def test_image_smaller_than_patch_is_reflect_padded():
+    image, mask = pairs([(20, 25)], 2, seed=3)
+    ds = make_dataset(image, mask, 2, training=True, patch_size=32, batch_size=2,
+                      patches_per_image=2)
+    x, y = batches(ds)[0]
+    expected = np.pad(image[0], ((6, 6), (4, 3)), mode="reflect")
+    np.testing.assert_array_equal(x[0, ..., 0], expected)
+    np.testing.assert_array_equal(y[0, ..., 0], np.pad(mask[0], ((6, 6), (4, 3)), mode="reflect"))
+
+
+def test_augmented_patches_keep_image_and_mask_aligned():
+    rng = np.random.default_rng(4)
+    mask = np.kron(rng.integers(0, 4, (10, 10)), np.ones((16, 16))).astype(np.uint8)
+    ds = make_dataset([mask.astype(np.float32)], [mask], 4, training=True, patch_size=48,
+                      batch_size=8, patches_per_image=8, augment=GEOMETRY_ONLY, seed=5)
+    x, y = batches(ds)[0]
+    ids = y.argmax(-1)
+    agree = np.round(x[..., 0]) == ids
+    # bilinear image vs nearest mask differ only next to label edges
+    size = (1, 5, 5)
+    interior = (ndimage.maximum_filter(ids, size, mode="constant", cval=99)
+                == ndimage.minimum_filter(ids, size, mode="constant", cval=-1))  # not at borders
+    assert interior.mean() > 0.3 and agree[interior].all()
+    assert agree.mean() > 0.9
+
+
+def test_epochs_differ_and_seed_repeats():
+    images, masks = pairs([(80, 80), (50, 70)], 3)
+    kw = dict(training=True, patch_size=32, batch_size=4, patches_per_image=4,
+              augment=AugmentConfig())
+    ds = make_dataset(images, masks, 3, seed=7, **kw)
+    first, second = batches(ds)[0], batches(ds)[0]
+    assert not np.array_equal(first[0], second[0])  # a new draw every epoch
+    again = batches(make_dataset(images, masks, 3, seed=7, **kw))[0]
+    np.testing.assert_array_equal(first[0], again[0])
+    np.testing.assert_array_equal(first[1], again[1])
+    other = batches(make_dataset(images, masks, 3, seed=8, **kw))[0]
+    assert not np.array_equal(first[0], other[0])
+
+
+def test_oversampling_finds_a_tiny_rare_blob():
+    mask = np.zeros((256, 256), np.uint8)
+    mask[:, 128:] = 1
+    mask[200:205, 30:35] = 2  # 25 px of class 2
+    image = np.zeros(mask.shape, np.float32)
+
+    def fraction_with_rare(p):
+        ds = make_dataset([image], [mask], 3, training=True, patch_size=32, batch_size=32,
+                          patches_per_image=64, oversample_rare=p, seed=9)
+        return np.mean([np.any(y[..., 2] > 0, axis=(1, 2)).mean() for _, y in batches(ds)])
+
+    never, often = fraction_with_rare(0.0), fraction_with_rare(0.9)
+    assert never < 0.15 and often > 0.75
+
+
+# === Validation tiles ===
+
+
+@pytest.mark.parametrize("n_classes", [2, 3])
+def test_validation_tiles_rebuild_every_image(n_classes):
+    shapes = [(70, 45), (20, 25), (64, 64)]  # non-multiple, smaller than a patch, multiple
+    images, masks = pairs(shapes, n_classes, seed=10)
+    ds = make_dataset(images, masks, n_classes, training=False, patch_size=32, batch_size=3)
+    x = np.concatenate([b[0] for b in batches(ds)])
+    y = np.concatenate([b[1] for b in batches(ds)])  # second pass: from the cache
+    plan = validation_plan(shapes, 32)
+    assert len(x) == len(plan) == 6 + 1 + 4
+    ids = y[..., 0] if n_classes == 2 else y.argmax(-1)
+    for i, (h, w) in enumerate(shapes):
+        rebuilt_x = np.full((max(h, 32), max(w, 32)), np.nan, np.float32)
+        rebuilt_m = np.zeros_like(rebuilt_x)
+        for t in np.flatnonzero(plan[:, 0] == i):
+            r, c = plan[t, 1:]
+            rebuilt_x[r:r + 32, c:c + 32] = x[t, ..., 0]
+            rebuilt_m[r:r + 32, c:c + 32] = ids[t]
+        np.testing.assert_array_equal(rebuilt_x[:h, :w], images[i])
+        np.testing.assert_array_equal(rebuilt_m[:h, :w], masks[i])
+
+
+# === Input errors ===
+
+
+def test_user_errors_name_the_problem():
+    images, masks = pairs([(40, 40), (40, 40)], 2)
+    with pytest.raises(UserInputError, match="2 images but 1 masks"):
+        make_dataset(images, masks[:1], 2, training=True)
+    with pytest.raises(UserInputError, match="no images"):
+        make_dataset([], [], 2, training=True)
+    with pytest.raises(UserInputError, match="image 1"):
+        make_dataset(images, [masks[0], masks[1][:30]], 2, training=True, patch_size=32)
+    with pytest.raises(UserInputError, match="at least 16"):
+        make_dataset(images, masks, 2, training=True, patch_size=8)
+    with pytest.raises(UserInputError, match="mask 0"):
+        make_dataset(images, [masks[0] + 2, masks[1]], 2, training=False, patch_size=32)
+
+
+# === Real data ===
+
+
+def test_batch_from_isbi2012_if_available():
+    root = os.environ.get("UNET_TF_DATA")
+    folder = Path(root) / "isbi2012" / "train" if root else None
+    if folder is None or not (folder / "image" / "00.png").exists():
+        pytest.skip("UNET_TF_DATA/isbi2012 not available")
+    import cv2
+
+    images, masks = [], []
+    for name in ("00.png", "01.png", "02.png"):
+        raw = cv2.imread(str(folder / "image" / name), cv2.IMREAD_UNCHANGED).astype(np.float32)
+        label = cv2.imread(str(folder / "label" / name), cv2.IMREAD_UNCHANGED)
+        lo, hi = np.percentile(raw, (2, 98))
+        images.append((raw - lo) / (hi - lo))
+        masks.append((label == 0).astype(np.uint8))  # membrane (0) -> class 1
+    ds = make_dataset(images, masks, 2, training=True, patch_size=128, batch_size=4,
+                      patches_per_image=4, augment=AugmentConfig(), seed=0)
+    x, y = next(iter(ds))
+    x, y = x.numpy(), y.numpy()
+    assert x.shape == (4, 128, 128, 1) and y.shape == (4, 128, 128, 1)
+    assert x.dtype == np.float32 and y.dtype == np.float32
+    assert np.all(np.isfinite(x)) and x.min() > -1.0 and x.max() < 2.0
+    assert set(np.unique(y)) <= {0.0, 1.0}
+    assert 0.05 < y.mean() < 0.5
