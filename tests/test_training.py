@@ -1,0 +1,121 @@
+"""Tiny end-to-end training runs: run folder, model file contract, resume, bad input."""
+import csv
+import json
+
+import numpy as np
+import pytest
+
+from unet_tf.cli.train import main as train_main
+from unet_tf.config import RunConfig
+from unet_tf.synthetic import write_tem_dataset
+from unet_tf.training import replace_cfg, train
+
+RUN_FILES = {"best.keras", "last.keras", "config.json", "history.csv", "curves.png", "summary.json"}
+
+
+@pytest.fixture(scope="module")
+def tem_dir(tmp_path_factory):
+    root = tmp_path_factory.mktemp("tem")
+    write_tem_dataset(root, n_train=3, n_test=1, size=128, seed=0)
+    return root
+
+
+def tiny_cfg(tem_dir, out, **train):
+    cfg = RunConfig()
+    return replace_cfg(
+        cfg,
+        data={"dataset": "tem", "data_dir": str(tem_dir), "patch_size": 64, "patches_per_image": 2,
+              "val_fraction": 0.34},
+        model={"base_filters": 4, "depth": 2},
+        train={"epochs": 2, "steps_per_epoch": 2, "batch_size": 2, "out": str(out), **train},
+    )
+
+
+def test_two_epochs_write_every_run_file_and_model_round_trips(tem_dir, tmp_path):
+    import keras
+
+    import unet_tf  # noqa: F401  (the only import a loader needs)
+
+    summary = train(tiny_cfg(tem_dir, tmp_path / "run"), verbose=0)
+    run = tmp_path / "run"
+    assert RUN_FILES <= {p.name for p in run.iterdir()}
+    assert summary["epochs_run"] == 2 and 1 <= summary["best_epoch"] <= 2
+    with open(run / "history.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [int(r["epoch"]) for r in rows] == [0, 1]
+    assert {"val_dice", "val_loss", "dice_myelinated_axon"} <= set(rows[0])
+    config = json.loads((run / "config.json").read_text())
+    assert config["data"]["patch_size"] == 64 and config["model"]["base_filters"] == 4
+
+    model = keras.models.load_model(run / "last.keras", compile=False)
+    info = model.get_layer("unet_tf_info").info
+    assert info["class_values"] == [0, 50, 100, 150, 200]
+    assert info["class_names"][2] == "myelinated_axon"
+    assert info["patch_size"] == 64 and info["normalize"]["pmin"] == 2.0
+    x = np.random.default_rng(0).random((1, 64, 96, 1)).astype("float32")
+    y = model(x, training=False)
+    assert tuple(y.shape) == (1, 64, 96, 5)
+    again = keras.models.load_model(run / "last.keras", compile=False)
+    np.testing.assert_array_equal(np.asarray(again(x, training=False)), np.asarray(y))
+
+
+def test_resume_continues_at_the_interrupted_epoch(tem_dir, tmp_path):
+    import keras
+
+    class Interrupt(keras.callbacks.Callback):
+        def on_epoch_begin(self, epoch, logs=None):
+            if epoch == 1:
+                raise KeyboardInterrupt
+
+    out = tmp_path / "run"
+    with pytest.raises(KeyboardInterrupt):
+        train(tiny_cfg(tem_dir, out, epochs=3), verbose=0, extra_callbacks=[Interrupt()])
+    with open(out / "history.csv") as f:
+        assert [int(r["epoch"]) for r in csv.DictReader(f)] == [0]
+    summary = train(tiny_cfg(tem_dir, out, epochs=3, resume=True), verbose=0)
+    with open(out / "history.csv") as f:
+        assert [int(r["epoch"]) for r in csv.DictReader(f)] == [0, 1, 2]
+    assert summary["epochs_run"] == 3
+
+
+def _cli(tem_dir, tmp_path, *extra):
+    return train_main(["--dataset", "tem", "--data-dir", str(tem_dir), "--out", str(tmp_path / "cli"),
+                       "--base-filters", "4", "--depth", "2", "--patch-size", "64", "--epochs", "1",
+                       "--steps-per-epoch", "1", "--batch-size", "2", "--quiet", *extra])
+
+
+@pytest.mark.parametrize(
+    "extra,message",
+    [
+        (["--patch-size", "62"], "--patch-size 62 is not divisible"),
+        (["--train-size", "9"], "--train-size 9: the dataset has 3"),
+        (["--class-values", "0,50,100"], "label_00.tif: label values 150"),
+        (["--dataset", "nope"], "unknown dataset 'nope'"),
+    ],
+)
+def test_bad_input_is_one_line_before_training(tem_dir, tmp_path, capsys, extra, message):
+    assert _cli(tem_dir, tmp_path, *extra) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
+    assert not (tmp_path / "cli" / "best.keras").exists()
+
+
+def test_unwritable_out_and_bad_config_key(tem_dir, tmp_path, capsys):
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    assert train_main(["--data-dir", str(tem_dir), "--out", str(blocker / "run")]) == 2
+    assert "cannot write the run folder" in capsys.readouterr().err
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("epochs: 2\nbase_filter: 8\n")
+    assert train_main(["--config", str(cfg)]) == 2
+    assert "unknown setting 'base_filter'" in capsys.readouterr().err
+
+
+def test_config_file_is_overridden_by_flags(tmp_path):
+    from unet_tf.cli.train import build_parser, config_from_args
+
+    cfg_file = tmp_path / "c.json"
+    cfg_file.write_text(json.dumps({"epochs": 7, "model": {"base_filters": 8}, "augment": False, "pmax": 99.8}))
+    cfg = config_from_args(build_parser().parse_args(["--config", str(cfg_file), "--epochs", "3"]))
+    assert cfg.train.epochs == 3 and cfg.model.base_filters == 8
+    assert cfg.data.augment.enabled is False and cfg.data.normalize.pmax == 99.8

@@ -1,0 +1,128 @@
+"""``python train.py``: train a U-Net / Deep ResUNet on a dataset layout.
+
+TensorFlow is imported only after the arguments are parsed, so ``--help`` and
+argument errors are quick.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+
+from ..config import AugmentConfig, DataConfig, ModelConfig, RunConfig, TrainConfig, from_dict
+from ..errors import UserInputError
+from .common import int_list, read_config_file, run_main, str_list
+
+# flag dest -> (section, field); section None = top level of DataConfig.augment handled apart
+_SECTIONS = {
+    "data": {f for f in DataConfig.__dataclass_fields__},
+    "model": {f for f in ModelConfig.__dataclass_fields__},
+    "train": {f for f in TrainConfig.__dataclass_fields__},
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    d, m, t = DataConfig(), ModelConfig(), TrainConfig()
+    p = argparse.ArgumentParser(
+        prog="train.py",
+        description="Train a segmentation network on labelled microscopy images.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        argument_default=argparse.SUPPRESS,
+    )
+    g = p.add_argument_group("data")
+    g.add_argument("--dataset", help=f"layout: tem, isbi2012, folder, ctc, dsb2018 (default {d.dataset})")
+    g.add_argument("--data-dir", help="dataset folder (default $UNET_TF_DATA/<dataset>, UNET_TF_DATA defaults to data/)")
+    g.add_argument("--class-values", type=int_list, help="label values of the classes, class 0 first, e.g. 0,255")
+    g.add_argument("--class-names", type=str_list, help="names of the classes, comma separated")
+    g.add_argument("--train-size", type=int, help="use only N training images, chosen by the seed (default all)")
+    g.add_argument("--val-fraction", type=float, help=f"fraction of training images held out for validation (default {d.val_fraction})")
+    g.add_argument("--patch-size", type=int, help=f"training patch side in px (default {d.patch_size})")
+    g.add_argument("--patches-per-image", type=int, help=f"random patches per image per epoch (default {d.patches_per_image})")
+    g.add_argument("--oversample-rare", type=float, help=f"probability a patch is centred on a rare class (default {d.oversample_rare})")
+    g.add_argument("--pmin", type=float, help=f"lower percentile of contrast stretching (default {d.normalize.pmin})")
+    g.add_argument("--pmax", type=float, help=f"upper percentile of contrast stretching (default {d.normalize.pmax})")
+    g.add_argument("--no-augment", action="store_true", help="turn every augmentation off")
+    g = p.add_argument_group("model")
+    g.add_argument("--model", choices=("unet", "resunet"), help=f"architecture (default {m.model})")
+    g.add_argument("--base-filters", type=int, help=f"filters of the first level (default {m.base_filters})")
+    g.add_argument("--depth", type=int, help="number of 2x downsamplings (default 4 for unet, 3 for resunet)")
+    g.add_argument("--upsampling", choices=("nearest", "bilinear", "transpose"), help=f"decoder upsampling (default {m.upsampling})")
+    g.add_argument("--dropout", type=float, help=f"dropout at the bottleneck (default {m.dropout})")
+    g.add_argument("--attention", action="store_true", help="self-attention block at the bottleneck")
+    g = p.add_argument_group("training")
+    g.add_argument("--epochs", type=int, help=f"maximum epochs (default {t.epochs})")
+    g.add_argument("--steps-per-epoch", type=int, help="optimizer steps per epoch (default: one pass over patches-per-image x images)")
+    g.add_argument("--batch-size", type=int, help=f"patches per step (default {t.batch_size})")
+    g.add_argument("--lr", type=float, help=f"Adam learning rate (default {t.lr})")
+    g.add_argument("--loss", help="auto (weighted BCE/CE + Tversky), bce, bce+tversky, bce+dice, tversky, dice, "
+                   "focal_tversky, ce, ce+tversky, ce+dice (default auto)")
+    g.add_argument("--tversky-alpha", type=float, help=f"Tversky weight of false positives (default {t.tversky_alpha})")
+    g.add_argument("--tversky-beta", type=float, help=f"Tversky weight of false negatives (default {t.tversky_beta})")
+    g.add_argument("--max-minutes", type=float, help="stop after the epoch that crosses this wall time")
+    g.add_argument("--seed", type=int, help=f"seed of subset, split, patches, augmentation, weights (default {t.seed})")
+    g.add_argument("--out", help="run folder (default runs/<dataset>-<model>-<time>)")
+    g.add_argument("--resume", action="store_true", help="continue an interrupted run in --out from its last finished epoch")
+    g.add_argument("--tensorboard", action="store_true", help="also write TensorBoard logs")
+    p.add_argument("--config", help="YAML or JSON file of settings (flat keys like epochs: 5, or sections data/model/train); flags override it")
+    p.add_argument("--quiet", action="store_true", help="no per-step progress bar (one line per epoch)")
+    return p
+
+
+def _nest(flat: dict, where: str) -> dict:
+    """Flat or sectioned settings -> {"data": {...}, "model": {...}, "train": {...}}."""
+    nested: dict = {"data": {}, "model": {}, "train": {}}
+    for key, value in flat.items():
+        key = key.replace("-", "_")
+        if key in nested and isinstance(value, dict):
+            nested[key].update(value)
+        elif key in ("pmin", "pmax", "clip"):
+            nested["data"].setdefault("normalize", {})[key] = value
+        elif key == "augment" and isinstance(value, bool):
+            nested["data"].setdefault("augment", {})["enabled"] = value
+        elif key == "no_augment":
+            nested["data"].setdefault("augment", {})["enabled"] = not value
+        else:
+            section = next((s for s, fields in _SECTIONS.items() if key in fields), None)
+            if section is None:
+                raise UserInputError(f"{where}: unknown setting '{key}'")
+            nested[section][key] = value
+    return nested
+
+
+def _merge(base: dict, over: dict) -> dict:
+    out = dict(base)
+    for key, value in over.items():
+        out[key] = _merge(out.get(key, {}), value) if isinstance(value, dict) else value
+    return out
+
+
+def config_from_args(args: argparse.Namespace) -> RunConfig:
+    """Defaults <- --config file <- flags."""
+    flags = vars(args).copy()
+    flags.pop("quiet", None)
+    file_values = _nest(read_config_file(flags["config"]), flags.pop("config")) if "config" in flags else {}
+    merged = _merge(file_values, _nest(flags, "flags"))
+    merged = {k: v for k, v in merged.items() if v}
+    return from_dict(RunConfig, merged, "config")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    quiet = getattr(args, "quiet", False)
+
+    def body() -> int:
+        cfg = config_from_args(args)
+        from ..training import train  # heavy: TensorFlow
+
+        summary = train(cfg, verbose=2 if quiet else "auto")
+        best = summary["best"]
+        print(f"\nbest epoch {summary['best_epoch']} of {summary['epochs_run']} ({summary['wall_seconds']:.0f} s):")
+        for key in sorted(k for k in best if k.startswith("dice")):
+            print(f"  validation {key:<28s} {best[key]:.4f}")
+        print(f"\nnext: python predict.py --weights {summary['run_dir']}/best.keras")
+        return 0
+
+    return run_main(body)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
