@@ -84,7 +84,7 @@ class ModelConfig:
 class TrainConfig:
     """Optimisation, callbacks and the run folder."""
 
-    epochs: int = 30
+    epochs: int = 20
     steps_per_epoch: int | None = None
     batch_size: int = 8
     lr: float = 1e-3
