@@ -152,3 +152,15 @@ def test_split_by_image_and_subset_are_deterministic():
     assert sub != choose_subset(samples, 4, seed=2)
     with pytest.raises(UserInputError, match="--train-size 11: the dataset has 10"):
         choose_subset(samples, 11)
+
+
+def test_holdout_takes_the_last_images_by_name():
+    from unet_tf.datasets import split_holdout
+
+    samples = [Sample(Path(f"{i:02d}.png"), (Path(f"l{i:02d}.png"),)) for i in range(30)]
+    rest, test = split_holdout(samples, 5)
+    assert [s.image.name for s in test] == ["25.png", "26.png", "27.png", "28.png", "29.png"]
+    assert len(rest) == 25 and rest[-1].image.name == "24.png"
+    assert split_holdout(samples, 0) == (samples, [])
+    with pytest.raises(UserInputError, match="--holdout 30"):
+        split_holdout(samples, 30)

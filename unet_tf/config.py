@@ -60,6 +60,7 @@ class DataConfig:
     class_values: tuple[int, ...] | None = None
     class_names: tuple[str, ...] | None = None
     train_size: int | None = None
+    holdout: int = 0  # the last N labelled training images (by name) form the test set
     val_fraction: float = 0.2
     patch_size: int = 256
     patches_per_image: int = 16

@@ -133,7 +133,7 @@ def _isbi2012(root: Path, split: str) -> list[Sample]:
     return _require([Sample(p) for p in images], root / split / "image", "images")
 
 
-def _mask_key(stem: str) -> str:
+def mask_key(stem: str) -> str:
     for suffix in _MASK_SUFFIXES:
         if stem.lower().endswith(suffix):
             return stem[: -len(suffix)]
@@ -150,7 +150,7 @@ def _folder(root: Path, split: str) -> list[Sample]:
         return _require([Sample(p) for p in images], base / "images", "images")
     masks = {}
     for path in _images_in(masks_dir):
-        key = _mask_key(path.stem)
+        key = mask_key(path.stem)
         if key in masks:
             raise UserInputError(f"{path}: second mask for image '{key}' (also {masks[key]})")
         masks[key] = path
@@ -333,3 +333,11 @@ def split_train_val(
     order = np.random.default_rng([seed, 7]).permutation(len(samples))
     val = set(order[:n_val].tolist())
     return [s for i, s in enumerate(samples) if i not in val], [s for i, s in enumerate(samples) if i in val]
+
+
+def split_holdout(samples: Sequence[Sample], holdout: int) -> tuple[list[Sample], list[Sample]]:
+    """(rest, test): the last ``holdout`` samples by name are the fixed test set."""
+    samples = list(samples)
+    if holdout < 0 or holdout >= len(samples):
+        raise UserInputError(f"--holdout {holdout}: the dataset has {len(samples)} labelled images; keep at least one to train")
+    return (samples[: len(samples) - holdout], samples[len(samples) - holdout:]) if holdout else (samples, [])

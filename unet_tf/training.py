@@ -26,6 +26,7 @@ from .datasets import (
     default_data_dir,
     list_samples,
     load_pairs,
+    split_holdout,
     split_train_val,
 )
 from .errors import UserInputError
@@ -40,6 +41,7 @@ class TrainingData:
     data_dir: Path
     train: tuple[Sample, ...]
     val: tuple[Sample, ...]
+    test: tuple[Sample, ...] = ()
 
 
 def ensure_demo_data(data_dir: Path, log: Callable[[str], None] = print) -> None:
@@ -63,12 +65,14 @@ def resolve_data(cfg: RunConfig, log: Callable[[str], None] = print) -> Training
         ensure_demo_data(data_dir, log)
     samples = list_samples(d.dataset, data_dir, "train")
     spec = dataset_spec(d.dataset, d.class_values, d.class_names, samples)
+    samples, test = split_holdout(samples, d.holdout)
     subset = choose_subset(samples, d.train_size, cfg.train.seed)
     train, val = split_train_val(subset, d.val_fraction, cfg.train.seed)
     if not val:
         log("note: only one training image (or --val-fraction 0): validating on the training image itself")
         val = train
-    return TrainingData(spec, data_dir, tuple(train), tuple(val))
+    return TrainingData(spec, data_dir, tuple(train), tuple(val), tuple(test))
+
 
 
 def default_run_dir(cfg: RunConfig) -> Path:
@@ -234,6 +238,7 @@ def train(
         "normalize": cfgmod.to_dict(norm),
         "patch_size": cfg.data.patch_size,
         "size_divisor": 2 ** _size_divisor_depth(cfg),
+        "test_images": [[str(s.image.resolve()), *(str(p.resolve()) for p in s.labels)] for s in data.test],
         "model": cfgmod.to_dict(cfg.model),
         "unet_tf_version": _version(),
     }
@@ -252,6 +257,7 @@ def train(
         "data_dir": str(data.data_dir),
         "train_images": [str(s.image) for s in data.train],
         "val_images": [str(s.image) for s in data.val],
+        "test_images": [str(s.image) for s in data.test],
         "class_fractions": dict(zip(spec.class_names, map(float, fractions))),
         "pos_weight": pos_weight,
         "class_weights": None if class_weights is None else list(map(float, class_weights)),

@@ -1,0 +1,65 @@
+"""``python predict.py --weights best.keras``: segment images at full resolution."""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from .common import run_main
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="predict.py",
+        description="Segment images with a model trained by train.py: masks, overlays, metrics, objects.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    p.add_argument("--weights", required=True, help="a best.keras / last.keras written by train.py")
+    p.add_argument("--input", nargs="+", help="image files, folders or globs (default: the test images of the "
+                   "dataset the model was trained on)")
+    p.add_argument("--out", help="output folder (default: <weights folder>/predictions)")
+    p.add_argument("--labels", help="folder of ground-truth masks (matched by name): writes metrics.csv")
+    p.add_argument("--tile", type=int, default=512, help="tile side in px (a multiple of the model's size divisor)")
+    p.add_argument("--overlap", type=int, default=64, help="overlap of neighbouring tiles in px")
+    p.add_argument("--batch-size", type=int, default=4, help="tiles per model call")
+    p.add_argument("--tta", action="store_true", help="8-fold dihedral test-time augmentation (8x slower)")
+    p.add_argument("--threshold", type=float, default=0.5, help="foreground probability threshold of binary models")
+    p.add_argument("--save-probabilities", action="store_true", help="also write <stem>_prob.tif (float32, a band per class)")
+    p.add_argument("--no-overlay", action="store_true", help="do not write <stem>_overlay.png")
+    p.add_argument("--pixel-size", type=float, help="pixel size in µm: adds µm and µm² columns to objects.csv")
+    p.add_argument("--min-size", type=int, default=0, help="drop objects smaller than this many pixels")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+
+    def body() -> int:
+        from ..errors import UserInputError
+
+        if not 0 < args.threshold < 1:
+            raise UserInputError(f"--threshold {args.threshold}: must be between 0 and 1")
+        if args.pixel_size is not None and args.pixel_size <= 0:
+            raise UserInputError(f"--pixel-size {args.pixel_size}: must be positive")
+        from ..model_file import load_model  # heavy: TensorFlow
+        from ..segment import PredictOptions, samples_for, segment_images
+
+        model, info = load_model(args.weights)
+        samples = samples_for(args.input, args.labels, info)
+        out = Path(args.out) if args.out else Path(args.weights).parent / "predictions"
+        options = PredictOptions(
+            tile=args.tile, overlap=args.overlap, batch_size=args.batch_size, tta=args.tta,
+            threshold=args.threshold, save_probabilities=args.save_probabilities, overlay=not args.no_overlay,
+            pixel_size=args.pixel_size, min_size=args.min_size,
+        )
+        result = segment_images(model, info, samples, out, options)
+        if result["failed"]:
+            print(f"error: {len(result['failed'])} input(s) failed: {', '.join(result['failed'])}", file=sys.stderr)
+            return 1
+        return 0
+
+    return run_main(body)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
