@@ -1,6 +1,7 @@
 """What every command line shares: one-line errors, config files, comma lists."""
 from __future__ import annotations
 
+import argparse
 import json
 import sys
 from pathlib import Path
@@ -44,10 +45,14 @@ def read_config_file(path: str | Path) -> dict:
 
 
 def int_list(text: str) -> tuple[int, ...]:
+    """``5,10,25`` -> (5, 10, 25); a bad list is an argparse error (one line, status 2)."""
     try:
-        return tuple(int(v) for v in text.split(",") if v.strip())
+        values = tuple(int(v) for v in text.split(",") if v.strip())
     except ValueError:
-        raise UserInputError(f"expected comma-separated whole numbers, got '{text}'") from None
+        values = ()
+    if not values:
+        raise argparse.ArgumentTypeError(f"expected comma-separated whole numbers, got '{text}'")
+    return values
 
 
 def str_list(text: str) -> tuple[str, ...]:

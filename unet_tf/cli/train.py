@@ -8,7 +8,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from ..config import AugmentConfig, DataConfig, ModelConfig, RunConfig, TrainConfig, from_dict
+from ..config import DataConfig, ModelConfig, RunConfig, TrainConfig, from_dict
 from ..errors import UserInputError
 from .common import int_list, read_config_file, run_main, str_list
 
@@ -18,6 +18,16 @@ _SECTIONS = {
     "model": {f for f in ModelConfig.__dataclass_fields__},
     "train": {f for f in TrainConfig.__dataclass_fields__},
 }
+
+
+def on_off_list(text: str) -> tuple[bool, ...]:
+    """``on,off`` -> (True, False); also yes/no, true/false, 1/0."""
+    words = {"on": True, "yes": True, "true": True, "1": True, "off": False, "no": False, "false": False, "0": False}
+    values = [v.strip().lower() for v in text.split(",") if v.strip()]
+    bad = [v for v in values if v not in words]
+    if bad or not values:
+        raise argparse.ArgumentTypeError(f"expected on, off or on,off, got '{text}'")
+    return tuple(dict.fromkeys(words[v] for v in values))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -34,6 +44,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--class-values", type=int_list, help="label values of the classes, class 0 first, e.g. 0,255")
     g.add_argument("--class-names", type=str_list, help="names of the classes, comma separated")
     g.add_argument("--train-size", type=int, help="use only N training images, chosen by the seed (default all)")
+    g.add_argument("--holdout", type=int, help="keep the last N labelled training images (by name) out of training "
+                   "as the test set; predict.py then evaluates on them by default (default 0)")
     g.add_argument("--val-fraction", type=float, help=f"fraction of training images held out for validation (default {d.val_fraction})")
     g.add_argument("--patch-size", type=int, help=f"training patch side in px (default {d.patch_size})")
     g.add_argument("--patches-per-image", type=int, help=f"random patches per image per epoch (default {d.patches_per_image})")
@@ -62,6 +74,24 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--out", help="run folder (default runs/<dataset>-<model>-<time>)")
     g.add_argument("--resume", action="store_true", help="continue an interrupted run in --out from its last finished epoch")
     g.add_argument("--tensorboard", action="store_true", help="also write TensorBoard logs")
+    g = p.add_argument_group(
+        "ablation",
+        "train a grid of runs (training-set sizes x augmentation x models x repeats), each tested on the same "
+        "held-out images; the flags above set the base of every run; writes ablation.csv, ablation_summary.csv, "
+        "ablation.md, ablation.png and cells/<run>/ under --out (default runs/ablation-<dataset>); "
+        "the same command again skips finished runs",
+    )
+    g.add_argument("--ablation", action="store_true", help="run the training-set-size ablation grid")
+    g.add_argument("--train-sizes", type=int_list, metavar="N,N,...", help="labelled images per run (training + validation), e.g. 5,10,25,50")
+    g.add_argument("--augment", dest="augment_settings", type=on_off_list, metavar="on,off",
+                   help="augmentation settings to compare: on, off or on,off (default on,off; off with --no-augment)")
+    g.add_argument("--repeats", type=int, metavar="R", help="runs per setting, seeds --seed, --seed+1, ... (default 1)")
+    g.add_argument("--ablation-models", type=str_list, metavar="MODEL,...", help="architectures to compare, e.g. unet,resunet (default --model)")
+    g.add_argument("--budget", choices=("steps", "epochs"),
+                   help="steps: every run gets the same optimizer steps (--epochs x --steps-per-epoch, or "
+                   "--budget-steps; without either, --epochs passes over the largest size); epochs: --epochs "
+                   "passes over each run's own patches (default steps)")
+    g.add_argument("--budget-steps", type=int, metavar="N", help="optimizer steps of every run under --budget steps")
     p.add_argument("--config", help="YAML or JSON file of settings (flat keys like epochs: 5, or sections data/model/train); flags override it")
     p.add_argument("--quiet", action="store_true", help="no per-step progress bar (one line per epoch)")
     return p
@@ -105,12 +135,50 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
     return from_dict(RunConfig, merged, "config")
 
 
+_ABLATION_FLAGS = {
+    "ablation": "--ablation", "train_sizes": "--train-sizes", "augment_settings": "--augment",
+    "repeats": "--repeats", "ablation_models": "--ablation-models", "budget": "--budget",
+    "budget_steps": "--budget-steps",
+}
+
+
+def pop_ablation_args(args: argparse.Namespace) -> dict:
+    """Remove the ablation flags from ``args`` (the rest is the run configuration); a flag without --ablation is an error."""
+    values = {dest: vars(args).pop(dest) for dest in list(_ABLATION_FLAGS) if dest in vars(args)}
+    if values and not values.get("ablation"):
+        raise UserInputError(f"{_ABLATION_FLAGS[next(iter(values))]}: needs --ablation")
+    return values
+
+
+def run_ablation_from_args(cfg: RunConfig, ablation: dict, no_augment: bool, quiet: bool) -> int:
+    from ..ablation import run_ablation  # heavy: TensorFlow
+
+    if "train_sizes" not in ablation:
+        raise UserInputError("--ablation: give --train-sizes, e.g. --train-sizes 5,10,25")
+    out = cfg.train.out or f"runs/ablation-{cfg.data.dataset}"
+    run_ablation(
+        cfg,
+        sizes=ablation["train_sizes"],
+        augments=ablation.get("augment_settings", (False,) if no_augment else (True, False)),
+        models=ablation.get("ablation_models"),
+        repeats=ablation.get("repeats", 1),
+        out_dir=out,
+        budget=ablation.get("budget", "steps"),
+        budget_steps=ablation.get("budget_steps"),
+        verbose=2 if quiet else "auto",
+    )
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     quiet = getattr(args, "quiet", False)
 
     def body() -> int:
+        ablation = pop_ablation_args(args)
         cfg = config_from_args(args)
+        if ablation:
+            return run_ablation_from_args(cfg, ablation, getattr(args, "no_augment", False), quiet)
         from ..training import train  # heavy: TensorFlow
 
         summary = train(cfg, verbose=2 if quiet else "auto")
