@@ -1,0 +1,129 @@
+"""predict.py end to end on tiny models: outputs, values, evaluation, bad input."""
+import csv
+
+import numpy as np
+import pytest
+import tifffile
+
+from unet_tf.cli.predict import main as predict_main
+from unet_tf.config import ModelConfig
+from unet_tf.io import read_image
+
+TEM_VALUES = [0, 50, 100, 150, 200]
+TEM_NAMES = ["background", "blood_vessel", "myelinated_axon", "unmyelinated_axon", "schwann_cell"]
+
+
+def save_model(path, class_values, class_names, test_images=()):
+    import keras
+
+    from unet_tf.model_file import attach_info
+    from unet_tf.models import build_model
+
+    keras.utils.set_random_seed(0)
+    info = {
+        "dataset": "folder", "class_values": list(class_values), "class_names": list(class_names),
+        "label_mode": "values", "normalize": {"pmin": 2.0, "pmax": 98.0, "clip": False}, "patch_size": 64,
+        "size_divisor": 4, "test_images": [list(map(str, t)) for t in test_images],
+    }
+    model = attach_info(build_model(ModelConfig(base_filters=4, depth=2), len(class_values)), info)
+    model.save(path)
+    return path
+
+
+@pytest.fixture
+def images(tmp_path):
+    rng = np.random.default_rng(0)
+    folder = tmp_path / "images"
+    labels = tmp_path / "labels"
+    folder.mkdir()
+    labels.mkdir()
+    for name, shape in (("a", (70, 90)), ("b", (64, 64))):
+        tifffile.imwrite(folder / f"{name}.tif", rng.integers(0, 60000, shape).astype(np.uint16))
+        tifffile.imwrite(labels / f"{name}_mask.tif", rng.choice(TEM_VALUES, shape).astype(np.uint8))
+    return folder, labels
+
+
+@pytest.fixture(scope="module")
+def tem_model(tmp_path_factory):
+    return save_model(tmp_path_factory.mktemp("m") / "best.keras", TEM_VALUES, TEM_NAMES)
+
+
+def test_outputs_values_metrics_and_objects(tmp_path, images, tem_model):
+    folder, labels = images
+    out = tmp_path / "out"
+    code = predict_main(["--weights", str(tem_model), "--input", str(folder), "--labels", str(labels),
+                         "--out", str(out), "--tile", "32", "--overlap", "8", "--save-probabilities",
+                         "--pixel-size", "0.5"])
+    assert code == 0
+    for stem, shape in (("a", (70, 90)), ("b", (64, 64))):
+        mask = read_image(out / f"{stem}_mask.tif")
+        assert mask.shape == shape and mask.dtype == np.uint8
+        assert set(np.unique(mask)) <= set(TEM_VALUES)
+        prob = tifffile.imread(out / f"{stem}_prob.tif")
+        assert prob.shape == (5, *shape) and prob.dtype == np.float32
+        np.testing.assert_allclose(prob.sum(axis=0), 1, atol=1e-4)
+        # The mask is the argmax of the written probabilities, in label values.
+        np.testing.assert_array_equal(mask, np.array(TEM_VALUES)[prob.argmax(axis=0)])
+        assert read_image(out / f"{stem}_overlay.png").shape == shape
+    with open(out / "metrics.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert {(r["image"], r["class"]) for r in rows} >= {("a", "schwann_cell"), ("mean", "background"), ("all", "background")}
+    with open(out / "objects.csv") as f:
+        objects = list(csv.DictReader(f))
+    assert objects and {o["class"] for o in objects} <= set(TEM_NAMES[1:])
+    assert float(objects[0]["area_um2"]) == pytest.approx(0.25 * int(objects[0]["area_px"]))
+    assert not [p for p in out.iterdir() if p.name.startswith(".")]  # no temporary files left
+
+
+def test_binary_threshold_and_default_inputs_from_holdout(tmp_path, images):
+    folder, _ = images
+    label = tmp_path / "a_label.png"
+    import cv2
+
+    cv2.imwrite(str(label), np.where(np.arange(70 * 90).reshape(70, 90) % 3, 255, 0).astype(np.uint8))
+    weights = save_model(tmp_path / "bin.keras", [255, 0], ["cell", "membrane"], [(folder / "a.tif", label)])
+    code = predict_main(["--weights", str(weights), "--out", str(tmp_path / "lo"), "--tile", "32",
+                         "--overlap", "8", "--threshold", "0.01", "--save-probabilities", "--no-overlay"])
+    assert code == 0
+    assert (tmp_path / "lo" / "metrics.csv").exists()  # evaluated on the held-out image by default
+    prob = tifffile.imread(tmp_path / "lo" / "a_prob.tif")[1]
+    low = read_image(tmp_path / "lo" / "a_mask.tif")
+    np.testing.assert_array_equal(low, np.where(prob > 0.01, 0, 255))
+    assert not (tmp_path / "lo" / "a_overlay.png").exists()
+
+
+def test_unreadable_image_is_skipped_and_reported(tmp_path, images, tem_model, capsys):
+    folder, _ = images
+    (folder / "broken.tif").write_bytes(b"not a tiff at all")
+    code = predict_main(["--weights", str(tem_model), "--input", str(folder), "--out", str(tmp_path / "o"),
+                         "--tile", "32", "--overlap", "8"])
+    assert code == 1
+    assert "broken.tif" in capsys.readouterr().err
+    assert (tmp_path / "o" / "a_mask.tif").exists() and (tmp_path / "o" / "b_mask.tif").exists()
+    assert not (tmp_path / "o" / "broken_mask.tif").exists()
+
+
+def test_bad_input_is_one_line(tmp_path, images, tem_model, capsys):
+    import keras
+
+    folder, labels = images
+
+    def run(*args):
+        code = predict_main(["--out", str(tmp_path / "x"), *args])
+        err = capsys.readouterr().err
+        assert code == 2 and "Traceback" not in err and err.startswith("error: ")
+        return err
+
+    assert "no such weights file" in run("--weights", str(tmp_path / "missing.keras"))
+    (tmp_path / "junk.keras").write_text("hello")
+    assert "not a .keras model file" in run("--weights", str(tmp_path / "junk.keras"))
+    plain = keras.Sequential([keras.Input((None, None, 1)), keras.layers.Conv2D(1, 1)])
+    plain.save(tmp_path / "plain.keras")
+    assert "not one written by unet_tf" in run("--weights", str(tmp_path / "plain.keras"))
+    (tmp_path / "empty").mkdir()
+    assert "holds no image files" in run("--weights", str(tem_model), "--input", str(tmp_path / "empty"))
+    tifffile.imwrite(labels / "a_mask.tif", np.full((70, 90), 7, np.uint8))
+    err = run("--weights", str(tem_model), "--input", str(folder), "--labels", str(labels))
+    assert "a_mask.tif: label values 7 are not among" in err
+    assert not (tmp_path / "x").exists()  # checked before anything was written
+    assert "must be a multiple of 4" in run("--weights", str(tem_model), "--input", str(folder), "--tile", "30")
