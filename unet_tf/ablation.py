@@ -47,10 +47,10 @@ import numpy as np
 
 from . import config as cfgmod
 from .config import RunConfig
-from .datasets import Sample, dataset_spec, default_data_dir, list_samples, split_holdout, split_train_val
+from .datasets import Sample, list_samples, split_train_val
 from .errors import UserInputError
 from .io import atomic_path
-from .training import ensure_demo_data, replace_cfg, resolve_data, train
+from .training import labelled_pool, replace_cfg, resolve_data, train
 
 BUDGETS = ("steps", "epochs")
 ROW_KEY = ("model", "size", "augment", "seed")
@@ -204,12 +204,7 @@ class AblationData:
 def resolve_pool(cfg: RunConfig, log: Callable[[str], None] = print) -> AblationData:
     """Training pool (labelled training images minus ``--holdout``) and the labelled test images."""
     d = cfg.data
-    data_dir = Path(d.data_dir) if d.data_dir else default_data_dir(d.dataset)
-    if d.dataset == "tem":
-        ensure_demo_data(data_dir, log)
-    samples = list_samples(d.dataset, data_dir, "train")
-    spec = dataset_spec(d.dataset, d.class_values, d.class_names, samples)
-    pool, held = split_holdout(samples, d.holdout)
+    data_dir, spec, pool, held = labelled_pool(cfg, log)
     if held:
         test = held
     else:

@@ -99,6 +99,9 @@ class TrainConfig:
     resume: bool = False
     tensorboard: bool = False
     max_minutes: float | None = None
+    # tf.distribute strategy: auto, none, mirrored, multiworker (see unet_tf.distribute);
+    # batch_size is per replica, lr is used as given
+    strategy: str = "auto"
 
 
 @dataclass(frozen=True)

@@ -214,8 +214,13 @@ def _training_dataset(
     oversample_rare: float,
     candidates: tuple[np.ndarray, np.ndarray] | None,
     seed: int,
+    shard: tuple[int, int] = (0, 1),
 ) -> tf.data.Dataset:
-    """Unbatched ``(image [P,P,1] float32, mask [P,P,1] uint8)`` random patches."""
+    """Unbatched ``(image [P,P,1] float32, mask [P,P,1] uint8)`` random patches.
+
+    ``shard=(i, n)`` keeps patches ``k = i, i+n, i+2n, ...`` of each pass (with
+    their own random draws), before any patch is cut or augmented.
+    """
     n_patches = n_images * patches_per_image
     p = patch_size
     use_rare = candidates is not None and candidates[0].size > 0 and oversample_rare > 0
@@ -274,13 +279,18 @@ def _training_dataset(
 
     draws = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True)
     ds = tf.data.Dataset.zip(tf.data.Dataset.range(n_patches), draws.take(n_patches))
+    if shard[1] > 1:
+        ds = ds.shard(shard[1], shard[0])
     return ds.map(example, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
 
 
-def _validation_dataset(packed: PackedImages, patch_size: int) -> tf.data.Dataset:
-    """Unbatched tiles of :func:`validation_plan`, no augmentation."""
+def _validation_dataset(
+    packed: PackedImages, patch_size: int, shard: tuple[int, int] = (0, 1)
+) -> tf.data.Dataset:
+    """Unbatched tiles of :func:`validation_plan` (rows ``i, i+n, ...`` with
+    ``shard=(i, n)``), no augmentation."""
     shapes = [tuple(s) for s in packed.shapes.numpy().tolist()]
-    plan = validation_plan(shapes, patch_size)
+    plan = validation_plan(shapes, patch_size)[shard[0] :: shard[1]]
     centre_shift = (patch_size - 1) / 2.0
 
     def tile(row):
@@ -309,6 +319,7 @@ def make_dataset(
     oversample_rare: float = 0.0,
     rare_classes: Sequence[int] | None = None,
     seed: int = 0,
+    shard: tuple[int, int] = (0, 1),
 ) -> tf.data.Dataset:
     """Batches ``(x, y)`` of patches cut from whole, full-resolution images.
 
@@ -326,6 +337,13 @@ def make_dataset(
         rare_classes: class ids to oversample; default
             :func:`rare_classes_from_counts` over all ``masks``.
         seed: makes the whole sequence of batches repeatable.
+        shard: ``(i, n)``: this is input pipeline ``i`` of ``n`` (one per
+            worker of a multi-worker run). Training keeps patches ``k = i,
+            i+n, ...`` of each pass, validation tiles ``i, i+n, ...``; the
+            choice is made on patch indices before anything is cut, so no
+            worker augments patches it then drops. With the same ``seed`` on
+            every pipeline, the ``n`` shards together hold exactly the patches
+            of the unsharded dataset. ``(0, 1)``: everything.
 
     Returns:
         Dataset of ``x`` float32 ``[B, P, P, 1]`` and ``y`` float32 ``[B, P, P, K]``.
@@ -333,6 +351,8 @@ def make_dataset(
     images, masks = _check_inputs(
         images, masks, n_classes, patch_size, batch_size, patches_per_image, oversample_rare
     )
+    if not 0 <= shard[0] < shard[1]:
+        raise UserInputError(f"shard {shard[0]} of {shard[1]}: need 0 <= index < count")
     packed = pack_images(images, masks)
 
     if training:
@@ -346,12 +366,12 @@ def make_dataset(
             candidates = rare_candidates(masks, list(rare_classes), seed)
         ds = _training_dataset(
             packed, len(images), patch_size, patches_per_image, augment,
-            oversample_rare, candidates, seed,
+            oversample_rare, candidates, seed, shard,
         )
         ds = ds.batch(batch_size)
     else:
         # cache the uint8 ids, not the K-channel float targets: 5 bytes per pixel
-        ds = _validation_dataset(packed, patch_size).batch(batch_size).cache()
+        ds = _validation_dataset(packed, patch_size, shard).batch(batch_size).cache()
 
     ds = ds.map(lambda x, m: (x, encode_targets(m, n_classes)))
     return ds.prefetch(tf.data.AUTOTUNE)

@@ -5,6 +5,11 @@ For each image ``<stem>``: ``<stem>_mask.tif`` (original label values),
 optionally ``<stem>_prob.tif`` (float32, one band per class). For the whole run:
 ``objects.csv`` and ``objects_summary.csv``, and with ground truth
 ``metrics.csv``. Every file is written atomically.
+
+Several machines (or processes) can share the images of one run:
+:func:`shard_samples` gives worker ``i`` of ``n`` every ``n``-th image, and
+``PredictOptions.shard`` names its tables ``metrics.shard-i-of-n.csv`` (and so
+on) so that all workers can write into the same folder.
 """
 from __future__ import annotations
 
@@ -40,6 +45,35 @@ class PredictOptions:
     overlay: bool = True
     pixel_size: float | None = None
     min_size: int = 0
+    shard: tuple[int, int] = (0, 1)  # (index, count): this run is shard index of count; names the tables
+
+
+def shard_suffix(index: int, count: int) -> str:
+    """``""`` for one shard, else ``.shard-<index>-of-<count>`` (before the ``.csv`` of each table)."""
+    return "" if count == 1 else f".shard-{index}-of-{count}"
+
+
+def shard_samples(samples: Sequence[Sample], index: int, count: int) -> list[Sample]:
+    """Worker ``index`` (0-based) of ``count``: every ``count``-th sample of the list sorted by image path.
+
+    The ``count`` shards are disjoint and together hold every sample once,
+    whatever order each worker listed its inputs in; their sizes differ by at
+    most one.
+    """
+    if count < 1 or not 0 <= index < count:
+        raise UserInputError(f"--shard {index}/{count}: need 0 <= i < n, e.g. 0/2 and 1/2")
+    ordered = sorted(samples, key=lambda s: str(s.image))
+    return ordered[index::count]
+
+
+def check_output_names(samples: Sequence[Sample]) -> None:
+    """Outputs are named after image stems: two images with one stem (or a reserved row name) are an error."""
+    stems: dict[str, Path] = {}
+    for sample in samples:
+        if sample.image.stem in stems or sample.image.stem in ("mean", "all"):
+            other = stems.get(sample.image.stem, "a reserved table row name")
+            raise UserInputError(f"{sample.image}: same output name '{sample.image.stem}' as {other}; rename one")
+        stems[sample.image.stem] = sample.image
 
 
 def spec_from_info(info: dict) -> DatasetSpec:
@@ -161,12 +195,7 @@ def segment_images(
         raise UserInputError(f"--tile {options.tile}: must be a multiple of {divisor} for this model")
     if not 0 <= options.overlap < options.tile:
         raise UserInputError(f"--overlap {options.overlap}: must be at least 0 and smaller than --tile {options.tile}")
-    stems: dict[str, Path] = {}
-    for sample in samples:
-        if sample.image.stem in stems or sample.image.stem in ("mean", "all"):
-            other = stems.get(sample.image.stem, "a reserved table row name")
-            raise UserInputError(f"{sample.image}: same output name '{sample.image.stem}' as {other}; rename one")
-        stems[sample.image.stem] = sample.image
+    check_output_names(samples)
     # Check every label file before spending minutes on prediction.
     for sample in samples:
         if sample.labels:
@@ -218,17 +247,18 @@ def segment_images(
         done.append(name)
     wall = time.perf_counter() - t0
 
+    tag = shard_suffix(*options.shard)
     if done:
-        write_csv(out_dir / "objects.csv", objects, OBJECT_COLUMNS)
+        write_csv(out_dir / f"objects{tag}.csv", objects, OBJECT_COLUMNS)
         write_csv(
-            out_dir / "objects_summary.csv",
+            out_dir / f"objects_summary{tag}.csv",
             summarize_objects(objects, spec.class_names, done, pixel_size=options.pixel_size),
             SUMMARY_COLUMNS,
         )
     metrics_rows = []
     if evaluator.rows():
         metrics_rows = evaluator.rows()
-        evaluator.write_csv(out_dir / "metrics.csv")
+        evaluator.write_csv(out_dir / f"metrics{tag}.csv")
         log(evaluator.format_table())
     log(f"{len(done)} image(s) segmented in {wall:.1f} s; outputs in {out_dir}")
     return {"done": done, "failed": failed, "metrics": metrics_rows, "objects": len(objects), "wall_seconds": wall}

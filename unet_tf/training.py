@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import math
 import re
+import tempfile
 import time
 from dataclasses import dataclass, replace
 from datetime import datetime
@@ -57,15 +58,24 @@ def ensure_demo_data(data_dir: Path, log: Callable[[str], None] = print) -> None
     log(f"demo data written to {data_dir} in {time.perf_counter() - t0:.0f} s")
 
 
-def resolve_data(cfg: RunConfig, log: Callable[[str], None] = print) -> TrainingData:
-    """Find the dataset's files, choose the training subset and the validation split."""
+def labelled_pool(
+    cfg: RunConfig, log: Callable[[str], None] = print
+) -> tuple[Path, DatasetSpec, list[Sample], list[Sample]]:
+    """(data folder, classes, labelled training images minus --holdout, the held-out ones)."""
     d = cfg.data
     data_dir = Path(d.data_dir) if d.data_dir else default_data_dir(d.dataset)
     if d.dataset == "tem":
         ensure_demo_data(data_dir, log)
     samples = list_samples(d.dataset, data_dir, "train")
     spec = dataset_spec(d.dataset, d.class_values, d.class_names, samples)
-    samples, test = split_holdout(samples, d.holdout)
+    pool, held = split_holdout(samples, d.holdout)
+    return data_dir, spec, pool, held
+
+
+def resolve_data(cfg: RunConfig, log: Callable[[str], None] = print) -> TrainingData:
+    """Find the dataset's files, choose the training subset and the validation split."""
+    d = cfg.data
+    data_dir, spec, samples, test = labelled_pool(cfg, log)
     subset = choose_subset(samples, d.train_size, cfg.train.seed)
     train, val = split_train_val(subset, d.val_fraction, cfg.train.seed)
     if not val:
@@ -185,20 +195,49 @@ def train(
     """Train one model; returns the summary dict also written to ``summary.json``.
 
     ``data`` overrides the dataset resolution (used by benchmarks and the
-    ablation grid to pass explicit samples).
+    ablation grid to pass explicit samples). ``cfg.train.strategy`` picks the
+    ``tf.distribute`` strategy (:mod:`unet_tf.distribute`); it is created before
+    anything else touches TensorFlow. Under ``multiworker`` every worker calls
+    this; only the chief writes the run folder, the others write to a scratch
+    folder that is removed.
     """
+    from .distribute import cluster_note, make_strategy, worker_info
+
+    strategy = make_strategy(cfg.train.strategy)  # first: before any other TensorFlow op
+    note = cluster_note(cfg.train.strategy)
+    if note:
+        log(note)
+    worker = worker_info() if cfg.train.strategy == "multiworker" else None
+    if worker is None or worker.is_chief:
+        return _train(cfg, data, log, verbose, extra_callbacks, strategy, worker)
+    with tempfile.TemporaryDirectory(prefix=f"unet_tf-worker{worker.index}-") as scratch:
+        return _train(cfg, data, log, verbose, extra_callbacks, strategy, worker, Path(scratch))
+
+
+def _train(cfg, data, log, verbose, extra_callbacks, strategy, worker, scratch: Path | None = None) -> dict:
+    """The body of :func:`train`; ``scratch``: the run folder of a worker other than the chief."""
+    from .distribute import fit_distributed, global_batch_size, is_default, steps_per_pass, strategy_scope
     from .models import build_model, check_input_size
 
     check_input_size(cfg.data.patch_size, _size_divisor_depth(cfg), "--patch-size")
     data = data or resolve_data(cfg, log)
-    run_dir = Path(cfg.train.out) if cfg.train.out else default_run_dir(cfg)
+    out_dir = Path(cfg.train.out) if cfg.train.out else default_run_dir(cfg)
+    run_dir = scratch or out_dir
     _prepare_run_dir(run_dir, cfg.train.resume)
+    distributed = not is_default(strategy)
+    replicas = strategy.num_replicas_in_sync
+    batch = global_batch_size(cfg.train.batch_size, replicas)  # patches per optimizer step
 
     spec = data.spec
     norm = cfg.data.normalize
     log(f"reading {len(data.train)} training and {len(data.val)} validation images from {data.data_dir}")
     train_images, train_masks = load_pairs(data.train, spec, norm.pmin, norm.pmax, norm.clip)
     val_images, val_masks = load_pairs(data.val, spec, norm.pmin, norm.pmax, norm.clip)
+    if worker and len(train_images) * cfg.data.patches_per_image < worker.count:
+        raise UserInputError(
+            f"{len(train_images)} training images x {cfg.data.patches_per_image} patches per image is fewer than "
+            f"the {worker.count} workers: raise --patches-per-image"
+        )
     from .pipeline import class_counts, make_dataset, rare_classes_from_counts
 
     counts = class_counts(train_masks, spec.n_classes)
@@ -215,19 +254,28 @@ def train(
 
     keras.utils.set_random_seed(cfg.train.seed)
     rare = list(rare_classes_from_counts(counts))
-    train_ds = make_dataset(
-        train_images, train_masks, spec.n_classes, training=True,
-        patch_size=cfg.data.patch_size, batch_size=cfg.train.batch_size,
-        patches_per_image=cfg.data.patches_per_image, augment=cfg.data.augment,
-        oversample_rare=cfg.data.oversample_rare if rare else 0.0, rare_classes=rare or None, seed=cfg.train.seed,
-    )
-    val_ds = make_dataset(
-        val_images, val_masks, spec.n_classes, training=False,
-        patch_size=cfg.data.patch_size, batch_size=cfg.train.batch_size,
-    )
+
+    def train_dataset(batch_size: int, shard: tuple[int, int] = (0, 1)):
+        return make_dataset(
+            train_images, train_masks, spec.n_classes, training=True,
+            patch_size=cfg.data.patch_size, batch_size=batch_size,
+            patches_per_image=cfg.data.patches_per_image, augment=cfg.data.augment,
+            oversample_rare=cfg.data.oversample_rare if rare else 0.0, rare_classes=rare or None,
+            seed=cfg.train.seed, shard=shard,
+        )
+
+    def val_dataset(batch_size: int, shard: tuple[int, int] = (0, 1)):
+        return make_dataset(
+            val_images, val_masks, spec.n_classes, training=False,
+            patch_size=cfg.data.patch_size, batch_size=batch_size, shard=shard,
+        )
+
     steps = cfg.train.steps_per_epoch
-    if steps:
-        train_ds = train_ds.repeat()
+    if not distributed:
+        train_ds = train_dataset(batch)
+        val_ds = val_dataset(batch)
+        if steps:
+            train_ds = train_ds.repeat()
 
     info = {
         "dataset": spec.name,
@@ -242,17 +290,19 @@ def train(
         "model": cfgmod.to_dict(cfg.model),
         "unet_tf_version": _version(),
     }
-    model = attach_info(build_model(cfg.model, spec.n_classes), info)
     pos_weight = pos_weight_from_fraction(fractions[1]) if spec.n_classes == 2 else None
     class_weights = class_weights_from_fractions(fractions) if spec.n_classes > 2 else None
-    loss = make_loss(
-        cfg.train.loss, spec.n_classes, alpha=cfg.train.tversky_alpha, beta=cfg.train.tversky_beta,
-        pos_weight=pos_weight, class_weights=class_weights,
-    )
-    model.compile(optimizer=keras.optimizers.Adam(cfg.train.lr), loss=loss, metrics=build_metrics(spec))
+    with strategy_scope(strategy):  # variables of model, optimizer and metrics live on every replica
+        model = attach_info(build_model(cfg.model, spec.n_classes), info)
+        loss = make_loss(
+            cfg.train.loss, spec.n_classes, alpha=cfg.train.tversky_alpha, beta=cfg.train.tversky_beta,
+            pos_weight=pos_weight, class_weights=class_weights,
+        )
+        # the learning rate is used as given, whatever the number of replicas
+        model.compile(optimizer=keras.optimizers.Adam(cfg.train.lr), loss=loss, metrics=build_metrics(spec))
 
     resolved = cfgmod.to_dict(cfg)
-    resolved["train"]["out"] = str(run_dir)
+    resolved["train"]["out"] = str(out_dir)
     resolved["resolved"] = {
         "data_dir": str(data.data_dir),
         "train_images": [str(s.image) for s in data.train],
@@ -262,6 +312,9 @@ def train(
         "pos_weight": pos_weight,
         "class_weights": None if class_weights is None else list(map(float, class_weights)),
         "rare_classes": [spec.class_names[c] for c in rare],
+        "replicas": replicas,
+        "global_batch_size": batch,
+        "workers": worker.count if worker else 1,
     }
     _write_json(run_dir / "config.json", resolved)
 
@@ -287,13 +340,27 @@ def train(
 
     log(
         f"training {cfg.model.model} (base {cfg.model.base_filters}, {model.count_params():,} parameters) "
-        f"on {spec.n_classes} classes {list(spec.class_names)}; run folder {run_dir}"
+        f"on {spec.n_classes} classes {list(spec.class_names)}; run folder {out_dir}"
+        f"{' (written by the chief)' if scratch else ''}"
     )
+    if distributed:
+        where = f"worker {worker.index} of {worker.count}{' (chief)' if worker.is_chief else ''}, " if worker else ""
+        log(f"{where}{replicas} replicas in sync: {cfg.train.batch_size} patches each, {batch} per step, lr {cfg.train.lr:g}")
     t0 = time.perf_counter()
-    history = model.fit(
-        train_ds, validation_data=val_ds, epochs=cfg.train.epochs, steps_per_epoch=steps,
-        callbacks=callbacks, verbose=verbose, shuffle=False,
-    )
+    if distributed:  # see unet_tf.distribute: why not model.fit
+        history = fit_distributed(
+            strategy, model,
+            lambda shard: train_dataset(cfg.train.batch_size, shard).repeat(),
+            lambda shard: val_dataset(cfg.train.batch_size, shard),
+            epochs=cfg.train.epochs,
+            steps_per_epoch=steps or steps_per_pass(len(train_images) * cfg.data.patches_per_image, batch),
+            callbacks=callbacks, verbose=0 if scratch else verbose,
+        )
+    else:
+        history = model.fit(
+            train_ds, validation_data=val_ds, epochs=cfg.train.epochs, steps_per_epoch=steps,
+            callbacks=callbacks, verbose=verbose, shuffle=False,
+        )
     wall = time.perf_counter() - t0
     if any(not math.isfinite(v) for v in history.history.get("loss", [])):
         raise UserInputError("training diverged (NaN loss); try a smaller --lr")
@@ -303,14 +370,14 @@ def train(
     val_dice = hist.get("val_dice", [])
     best = int(np.argmax(val_dice)) if val_dice else -1
     epochs_run = len(history.history.get("loss", []))
-    steps_per_epoch = steps or math.ceil(len(train_images) * cfg.data.patches_per_image / cfg.train.batch_size)
+    steps_per_epoch = steps or math.ceil(len(train_images) * cfg.data.patches_per_image / batch)
     summary = {
-        "run_dir": str(run_dir),
+        "run_dir": str(out_dir),
         "best_epoch": best + 1,
         "epochs_run": len(hist.get("loss", [])),
         "best": {k[4:]: v[best] for k, v in hist.items() if k.startswith("val_") and best >= 0 and len(v) > best},
         "wall_seconds": round(wall, 1),
-        "train_patches_per_second": round(epochs_run * steps_per_epoch * cfg.train.batch_size / wall, 3)
+        "train_patches_per_second": round(epochs_run * steps_per_epoch * batch / wall, 3)
         if wall > 0 else None,
         "n_train_images": len(data.train),
         "n_val_images": len(data.val),
@@ -318,6 +385,9 @@ def train(
         "tensorflow": tf.__version__,
         "keras": keras.__version__,
     }
+    if distributed:
+        summary["distribute"] = {"strategy": cfg.train.strategy, "replicas": replicas, "global_batch_size": batch,
+                                 "workers": worker.count if worker else 1}
     _write_json(run_dir / "summary.json", summary)
     return summary
 

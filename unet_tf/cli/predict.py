@@ -8,6 +8,17 @@ from pathlib import Path
 from .common import run_main
 
 
+def shard_arg(text: str) -> tuple[int, int]:
+    """``i/n`` -> (i, n) with 0 <= i < n; otherwise an argparse error."""
+    try:
+        index, count = (int(v) for v in text.split("/"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected i/n, e.g. 0/2, got '{text}'") from None
+    if count < 1 or not 0 <= index < count:
+        raise argparse.ArgumentTypeError(f"'{text}': need 0 <= i < n (i counts from 0), e.g. 0/2 and 1/2")
+    return index, count
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="predict.py",
@@ -28,6 +39,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-overlay", action="store_true", help="do not write <stem>_overlay.png")
     p.add_argument("--pixel-size", type=float, help="pixel size in µm: adds µm and µm² columns to objects.csv")
     p.add_argument("--min-size", type=int, default=0, help="drop objects smaller than this many pixels")
+    p.add_argument("--shard", type=shard_arg, metavar="i/n",
+                   help="segment only every n-th image of the sorted inputs, starting at image i (0-based): run "
+                   "0/n .. n-1/n on n machines with the same --out; the tables of shard i are then "
+                   "metrics.shard-i-of-n.csv, objects.shard-i-of-n.csv and objects_summary.shard-i-of-n.csv")
     return p
 
 
@@ -42,15 +57,19 @@ def main(argv: list[str] | None = None) -> int:
         if args.pixel_size is not None and args.pixel_size <= 0:
             raise UserInputError(f"--pixel-size {args.pixel_size}: must be positive")
         from ..model_file import load_model  # heavy: TensorFlow
-        from ..segment import PredictOptions, samples_for, segment_images
+        from ..segment import PredictOptions, check_output_names, samples_for, segment_images, shard_samples
 
         model, info = load_model(args.weights)
         samples = samples_for(args.input, args.labels, info)
+        shard = args.shard or (0, 1)
+        if args.shard:
+            check_output_names(samples)  # across all shards: they share the folder
+            samples = shard_samples(samples, *shard)
         out = Path(args.out) if args.out else Path(args.weights).parent / "predictions"
         options = PredictOptions(
             tile=args.tile, overlap=args.overlap, batch_size=args.batch_size, tta=args.tta,
             threshold=args.threshold, save_probabilities=args.save_probabilities, overlay=not args.no_overlay,
-            pixel_size=args.pixel_size, min_size=args.min_size,
+            pixel_size=args.pixel_size, min_size=args.min_size, shard=shard,
         )
         result = segment_images(model, info, samples, out, options)
         if result["failed"]:

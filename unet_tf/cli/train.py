@@ -75,6 +75,16 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--resume", action="store_true", help="continue an interrupted run in --out from its last finished epoch")
     g.add_argument("--tensorboard", action="store_true", help="also write TensorBoard logs")
     g = p.add_argument_group(
+        "scale out",
+        "tf.distribute: with R replicas (GPUs, or machines x GPUs) a step takes --batch-size patches on each "
+        "replica, R x --batch-size in all; --lr is used as given (scale it yourself for the linear-scaling rule)",
+    )
+    g.add_argument("--strategy", choices=("auto", "none", "mirrored", "multiworker"),
+                   help="auto: all GPUs of this machine when it has more than one, else one device; none: one "
+                   "device; mirrored: all GPUs of this machine; multiworker: the machines listed in the TF_CONFIG "
+                   "environment variable (start the same command on each; worker 0 writes the run folder) "
+                   f"(default {t.strategy})")
+    g = p.add_argument_group(
         "ablation",
         "train a grid of runs (training-set sizes x augmentation x models x repeats), each tested on the same "
         "held-out images; the flags above set the base of every run; writes ablation.csv, ablation_summary.csv, "
@@ -177,11 +187,19 @@ def main(argv: list[str] | None = None) -> int:
     def body() -> int:
         ablation = pop_ablation_args(args)
         cfg = config_from_args(args)
+        if ablation and cfg.train.strategy == "multiworker":
+            raise UserInputError("--ablation: not available with --strategy multiworker (mirrored works)")
         if ablation:
             return run_ablation_from_args(cfg, ablation, getattr(args, "no_augment", False), quiet)
         from ..training import train  # heavy: TensorFlow
 
         summary = train(cfg, verbose=2 if quiet else "auto")
+        if cfg.train.strategy == "multiworker":
+            from ..distribute import worker_info
+
+            if not worker_info().is_chief:
+                print(f"\nworker {worker_info().index} done; the chief writes the run folder")
+                return 0
         best = summary["best"]
         print(f"\nbest epoch {summary['best_epoch']} of {summary['epochs_run']} ({summary['wall_seconds']:.0f} s):")
         for key in sorted(k for k in best if k.startswith("dice")):
