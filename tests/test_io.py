@@ -124,3 +124,14 @@ def test_write_tiff_float_bands(tmp_path, rng):
     prob = rng.random((3, 6, 7)).astype(np.float32)
     write_tiff(tmp_path / "p.tif", prob)
     np.testing.assert_array_equal(tifffile.imread(tmp_path / "p.tif"), prob)
+
+
+def test_outputs_get_the_usual_file_mode(tmp_path):
+    import os
+
+    mask = os.umask(0o022)
+    try:
+        write_mask(tmp_path / "m.tif", np.zeros((2, 2), np.uint8))
+        assert (tmp_path / "m.tif").stat().st_mode & 0o777 == 0o644  # not mkstemp's 0600
+    finally:
+        os.umask(mask)

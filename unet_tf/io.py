@@ -131,6 +131,12 @@ def read_label(path: str | Path) -> np.ndarray:
     return label
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; rename it to ``path`` on success.
@@ -148,6 +154,7 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     tmp = Path(tmp)
     try:
         yield tmp
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; outputs get the usual mode
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
@@ -183,11 +190,11 @@ def write_mask(path: str | Path, mask: np.ndarray) -> Path:
     return path
 
 
-def write_tiff(path: str | Path, array: np.ndarray) -> Path:
+def write_tiff(path: str | Path, array: np.ndarray, compression: str | None = "zlib") -> Path:
     """Write an array as a TIFF atomically: (H, W) or (bands, H, W), any numeric dtype."""
     import tifffile
 
     array = np.asarray(array)
     with atomic_path(path) as tmp:
-        tifffile.imwrite(tmp, array, compression="zlib", photometric="minisblack")
+        tifffile.imwrite(tmp, array, compression=compression, photometric="minisblack")
     return Path(path)

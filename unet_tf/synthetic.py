@@ -32,7 +32,6 @@ the same arrays. Run ``python -m unet_tf.synthetic --out DIR`` to write a set.
 from __future__ import annotations
 
 import argparse
-import os
 from pathlib import Path
 from typing import Iterable, NamedTuple, Sequence
 
@@ -41,6 +40,7 @@ from scipy import ndimage as ndi
 
 from .datasets import TEM_CLASS_NAMES, TEM_CLASS_VALUES
 from .errors import UserInputError
+from .io import write_tiff
 
 __all__ = [
     "TEM_CLASS_VALUES",
@@ -504,20 +504,6 @@ def _image_seed(seed: int, split: int, index: int) -> int:
     return int(np.random.SeedSequence([seed, split, index]).generate_state(1)[0])
 
 
-def _write_tif_atomic(path: Path, array: np.ndarray, compress: bool) -> None:
-    """Write a single-page grayscale TIFF via a temporary name + os.replace."""
-    import tifffile
-
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        tifffile.imwrite(tmp, array, photometric="minisblack",
-                         compression="zlib" if compress else None)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-
-
 def write_tem_dataset(root: str | Path, n_train: int = 12, n_test: int = 2,
                       size: int = 1024, seed: int = 0) -> dict:
     """Write the synthetic `tem` dataset under ``root``.
@@ -545,8 +531,8 @@ def write_tem_dataset(root: str | Path, n_train: int = 12, n_test: int = 2,
             image, label = generate_tem_image(hw, _image_seed(seed, split_id, i))
             raw_path = folder / f"raw_{i:0{digits}d}.tif"
             label_path = folder / f"label_{i:0{digits}d}.tif"
-            _write_tif_atomic(raw_path, image, compress=False)
-            _write_tif_atomic(label_path, label, compress=True)
+            write_tiff(raw_path, image, compression=None)
+            write_tiff(label_path, label)
             files += [str(raw_path), str(label_path)]
     return {"root": str(root), "n_train": n_train, "n_test": n_test,
             "size": list(hw), "seed": seed, "files": len(files)}
