@@ -60,21 +60,6 @@ def _protocol_stream():
     return proto
 
 
-def synthetic_pairs(n: int = 12, size: int = 1024, seed: int = 0):
-    """Smooth random images in ~0..1 and binary masks thresholded from them."""
-    import numpy as np
-    from scipy import ndimage
-
-    rng = np.random.default_rng(seed)
-    images, masks = [], []
-    for _ in range(n):
-        field = ndimage.zoom(rng.random((size // 64, size // 64)), 64, order=3)
-        field = (field - field.min()) / (np.ptp(field) + 1e-6)
-        images.append((field + 0.05 * rng.standard_normal(field.shape)).astype(np.float32))
-        masks.append((field > 0.6).astype(np.uint8))
-    return images, masks
-
-
 def keras_conv_macs(model, patch: int) -> int:
     """Multiply-adds of all Conv2D / Conv2DTranspose layers of ``model`` for one ``patch``^2 input."""
     import keras
@@ -186,7 +171,10 @@ def keras_worker(spec: dict) -> None:
     y = (rng.random((b, p, p, 1)) > 0.5).astype(np.float32)
     datasets = {"fixed": tf.data.Dataset.from_tensors((x, y)).repeat()}
     if "pipeline" in spec["variants"]:
-        images, masks = synthetic_pairs()
+        sys.path.insert(0, str(BENCH))
+        from bench_pipeline import synthetic
+
+        images, masks = synthetic(n_classes=2)
         rare = list(rare_classes_from_counts(class_counts(masks, 2)))
         ds = make_dataset(images, masks, 2, training=True, patch_size=p, batch_size=b,
                           patches_per_image=16, augment=AugmentConfig(),
