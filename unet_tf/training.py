@@ -217,9 +217,10 @@ def train(
 def _train(cfg, data, log, verbose, extra_callbacks, strategy, worker, scratch: Path | None = None) -> dict:
     """The body of :func:`train`; ``scratch``: the run folder of a worker other than the chief."""
     from .distribute import fit_distributed, global_batch_size, is_default, steps_per_pass, strategy_scope
-    from .models import build_model, check_input_size
+    from . import __version__
+    from .models import build_model, check_input_size, resolved_depth
 
-    check_input_size(cfg.data.patch_size, _size_divisor_depth(cfg), "--patch-size")
+    check_input_size(cfg.data.patch_size, resolved_depth(cfg.model), "--patch-size")
     data = data or resolve_data(cfg, log)
     out_dir = Path(cfg.train.out) if cfg.train.out else default_run_dir(cfg)
     run_dir = scratch or out_dir
@@ -285,10 +286,10 @@ def _train(cfg, data, log, verbose, extra_callbacks, strategy, worker, scratch: 
         "label_mode": spec.label_mode,
         "normalize": cfgmod.to_dict(norm),
         "patch_size": cfg.data.patch_size,
-        "size_divisor": 2 ** _size_divisor_depth(cfg),
+        "size_divisor": 2 ** resolved_depth(cfg.model),
         "test_images": [[str(s.image.resolve()), *(str(p.resolve()) for p in s.labels)] for s in data.test],
         "model": cfgmod.to_dict(cfg.model),
-        "unet_tf_version": _version(),
+        "unet_tf_version": __version__,
     }
     pos_weight = pos_weight_from_fraction(fractions[1]) if spec.n_classes == 2 else None
     class_weights = class_weights_from_fractions(fractions) if spec.n_classes > 2 else None
@@ -392,23 +393,10 @@ def _train(cfg, data, log, verbose, extra_callbacks, strategy, worker, scratch: 
     return summary
 
 
-def _size_divisor_depth(cfg: RunConfig) -> int:
-    """Number of 2x downsamplings of the configured model."""
-    from .models import resolved_depth
-
-    return resolved_depth(cfg.model)
-
-
-def _version() -> str:
-    from . import __version__
-
-    return __version__
-
-
 def replace_cfg(cfg: RunConfig, **sections) -> RunConfig:
     """``cfg`` with sections replaced field-wise: replace_cfg(cfg, train={"epochs": 2})."""
     parts = {name: replace(getattr(cfg, name), **values) for name, values in sections.items()}
     return replace(cfg, **parts)
 
 
-__all__ = ["TrainingData", "train", "resolve_data", "replace_cfg", "ensure_demo_data"]
+__all__ = ["TrainingData", "train", "resolve_data", "labelled_pool", "replace_cfg", "ensure_demo_data"]
