@@ -16,15 +16,12 @@ TEM_NAMES = ["background", "blood_vessel", "myelinated_axon", "unmyelinated_axon
 def save_model(path, class_values, class_names, test_images=()):
     import keras
 
-    from unet_tf.model_file import attach_info
+    from unet_tf.model_file import ModelInfo, attach_info
     from unet_tf.models import build_model
 
     keras.utils.set_random_seed(0)
-    info = {
-        "dataset": "folder", "class_values": list(class_values), "class_names": list(class_names),
-        "label_mode": "values", "normalize": {"pmin": 2.0, "pmax": 98.0, "clip": False}, "patch_size": 64,
-        "size_divisor": 4, "test_images": [list(map(str, t)) for t in test_images],
-    }
+    info = ModelInfo(tuple(class_values), tuple(class_names), patch_size=64, size_divisor=4,
+                     test_images=tuple(tuple(map(str, t)) for t in test_images))
     model = attach_info(build_model(ModelConfig(base_filters=4, depth=2), len(class_values)), info)
     model.save(path)
     return path
@@ -126,4 +123,34 @@ def test_bad_input_is_one_line(tmp_path, images, tem_model, capsys):
     err = run("--weights", str(tem_model), "--input", str(folder), "--labels", str(labels))
     assert "a_mask.tif: label values 7 are not among" in err
     assert not (tmp_path / "x").exists()  # checked before anything was written
-    assert "must be a multiple of 4" in run("--weights", str(tem_model), "--input", str(folder), "--tile", "30")
+    assert "multiple of the model's size divisor 4" in run("--weights", str(tem_model), "--input", str(folder), "--tile", "30")
+
+
+def test_dsb2018_holdout_is_scored_against_every_nucleus(tmp_path):
+    """A dsb2018 case has one mask file per nucleus: the truth is their union, not the first file."""
+    import cv2
+
+    from unet_tf.model_file import ModelInfo, attach_info
+    from unet_tf.models import build_model
+
+    case = tmp_path / "c1"
+    (case / "images").mkdir(parents=True)
+    (case / "masks").mkdir()
+    cv2.imwrite(str(case / "images" / "c1.png"), np.random.default_rng(1).integers(0, 255, (64, 64), np.uint8))
+    masks = []
+    for k, (y, x) in enumerate([(5, 5), (30, 30), (45, 10)]):
+        m = np.zeros((64, 64), np.uint8)
+        m[y:y + 10, x:x + 12] = 255
+        cv2.imwrite(str(case / "masks" / f"n{k}.png"), m)
+        masks.append(case / "masks" / f"n{k}.png")
+    info = ModelInfo((0, 255), ("background", "nucleus"), size_divisor=4, dataset="dsb2018", label_mode="union",
+                     test_images=((str(case / "images" / "c1.png"), *map(str, masks)),))
+    import keras
+
+    keras.utils.set_random_seed(0)
+    attach_info(build_model(ModelConfig(base_filters=4, depth=2), 2), info).save(tmp_path / "m.keras")
+    assert predict_main(["--weights", str(tmp_path / "m.keras"), "--out", str(tmp_path / "o"),
+                         "--tile", "32", "--overlap", "8", "--no-overlay"]) == 0
+    with open(tmp_path / "o" / "metrics.csv") as f:
+        row = next(r for r in csv.DictReader(f) if r["image"] == "c1" and r["class"] == "nucleus")
+    assert int(row["tp"]) + int(row["fn"]) == 3 * 10 * 12  # all three nuclei, not only n0.png

@@ -7,8 +7,10 @@ import pytest
 
 from unet_tf.cli.train import main as train_main
 from unet_tf.config import RunConfig
+from unet_tf.model_file import read_info
 from unet_tf.synthetic import write_tem_dataset
-from unet_tf.training import replace_cfg, train
+from unet_tf.config import replace_config
+from unet_tf.training import train
 
 RUN_FILES = {"best.keras", "last.keras", "config.json", "history.csv", "curves.png", "summary.json"}
 
@@ -22,7 +24,7 @@ def tem_dir(tmp_path_factory):
 
 def tiny_cfg(tem_dir, out, **train):
     cfg = RunConfig()
-    return replace_cfg(
+    return replace_config(
         cfg,
         data={"dataset": "tem", "data_dir": str(tem_dir), "patch_size": 64, "patches_per_image": 2,
               "val_fraction": 0.34},
@@ -48,10 +50,10 @@ def test_two_epochs_write_every_run_file_and_model_round_trips(tem_dir, tmp_path
     assert config["data"]["patch_size"] == 64 and config["model"]["base_filters"] == 4
 
     model = keras.models.load_model(run / "last.keras", compile=False)
-    info = model.get_layer("unet_tf_info").info
-    assert info["class_values"] == [0, 50, 100, 150, 200]
-    assert info["class_names"][2] == "myelinated_axon"
-    assert info["patch_size"] == 64 and info["normalize"]["pmin"] == 2.0
+    info = read_info(model)
+    assert info.class_values == (0, 50, 100, 150, 200)
+    assert info.class_names[2] == "myelinated_axon"
+    assert info.patch_size == 64 and info.normalize.pmin == 2.0 and info.target == "semantic"
     x = np.random.default_rng(0).random((1, 64, 96, 1)).astype("float32")
     y = model(x, training=False)
     assert tuple(y.shape) == (1, 64, 96, 5)

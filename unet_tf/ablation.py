@@ -50,7 +50,9 @@ from .config import RunConfig
 from .datasets import Sample, list_samples, split_train_val
 from .errors import UserInputError
 from .io import atomic_path
-from .training import labelled_pool, replace_cfg, resolve_data, train
+from .config import replace_config as replace_cfg
+from .datasets import labelled_pool, resolve_data
+from .training import train
 
 BUDGETS = ("steps", "epochs")
 ROW_KEY = ("model", "size", "augment", "seed")
@@ -461,11 +463,12 @@ def check_settings(path: Path, settings: dict) -> None:
 
 def evaluate_cell(run_dir: Path, test: Sequence[Sample], log: Callable[[str], None] = print) -> list[dict[str, Any]]:
     """Segment the test images with ``run_dir/best.keras`` into ``run_dir/test``; the evaluation rows."""
+    from .config import PredictConfig
     from .model_file import load_model
-    from .segment import PredictOptions, segment_images
+    from .prediction import predict_files
 
-    model, info = load_model(run_dir / "best.keras")
-    result = segment_images(model, info, test, run_dir / "test", PredictOptions(overlay=False), log=log)
+    model = load_model(run_dir / "best.keras")
+    result = predict_files(model, test, run_dir / "test", PredictConfig(overlay=False), log=log)
     return result["metrics"]
 
 

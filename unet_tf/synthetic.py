@@ -38,9 +38,12 @@ from typing import Iterable, NamedTuple, Sequence
 import numpy as np
 from scipy import ndimage as ndi
 
-from .datasets import TEM_CLASS_NAMES, TEM_CLASS_VALUES
 from .errors import UserInputError
 from .io import write_tiff
+
+# the label values and names of the tem layout (DESIGN.md), written by this generator
+TEM_CLASS_VALUES = (0, 50, 100, 150, 200)
+TEM_CLASS_NAMES = ("background", "blood_vessel", "myelinated_axon", "unmyelinated_axon", "schwann_cell")
 
 __all__ = [
     "TEM_CLASS_VALUES",

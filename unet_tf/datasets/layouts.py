@@ -1,17 +1,4 @@
-"""Named dataset layouts -> lists of image/label files, and loading them as arrays.
-
-Layouts (DESIGN.md):
-
-==========  ============================================================  =========================
-name        files                                                         labels
-==========  ============================================================  =========================
-tem         ``train/raw_XX.tif`` + ``train/label_XX.tif``; ``test/``       0/50/100/150/200
-isbi2012    ``train/image/NN.png`` + ``train/label/NN.png``; ``test/image``  0 = membrane, 255 = cell
-folder      ``images/`` + ``masks/`` by stem (``_mask`` etc. allowed)     ``--class-values`` or read
-ctc         ``01/tNNN.tif`` + ``01_GT/SEG/man_segNNN.tif``                 instance ids > 0 -> cell
-dsb2018     ``ID/images/ID.png`` + ``ID/masks/*.png``                      masks merged -> nucleus
-==========  ============================================================  =========================
-"""
+"""Named dataset layouts -> samples (image + label files) and their classes (:class:`DatasetSpec`)."""
 from __future__ import annotations
 
 import os
@@ -22,14 +9,11 @@ from typing import Sequence
 
 import numpy as np
 
-from .errors import UserInputError
-from .io import is_image_file, read_image, read_label
-from .preprocessing import percentile_normalize, values_to_ids
+from ..config import DATASET_NAMES
+from ..errors import UserInputError
+from ..io import is_image_file, read_label
+from ..synthetic import TEM_CLASS_NAMES, TEM_CLASS_VALUES
 
-DATASET_NAMES = ("tem", "isbi2012", "folder", "ctc", "dsb2018")
-
-TEM_CLASS_VALUES = (0, 50, 100, 150, 200)
-TEM_CLASS_NAMES = ("background", "blood_vessel", "myelinated_axon", "unmyelinated_axon", "schwann_cell")
 
 _MASK_SUFFIXES = ("_mask", "_masks", "_label", "_labels", "_seg", "_gt", "-mask", "-label")
 
@@ -44,6 +28,23 @@ class Sample:
     @property
     def name(self) -> str:
         return self.image.stem
+
+
+@dataclass(frozen=True, eq=False)
+class ArraySample:
+    """An image and its label image held in memory (``TrainingData.from_arrays``).
+
+    ``image``: (H, W) raw pixel values; ``label``: (H, W) label values (as a
+    label file would hold them), or None.
+    """
+
+    name: str
+    image: np.ndarray
+    label: np.ndarray | None = None
+
+    @property
+    def labels(self) -> tuple:
+        return () if self.label is None else (f"{self.name} (label array)",)
 
 
 @dataclass(frozen=True)
@@ -70,7 +71,7 @@ def default_data_root() -> Path:
     env = os.environ.get("UNET_TF_DATA")
     if env:
         return Path(env)
-    checkout = Path(__file__).resolve().parents[1]
+    checkout = Path(__file__).resolve().parents[2]
     if (checkout / "setup.cfg").is_file():
         return checkout / "data"
     return Path.cwd() / "data"
@@ -262,82 +263,3 @@ def _values_in_masks(samples: Sequence[Sample]) -> tuple[int, ...]:
             "these look like instance labels: give --class-values, or use the ctc layout"
         )
     return tuple(sorted(values))
-
-
-def read_class_ids(sample: Sample, spec: DatasetSpec) -> np.ndarray:
-    """The (H, W) uint8 class-id mask of a labelled sample."""
-    if not sample.labels:
-        raise UserInputError(f"{sample.image}: has no label file")
-    if spec.label_mode == "values":
-        return values_to_ids(read_label(sample.labels[0]), spec.class_values, sample.labels[0])
-    merged = None
-    for path in sample.labels:
-        label = read_label(path)
-        if merged is not None and label.shape != merged.shape:
-            raise UserInputError(f"{path}: size {label.shape} differs from the other masks {merged.shape}")
-        merged = label > 0 if merged is None else merged | (label > 0)
-    return merged.astype(np.uint8)
-
-
-def load_image(path: Path, pmin: float = 2.0, pmax: float = 98.0, clip: bool = False) -> np.ndarray:
-    """Read and percentile-normalize one image: (H, W) float32."""
-    image = read_image(path)
-    if not np.all(np.isfinite(image)):
-        raise UserInputError(f"{path}: image holds NaN or infinite values")
-    return percentile_normalize(image, pmin, pmax, clip=clip)
-
-
-def load_pairs(
-    samples: Sequence[Sample], spec: DatasetSpec, pmin: float = 2.0, pmax: float = 98.0, clip: bool = False
-) -> tuple[list[np.ndarray], list[np.ndarray]]:
-    """Normalized images (float32) and class-id masks (uint8) of labelled samples."""
-    images, masks = [], []
-    for sample in samples:
-        image = load_image(sample.image, pmin, pmax, clip)
-        mask = read_class_ids(sample, spec)
-        if image.shape != mask.shape:
-            raise UserInputError(
-                f"{sample.labels[0]}: label size {mask.shape[1]}x{mask.shape[0]} differs from "
-                f"image {sample.image.name} {image.shape[1]}x{image.shape[0]}"
-            )
-        images.append(image)
-        masks.append(mask)
-    return images, masks
-
-
-def choose_subset(samples: Sequence[Sample], n: int | None, seed: int = 0) -> list[Sample]:
-    """``n`` samples chosen by ``seed`` (all when ``n`` is None), kept in name order."""
-    samples = list(samples)
-    if n is None:
-        return samples
-    if n < 1 or n > len(samples):
-        raise UserInputError(f"--train-size {n}: the dataset has {len(samples)} labelled training images")
-    keep = np.random.default_rng(seed).permutation(len(samples))[:n]
-    return [samples[i] for i in sorted(keep)]
-
-
-def split_train_val(
-    samples: Sequence[Sample], val_fraction: float = 0.2, seed: int = 0
-) -> tuple[list[Sample], list[Sample]]:
-    """Split by image (never patches of one image on both sides), deterministic for ``seed``.
-
-    At least one image goes to validation when ``val_fraction > 0`` and two or more
-    images exist; a single image is used for both (said by the caller).
-    """
-    samples = list(samples)
-    if not 0 <= val_fraction < 1:
-        raise UserInputError(f"--val-fraction {val_fraction}: must be in [0, 1)")
-    if val_fraction == 0 or len(samples) < 2:
-        return samples, []
-    n_val = min(len(samples) - 1, max(1, round(val_fraction * len(samples))))
-    order = np.random.default_rng([seed, 7]).permutation(len(samples))
-    val = set(order[:n_val].tolist())
-    return [s for i, s in enumerate(samples) if i not in val], [s for i, s in enumerate(samples) if i in val]
-
-
-def split_holdout(samples: Sequence[Sample], holdout: int) -> tuple[list[Sample], list[Sample]]:
-    """(rest, test): the last ``holdout`` samples by name are the fixed test set."""
-    samples = list(samples)
-    if holdout < 0 or holdout >= len(samples):
-        raise UserInputError(f"--holdout {holdout}: the dataset has {len(samples)} labelled images; keep at least one to train")
-    return (samples[: len(samples) - holdout], samples[len(samples) - holdout:]) if holdout else (samples, [])
