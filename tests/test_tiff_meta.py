@@ -74,7 +74,8 @@ def test_imagej_unknown_unit_gives_none_with_reason(tmp_path):
 
 @pytest.mark.parametrize("meta,expected_um", [
     ({"PhysicalSizeX": 0.65, "PhysicalSizeY": 0.65}, 0.65),  # unit defaults to um
-    ({"PhysicalSizeX": 650, "PhysicalSizeXUnit": "nm", "PhysicalSizeY": 650, "PhysicalSizeYUnit": "nm"}, 0.65),
+    ({"PhysicalSizeX": 650, "PhysicalSizeXUnit": "nm",
+      "PhysicalSizeY": 650, "PhysicalSizeYUnit": "nm"}, 0.65),
     ({"PhysicalSizeX": 0.001, "PhysicalSizeXUnit": "mm"}, 1.0),
 ])
 def test_ome_physical_size(tmp_path, meta, expected_um):

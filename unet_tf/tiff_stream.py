@@ -26,7 +26,17 @@ from typing import Iterable, Iterator
 import numpy as np
 
 from .errors import UserInputError
-from .io import TIFF_SUFFIXES, _existing_image, _say_once, _to_gray, atomic_path, page_count, read_image
+from .io import (
+    TIFF_SUFFIXES,
+    _existing_image,
+    _open_tiff,
+    _planes,
+    _say_once,
+    _to_gray,
+    atomic_path,
+    page_count,
+    read_image,
+)
 from .tiff_meta import needs_bigtiff, resolution_kwargs
 
 MAX_BLOCK_BYTES = 64 * 2**20
@@ -56,8 +66,6 @@ def _header(path: str | Path) -> tuple[int, int, np.dtype]:
         except OSError as exc:
             raise UserInputError(f"{path}: not a readable image ({exc})") from None
         return height, width, np.dtype(np.uint8)
-    from .io import _open_tiff, _planes
-
     with _open_tiff(path) as tif:
         page = _planes(tif, path)[0]
         return int(page.imagelength), int(page.imagewidth), np.dtype(page.dtype)
@@ -96,9 +104,10 @@ class WindowReader:
             raise UserInputError(f"{self.path}: is a multi-page TIFF stack; read it page by page")
         else:
             self._open_tiff(max_block_bytes)
-        source = self._whole if self._whole is not None else None
-        self.shape = source.shape if source is not None else (self._src.height, self._src.width)
-        self.dtype = source.dtype if source is not None else np.dtype(self._src.dtypes[0])
+        if self._whole is not None:
+            self.shape, self.dtype = self._whole.shape, self._whole.dtype
+        else:
+            self.shape, self.dtype = (self._src.height, self._src.width), np.dtype(self._src.dtypes[0])
 
     def _open_tiff(self, max_block_bytes: int) -> None:
         import rasterio
@@ -354,7 +363,8 @@ class TiledTiffWriter(_AtomicTiff):
 
     def _run(self) -> None:
         try:
-            self._writer.write(tiles_from_bands(self._bands(), self.shape, self.dtype, self.tile), **self._kwargs)
+            tiles = tiles_from_bands(self._bands(), self.shape, self.dtype, self.tile)
+            self._writer.write(tiles, **self._kwargs)
         except BaseException as exc:  # noqa: BLE001 - handed to the caller's thread
             self._error = exc  # the thread ends; _put stops waiting on a dead thread
 
@@ -372,7 +382,9 @@ class TiledTiffWriter(_AtomicTiff):
             raise self._error
         band = np.asarray(band)
         if band.ndim != 2 or self._rows + band.shape[0] > self.shape[0]:
-            raise ValueError(f"band of shape {band.shape} after {self._rows} rows goes past shape={self.shape}")
+            raise ValueError(
+                f"band of shape {band.shape} after {self._rows} rows goes past shape={self.shape}"
+            )
         self._rows += band.shape[0]
         self._put(band)
 
