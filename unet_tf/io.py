@@ -70,12 +70,26 @@ def _to_gray(bands: np.ndarray, path: Path) -> np.ndarray:
     raise UserInputError(f"{path}: has {n} channels; expected 1 (gray), 2 (gray+alpha), 3 or 4 (RGB/RGBA)")
 
 
+GDAL_CACHE_MB = 64
+
+
+def gdal_env(cache_mb: int = GDAL_CACHE_MB):
+    """A ``rasterio.Env`` with GDAL's block cache capped at ``cache_mb`` MiB.
+
+    GDAL's default cache (5 % of RAM) keeps every decoded block of a read, which
+    doubled the peak RSS of reading a 20000 x 20000 uint8 TIFF (848 vs 457 MiB).
+    """
+    import rasterio
+
+    return rasterio.Env(GDAL_CACHEMAX=int(cache_mb))
+
+
 def _read_tiff(path: Path) -> np.ndarray:
     import rasterio
     from rasterio.errors import NotGeoreferencedWarning, RasterioIOError
 
     try:
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), gdal_env():
             warnings.simplefilter("ignore", NotGeoreferencedWarning)
             with rasterio.open(path) as src:
                 data = src.read()  # (bands, H, W)

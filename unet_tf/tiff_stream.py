@@ -27,6 +27,7 @@ import numpy as np
 
 from .errors import UserInputError
 from .io import (
+    GDAL_CACHE_MB,
     TIFF_SUFFIXES,
     _existing_image,
     _open_tiff,
@@ -34,6 +35,7 @@ from .io import (
     _say_once,
     _to_gray,
     atomic_path,
+    gdal_env,
     page_count,
     read_image,
 )
@@ -121,6 +123,8 @@ class WindowReader:
             raise UserInputError(f"{self.path}: not a readable TIFF image ({exc})") from None
         rows, cols = self._src.block_shapes[0]
         block = rows * cols * self._src.count * np.dtype(self._src.dtypes[0]).itemsize
+        # Room for ~3 rows of blocks across the width: overlapping bands reuse the edge rows.
+        self._cache_mb = max(GDAL_CACHE_MB, 3 * block * -(-self._src.width // cols) // 2**20 + 1)
         if self._src.compression is not None and block > max_block_bytes:
             _say_once(
                 f"{self.path}: stored as compressed blocks of {rows}x{cols} px, which cannot be "
@@ -140,7 +144,8 @@ class WindowReader:
 
         if self._src is None or self._src.closed:
             raise ValueError(f"WindowReader for {self.path} is closed")
-        data = self._src.read(window=Window(0, row0, self.shape[1], row1 - row0))
+        with gdal_env(self._cache_mb):
+            data = self._src.read(window=Window(0, row0, self.shape[1], row1 - row0))
         return data[0] if data.shape[0] == 1 else _to_gray(np.moveaxis(data, 0, -1), self.path)
 
     def close(self) -> None:
