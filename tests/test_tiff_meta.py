@@ -110,3 +110,14 @@ def test_unit_table_and_kwargs():
     with pytest.raises(ValueError, match="pixel_size_um"):
         resolution_kwargs(float("nan"))
     assert not needs_bigtiff(2**32 - 2**26) and needs_bigtiff(2**32)
+
+
+def test_real_ctc_frame_has_its_published_pixel_size():
+    import os
+    from pathlib import Path
+
+    frame = Path(os.environ.get("UNET_TF_DATA", "data")) / "Fluo-N2DH-GOWT1" / "01" / "t000.tif"
+    if not frame.is_file():
+        pytest.skip(f"{frame} not present (set UNET_TF_DATA)")
+    value, source = pixel_size_um(frame)  # the Cell Tracking Challenge lists 0.240 x 0.240 um
+    assert value == pytest.approx(0.240, abs=0.001) and "cm" in source

@@ -26,19 +26,8 @@ from typing import Iterable, Iterator
 import numpy as np
 
 from .errors import UserInputError
-from .io import (
-    GDAL_CACHE_MB,
-    TIFF_SUFFIXES,
-    _existing_image,
-    _open_tiff,
-    _planes,
-    _say_once,
-    _to_gray,
-    atomic_path,
-    gdal_env,
-    page_count,
-    read_image,
-)
+from .io import GDAL_CACHE_MB, TIFF_SUFFIXES, _existing_image, _open_tiff, _planes, _say_once, _to_gray
+from .io import atomic_path, gdal_env, page_count, read_image
 from .tiff_meta import needs_bigtiff, resolution_kwargs
 
 MAX_BLOCK_BYTES = 64 * 2**20
