@@ -188,6 +188,7 @@ def _note_hyperstack(tif, path: Path) -> None:
 
 def _planes(tif, path: Path) -> list:
     """The full-resolution pages of an open TiffFile, checked to share one size and dtype."""
+    tif.pages.useframes = False  # full TiffPage objects (tags), never tifffile's light frames
     planes = [p for p in tif.pages if not int(p.subfiletype) & 0b101]  # skip reduced-res, masks
     if not planes:
         raise UserInputError(f"{path}: TIFF holds no full-resolution image page")
