@@ -121,3 +121,23 @@ def test_config_file_is_overridden_by_flags(tmp_path):
     cfg = config_from_args(build_parser().parse_args(["--config", str(cfg_file), "--epochs", "3"]))
     assert cfg.train.epochs == 3 and cfg.model.base_filters == 8
     assert cfg.data.augment.enabled is False and cfg.data.normalize.pmax == 99.8
+
+
+def test_best_model_written_when_validation_has_no_foreground(tmp_path):
+    """Validation Dice is undefined without foreground: best.keras follows the validation loss instead."""
+    from unet_tf.datasets import ArraySample, DatasetSpec, TrainingData
+
+    rng = np.random.default_rng(0)
+    image = rng.random((64, 64)).astype(np.float32)
+    label = np.zeros((64, 64), np.uint8)
+    label[16:40, 20:44] = 255
+    spec = DatasetSpec("arrays", (0, 255), ("background", "cell"))
+    data = TrainingData(spec, (ArraySample("a", image, label),), (ArraySample("b", image, np.zeros_like(label)),))
+    cfg = replace_config(RunConfig(), data={"patch_size": 32, "patches_per_image": 2},
+                         model={"base_filters": 4, "depth": 2},
+                         train={"epochs": 2, "steps_per_epoch": 1, "batch_size": 2, "out": str(tmp_path / "run")})
+    lines = []
+    summary = train(cfg, data=data, log=lines.append, verbose=0)
+    assert (tmp_path / "run" / "best.keras").is_file()
+    assert any("validation loss instead" in line for line in lines)
+    assert summary["best_epoch"] >= 1

@@ -7,7 +7,9 @@ them into rows and aggregates over images (:mod:`unet_tf.tables` writes them).
 Masks are 2-D integer class-id arrays (H, W) with values 0..C-1, class 0 the
 background. One row per class (background included) holds::
 
-    image, class, dice, iou, precision, recall, pixel_accuracy, tp, fp, fn
+    image, page, class, dice, iou, precision, recall, pixel_accuracy, tp, fp, fn
+
+``page`` is the 1-based page of a multi-page stack (empty for a single image).
 
 ``pixel_accuracy`` is the overall fraction of correctly classified pixels of
 the image (the same value on every class row of that image). ``tp, fp, fn``
@@ -40,7 +42,7 @@ from .tables import format_table, nanmean, write_csv
 
 SCORE_NAMES = ("dice", "iou", "precision", "recall")
 COUNT_NAMES = ("tp", "fp", "fn")
-METRICS_COLUMNS = ("image", "class", *SCORE_NAMES, "pixel_accuracy", *COUNT_NAMES)
+METRICS_COLUMNS = ("image", "page", "class", *SCORE_NAMES, "pixel_accuracy", *COUNT_NAMES)
 MEAN_ROW = "mean"
 POOLED_ROW = "all"
 
@@ -108,27 +110,28 @@ class Evaluator:
         self.class_names = tuple(class_names)
         if len(self.class_names) < 2:
             raise ValueError(f"need at least 2 classes, got {self.class_names}")
-        self._names: list[str] = []
+        self._names: list[tuple[str, int | None]] = []
         self._counts: list[Counts] = []
 
     def __len__(self) -> int:
         return len(self._names)
 
-    def add(self, image_name: str, true_ids: np.ndarray, pred_ids: np.ndarray) -> list[dict[str, Any]]:
-        """Score one image (arrays as in :func:`evaluate`); returns its rows.
+    def add(self, image_name: str, true_ids: np.ndarray, pred_ids: np.ndarray,
+            page: int | None = None) -> list[dict[str, Any]]:
+        """Score one image, or one page of a stack (arrays as in :func:`evaluate`); returns its rows.
 
-        Raises ValueError for a name already added or a reserved aggregate
-        name (``"mean"``, ``"all"``), so rows stay unambiguous.
+        Raises ValueError for an (image, page) already added or a reserved
+        aggregate name (``"mean"``, ``"all"``), so rows stay unambiguous.
         """
         image_name = str(image_name)
         if image_name in (MEAN_ROW, POOLED_ROW):
             raise ValueError(f"image name {image_name!r} is reserved for the aggregate rows")
-        if image_name in self._names:
-            raise ValueError(f"image {image_name!r} was already evaluated")
+        if (image_name, page) in self._names:
+            raise ValueError(f"image {image_name!r}{'' if page is None else f' page {page}'} was already evaluated")
         counts = confusion_counts(true_ids, pred_ids, len(self.class_names))
-        self._names.append(image_name)
+        self._names.append((image_name, page))
         self._counts.append(counts)
-        return [{"image": image_name, **row} for row in _rows_from_counts(counts, self.class_names)]
+        return [{"image": image_name, "page": page, **row} for row in _rows_from_counts(counts, self.class_names)]
 
     def rows(self) -> list[dict[str, Any]]:
         """All rows: per image (C each, in order added), then C "mean", then C "all".
@@ -138,8 +141,8 @@ class Evaluator:
         if not self._names:
             return []
         per_image = [
-            [{"image": name, **row} for row in _rows_from_counts(counts, self.class_names)]
-            for name, counts in zip(self._names, self._counts)
+            [{"image": name, "page": page, **row} for row in _rows_from_counts(counts, self.class_names)]
+            for (name, page), counts in zip(self._names, self._counts)
         ]
         out = [row for rows in per_image for row in rows]
         for c, class_name in enumerate(self.class_names):

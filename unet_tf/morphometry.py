@@ -45,9 +45,9 @@ import numpy as np
 from scipy import ndimage
 
 OBJECT_COLUMNS = (
-    "image", "class", "object_id", "area_px", "area_um2", "centroid_y", "centroid_x",
+    "image", "page", "class", "object_id", "area_px", "area_um2", "centroid_y", "centroid_x",
     "bbox_y0", "bbox_x0", "bbox_y1", "bbox_x1", "equivalent_diameter_px", "equivalent_diameter_um",
-    "perimeter_px", "perimeter_um", "eccentricity", "solidity",
+    "perimeter_px", "perimeter_um", "eccentricity", "solidity", "pixel_size_um",
 )
 SUMMARY_COLUMNS = (
     "image", "class", "count", "mean_area_px", "median_area_px", "mean_area_um2", "median_area_um2",

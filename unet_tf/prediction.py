@@ -11,6 +11,7 @@ ground truth ``metrics.csv``. Every file is written atomically.
 """
 from __future__ import annotations
 
+import contextlib
 import time
 import weakref
 from dataclasses import dataclass, replace
@@ -25,12 +26,14 @@ from .errors import UserInputError
 from .evaluation import Evaluator
 from .inference import ProgressBar, ProgressFn, check_tiling, make_predict_fn, predict_tiled, probabilities_to_ids
 from .inputs import check_output_names, shard_suffix
-from .io import read_image, write_mask, write_tiff
+from .io import iter_pages, mask_dtype, page_count, read_image, write_mask, write_tiff
 from .model_file import ModelInfo, read_info
 from .morphometry import OBJECT_COLUMNS, SUMMARY_COLUMNS, measure_objects, summarize_objects
 from .overlay import overlay_image, write_png
 from .preprocessing import ids_to_values, percentile_normalize
 from .tables import write_csv
+from .tiff_meta import pixel_size_um
+from .tiff_stream import StackWriter
 
 
 @dataclass(frozen=True)
@@ -119,40 +122,134 @@ def probability_bands(prob: np.ndarray) -> np.ndarray:
     return np.moveaxis(bands, -1, 0).astype(np.float32)
 
 
+class ImageOutputs:
+    """The files of one input, a single image or a stack: mask, overlay(s), probabilities.
+
+    A stack of N pages gives ``<name>_mask.tif`` with N pages (and
+    ``<name>_prob.tif`` with K' pages per input page, page-major) written one
+    page at a time; overlays are ``<name>_overlay.png`` for one page and
+    ``<name>_overlay_pNNN.png`` (1-based) for a stack. Files appear complete
+    on a clean exit of the ``with`` block, or not at all.
+    """
+
+    def __init__(self, out_dir: Path, name: str, n_pages: int, info: ModelInfo, config: PredictConfig,
+                 pixel_size: float | None = None):
+        self.out_dir, self.name, self.n_pages = out_dir, name, n_pages
+        self.info, self.config, self.pixel_size = info, config, pixel_size
+        self.stack = contextlib.ExitStack()
+        self.mask_writer = self.prob_writer = None
+
+    def __enter__(self) -> "ImageOutputs":
+        if self.n_pages > 1:
+            dtype = mask_dtype(max(self.info.class_values))
+            self.mask_writer = self.stack.enter_context(
+                StackWriter(self.out_dir / f"{self.name}_mask.tif", self.n_pages, dtype, self.pixel_size))
+            if self.config.save_probabilities:
+                bands = 2 if self.info.n_classes == 2 else self.info.n_classes
+                self.prob_writer = self.stack.enter_context(StackWriter(
+                    self.out_dir / f"{self.name}_prob.tif", self.n_pages * bands, np.float32, self.pixel_size))
+        return self
+
+    def add(self, page: int | None, image: np.ndarray, result: Prediction) -> None:
+        """Write (or append) the outputs of one page; ``page`` None for a single image."""
+        base = self.name if page is None else f"{self.name}_p{page + 1:03d}"
+        if self.config.overlay:
+            write_png(self.out_dir / f"{base}_overlay.png", overlay_image(image, result.ids, self.info.class_names))
+        if self.mask_writer is None:
+            write_mask(self.out_dir / f"{self.name}_mask.tif", result.mask, self.pixel_size)
+            if self.config.save_probabilities:
+                write_tiff(self.out_dir / f"{self.name}_prob.tif", probability_bands(result.probabilities),
+                           pixel_size_um=self.pixel_size)
+            return
+        self.mask_writer.append(result.mask)
+        if self.prob_writer is not None:
+            for band in probability_bands(result.probabilities):
+                self.prob_writer.append(band)
+
+    def __exit__(self, *exc) -> None:
+        self.stack.__exit__(*exc)
+
+
 def write_outputs(out_dir: Path, name: str, image: np.ndarray, result: Prediction,
-                  info: ModelInfo, config: PredictConfig) -> None:
-    """The per-image files: mask, overlay and (if asked) probabilities."""
-    write_mask(out_dir / f"{name}_mask.tif", result.mask)
-    if config.overlay:
-        write_png(out_dir / f"{name}_overlay.png", overlay_image(image, result.ids, info.class_names))
-    if config.save_probabilities:
-        write_tiff(out_dir / f"{name}_prob.tif", probability_bands(result.probabilities))
+                  info: ModelInfo, config: PredictConfig, pixel_size: float | None = None) -> None:
+    """The files of a single image, exactly as ``predict.py`` writes them."""
+    with ImageOutputs(out_dir, name, 1, info, config, pixel_size) as outputs:
+        outputs.add(None, image, result)
 
 
 def _prepare(samples: Sequence[Sample], info: ModelInfo, out_dir: Path, config: PredictConfig) -> None:
     """Check everything that can be checked before minutes of prediction."""
     check_tiling(config.tile, config.overlap, info.size_divisor)
     check_output_names(samples)
-    spec = info.spec
     for sample in samples:
         if sample.labels:
-            read_class_ids(sample, spec)
+            pages = page_count(sample.image)
+            for label in sample.labels:
+                if page_count(label) != pages:
+                    raise UserInputError(f"{label}: {page_count(label)} page(s), but the image {sample.image.name} "
+                                         f"has {pages}")
+            for page in range(pages) if pages > 1 else (None,):
+                read_class_ids(replace(sample, page=page), info.spec)
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise UserInputError(f"{out_dir}: cannot create the output folder ({exc.strerror})") from None
 
 
-def _score(sample: Sample, result: Prediction, info: ModelInfo, evaluator: Evaluator,
+def _pixel_size(path: Path, config: PredictConfig, said: set, log: Callable[[str], None]) -> float | None:
+    """``config.pixel_size`` if given, else the file's own (TIFF metadata); where it came from is said once."""
+    if config.pixel_size is not None:
+        value, source = config.pixel_size, "--pixel-size"
+    else:
+        value, source = pixel_size_um(path)
+    if (value, source) not in said:
+        said.add((value, source))
+        log(f"pixel size: {value:g} µm ({source}; {path.name})" if value else
+            f"pixel size: unknown for {path.name} ({source}); give --pixel-size for µm columns")
+    return value
+
+
+def _pages(path: Path, n_pages: int):
+    """(page index, 2-D image) one page at a time; a single image is page 0."""
+    if n_pages == 1:
+        yield 0, read_image(path)
+    else:
+        yield from enumerate(iter_pages(path))
+
+
+def _score(sample: Sample, page: int | None, result: Prediction, info: ModelInfo, evaluator: Evaluator,
            log: Callable[[str], None]) -> bool:
     """Add the image's scores to ``evaluator``; False when its label does not fit."""
-    truth = read_class_ids(sample, info.spec)
+    truth = read_class_ids(replace(sample, page=page), info.spec)
     if truth.shape != result.ids.shape:
         log(f"error: {sample.labels[0]}: label size {truth.shape[1]}x{truth.shape[0]} differs from image "
             f"{result.ids.shape[1]}x{result.ids.shape[0]} (not evaluated)")
         return False
-    evaluator.add(sample.image.stem, truth, result.ids)
+    evaluator.add(sample.image.stem, truth, result.ids, page=None if page is None else page + 1)
     return True
+
+
+def _predict_sample(model: Any, sample: Sample, label: str, out_dir: Path, config: PredictConfig,
+                    evaluator: Evaluator, pixel_size: float | None, log: Callable[[str], None]) -> tuple[list, bool]:
+    """Segment one image or stack, write its files; (object rows, whether its labels fitted)."""
+    info = engine(model)[1]
+    n_pages = page_count(sample.image)
+    rows: list[dict] = []
+    fitted = True
+    with ImageOutputs(out_dir, sample.image.stem, n_pages, info, config, pixel_size) as outputs:
+        for page, image in _pages(sample.image, n_pages):
+            number = None if n_pages == 1 else page
+            bar = ProgressBar(label if n_pages == 1 else f"{label} page {page + 1}/{n_pages}")
+            result = predict_image(model, image, config, progress=bar)
+            bar.close()
+            outputs.add(number, image, result)
+            if sample.labels:
+                fitted &= _score(sample, number, result, info, evaluator, log)
+            objects = measure_objects(result.ids, info.class_names, image_name=sample.image.stem,
+                                      pixel_size=pixel_size, min_size=config.min_size)
+            rows += [{**row, "page": None if number is None else number + 1, "pixel_size_um": pixel_size}
+                     for row in objects]
+    return rows, fitted
 
 
 def _write_tables(out_dir: Path, objects: list[dict], done: list[str], evaluator: Evaluator,
@@ -176,12 +273,12 @@ def predict_files(
     config: PredictConfig = PredictConfig(),
     log: Callable[[str], None] = print,
 ) -> dict:
-    """Predict every sample, write its outputs, evaluate where labels exist.
+    """Predict every sample (an image or a multi-page stack), write its outputs, evaluate where labels exist.
 
     Returns a dict: ``done`` (image stems), ``failed`` (paths), ``metrics``
     (the rows of ``metrics.csv``), ``objects`` (their count) and
     ``wall_seconds``. An image that cannot be read is reported by name and
-    skipped.
+    skipped. The pixel size is ``config.pixel_size`` or the file's own.
     """
     out_dir = Path(out_dir)
     info = engine(model)[1]
@@ -190,24 +287,21 @@ def predict_files(
     objects: list[dict] = []
     failed: list[str] = []
     done: list[str] = []
+    said: set = set()
     t0 = time.perf_counter()
     for index, sample in enumerate(samples, 1):
-        name = sample.image.stem
+        label = f"image {index}/{len(samples)} {sample.image.stem}"
         try:
-            image = read_image(sample.image)
+            pixel_size = _pixel_size(sample.image, config, said, log)
+            rows, fitted = _predict_sample(model, sample, label, out_dir, config, evaluator, pixel_size, log)
         except UserInputError as exc:
             log(f"error: {exc} (skipped)")
             failed.append(str(sample.image))
             continue
-        bar = ProgressBar(f"image {index}/{len(samples)} {name}")
-        result = predict_image(model, image, config, progress=bar)
-        bar.close()
-        write_outputs(out_dir, name, image, result, info, config)
-        if sample.labels and not _score(sample, result, info, evaluator, log):
+        if not fitted:
             failed.append(str(sample.labels[0]))
-        objects += measure_objects(result.ids, info.class_names, image_name=name,
-                                   pixel_size=config.pixel_size, min_size=config.min_size)
-        done.append(name)
+        objects += rows
+        done.append(sample.image.stem)
     wall = time.perf_counter() - t0
     rows = _write_tables(out_dir, objects, done, evaluator, info, config, log)
     log(f"{len(done)} image(s) segmented in {wall:.1f} s; outputs in {out_dir}")

@@ -37,6 +37,7 @@ from .metrics import DiceScore, IoUScore, PixelAccuracy
 from .model_file import ModelInfo, attach_info
 from .models import build_model, check_input_size, resolved_depth
 from .pipeline import class_counts, make_dataset, rare_classes_from_counts
+from .targets import IGNORE_ID
 from .tables import score_column
 
 matplotlib.use("Agg")
@@ -163,14 +164,30 @@ def compile_model(cfg: RunConfig, info: ModelInfo, spec: DatasetSpec, balance: B
     return model
 
 
-def make_callbacks(cfg: RunConfig, run_dir: Path, extra: Sequence = ()) -> list:
-    """Checkpoints (best by val_dice, last), early stopping, LR plateau, CSV log, resume backup."""
+def choose_monitor(val_masks: Sequence[np.ndarray], log: Log) -> tuple[str, str]:
+    """(metric, mode) that picks ``best.keras``: validation Dice, or validation loss when Dice is undefined.
+
+    With no foreground pixel in any validation mask, Dice is NaN whenever the
+    model predicts no foreground (and 0 otherwise), so no epoch would ever be
+    "best" and best.keras would never be written: monitor the loss instead.
+    """
+    if any(np.any((m > 0) & (m != IGNORE_ID)) for m in val_masks):
+        return "val_dice", "max"
+    log("note: the validation images hold no foreground, so validation Dice is undefined: best.keras and early "
+        "stopping follow the validation loss instead")
+    return "val_loss", "min"
+
+
+def make_callbacks(cfg: RunConfig, run_dir: Path, monitor: tuple[str, str] = ("val_dice", "max"),
+                   extra: Sequence = ()) -> list:
+    """Checkpoints (best by ``monitor``, last), early stopping, LR plateau, CSV log, resume backup."""
     t = cfg.train
+    metric, mode = monitor
     callbacks = [
         keras.callbacks.BackupAndRestore(str(run_dir / "backup")),
-        AtomicModelCheckpoint(str(run_dir / "best.keras"), monitor="val_dice", mode="max", save_best_only=True),
+        AtomicModelCheckpoint(str(run_dir / "best.keras"), monitor=metric, mode=mode, save_best_only=True),
         AtomicModelCheckpoint(str(run_dir / "last.keras")),
-        keras.callbacks.EarlyStopping(monitor="val_dice", mode="max", patience=t.early_stopping_patience),
+        keras.callbacks.EarlyStopping(monitor=metric, mode=mode, patience=t.early_stopping_patience),
         keras.callbacks.ReduceLROnPlateau(monitor="val_loss", factor=0.5, patience=t.reduce_lr_patience, min_lr=1e-5),
         keras.callbacks.CSVLogger(str(run_dir / "history.csv"), append=t.resume),
         keras.callbacks.TerminateOnNaN(),
@@ -276,13 +293,21 @@ def plot_curves(history: dict, path: Path) -> None:
     plt.close(fig)
 
 
+def _best_epoch(hist: dict[str, list[float]]) -> int:
+    """Index of the best epoch: highest finite val_dice, else lowest val_loss; -1 without history."""
+    dice = np.asarray(hist.get("val_dice", []), float)
+    if dice.size and np.isfinite(dice).any():
+        return int(np.nanargmax(dice))
+    loss = np.asarray(hist.get("val_loss", []), float)
+    return int(np.nanargmin(loss)) if loss.size and np.isfinite(loss).any() else -1
+
+
 def write_summary(run_dir: Path, out_dir: Path, model: keras.Model, data: TrainingData,
                   rate: dict, wall: float, layout: dict | None) -> dict:
     """Plot the curves and write ``summary.json`` (best epoch and its validation scores)."""
     hist = read_history(run_dir / "history.csv")
     plot_curves(hist, run_dir / "curves.png")
-    val_dice = hist.get("val_dice", [])
-    best = int(np.argmax(val_dice)) if val_dice else -1
+    best = _best_epoch(hist)
     patches = rate["epochs"] * rate["steps_per_epoch"] * rate["batch"]
     summary = {
         "run_dir": str(out_dir),
@@ -382,7 +407,8 @@ def _train(cfg, data, log, verbose, extra_callbacks, strategy, worker, scratch: 
     t0 = time.perf_counter()
     history = fit(strategy, model, *patch_datasets(cfg, arrays, data.spec, balance), epochs=cfg.train.epochs,
                   steps_per_epoch=cfg.train.steps_per_epoch, pass_steps=steps,
-                  callbacks=make_callbacks(cfg, run_dir, extra_callbacks), verbose=verbose, log=log)
+                  callbacks=make_callbacks(cfg, run_dir, choose_monitor(arrays.val_masks, log), extra_callbacks),
+                  verbose=verbose, log=log)
     wall = time.perf_counter() - t0
     if any(not math.isfinite(v) for v in history.history.get("loss", [])):
         raise UserInputError("training diverged (NaN loss); try a smaller --lr")

@@ -7,9 +7,18 @@ from typing import Sequence
 import numpy as np
 
 from ..errors import UserInputError
-from ..io import read_image, read_label
+from ..io import read_image, read_label, read_page
 from ..preprocessing import percentile_normalize, values_to_ids
 from .layouts import ArraySample, DatasetSpec, Sample
+
+
+def _read_label(sample: Sample, path: Path) -> np.ndarray:
+    return read_label(path) if sample.page is None else read_page(path, sample.page)
+
+
+def _where(sample: Sample) -> str:
+    """The label file, with its page for a stack (as error messages name it)."""
+    return str(sample.labels[0]) if sample.page is None else f"{sample.labels[0]} page {sample.page + 1}"
 
 
 def read_class_ids(sample: Sample | ArraySample, spec: DatasetSpec) -> np.ndarray:
@@ -26,10 +35,10 @@ def read_class_ids(sample: Sample | ArraySample, spec: DatasetSpec) -> np.ndarra
             return values_to_ids(sample.label, spec.class_values, sample.labels[0])
         return (np.asarray(sample.label) > 0).astype(np.uint8)
     if spec.label_mode == "values":
-        return values_to_ids(read_label(sample.labels[0]), spec.class_values, sample.labels[0])
+        return values_to_ids(_read_label(sample, sample.labels[0]), spec.class_values, _where(sample))
     merged = None
     for path in sample.labels:
-        label = read_label(path)
+        label = _read_label(sample, path)
         if merged is not None and label.shape != merged.shape:
             raise UserInputError(f"{path}: size {label.shape} differs from the other masks {merged.shape}")
         merged = label > 0 if merged is None else merged | (label > 0)
@@ -43,7 +52,8 @@ def load_image(sample: Path | Sample | ArraySample, pmin: float = 2.0, pmax: flo
         image, where = np.asarray(sample.image), sample.name
     else:
         path = sample.image if isinstance(sample, Sample) else Path(sample)
-        image, where = read_image(path), path
+        page = sample.page if isinstance(sample, Sample) else None
+        image, where = (read_image(path), path) if page is None else (read_page(path, page), f"{path} page {page + 1}")
     if image.ndim != 2:
         raise UserInputError(f"{where}: expected a 2-D (H, W) image, got shape {image.shape}")
     if not np.all(np.isfinite(image)):

@@ -20,10 +20,15 @@ _MASK_SUFFIXES = ("_mask", "_masks", "_label", "_labels", "_seg", "_gt", "-mask"
 
 @dataclass(frozen=True)
 class Sample:
-    """One image and the label file(s) that annotate it (none for unlabelled images)."""
+    """One image and the label file(s) that annotate it (none for unlabelled images).
+
+    ``page``: the 0-based page of a multi-page TIFF stack (image and labels
+    alike); None for a single-page file.
+    """
 
     image: Path
     labels: tuple[Path, ...] = ()
+    page: int | None = None
 
     @property
     def name(self) -> str:
