@@ -236,7 +236,8 @@ def instance_scores(counts: InstanceCounts) -> dict[str, Any]:
     }
 
 
-def evaluate_instances(true: np.ndarray, pred: np.ndarray, ignore: np.ndarray | None = None) -> dict[str, Any]:
+def evaluate_instances(true: np.ndarray, pred: np.ndarray,
+                       ignore: np.ndarray | None = None) -> dict[str, Any]:
     """Scores of one image (see the module docstring); keys :data:`INSTANCE_COLUMNS` minus ``image``."""
     return instance_scores(instance_counts(true, pred, ignore))
 
@@ -257,7 +258,7 @@ class InstanceEvaluator:
         return {"image": name, **instance_scores(counts)}
 
     def rows(self) -> list[dict[str, Any]]:
-        """Per-image rows, then ``mean`` (macro: counts empty, ``count_error`` averaged) and ``all`` (pooled)."""
+        """Per-image rows, then ``mean`` (macro: counts empty, count_error averaged), ``all`` (pooled)."""
         per_image = [{"image": n, **instance_scores(c)} for n, c in zip(self.names, self.counts)]
         if not per_image:
             return []

@@ -24,8 +24,6 @@ removal are exposed as :func:`fill_label_holes` and :func:`remove_small`.
 """
 from __future__ import annotations
 
-import math
-
 import numpy as np
 from scipy import ndimage as ndi
 
@@ -217,7 +215,7 @@ def _component_peaks(dist: np.ndarray, components: np.ndarray, h: float
 
 
 def _split_seeds(dist: np.ndarray, components: np.ndarray, h: float, min_distance: float) -> np.ndarray:
-    """Markers: the h-maxima of ``dist``; maxima of one component closer than ``min_distance`` share a label."""
+    """Markers: h-maxima of ``dist``; those of one component closer than ``min_distance`` share a label."""
     from scipy.sparse import coo_matrix
     from scipy.sparse.csgraph import connected_components
     from scipy.spatial import cKDTree

@@ -84,7 +84,7 @@ def instance_target(instances: np.ndarray, boundary_width: int = 2) -> np.ndarra
 
 
 def with_ignore(target: np.ndarray, ignore: np.ndarray | None) -> np.ndarray:
-    """Copy of a uint8 class-id ``target`` (H, W) with the pixels of ``ignore`` (bool, H, W) set to IGNORE_ID."""
+    """Copy of uint8 class ids ``target`` (H, W) with ``ignore`` (bool, H, W) pixels set to IGNORE_ID."""
     out = np.array(target, dtype=np.uint8, copy=True)
     if ignore is not None:
         if ignore.shape != out.shape:
