@@ -24,6 +24,7 @@ STRATEGY_NAMES = ("auto", "none", "mirrored", "multiworker")
 LOSS_NAMES = ("auto", "bce", "bce+tversky", "bce+dice", "tversky", "dice",
               "focal_tversky", "ce", "ce+tversky", "ce+dice")
 BUDGET_NAMES = ("steps", "epochs")
+TARGET_NAMES = ("auto", "semantic", "instances")
 
 
 @dataclass(frozen=True)
@@ -80,6 +81,15 @@ class DataConfig:
     oversample_rare: float = 0.3
     normalize: NormalizeConfig = field(default_factory=NormalizeConfig)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
+    # What the network learns: "semantic" class ids, or "instances" (background / interior /
+    # boundary of each object, split into objects after prediction); "auto": instances for the
+    # ctc and dsb2018 layouts and for folder masks read with instance_masks, semantic otherwise.
+    target: str = "auto"
+    instance_masks: bool = False  # folder layout: each mask holds one id per object
+    boundary_width: int = 2  # px of an object's edge labelled boundary
+    border_weight: float = 10.0  # w0 of the U-Net separation-border weight (0 = off)
+    border_sigma: float = 5.0  # sigma of that weight, px
+    ignore_value: int | None = None  # folder layout: label value of pixels that count nowhere
 
 
 @dataclass(frozen=True)
@@ -139,6 +149,7 @@ class PredictConfig:
     overlay: bool = True
     pixel_size: float | None = None  # micrometres per pixel, for the µm columns of objects.csv
     min_size: int = 0
+    split_touching: bool = False  # semantic models: split touching objects of a class (distance watershed)
     shard: tuple[int, int] = (0, 1)  # (index, count): this run is shard index of count; names the tables
 
     def __post_init__(self):

@@ -283,3 +283,29 @@ def split_touching(
     markers = _split_seeds(dist, components, h, min_distance)
     labels = watershed(-dist, markers=markers, mask=mask, connectivity=2)
     return _finish(_add_unseeded(labels, mask), min_size, False)
+
+
+# === The prediction step ===
+
+
+def instances_for(prob: np.ndarray, ids: np.ndarray, target: str, *, threshold: float = 0.5, min_size: int = 0,
+                  split: bool = False) -> np.ndarray | None:
+    """The instance labels (int32 (H, W), ids unique over classes) that prediction reports, or None.
+
+    ``target == "instances"``: seeded watershed of the background / interior /
+    boundary probabilities (:func:`instances_from_probabilities`, interior
+    seeds above ``threshold``). A semantic model with ``split``: every
+    foreground class's mask split into touching objects
+    (:func:`split_touching`), numbered on after the previous class. Otherwise
+    None (objects are connected components, counted by the object table).
+    """
+    if target == "instances":
+        return instances_from_probabilities(prob, interior_threshold=threshold, min_size=min_size)
+    if not split:
+        return None
+    out = np.zeros(ids.shape, np.int32)
+    for c in np.unique(ids[ids > 0]):
+        labels = split_touching(ids == c, min_size=min_size)
+        inside = labels > 0
+        out[inside] = labels[inside] + out.max()
+    return out

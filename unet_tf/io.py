@@ -50,7 +50,7 @@ def is_image_file(path: str | Path) -> bool:
 
 
 @functools.lru_cache(maxsize=None)
-def _say_once(message: str) -> None:
+def say_once(message: str) -> None:
     print(f"note: {message}", file=sys.stderr)
 
 
@@ -58,10 +58,10 @@ def _to_gray(bands: np.ndarray, path: Path) -> np.ndarray:
     """(H, W, B) in R,G,B(,A) order -> (H, W) of the same dtype."""
     n = bands.shape[-1]
     if n == 2:
-        _say_once(f"gray+alpha images are read as their gray band (alpha ignored), e.g. {path}")
+        say_once(f"gray+alpha images are read as their gray band (alpha ignored), e.g. {path}")
         return np.ascontiguousarray(bands[..., 0])
     if n in (3, 4):
-        _say_once(f"colour images are reduced to gray (luminance; alpha ignored), e.g. {path}")
+        say_once(f"colour images are reduced to gray (luminance; alpha ignored), e.g. {path}")
         gray = bands[..., :3].astype(np.float64) @ _LUMA
         if np.issubdtype(bands.dtype, np.integer):
             info = np.iinfo(bands.dtype)
@@ -180,7 +180,7 @@ def _note_hyperstack(tif, path: Path) -> None:
     series = tif.series[0]
     extra = [f"{a}={n}" for a, n in zip(series.axes, series.shape) if a not in "YXS" and n > 1]
     if len(extra) > 1:
-        _say_once(
+        say_once(
             f"{path}: {series.axes} hyperstack ({', '.join(extra)}) is read as 2-D planes "
             "in file order (C/Z/T flattened)"
         )
@@ -351,7 +351,7 @@ def write_mask(path: str | Path, mask: np.ndarray, pixel_size_um: float | None =
             import cv2
 
             if pixel_size_um is not None:
-                _say_once(f"PNG masks carry no pixel size; write .tif to keep it, e.g. {path}")
+                say_once(f"PNG masks carry no pixel size; write .tif to keep it, e.g. {path}")
             if not cv2.imwrite(str(tmp), mask):
                 raise UserInputError(f"{path}: OpenCV could not write this PNG")
         else:

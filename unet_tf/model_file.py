@@ -41,6 +41,8 @@ class ModelInfo:
         label_mode: how that layout's label files become class ids.
         target: ``semantic`` (class ids) or ``instances`` (background /
             interior / boundary, turned into objects after prediction).
+        boundary_width: px of the boundary class of an instance target.
+        ignore_value: label value of pixels that count nowhere, if any.
         data_dir: the dataset folder, if any (predict.py's default input).
         test_images: held-out ``(image, label, ...)`` paths of the run.
         model: the architecture.
@@ -56,6 +58,8 @@ class ModelInfo:
     dataset: str = "folder"
     label_mode: str = "values"
     target: str = "semantic"
+    boundary_width: int = 2
+    ignore_value: int | None = None
     data_dir: str | None = None
     test_images: tuple[tuple[str, ...], ...] = ()
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -76,7 +80,8 @@ class ModelInfo:
     @property
     def spec(self):
         """The :class:`unet_tf.datasets.DatasetSpec` that reads label files for this model."""
-        return DatasetSpec(self.dataset, self.class_values, self.class_names, self.label_mode)
+        return DatasetSpec(self.dataset, self.class_values, self.class_names, self.label_mode, self.target,
+                           self.boundary_width, self.ignore_value)
 
     def to_dict(self) -> dict:
         """Plain JSON-able dict (the Keras layer config, ONNX metadata, rdf.yaml)."""

@@ -47,7 +47,7 @@ from scipy import ndimage
 OBJECT_COLUMNS = (
     "image", "page", "class", "object_id", "area_px", "area_um2", "centroid_y", "centroid_x",
     "bbox_y0", "bbox_x0", "bbox_y1", "bbox_x1", "equivalent_diameter_px", "equivalent_diameter_um",
-    "perimeter_px", "perimeter_um", "eccentricity", "solidity", "pixel_size_um",
+    "perimeter_px", "perimeter_um", "eccentricity", "solidity", "mean_intensity", "max_intensity", "pixel_size_um",
 )
 SUMMARY_COLUMNS = (
     "image", "class", "count", "mean_area_px", "median_area_px", "mean_area_um2", "median_area_um2",
@@ -159,9 +159,23 @@ def _scaled(value: float, pixel_size: float | None, power: int = 1) -> float | N
     return None if pixel_size is None else value * pixel_size**power
 
 
+def _intensities(labels: np.ndarray, n: int, image: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and max raw intensity of objects 1..n (index 0 unused); NaN without an image."""
+    if image is None:
+        return np.full(n + 1, np.nan), np.full(n + 1, np.nan)
+    index = np.arange(1, n + 1)
+    mean = np.asarray(ndimage.mean(image, labels, index), float)
+    top = np.asarray(ndimage.maximum(image, labels, index), float)
+    return np.concatenate([[np.nan], mean]), np.concatenate([[np.nan], top])
+
+
 def measure_labels(labels: np.ndarray, n: int, *, image_name: str, class_name: str,
-                   pixel_size: float | None = None, min_size: int = 0) -> list[dict[str, Any]]:
-    """One row per object of a label image (ids 1..n, 0 background) of one class."""
+                   pixel_size: float | None = None, min_size: int = 0,
+                   image: np.ndarray | None = None) -> list[dict[str, Any]]:
+    """One row per object of a label image (ids 1..n, 0 background) of one class.
+
+    ``image``: the raw image, for the mean/max intensity columns (None: NaN).
+    """
     slices = ndimage.find_objects(labels, n)
     boxes = np.zeros((4, n + 1), dtype=np.int64)  # y0, x0, y1, x1; index 0 unused
     for k, sl in enumerate(slices, 1):
@@ -170,19 +184,21 @@ def measure_labels(labels: np.ndarray, n: int, *, image_name: str, class_name: s
     y0, x0, y1, x1 = boxes
     m = _moments(labels, n, y0, x0)
     ecc = _eccentricity(m["vyy"], m["vxx"], m["vxy"])
+    mean_i, max_i = _intensities(labels, n, image)
     rows: list[dict[str, Any]] = []
     for object_id, k in enumerate(np.flatnonzero(m["area"][1:] >= max(min_size, 1)) + 1, 1):
         perimeter, convex_area = _contour_shape(labels[slices[k - 1]] == k)
         area = int(m["area"][k])
         diameter = math.sqrt(4.0 * area / math.pi)
         rows.append({
-            "image": image_name, "class": class_name, "object_id": object_id,
+            "image": image_name, "page": None, "class": class_name, "object_id": object_id,
             "area_px": area, "area_um2": _scaled(area, pixel_size, 2),
             "centroid_y": float(m["cy"][k]), "centroid_x": float(m["cx"][k]),
             "bbox_y0": int(y0[k]), "bbox_x0": int(x0[k]), "bbox_y1": int(y1[k]), "bbox_x1": int(x1[k]),
             "equivalent_diameter_px": diameter, "equivalent_diameter_um": _scaled(diameter, pixel_size),
             "perimeter_px": perimeter, "perimeter_um": _scaled(perimeter, pixel_size),
             "eccentricity": float(ecc[k]), "solidity": area / convex_area,
+            "mean_intensity": float(mean_i[k]), "max_intensity": float(max_i[k]), "pixel_size_um": pixel_size,
         })
     return rows
 
@@ -196,8 +212,10 @@ def measure_objects(
     min_size: int = 0,
     classes: Sequence[int] | None = None,
     connectivity: int = 8,
+    instances: np.ndarray | None = None,
+    image: np.ndarray | None = None,
 ) -> list[dict[str, Any]]:
-    """One row per connected object per class (columns :data:`OBJECT_COLUMNS`).
+    """One row per object per class (columns :data:`OBJECT_COLUMNS`).
 
     Args:
         ids: 2-D integer class ids (H, W), values in ``[0, C)``,
@@ -209,6 +227,10 @@ def measure_objects(
             numbering.
         classes: class ids to measure; default every foreground class 1..C-1.
         connectivity: 8 (pixels touching at a corner are connected) or 4.
+        instances: optional (H, W) instance ids: then each instance is an
+            object (touching objects stay apart) instead of each connected
+            component of a class.
+        image: optional raw (H, W) image for the mean/max intensity columns.
 
     Returns:
         Rows ordered by class (as in ``classes``), then ``object_id``. See the
@@ -222,11 +244,24 @@ def measure_objects(
     ids = np.asarray(ids)
     rows: list[dict[str, Any]] = []
     for c in _check_ids(ids, len(class_names), pixel_size, classes):
-        labels, n = ndimage.label(ids == c, structure=_structure(connectivity))
+        if instances is None:
+            labels, n = ndimage.label(ids == c, structure=_structure(connectivity))
+        else:
+            labels, n = _renumbered(np.where(ids == c, instances, 0))
         if n:
             rows += measure_labels(labels, n, image_name=image_name, class_name=class_names[c],
-                                   pixel_size=pixel_size, min_size=min_size)
+                                   pixel_size=pixel_size, min_size=min_size, image=image)
     return rows
+
+
+def _renumbered(labels: np.ndarray) -> tuple[np.ndarray, int]:
+    """Ids made consecutive 1..n in raster order of first pixels; (labels, n)."""
+    values, first = np.unique(labels.ravel(), return_index=True)
+    keep = values > 0
+    order = values[keep][np.argsort(first[keep])]
+    lookup = np.zeros(int(values.max()) + 1 if values.size else 1, np.int32)
+    lookup[order] = np.arange(1, order.size + 1)
+    return lookup[labels], int(order.size)
 
 
 # === Summaries ===

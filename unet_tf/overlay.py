@@ -18,13 +18,24 @@ PALETTE = (
 )
 
 
-def overlay_image(image: np.ndarray, ids: np.ndarray, class_names: Sequence[str], alpha: float = 0.45) -> np.ndarray:
-    """RGB uint8 (H, W, 3): gray image with classes 1.. coloured, and a legend box."""
+def instance_outlines(instances: np.ndarray) -> np.ndarray:
+    """bool (H, W): pixels of an object whose right or lower neighbour belongs to another object or background."""
+    edge = np.zeros(instances.shape, bool)
+    edge[:, :-1] |= instances[:, :-1] != instances[:, 1:]
+    edge[:-1, :] |= instances[:-1, :] != instances[1:, :]
+    return edge & (instances > 0)
+
+
+def overlay_image(image: np.ndarray, ids: np.ndarray, class_names: Sequence[str], alpha: float = 0.45,
+                  instances: np.ndarray | None = None) -> np.ndarray:
+    """RGB uint8 (H, W, 3): gray image with classes 1.. coloured, a legend box, and instance outlines (white)."""
     gray = np.clip(percentile_normalize(image, 1, 99.5), 0, 1)
     rgb = np.repeat((gray * 255).astype(np.uint8)[..., None], 3, axis=-1)
     colours = np.array([(0, 0, 0)] + [PALETTE[(c - 1) % len(PALETTE)] for c in range(1, len(class_names))], np.float32)
     fg = ids > 0
     rgb[fg] = ((1 - alpha) * rgb[fg] + alpha * colours[ids[fg]]).astype(np.uint8)
+    if instances is not None:
+        rgb[instance_outlines(instances)] = 255
     scale = max(0.4, min(rgb.shape[:2]) / 1000)
     pad, line = int(8 * scale), int(22 * scale)
     width = int(12 * scale * max(len(n) for n in class_names[1:])) + 3 * pad + line

@@ -21,9 +21,11 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from .config import PredictConfig
-from .datasets import Sample, read_class_ids
+from .datasets import Sample, read_class_ids, read_instances
 from .errors import UserInputError
 from .evaluation import Evaluator
+from .instance_metrics import INSTANCE_COLUMNS, InstanceEvaluator
+from .instances import instances_for
 from .inference import ProgressBar, ProgressFn, check_tiling, make_predict_fn, predict_tiled, probabilities_to_ids
 from .inputs import check_output_names, shard_suffix
 from .io import iter_pages, mask_dtype, page_count, read_image, write_mask, write_tiff
@@ -31,7 +33,8 @@ from .model_file import ModelInfo, read_info
 from .morphometry import OBJECT_COLUMNS, SUMMARY_COLUMNS, measure_objects, summarize_objects
 from .overlay import overlay_image, write_png
 from .preprocessing import ids_to_values, percentile_normalize
-from .tables import write_csv
+from .tables import format_table, write_csv
+from .targets import IGNORE_ID
 from .tiff_meta import pixel_size_um
 from .tiff_stream import StackWriter
 
@@ -45,11 +48,22 @@ class Prediction:
             model, else one channel per class.
         ids: uint8 (H, W) class ids 0..C-1.
         mask: (H, W) the class ids as the label values of the training data.
+        instances: int32 (H, W) one id per object (0 background), for an
+            instance model or with ``split_touching``; else None.
     """
 
     probabilities: np.ndarray
     ids: np.ndarray
     mask: np.ndarray
+    instances: np.ndarray | None = None
+
+
+@dataclass
+class Scores:
+    """The scores of a run, added to one image at a time: semantic (per class) and per object."""
+
+    semantic: Evaluator
+    instances: InstanceEvaluator
 
 
 _PREDICT_FNS: "weakref.WeakKeyDictionary[Any, Callable]" = weakref.WeakKeyDictionary()
@@ -88,7 +102,10 @@ def predict_image(
         progress: optional ``progress(done_tiles, total_tiles)`` callback.
         **options: PredictConfig fields overriding ``config``: ``tile`` (512),
             ``overlap`` (64), ``batch_size`` (4), ``tta`` (False),
-            ``threshold`` (0.5, binary models).
+            ``threshold`` (0.5: foreground of binary models, interior seeds
+            of instance models), ``min_size`` (0, smallest object in px),
+            ``split_touching`` (False: split touching objects of a semantic
+            model's classes into instances).
 
     Returns:
         :class:`Prediction` with probabilities, class ids and the label-value mask.
@@ -113,7 +130,9 @@ def predict_image(
         size_divisor=info.size_divisor, tta=config.tta, progress=progress,
     )
     ids = probabilities_to_ids(prob, config.threshold)
-    return Prediction(prob, ids, ids_to_values(ids, info.class_values))
+    instances = instances_for(prob, ids, info.target, threshold=config.threshold, min_size=config.min_size,
+                              split=config.split_touching)
+    return Prediction(prob, ids, ids_to_values(ids, info.class_values), instances)
 
 
 def probability_bands(prob: np.ndarray) -> np.ndarray:
@@ -137,7 +156,7 @@ class ImageOutputs:
         self.out_dir, self.name, self.n_pages = out_dir, name, n_pages
         self.info, self.config, self.pixel_size = info, config, pixel_size
         self.stack = contextlib.ExitStack()
-        self.mask_writer = self.prob_writer = None
+        self.mask_writer = self.prob_writer = self.instance_writer = None
 
     def __enter__(self) -> "ImageOutputs":
         if self.n_pages > 1:
@@ -148,20 +167,28 @@ class ImageOutputs:
                 bands = 2 if self.info.n_classes == 2 else self.info.n_classes
                 self.prob_writer = self.stack.enter_context(StackWriter(
                     self.out_dir / f"{self.name}_prob.tif", self.n_pages * bands, np.float32, self.pixel_size))
+            if self.info.target == "instances" or self.config.split_touching:
+                self.instance_writer = self.stack.enter_context(StackWriter(
+                    self.out_dir / f"{self.name}_instances.tif", self.n_pages, np.uint16, self.pixel_size))
         return self
 
     def add(self, page: int | None, image: np.ndarray, result: Prediction) -> None:
         """Write (or append) the outputs of one page; ``page`` None for a single image."""
         base = self.name if page is None else f"{self.name}_p{page + 1:03d}"
         if self.config.overlay:
-            write_png(self.out_dir / f"{base}_overlay.png", overlay_image(image, result.ids, self.info.class_names))
+            rgb = overlay_image(image, result.ids, self.info.class_names, instances=result.instances)
+            write_png(self.out_dir / f"{base}_overlay.png", rgb)
         if self.mask_writer is None:
             write_mask(self.out_dir / f"{self.name}_mask.tif", result.mask, self.pixel_size)
+            if result.instances is not None:
+                write_mask(self.out_dir / f"{self.name}_instances.tif", result.instances, self.pixel_size)
             if self.config.save_probabilities:
                 write_tiff(self.out_dir / f"{self.name}_prob.tif", probability_bands(result.probabilities),
                            pixel_size_um=self.pixel_size)
             return
         self.mask_writer.append(result.mask)
+        if self.instance_writer is not None:
+            self.instance_writer.append(result.instances)
         if self.prob_writer is not None:
             for band in probability_bands(result.probabilities):
                 self.prob_writer.append(band)
@@ -217,20 +244,37 @@ def _pages(path: Path, n_pages: int):
         yield from enumerate(iter_pages(path))
 
 
-def _score(sample: Sample, page: int | None, result: Prediction, info: ModelInfo, evaluator: Evaluator,
+def _score(sample: Sample, page: int | None, result: Prediction, info: ModelInfo, scores: Scores,
            log: Callable[[str], None]) -> bool:
-    """Add the image's scores to ``evaluator``; False when its label does not fit."""
+    """Add the image's scores to ``scores``; False when its label does not fit."""
     truth = read_class_ids(replace(sample, page=page), info.spec)
     if truth.shape != result.ids.shape:
         log(f"error: {sample.labels[0]}: label size {truth.shape[1]}x{truth.shape[0]} differs from image "
             f"{result.ids.shape[1]}x{result.ids.shape[0]} (not evaluated)")
         return False
-    evaluator.add(sample.image.stem, truth, result.ids, page=None if page is None else page + 1)
+    scores.semantic.add(sample.image.stem, truth, result.ids, page=None if page is None else page + 1)
+    if info.target == "instances":
+        paged = replace(sample, page=page)
+        name = sample.image.stem if page is None else f"{sample.image.stem}:p{page + 1}"
+        ignore = truth == IGNORE_ID
+        scores.instances.add(name, read_instances(paged, info.spec), result.instances,
+                                ignore if ignore.any() else None)
     return True
 
 
+def _objects(result: Prediction, info: ModelInfo, image: np.ndarray, name: str, pixel_size: float | None,
+             min_size: int) -> list[dict]:
+    """Object rows: one per instance (instance model: class "object") or per connected component of a class."""
+    if info.target == "instances":
+        ids, names = (result.instances > 0).astype(np.uint8), ("background", "object")
+    else:
+        ids, names = result.ids, info.class_names
+    return measure_objects(ids, names, image_name=name, pixel_size=pixel_size, min_size=min_size,
+                           instances=result.instances, image=image)
+
+
 def _predict_sample(model: Any, sample: Sample, label: str, out_dir: Path, config: PredictConfig,
-                    evaluator: Evaluator, pixel_size: float | None, log: Callable[[str], None]) -> tuple[list, bool]:
+                    scores: Scores, pixel_size: float | None, log: Callable[[str], None]) -> tuple[list, bool]:
     """Segment one image or stack, write its files; (object rows, whether its labels fitted)."""
     info = engine(model)[1]
     n_pages = page_count(sample.image)
@@ -244,25 +288,27 @@ def _predict_sample(model: Any, sample: Sample, label: str, out_dir: Path, confi
             bar.close()
             outputs.add(number, image, result)
             if sample.labels:
-                fitted &= _score(sample, number, result, info, evaluator, log)
-            objects = measure_objects(result.ids, info.class_names, image_name=sample.image.stem,
-                                      pixel_size=pixel_size, min_size=config.min_size)
-            rows += [{**row, "page": None if number is None else number + 1, "pixel_size_um": pixel_size}
-                     for row in objects]
+                fitted &= _score(sample, number, result, info, scores, log)
+            objects = _objects(result, info, image, sample.image.stem, pixel_size, config.min_size)
+            rows += [{**row, "page": None if number is None else number + 1} for row in objects]
     return rows, fitted
 
 
-def _write_tables(out_dir: Path, objects: list[dict], done: list[str], evaluator: Evaluator,
+def _write_tables(out_dir: Path, objects: list[dict], done: list[str], scores: Scores,
                   info: ModelInfo, config: PredictConfig, log: Callable[[str], None]) -> list[dict]:
     tag = shard_suffix(*config.shard)
     if done:
         write_csv(out_dir / f"objects{tag}.csv", objects, OBJECT_COLUMNS)
         summary = summarize_objects(objects, info.class_names, done, pixel_size=config.pixel_size)
         write_csv(out_dir / f"objects_summary{tag}.csv", summary, SUMMARY_COLUMNS)
-    rows = evaluator.rows()
+    rows = scores.semantic.rows()
     if rows:
-        evaluator.write_csv(out_dir / f"metrics{tag}.csv")
-        log(evaluator.format_table())
+        scores.semantic.write_csv(out_dir / f"metrics{tag}.csv")
+        log(scores.semantic.format_table())
+    instance_rows = scores.instances.rows()
+    if instance_rows:
+        write_csv(out_dir / f"instance_metrics{tag}.csv", instance_rows, INSTANCE_COLUMNS)
+        log(format_table(instance_rows, INSTANCE_COLUMNS, digits=3))
     return rows
 
 
@@ -283,7 +329,7 @@ def predict_files(
     out_dir = Path(out_dir)
     info = engine(model)[1]
     _prepare(samples, info, out_dir, config)
-    evaluator = Evaluator(info.class_names)
+    scores = Scores(Evaluator(info.class_names), InstanceEvaluator())
     objects: list[dict] = []
     failed: list[str] = []
     done: list[str] = []
@@ -293,7 +339,7 @@ def predict_files(
         label = f"image {index}/{len(samples)} {sample.image.stem}"
         try:
             pixel_size = _pixel_size(sample.image, config, said, log)
-            rows, fitted = _predict_sample(model, sample, label, out_dir, config, evaluator, pixel_size, log)
+            rows, fitted = _predict_sample(model, sample, label, out_dir, config, scores, pixel_size, log)
         except UserInputError as exc:
             log(f"error: {exc} (skipped)")
             failed.append(str(sample.image))
@@ -303,6 +349,6 @@ def predict_files(
         objects += rows
         done.append(sample.image.stem)
     wall = time.perf_counter() - t0
-    rows = _write_tables(out_dir, objects, done, evaluator, info, config, log)
+    rows = _write_tables(out_dir, objects, done, scores, info, config, log)
     log(f"{len(done)} image(s) segmented in {wall:.1f} s; outputs in {out_dir}")
     return {"done": done, "failed": failed, "metrics": rows, "objects": len(objects), "wall_seconds": wall}

@@ -26,7 +26,7 @@ from typing import Iterable, Iterator
 import numpy as np
 
 from .errors import UserInputError
-from .io import GDAL_CACHE_MB, TIFF_SUFFIXES, _existing_image, _open_tiff, _planes, _say_once, _to_gray
+from .io import GDAL_CACHE_MB, TIFF_SUFFIXES, _existing_image, _open_tiff, _planes, say_once, _to_gray
 from .io import atomic_path, gdal_env, page_count, read_image
 from .tiff_meta import needs_bigtiff, resolution_kwargs
 
@@ -115,7 +115,7 @@ class WindowReader:
         # Room for ~3 rows of blocks across the width: overlapping bands reuse the edge rows.
         self._cache_mb = max(GDAL_CACHE_MB, 3 * block * -(-self._src.width // cols) // 2**20 + 1)
         if self._src.compression is not None and block > max_block_bytes:
-            _say_once(
+            say_once(
                 f"{self.path}: stored as compressed blocks of {rows}x{cols} px, which cannot be "
                 "read in windows; reading it whole (re-save it tiled to stream it)"
             )

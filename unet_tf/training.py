@@ -28,7 +28,7 @@ import tensorflow as tf
 
 from . import __version__
 from .config import RunConfig, steps_per_pass, to_dict
-from .datasets import ArraySample, DatasetSpec, Sample, TrainingData, load_pairs, resolve_data
+from .datasets import ArraySample, DatasetSpec, Sample, TrainingData, load_pairs, read_border_weights, resolve_data
 from .distribute import WorkerInfo, cluster_note, fit, is_default, make_strategy, strategy_scope, worker_info
 from .errors import UserInputError
 from .io import atomic_path
@@ -37,7 +37,7 @@ from .metrics import DiceScore, IoUScore, PixelAccuracy
 from .model_file import ModelInfo, attach_info
 from .models import build_model, check_input_size, resolved_depth
 from .pipeline import class_counts, make_dataset, rare_classes_from_counts
-from .targets import IGNORE_ID
+from .targets import IGNORE_ID, format_ignore_stats, ignore_stats
 from .tables import score_column
 
 matplotlib.use("Agg")
@@ -79,12 +79,15 @@ class TimeLimit(keras.callbacks.Callback):
 
 @dataclass(frozen=True)
 class Arrays:
-    """Normalized images (float32) and class-id masks (uint8) of both sides of a run."""
+    """Normalized images (float32), class-id masks (uint8, ``IGNORE_ID`` where ignored) and, for an
+    instance target with border weights, the weight maps (float32) of both sides of a run."""
 
     train_images: list[np.ndarray]
     train_masks: list[np.ndarray]
     val_images: list[np.ndarray]
     val_masks: list[np.ndarray]
+    train_weights: list[np.ndarray] | None = None
+    val_weights: list[np.ndarray] | None = None
 
 
 @dataclass(frozen=True)
@@ -99,12 +102,20 @@ class Balance:
 
 def load_arrays(data: TrainingData, cfg: RunConfig, log: Log) -> Arrays:
     """Read and normalize every training and validation image (one label reader for all layouts)."""
-    norm = cfg.data.normalize
+    norm, d = cfg.data.normalize, cfg.data
     where = f" from {data.data_dir}" if data.data_dir else " (arrays)"
     log(f"reading {len(data.train)} training and {len(data.val)} validation images{where}")
     train = load_pairs(data.train, data.spec, norm.pmin, norm.pmax, norm.clip)
     val = load_pairs(data.val, data.spec, norm.pmin, norm.pmax, norm.clip)
-    return Arrays(*train, *val)
+    weights = (None, None)
+    if data.spec.target == "instances" and d.border_weight > 0:
+        weights = tuple([read_border_weights(s, data.spec, d.border_weight, d.border_sigma) for s in side]
+                        for side in (data.train, data.val))
+        log(f"separation-border weights: w0 {d.border_weight:g}, sigma {d.border_sigma:g} px")
+    ignored = [m == IGNORE_ID for m in train[1] + val[1]]
+    if any(np.any(i) for i in ignored):
+        log(f"annotation: {format_ignore_stats(ignore_stats(ignored))}")
+    return Arrays(*train, *val, *weights)
 
 
 def class_balance(masks: Sequence[np.ndarray], spec: DatasetSpec, log: Log) -> Balance:
@@ -134,6 +145,9 @@ def model_info_for(cfg: RunConfig, data: TrainingData) -> ModelInfo:
         size_divisor=2 ** resolved_depth(cfg.model),
         dataset=spec.name,
         label_mode=spec.label_mode,
+        target=spec.target,
+        boundary_width=spec.boundary_width,
+        ignore_value=spec.ignore_value,
         data_dir=str(data.data_dir.resolve()) if data.data_dir else None,
         test_images=tuple((str(s.image.resolve()), *(str(p.resolve()) for p in s.labels)) for s in data.test),
         model=cfg.model,
@@ -209,12 +223,12 @@ def patch_datasets(cfg: RunConfig, arrays: Arrays, spec: DatasetSpec, balance: B
             arrays.train_images, arrays.train_masks, spec.n_classes, training=True,
             patch_size=d.patch_size, batch_size=batch, patches_per_image=d.patches_per_image,
             augment=d.augment, oversample_rare=d.oversample_rare if rare else 0.0,
-            rare_classes=rare or None, seed=cfg.train.seed, shard=shard,
+            rare_classes=rare or None, seed=cfg.train.seed, shard=shard, weights=arrays.train_weights,
         )
 
     def val_dataset(shard: tuple[int, int] = (0, 1)):
         return make_dataset(arrays.val_images, arrays.val_masks, spec.n_classes, training=False,
-                            patch_size=d.patch_size, batch_size=batch, shard=shard)
+                            patch_size=d.patch_size, batch_size=batch, shard=shard, weights=arrays.val_weights)
 
     return train_dataset, val_dataset
 

@@ -41,6 +41,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-overlay", action="store_true", help="do not write <stem>_overlay.png")
     p.add_argument("--pixel-size", type=float, help="pixel size in µm: adds µm and µm² columns to objects.csv")
     p.add_argument("--min-size", type=int, default=d.min_size, help="drop objects smaller than this many pixels")
+    p.add_argument("--split-touching", action="store_true", help="semantic models: split touching objects of a class "
+                   "by a distance-transform watershed; writes <stem>_instances.tif and one objects.csv row per object "
+                   "(instance models always do)")
     p.add_argument("--shard", type=shard_arg, metavar="i/n",
                    help="segment only every n-th image of the sorted inputs, starting at image i (0-based): run "
                    "0/n .. n-1/n on n machines with the same --out; the tables of shard i are then "
@@ -52,7 +55,8 @@ def config_from_args(args: argparse.Namespace) -> PredictConfig:
     return PredictConfig(
         tile=args.tile, overlap=args.overlap, batch_size=args.batch_size, tta=args.tta,
         threshold=args.threshold, save_probabilities=args.save_probabilities, overlay=not args.no_overlay,
-        pixel_size=args.pixel_size, min_size=args.min_size, shard=args.shard or (0, 1),
+        pixel_size=args.pixel_size, min_size=args.min_size, split_touching=args.split_touching,
+        shard=args.shard or (0, 1),
     )
 
 

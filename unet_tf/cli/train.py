@@ -14,6 +14,7 @@ from ..config import (
     LOSS_NAMES,
     MODEL_NAMES,
     STRATEGY_NAMES,
+    TARGET_NAMES,
     UPSAMPLING_NAMES,
     DataConfig,
     ModelConfig,
@@ -60,6 +61,21 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--pmin", type=float, help=f"lower percentile of contrast stretching (default {d.normalize.pmin})")
     g.add_argument("--pmax", type=float, help=f"upper percentile of contrast stretching (default {d.normalize.pmax})")
     g.add_argument("--no-augment", action="store_true", help="turn every augmentation off")
+    g = p.add_argument_group(
+        "objects",
+        "instance segmentation: the network learns background / interior / boundary of each object, and "
+        "prediction splits touching objects; partial annotations count only where annotated",
+    )
+    g.add_argument("--target", choices=TARGET_NAMES, help="what the network learns: auto means instances for ctc and "
+                   "dsb2018 (and folder with --instance-masks), semantic otherwise (default auto)")
+    g.add_argument("--instance-masks", action="store_true", help="folder layout: each mask holds one id per object")
+    g.add_argument("--boundary-width", type=int, help=f"px of an object's edge that form its boundary class "
+                   f"(default {d.boundary_width})")
+    g.add_argument("--border-weight", type=float, help="w0 of the U-Net separation-border loss weight between "
+                   f"touching objects; 0 = off (default {d.border_weight:g})")
+    g.add_argument("--border-sigma", type=float, help=f"sigma of that weight in px (default {d.border_sigma:g})")
+    g.add_argument("--ignore-value", type=int, help="folder layout: label value of pixels that count in no loss and "
+                   "no metric (unannotated regions)")
     g = p.add_argument_group("model")
     g.add_argument("--model", choices=MODEL_NAMES, help=f"architecture (default {m.model})")
     g.add_argument("--base-filters", type=int, help=f"filters of the first level (default {m.base_filters})")

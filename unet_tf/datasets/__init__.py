@@ -17,7 +17,7 @@ training, prediction and the ablation); :mod:`.splits` chooses subsets,
 validation and test images and resolves a run's :class:`TrainingData`.
 """
 from ..config import DATASET_NAMES
-from .labels import load_image, load_pairs, read_class_ids
+from .labels import load_image, load_pairs, read_border_weights, read_class_ids, read_instances
 from .layouts import (
     TEM_CLASS_NAMES,
     TEM_CLASS_VALUES,
@@ -28,7 +28,9 @@ from .layouts import (
     default_data_dir,
     default_data_root,
     list_samples,
+    instance_spec,
     mask_key,
+    resolve_target,
 )
 from .splits import (
     TrainingData,
@@ -36,6 +38,7 @@ from .splits import (
     ensure_demo_data,
     labelled_pool,
     resolve_data,
+    run_spec,
     split_holdout,
     split_train_val,
 )
@@ -44,5 +47,6 @@ __all__ = [
     "DATASET_NAMES", "TEM_CLASS_NAMES", "TEM_CLASS_VALUES", "ArraySample", "DatasetSpec", "Sample",
     "TrainingData", "choose_subset", "dataset_spec", "default_data_dir", "default_data_root",
     "ensure_demo_data", "labelled_pool", "list_samples", "load_image", "load_pairs", "mask_key",
-    "read_class_ids", "resolve_data", "split_holdout", "split_train_val",
+    "read_class_ids", "read_instances", "read_border_weights", "instance_spec", "resolve_target",
+    "run_spec", "resolve_data", "split_holdout", "split_train_val",
 ]

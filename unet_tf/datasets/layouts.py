@@ -29,6 +29,7 @@ class Sample:
     image: Path
     labels: tuple[Path, ...] = ()
     page: int | None = None
+    markers: Path | None = None  # ctc: the TRA marker image (every nucleus has a marker)
 
     @property
     def name(self) -> str:
@@ -65,6 +66,9 @@ class DatasetSpec:
     class_values: tuple[int, ...]
     class_names: tuple[str, ...]
     label_mode: str = "values"
+    target: str = "semantic"  # "instances": label files hold object ids, classes are bg/interior/boundary
+    boundary_width: int = 2
+    ignore_value: int | None = None  # label value of pixels that count nowhere (read as IGNORE_ID)
 
     @property
     def n_classes(self) -> int:
@@ -180,6 +184,7 @@ def _ctc(root: Path, split: str) -> list[Sample]:
         if not seg_dir.is_dir():
             continue
         frames = {int(m[1]): p for p in _images_in(seq) if (m := re.fullmatch(r"t(\d+)", p.stem))}
+        tra_dir = root / f"{seq.name}_GT" / "TRA"
         for seg in _images_in(seg_dir):
             match = re.fullmatch(r"man_seg(\d+)", seg.stem)
             if match is None:
@@ -187,7 +192,11 @@ def _ctc(root: Path, split: str) -> list[Sample]:
             frame = frames.get(int(match[1]))
             if frame is None:
                 raise UserInputError(f"{seg}: no frame t{match[1]}.tif in {seq}")
-            samples.append(Sample(frame, (seg,)))
+            marker = tra_dir / f"man_track{match[1]}.tif"
+            if not marker.is_file():
+                raise UserInputError(f"{seg}: no TRA marker file {marker}: without markers the unannotated nuclei "
+                                     "of a partial SEG frame cannot be told from background")
+            samples.append(Sample(frame, (seg,), markers=marker))
     return _require(samples, root, "annotated frames (NN/tNNN.tif with NN_GT/SEG/man_segNNN.tif)")
 
 
@@ -225,8 +234,10 @@ def dataset_spec(
     class_values: Sequence[int] | None = None,
     class_names: Sequence[str] | None = None,
     samples: Sequence[Sample] = (),
+    ignore_value: int | None = None,
 ) -> DatasetSpec:
-    """Classes of a layout; for ``folder`` without ``class_values`` they are read from the masks."""
+    """Classes of a layout; for ``folder`` without ``class_values`` they are read from the masks
+    (without ``ignore_value``)."""
     if name == "tem":
         spec = DatasetSpec(name, TEM_CLASS_VALUES, TEM_CLASS_NAMES)
     elif name == "isbi2012":
@@ -236,7 +247,7 @@ def dataset_spec(
     elif name == "dsb2018":
         spec = DatasetSpec(name, (0, 255), ("background", "nucleus"), "union")
     elif name == "folder":
-        values = tuple(class_values) if class_values else _values_in_masks(samples)
+        values = tuple(class_values) if class_values else _values_in_masks(samples, ignore_value)
         spec = DatasetSpec(name, values, tuple(f"class_{v}" for v in values))
     else:
         raise UserInputError(f"unknown dataset '{name}'; choose one of {', '.join(DATASET_NAMES)}")
@@ -257,14 +268,52 @@ def dataset_spec(
     return spec
 
 
-def _values_in_masks(samples: Sequence[Sample]) -> tuple[int, ...]:
+INSTANCE_CLASS_VALUES = (0, 1, 2)  # the 3-class target: background, interior, boundary
+INSTANCE_CLASS_NAMES = ("background", "interior", "boundary")
+
+
+def resolve_target(name: str, target: str = "auto", instance_masks: bool = False) -> str:
+    """``semantic`` or ``instances`` for dataset layout ``name`` (``auto``: what its labels support)."""
+    supports = name in ("ctc", "dsb2018") or (name == "folder" and instance_masks)
+    if target == "auto":
+        return "instances" if supports else "semantic"
+    if target == "instances" and not supports:
+        hint = " (add --instance-masks if each mask holds one id per object)" if name == "folder" else ""
+        raise UserInputError(f"--target instances: the {name} layout has no instance labels{hint}")
+    if target not in ("semantic", "instances"):
+        raise UserInputError(f"--target {target}: choose auto, semantic or instances")
+    return target
+
+
+def instance_spec(spec: DatasetSpec, boundary_width: int = 2) -> DatasetSpec:
+    """The classes an instance model learns for dataset ``spec`` (its label files hold object ids)."""
+    if boundary_width < 1:
+        raise UserInputError(f"--boundary-width {boundary_width}: must be at least 1 px")
+    mode = "union" if spec.label_mode == "union" else "instances"
+    return DatasetSpec(spec.name, INSTANCE_CLASS_VALUES, INSTANCE_CLASS_NAMES, mode, "instances", boundary_width,
+                       spec.ignore_value)
+
+
+def with_ignore_value(spec: DatasetSpec, value: int | None) -> DatasetSpec:
+    """``spec`` whose label value ``value`` marks pixels to ignore (it must not be a class value)."""
+    if value is None:
+        return spec
+    if value in spec.class_values:
+        raise UserInputError(f"--ignore-value {value}: is also the value of class "
+                             f"'{spec.class_names[spec.class_values.index(value)]}'")
+    return DatasetSpec(spec.name, spec.class_values, spec.class_names, spec.label_mode, spec.target,
+                       spec.boundary_width, value)
+
+
+def _values_in_masks(samples: Sequence[Sample], ignore_value: int | None = None) -> tuple[int, ...]:
     values: set[int] = set()
     for sample in samples:
         for path in sample.labels:
             values.update(int(v) for v in np.unique(read_label(path)))
+    values.discard(ignore_value)
     if len(values) > 32:
         raise UserInputError(
             f"{samples[0].labels[0].parent}: masks hold {len(values)} different values; "
-            "these look like instance labels: give --class-values, or use the ctc layout"
+            "these look like instance labels: give --class-values, or --instance-masks"
         )
     return tuple(sorted(values))

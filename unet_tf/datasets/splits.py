@@ -17,7 +17,17 @@ import numpy as np
 from ..config import RunConfig
 from ..errors import UserInputError
 from ..synthetic import write_tem_dataset
-from .layouts import ArraySample, DatasetSpec, Sample, dataset_spec, default_data_dir, list_samples
+from .layouts import (
+    ArraySample,
+    DatasetSpec,
+    Sample,
+    dataset_spec,
+    default_data_dir,
+    instance_spec,
+    list_samples,
+    resolve_target,
+    with_ignore_value,
+)
 
 
 def choose_subset(samples: Sequence[Sample], n: int | None, seed: int = 0) -> list[Sample]:
@@ -128,6 +138,18 @@ def ensure_demo_data(data_dir: Path, log: Callable[[str], None] = print) -> None
     log(f"demo data written to {data_dir} in {time.perf_counter() - t0:.0f} s")
 
 
+def run_spec(cfg: RunConfig, samples: Sequence[Sample]) -> DatasetSpec:
+    """The classes a run learns: the layout's, or the instance target's; with the ignore value."""
+    d = cfg.data
+    target = resolve_target(d.dataset, d.target, d.instance_masks)
+    if d.dataset == "folder" and d.instance_masks:
+        spec = DatasetSpec("folder", (0, 255), tuple(d.class_names or ("background", "object")), "instances")
+    else:
+        spec = dataset_spec(d.dataset, d.class_values, d.class_names, samples, d.ignore_value)
+    spec = with_ignore_value(spec, d.ignore_value)
+    return instance_spec(spec, d.boundary_width) if target == "instances" else spec
+
+
 def labelled_pool(
     cfg: RunConfig, log: Callable[[str], None] = print
 ) -> tuple[Path, DatasetSpec, list[Sample], list[Sample]]:
@@ -137,7 +159,7 @@ def labelled_pool(
     if d.dataset == "tem":
         ensure_demo_data(data_dir, log)
     samples = list_samples(d.dataset, data_dir, "train")
-    spec = dataset_spec(d.dataset, d.class_values, d.class_names, samples)
+    spec = run_spec(cfg, samples)
     pool, held = split_holdout(samples, d.holdout)
     return data_dir, spec, pool, held
 
