@@ -13,7 +13,7 @@ import csv
 import numpy as np
 import pytest
 
-from unet_tf import ctc, tracking
+from unet_tf import ctc, motility, tracking
 from unet_tf.errors import UserInputError
 
 SIZE, RADIUS, N_FRAMES = 96, 5, 8
@@ -131,6 +131,20 @@ def test_non_integer_labels_are_an_error():
         tracking.object_table(2, np.zeros((4, 4), np.float32), name="a.tif")
 
 
+def test_negative_labels_are_an_error():
+    with pytest.raises(UserInputError, match="frame 0: label image has negative ids"):
+        tracking.object_table(0, np.full((4, 4), -1, np.int32))
+
+
+def test_mean_intensity_reaches_the_track_table():
+    frames = movie()[:2]
+    tables = [tracking.object_table(t, f, f.astype(np.float32) * 2) for t, f in enumerate(frames)]
+    tracks = tracking.link(tables)
+    np.testing.assert_allclose(tracks.objects["mean_intensity"], 2.0 * tracks.objects["label"])
+    rows, columns = motility.track_rows(tracks)
+    assert "mean_intensity" in columns and rows[0]["mean_intensity"] == 2.0 * rows[0]["label"]
+
+
 def test_relabel_refuses_a_changed_frame():
     tracks = _link(movie())
     changed = movie()[2]
@@ -163,3 +177,9 @@ def test_outputs_and_motility_tables(tmp_path):
     assert (daughter["parent"], daughter["start"], daughter["length"]) == ("3", "division", "4")
     assert float(daughter["net_displacement_px"]) == pytest.approx(3 * np.hypot(4, 2))
     assert len(tracks.lineage) == 6
+    import matplotlib.pyplot as plt
+
+    png = plt.imread(out / "tracks.png")[..., :3]
+    assert png.shape[:2] == (800, 800)
+    coloured = np.ptp(png, axis=-1) > 0.2  # trajectories are the only non-gray pixels
+    assert 200 < coloured.sum() < 0.1 * coloured.size
