@@ -105,6 +105,17 @@ def test_frame_count_mismatch_is_an_error(tmp_path, result):
         ctc.score_sequence(tmp_path / "res", gt)
 
 
+def test_confusion_matrix_equals_scikit_learns():
+    from sklearn.metrics import confusion_matrix
+
+    rng = np.random.default_rng(0)
+    y_true = rng.choice([0, 3, 7, 40], size=(30, 20)).astype(np.uint16)
+    y_pred = rng.choice([0, 5, 7, 41, 900], size=(30, 20)).astype(np.uint16)  # 5, 41, 900 absent from y_true
+    expected = confusion_matrix(y_true.ravel(), y_pred.ravel())
+    np.testing.assert_array_equal(ctc.confusion_matrix(y_true, y_pred), expected)
+    np.testing.assert_array_equal(ctc.confusion_matrix(y_true, y_true), confusion_matrix(y_true.ravel(), y_true.ravel()))
+
+
 def test_mask_names_pad_to_three_or_four_digits():
     assert ctc.mask_name(7, 92) == "mask007.tif"
     assert ctc.mask_name(998, 999) == "mask998.tif"
