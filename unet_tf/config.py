@@ -162,6 +162,17 @@ class PredictConfig:
 
 
 @dataclass(frozen=True)
+class TrackConfig:
+    """Linking objects over frames: ``max_distance`` px per frame, gaps of up to ``max_gap`` frames, divisions."""
+
+    max_distance: float = 30.0
+    max_gap: int = 2
+    divisions: bool = True
+    frame_interval: float | None = None  # minutes between frames: speeds per minute
+    gt: str | None = None  # a CTC ground-truth folder (NN_GT); default: beside the sequence
+
+
+@dataclass(frozen=True)
 class AblationConfig:
     """The training-set-size grid: sizes x augmentation x models x repeats."""
 

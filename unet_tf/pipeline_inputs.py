@@ -12,8 +12,8 @@ from typing import Sequence
 import numpy as np
 
 from .errors import UserInputError
+from .targets import IGNORE_ID  # class id of pixels that count in no loss term and no metric
 
-IGNORE_ID = 255  # class id of pixels that count in no loss term and no metric
 MAX_CANDIDATES = 20_000  # rare-class centre candidates kept per class per image
 
 

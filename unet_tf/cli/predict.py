@@ -5,7 +5,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from ..config import PredictConfig
+from ..config import PredictConfig, TrackConfig
 from .common import run_main
 
 
@@ -21,7 +21,7 @@ def shard_arg(text: str) -> tuple[int, int]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    d = PredictConfig()
+    d, t = PredictConfig(), TrackConfig()
     p = argparse.ArgumentParser(
         prog="predict.py",
         description="Segment images with a model trained by train.py: masks, overlays, metrics, objects.",
@@ -44,6 +44,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--split-touching", action="store_true", help="semantic models: split touching objects of a class "
                    "by a distance-transform watershed; writes <stem>_instances.tif and one objects.csv row per object "
                    "(instance models always do)")
+    g = p.add_argument_group("time-lapse", "--track: the inputs are ONE time-lapse (a folder of frames sorted by "
+                             "name, a Cell Tracking Challenge sequence folder, or a multi-page TIFF); every frame is "
+                             "segmented into objects and the objects are linked over time (laptrack)")
+    g.add_argument("--track", action="store_true", help="track objects through the frames: writes maskTTT.tif and "
+                   "res_track.txt (CTC format), tracks.csv, tracks_summary.csv, tracks.png")
+    g.add_argument("--max-distance", type=float, default=t.max_distance, help="largest move of an object between frames, px")
+    g.add_argument("--max-gap", type=int, default=t.max_gap, help="frames an object may be missed and still be linked")
+    g.add_argument("--no-divisions", action="store_true", help="do not detect cell divisions")
+    g.add_argument("--frame-interval", type=float, help="minutes between frames: speeds in tracks.csv per minute")
+    g.add_argument("--gt", help="Cell Tracking Challenge ground truth (NN_GT folder) to score DET, SEG, TRA "
+                   "(default: the NN_GT folder beside a sequence folder NN, if any)")
     p.add_argument("--shard", type=shard_arg, metavar="i/n",
                    help="segment only every n-th image of the sorted inputs, starting at image i (0-based): run "
                    "0/n .. n-1/n on n machines with the same --out; the tables of shard i are then "
@@ -60,6 +71,19 @@ def config_from_args(args: argparse.Namespace) -> PredictConfig:
     )
 
 
+def _track(model, args: argparse.Namespace, config: PredictConfig) -> int:
+    from ..errors import UserInputError
+    from ..timelapse import track_sequence
+
+    if not args.input:
+        raise UserInputError("--track: give the time-lapse with --input (a folder of frames or a multi-page TIFF)")
+    options = TrackConfig(max_distance=args.max_distance, max_gap=args.max_gap, divisions=not args.no_divisions,
+                           frame_interval=args.frame_interval, gt=args.gt)
+    out = Path(args.out) if args.out else Path(args.weights).parent / "tracks"
+    track_sequence(model, args.input, out, config, options)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
 
@@ -70,6 +94,8 @@ def main(argv: list[str] | None = None) -> int:
         from ..prediction import predict_files
 
         model, info = load_model_and_info(args.weights)
+        if args.track:
+            return _track(model, args, config)
         samples = samples_for(args.input, args.labels, info)
         if args.shard:
             check_output_names(samples)  # across all shards: they share the folder
