@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import glob
 import sys
+from dataclasses import replace
 from pathlib import Path
 from typing import Sequence
 
 from .datasets import Sample, list_samples, mask_key
+from .datasets.layouts import ctc_markers
 from .errors import UserInputError
 from .io import is_image_file
 from .model_file import ModelInfo
@@ -74,7 +76,10 @@ def expand_inputs(inputs: Sequence[str]) -> list[Path]:
 def default_inputs(info: ModelInfo) -> list[Sample]:
     """The held-out images of training (--holdout), else the dataset's test split."""
     if info.test_images:
-        return [Sample(Path(image), tuple(Path(p) for p in labels)) for image, *labels in info.test_images]
+        samples = [Sample(Path(image), tuple(Path(p) for p in labels)) for image, *labels in info.test_images]
+        if info.dataset == "ctc":  # the TRA markers tell the unannotated nuclei of a partial frame
+            samples = [replace(s, markers=ctc_markers(s.labels[0])) if s.labels else s for s in samples]
+        return samples
     if not info.data_dir:
         raise UserInputError("this model does not record its dataset folder: give --input")
     try:

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import os
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Sequence
 
@@ -11,7 +11,7 @@ import numpy as np
 
 from ..config import DATASET_NAMES
 from ..errors import UserInputError
-from ..io import is_image_file, read_label
+from ..io import is_image_file, page_count, read_label
 from ..synthetic import TEM_CLASS_NAMES, TEM_CLASS_VALUES
 
 
@@ -174,6 +174,11 @@ def _folder(root: Path, split: str) -> list[Sample]:
     return _require(samples, base / "images", "images")
 
 
+def ctc_markers(seg: Path) -> Path:
+    """The TRA marker file of a CTC SEG file: ``NN_GT/SEG/man_segT.tif`` -> ``NN_GT/TRA/man_trackT.tif``."""
+    return seg.parent.parent / "TRA" / seg.name.replace("man_seg", "man_track")
+
+
 def _ctc(root: Path, split: str) -> list[Sample]:
     if split != "train":
         raise UserInputError(f"{root}: the ctc layout has no test split; give images with --input")
@@ -184,7 +189,6 @@ def _ctc(root: Path, split: str) -> list[Sample]:
         if not seg_dir.is_dir():
             continue
         frames = {int(m[1]): p for p in _images_in(seq) if (m := re.fullmatch(r"t(\d+)", p.stem))}
-        tra_dir = root / f"{seq.name}_GT" / "TRA"
         for seg in _images_in(seg_dir):
             match = re.fullmatch(r"man_seg(\d+)", seg.stem)
             if match is None:
@@ -192,7 +196,7 @@ def _ctc(root: Path, split: str) -> list[Sample]:
             frame = frames.get(int(match[1]))
             if frame is None:
                 raise UserInputError(f"{seg}: no frame t{match[1]}.tif in {seq}")
-            marker = tra_dir / f"man_track{match[1]}.tif"
+            marker = ctc_markers(seg)
             if not marker.is_file():
                 raise UserInputError(f"{seg}: no TRA marker file {marker}: without markers the unannotated nuclei "
                                      "of a partial SEG frame cannot be told from background")
@@ -226,7 +230,36 @@ def list_samples(name: str, data_dir: str | Path, split: str = "train") -> list[
         raise UserInputError(f"unknown dataset '{name}'; choose one of {', '.join(DATASET_NAMES)}")
     if split not in ("train", "test"):
         raise ValueError(f"split must be 'train' or 'test', got {split!r}")
-    return _LAYOUTS[name](Path(data_dir), split)
+    if name == "isbi2012" and (Path(data_dir) / "train-volume.tif").is_file():
+        return expand_pages(_isbi2012_volumes(Path(data_dir), split))
+    return expand_pages(_LAYOUTS[name](Path(data_dir), split))
+
+
+def expand_pages(samples: Sequence[Sample]) -> list[Sample]:
+    """Each page of a multi-page TIFF becomes a sample of its own; its label stacks must have as many pages."""
+    out: list[Sample] = []
+    for sample in samples:
+        pages = page_count(sample.image) if sample.image.suffix.lower() in (".tif", ".tiff") else 1
+        if pages == 1:
+            out.append(sample)
+            continue
+        for path in (*sample.labels, *((sample.markers,) if sample.markers else ())):
+            if page_count(path) != pages:
+                raise UserInputError(f"{path}: {page_count(path)} page(s), but the image stack {sample.image.name} "
+                                     f"has {pages}")
+        out += [replace(sample, page=k) for k in range(pages)]
+    return out
+
+
+def _isbi2012_volumes(root: Path, split: str) -> list[Sample]:
+    """The challenge's original files: ``train-volume.tif`` + ``train-labels.tif``, ``test-volume.tif``."""
+    if split == "train":
+        labels = root / "train-labels.tif"
+        if not labels.is_file():
+            raise UserInputError(f"{root / 'train-volume.tif'}: has no {labels.name} beside it")
+        return [Sample(root / "train-volume.tif", (labels,))]
+    test = root / "test-volume.tif"
+    return [Sample(test)] if test.is_file() else _require([], root, "test-volume.tif")
 
 
 def dataset_spec(

@@ -47,7 +47,9 @@ def split_train_val(
     """Split by image (never patches of one image on both sides), deterministic for ``seed``.
 
     At least one image goes to validation when ``val_fraction > 0`` and two or more
-    images exist; a single image is used for both (said by the caller).
+    images exist; a single image is used for both (said by the caller). Pages of
+    one stack never fall on both sides, unless the stack is the only file: then
+    validation is a contiguous block of its pages.
     """
     samples = list(samples)
     if not 0 <= val_fraction < 1:
@@ -55,9 +57,26 @@ def split_train_val(
     if val_fraction == 0 or len(samples) < 2:
         return samples, []
     n_val = min(len(samples) - 1, max(1, round(val_fraction * len(samples))))
-    order = np.random.default_rng([seed, 7]).permutation(len(samples))
-    val = set(order[:n_val].tolist())
+    files = list(dict.fromkeys(_file(s) for s in samples))
+    if len(files) == 1:  # one stack: validate on a contiguous block of pages, chosen by the seed
+        start = int(np.random.default_rng([seed, 7]).integers(0, len(samples) - n_val + 1))
+        val = set(range(start, start + n_val))
+    elif len(files) == len(samples):  # one page per file
+        val = set(np.random.default_rng([seed, 7]).permutation(len(samples))[:n_val].tolist())
+    else:  # stacks: whole files to validation until it holds n_val pages
+        chosen: set = set()
+        for k in np.random.default_rng([seed, 7]).permutation(len(files)):
+            if sum(_file(s) in chosen for s in samples) >= n_val:
+                break
+            chosen.add(files[k])
+        val = {i for i, s in enumerate(samples) if _file(s) in chosen}
+        if len(val) == len(samples):
+            raise UserInputError("--val-fraction: too large for these stacks; every stack would be validation")
     return [s for i, s in enumerate(samples) if i not in val], [s for i, s in enumerate(samples) if i in val]
+
+
+def _file(sample: Sample | ArraySample) -> str:
+    return str(sample.image) if isinstance(sample, Sample) else sample.name
 
 
 def split_holdout(samples: Sequence[Sample], holdout: int) -> tuple[list[Sample], list[Sample]]:
