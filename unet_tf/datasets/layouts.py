@@ -105,17 +105,17 @@ def _require(samples: list[Sample], where: Path, what: str) -> list[Sample]:
 def _tem(root: Path, split: str) -> list[Sample]:
     folder = root / split
     files = _images_in(folder)
-    pattern = re.compile(r"^(raw|label)_(.+)$")
-    raw, label, other = {}, {}, []
+    pattern = re.compile(r"^(raw|label|inst)_(.+)$")
+    raw, label, inst, other = {}, {}, {}, []  # inst_XX.tif: object ids of the synthetic set
     for path in files:
         match = pattern.match(path.stem)
         if match is None:
             other.append(path)
         else:
-            (raw if match[1] == "raw" else label)[match[2]] = path
+            {"raw": raw, "label": label, "inst": inst}[match[1]][match[2]] = path
     if split == "train":
         if other:
-            raise UserInputError(f"{other[0]}: expected raw_XX.tif or label_XX.tif in a tem train folder")
+            raise UserInputError(f"{other[0]}: expected raw_XX.tif, label_XX.tif or inst_XX.tif in a tem train folder")
         unpaired = sorted(set(raw) ^ set(label))
         if unpaired:
             key = unpaired[0]
