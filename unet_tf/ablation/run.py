@@ -273,6 +273,16 @@ def plan_request(req: AblationRequest, log: Log = print) -> GridPlan:
     return GridPlan(data, schedules, cells, settings, budget_text, note, title)
 
 
+def describe_grid(req: AblationRequest, plan: GridPlan) -> str:
+    """The opening log line: the grid's shape, the pool, the test images, the budget and the output."""
+    data = plan.data
+    test_names = ", ".join(s.image.name for s in data.test[:4]) + (" ..." if len(data.test) > 4 else "")
+    return (f"ablation: {len(plan.cells)} cells ({len(set(req.sizes))} sizes x {len(set(req.augments))} "
+            f"augmentation x {len(req.models)} model(s) x {req.repeats} repeat(s)); pool of {len(data.pool)} "
+            f"images; test on {len(data.test)} image(s) ({test_names}); budget {plan.budget_text}; "
+            f"output {req.out_dir}")
+
+
 def run_cells(req: AblationRequest, plan: GridPlan, rows: dict[tuple, dict[str, Any]],
               log: Log = print, verbose: int | str = "auto") -> None:
     """Run every cell without a row in ``rows`` (adding its row), rewriting the reports after each."""
@@ -334,13 +344,9 @@ def run_ablation(
     with atomic_path(req.out_dir / "ablation.json") as tmp:
         tmp.write_text(json.dumps(plan.settings, indent=2) + "\n")
     rows = {row_key(r): r for r in read_rows(req.out_dir / "ablation.csv")}
-    data = plan.data
-    test_names = ", ".join(s.image.name for s in data.test[:4]) + (" ..." if len(data.test) > 4 else "")
-    log(f"ablation: {len(plan.cells)} cells ({len(set(sizes))} sizes x {len(set(augments))} augmentation x "
-        f"{len(req.models)} model(s) x {repeats} repeat(s)); pool of {len(data.pool)} images; "
-        f"test on {len(data.test)} image(s) ({test_names}); budget {plan.budget_text}; output {req.out_dir}")
+    log(describe_grid(req, plan))
     run_cells(req, plan, rows, log, verbose)
-    write_reports(list(rows.values()), req.out_dir, data.class_names, plan.note, plan.title)
+    write_reports(list(rows.values()), req.out_dir, plan.data.class_names, plan.note, plan.title)
     out = req.out_dir
     log(f"ablation done: {out / 'ablation.csv'}, {out / 'ablation_summary.csv'}, "
         f"{out / 'ablation.md'}, {out / 'ablation.png'}")
