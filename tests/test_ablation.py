@@ -28,9 +28,9 @@ from unet_tf.cli.train import main as train_main
 from unet_tf.config import RunConfig
 from unet_tf.datasets import TEM_CLASS_NAMES
 from unet_tf.errors import UserInputError
-from unet_tf.evaluation import metrics_table
+from unet_tf.evaluation import Evaluator
 from unet_tf.synthetic import write_tem_dataset
-from unet_tf.training import replace_cfg
+from unet_tf.config import replace_config as replace_cfg
 
 FOREGROUND = TEM_CLASS_NAMES[1:]
 
@@ -116,7 +116,10 @@ def test_scores_come_from_the_per_image_mean_rows():
     names = ("background", "a", "b")
     t1 = np.array([[0, 1], [1, 2]]); p1 = np.array([[0, 1], [2, 2]])  # a: 2/3, b: 2/3, acc 3/4
     t2 = np.array([[1, 1], [0, 0]]); p2 = np.array([[1, 0], [0, 0]])  # a: 2/3, b: absent (nan), acc 3/4
-    rows = metrics_table({"x": (t1, p1), "y": (t2, p2)}, names)
+    evaluator = Evaluator(names)
+    evaluator.add("x", t1, p1)
+    evaluator.add("y", t2, p2)
+    rows = evaluator.rows()
     scores = scores_from_metrics(rows, names)
     assert scores["dice_a"] == pytest.approx(2 / 3) and scores["dice_b"] == pytest.approx(2 / 3)
     assert scores["mean_dice"] == pytest.approx(2 / 3) and scores["pixel_accuracy"] == pytest.approx(0.75)

@@ -28,12 +28,35 @@ def blob_mask(size=96, n_classes=5, seed=0):
     return np.digitize(field, edges).astype(np.uint8)
 
 
-def run(image, mask, seed, **cfg):
-    """augment_pair on 2-D arrays, back to 2-D numpy."""
-    x, m = A.augment_pair(
-        tf.constant(image[..., None]), tf.constant(mask[..., None]),
-        tf.constant(seed, tf.int64), AugmentConfig(**cfg),
+def warp(image, coords, method="bilinear"):
+    """Sample a [H, W, 1] array at float32 [P, P, 2] coordinates (reflected outside)."""
+    image = tf.convert_to_tensor(image)
+    shape = tf.shape(image, out_type=tf.int64)
+    flat = tf.reshape(image, [-1])
+    coords = A.reflect_coordinates(coords, shape[0], shape[1])
+    if method == "nearest":
+        out = A.warp_nearest(flat, 0, shape[1], coords)
+    else:
+        out = A.warp_bilinear(tf.cast(flat, tf.float32), 0, shape[0], shape[1], coords)
+    return out[..., tf.newaxis]
+
+
+def augment(image, mask, seed, cfg, weight=None):
+    """sample_patch of a whole [P, P, 1] example (image, mask[, weight]) centred on it."""
+    size = image.shape[0]
+    out = A.sample_patch(
+        tf.reshape(tf.cast(image, tf.float32), [-1]), tf.reshape(mask, [-1]),
+        None if weight is None else tf.reshape(tf.cast(weight, tf.float32), [-1]),
+        tf.constant(0, tf.int64), tf.constant(size, tf.int64), tf.constant(image.shape[1], tf.int64),
+        tf.constant([(size - 1) / 2, (image.shape[1] - 1) / 2], tf.float32),
+        tf.cast(seed, tf.int64), cfg, size,
     )
+    return out if weight is not None else out[:2]
+
+
+def run(image, mask, seed, **cfg):
+    """sample_patch on 2-D arrays, back to 2-D numpy."""
+    x, m = augment(tf.constant(image[..., None]), tf.constant(mask[..., None]), seed, AugmentConfig(**cfg))
     return x.numpy()[..., 0], m.numpy()[..., 0]
 
 
@@ -48,18 +71,18 @@ def dihedral_images(x):
 def test_identity_coordinates_warp_exactly():
     x = np.random.default_rng(0).random((40, 40, 1)).astype(np.float32)
     coords = A.sampling_coordinates(40, tf.constant([19.5, 19.5]))
-    assert np.array_equal(A.warp(x, coords).numpy(), x)
-    assert np.array_equal(A.warp(x, coords, "nearest").numpy(), x)
+    assert np.array_equal(warp(x, coords).numpy(), x)
+    assert np.array_equal(warp(x, coords, "nearest").numpy(), x)
     # an integer shift is an exact crop
     coords = A.sampling_coordinates(16, tf.constant([10 + 7.5, 5 + 7.5]))
-    assert np.array_equal(A.warp(x, coords).numpy(), x[10:26, 5:21])
+    assert np.array_equal(warp(x, coords).numpy(), x[10:26, 5:21])
 
 
 def test_outside_coordinates_are_reflected_like_numpy():
     x = np.random.default_rng(1).random((12, 9)).astype(np.float32)
     padded = np.pad(x, 30, mode="reflect")  # pads wider than the image: repeated mirror
     coords = A.sampling_coordinates(20, tf.constant([-25 + 9.5, 4 + 9.5]))
-    out = A.warp(x[..., None], coords).numpy()[..., 0]
+    out = warp(x[..., None], coords).numpy()[..., 0]
     np.testing.assert_array_equal(out, padded[5:25, 34:54])
 
 
@@ -67,7 +90,7 @@ def test_bilinear_is_exact_on_a_linear_ramp():
     r, c = np.mgrid[0:32, 0:32].astype(np.float32)
     ramp = (2 * r + 3 * c)[..., None]
     coords = tf.constant([[[3.25, 7.5], [10.75, 0.1]]], tf.float32)
-    out = A.warp(ramp, coords).numpy()[..., 0]
+    out = warp(ramp, coords).numpy()[..., 0]
     np.testing.assert_allclose(out, [[2 * 3.25 + 3 * 7.5, 2 * 10.75 + 3 * 0.1]], rtol=1e-6)
 
 
@@ -76,7 +99,7 @@ def test_bilinear_is_exact_on_a_linear_ramp():
 def test_dihedral_matrix_matches_numpy(k, flips):
     x = np.random.default_rng(2).random((11, 11)).astype(np.float32)
     m = A.dihedral_matrix(tf.constant(k), tf.constant(flips[0]), tf.constant(flips[1]))
-    out = A.warp(x[..., None], A.sampling_coordinates(11, tf.constant([5.0, 5.0]), m))
+    out = warp(x[..., None], A.sampling_coordinates(11, tf.constant([5.0, 5.0]), m))
     expected = np.rot90(x, k)
     for axis, on in enumerate(flips):
         expected = np.flip(expected, axis) if on else expected
@@ -90,7 +113,7 @@ def test_elastic_field_is_smooth_and_scaled():
     assert np.abs(np.diff(field, axis=0)).max() < 2.0  # smooth: < 2 px per pixel
 
 
-# === augment_pair ===
+# === sample_patch ===
 
 
 def test_disabled_and_all_off_configs_are_identity():
@@ -133,6 +156,30 @@ def test_image_and_mask_stay_aligned(name):
             assert not np.array_equal(mo, mask)  # something did move
 
 
+@pytest.mark.parametrize("name", list(STRONG))
+def test_weight_map_and_ignore_ids_come_from_the_mask_pixel(name):
+    """The weight map holds each pixel's own flat position: after any warp the
+    weight names the source pixel, whose mask id (255 = ignore included) must be
+    the output mask id, everywhere, and no weight may be interpolated."""
+    size = 64
+    mask = blob_mask(size, 4, seed=8)
+    mask[mask == 3] = 255  # ignore
+    position = np.arange(size * size, dtype=np.float32).reshape(size, size)
+    image = np.where(mask == 255, 3, mask).astype(np.float32)
+    for s in range(3):
+        x, m, w = augment(tf.constant(image[..., None]), tf.constant(mask[..., None]), [s, 5],
+                          AugmentConfig(**STRONG[name]), weight=tf.constant(position[..., None]))
+        m, w = m.numpy()[..., 0], w.numpy()[..., 0]
+        assert w.dtype == np.float32 and np.array_equal(w, np.round(w))  # nearest: no mixing
+        np.testing.assert_array_equal(m, mask.ravel()[w.astype(np.int64)])
+        assert set(np.unique(m)) <= {0, 1, 2, 255} and (m == 255).any()
+        # the image is aligned with both (bilinear: exact inside blobs)
+        interior = (ndimage.maximum_filter(m, 5, mode="constant", cval=255)
+                    == ndimage.minimum_filter(m, 5, mode="constant", cval=0))
+        assert interior.mean() > 0.1
+        np.testing.assert_array_equal(np.round(x.numpy()[..., 0])[interior], np.where(m == 255, 3, m)[interior])
+
+
 def test_intensity_jitter_changes_image_only():
     x = np.random.default_rng(5).random((32, 32)).astype(np.float32)
     m = blob_mask(32)
@@ -157,7 +204,7 @@ def test_works_inside_tf_data_map_with_int32_mask():
     x = np.random.default_rng(8).random((4, 32, 32, 1)).astype(np.float32)
     m = (x * 3).astype(np.int32)
     ds = tf.data.Dataset.from_tensor_slices((x, m, np.arange(8).reshape(4, 2)))
-    ds = ds.map(lambda i, k, s: A.augment_pair(i, k, s, AugmentConfig()),
+    ds = ds.map(lambda i, k, s: augment(i, k, s, AugmentConfig()),
                 num_parallel_calls=tf.data.AUTOTUNE)
     outs = list(ds.as_numpy_iterator())
     assert len(outs) == 4

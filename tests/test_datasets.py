@@ -120,10 +120,66 @@ def test_ctc_instances_merge_to_foreground(tmp_path):
     _tif(tmp_path / "01/t000.tif", np.zeros((6, 6), np.uint16))
     _tif(tmp_path / "01/t001.tif", np.zeros((6, 6), np.uint16))
     _tif(tmp_path / "01_GT/SEG/man_seg001.tif", inst)
+    with pytest.raises(UserInputError, match="man_seg001.tif: no TRA marker file"):
+        list_samples("ctc", tmp_path)
+    _tif(tmp_path / "01_GT/TRA/man_track001.tif", (inst > 0).astype(np.uint16))
     samples = list_samples("ctc", tmp_path)
     assert [s.image.name for s in samples] == ["t001.tif"]
     ids = read_class_ids(samples[0], dataset_spec("ctc"))
     assert ids.sum() == 8 and ids.dtype == np.uint8
+
+
+def _ctc_partial(tmp_path):
+    """A frame with three nuclei (TRA markers) of which SEG annotates one."""
+    seg = np.zeros((40, 40), np.uint16)
+    seg[5:15, 5:15] = 7
+    tra = np.zeros((40, 40), np.uint16)
+    tra[8:12, 8:12] = 1
+    tra[24:28, 24:28] = 2  # unannotated, away from the others
+    tra[8:12, 28:32] = 3  # unannotated
+    _tif(tmp_path / "01/t000.tif", np.zeros((40, 40), np.uint16))
+    _tif(tmp_path / "01_GT/SEG/man_seg000.tif", seg)
+    _tif(tmp_path / "01_GT/TRA/man_track000.tif", tra)
+    return list_samples("ctc", tmp_path)[0], tra
+
+
+def test_ctc_never_labels_a_marked_nucleus_background(tmp_path):
+    from unet_tf.datasets import instance_spec
+    from unet_tf.targets import IGNORE_ID
+
+    sample, tra = _ctc_partial(tmp_path)
+    for spec in (dataset_spec("ctc"), instance_spec(dataset_spec("ctc"))):
+        ids = read_class_ids(sample, spec)
+        assert np.all(ids[tra > 0] != 0)  # every marker pixel: an annotated class or ignored, never background
+        assert np.all(ids[(tra == 2) | (tra == 3)] == IGNORE_ID)
+        assert not np.any(ids[5:15, 5:15] == IGNORE_ID)  # the annotated nucleus is trained on
+    target = read_class_ids(sample, instance_spec(dataset_spec("ctc")))
+    assert set(np.unique(target[5:15, 5:15])) == {1, 2}  # interior and a boundary ring
+
+
+def test_instance_target_refuses_class_value_masks(tmp_path):
+    from unet_tf.datasets import instance_spec, read_instances
+
+    mask = np.zeros((20, 20), np.uint8)
+    mask[2:6, 2:6] = 255
+    mask[10:15, 10:15] = 255
+    _png(tmp_path / "images/a.png", np.zeros((20, 20), np.uint8))
+    _png(tmp_path / "masks/a.png", mask)
+    sample = list_samples("folder", tmp_path)[0]
+    spec = instance_spec(dataset_spec("folder", (0, 255)))
+    with pytest.raises(UserInputError, match="a.png: every object has the same value 255"):
+        read_instances(sample, spec)
+
+
+def test_ignore_value_that_is_a_class_value_is_an_error():
+    from unet_tf.config import RunConfig, replace_config
+    from unet_tf.datasets import run_spec
+
+    cfg = replace_config(RunConfig(), data={"dataset": "folder", "class_values": (0, 255), "ignore_value": 255})
+    with pytest.raises(UserInputError, match="--ignore-value 255: is also the value of class"):
+        run_spec(cfg, [])
+    cfg = replace_config(cfg, data={"ignore_value": 128})
+    assert run_spec(cfg, []).ignore_value == 128
 
 
 def test_dsb2018_masks_merge(tmp_path):
@@ -138,6 +194,10 @@ def test_dsb2018_masks_merge(tmp_path):
     samples = list_samples("dsb2018", tmp_path)
     ids = read_class_ids(samples[0], dataset_spec("dsb2018"))
     assert ids.sum() == 3
+    from unet_tf.datasets import read_instances
+
+    inst = read_instances(samples[0], dataset_spec("dsb2018"))
+    assert inst[0, 0] == 1 and inst[4, 4] == 2 and inst.sum() == 1 + 1 + 2  # one id per nucleus file
 
 
 def test_split_by_image_and_subset_are_deterministic():

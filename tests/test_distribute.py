@@ -32,7 +32,7 @@ from unet_tf.cli.train import main as train_main
 from unet_tf.datasets import Sample
 from unet_tf.distribute import WorkerInfo, cluster_note, worker_info
 from unet_tf.errors import UserInputError
-from unet_tf.segment import shard_samples, shard_suffix
+from unet_tf.inputs import shard_samples, shard_suffix
 
 REPO = Path(__file__).resolve().parents[1]
 RUN_FILES = {"best.keras", "last.keras", "config.json", "history.csv", "curves.png", "summary.json"}

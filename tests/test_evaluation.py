@@ -5,7 +5,15 @@ import math
 import numpy as np
 import pytest
 
-from unet_tf.evaluation import METRICS_COLUMNS, Evaluator, evaluate_image, format_table, metrics_table, write_csv
+from unet_tf.evaluation import METRICS_COLUMNS, Evaluator, evaluate
+from unet_tf.tables import format_table, write_csv
+
+
+def metrics_table(per_image, class_names):
+    evaluator = Evaluator(class_names)
+    for name, (true_ids, pred_ids) in per_image.items():
+        evaluator.add(name, true_ids, pred_ids)
+    return evaluator.rows()
 
 BINARY = ("background", "cell")
 
@@ -19,7 +27,7 @@ P = np.array([[0, 1, 1],
 
 
 def test_hand_made_3x3():
-    bg, fg = evaluate_image(T, P, BINARY)
+    bg, fg = evaluate(T, P, BINARY)
     assert "image" not in fg
     assert fg["class"] == "cell"
     assert (fg["tp"], fg["fp"], fg["fn"]) == (1, 1, 1)
@@ -34,14 +42,14 @@ def test_hand_made_3x3():
 
 
 def test_class_absent_from_truth_and_prediction_is_nan():
-    rows = evaluate_image(T, P, ("background", "cell", "vessel"))
+    rows = evaluate(T, P, ("background", "cell", "vessel"))
     vessel = rows[2]
     assert (vessel["tp"], vessel["fp"], vessel["fn"]) == (0, 0, 0)
     for key in ("dice", "iou", "precision", "recall"):
         assert math.isnan(vessel[key])
     assert rows[1]["iou"] == pytest.approx(1 / 3)  # other classes unaffected
     # predicted but absent from truth: precision 0, recall undefined
-    missed = evaluate_image(np.zeros((2, 2), np.uint8), np.array([[0, 1], [0, 0]], np.uint8), BINARY)[1]
+    missed = evaluate(np.zeros((2, 2), np.uint8), np.array([[0, 1], [0, 0]], np.uint8), BINARY)[1]
     assert missed["dice"] == 0 and missed["precision"] == 0 and math.isnan(missed["recall"])
 
 

@@ -135,3 +135,94 @@ def test_outputs_get_the_usual_file_mode(tmp_path):
         assert (tmp_path / "m.tif").stat().st_mode & 0o777 == 0o644  # not mkstemp's 0600
     finally:
         os.umask(mask)
+
+
+# --- stacks (issue 15) --------------------------------------------------------
+
+from unet_tf.io import iter_pages, page_count, read_page  # noqa: E402
+from unet_tf.tiff_meta import pixel_size_um  # noqa: E402
+from unet_tf.tiff_stream import StackWriter  # noqa: E402
+
+
+def test_16bit_stack_round_trips_page_by_page(tmp_path, rng):
+    pages = rng.integers(0, 65535, size=(5, 19, 23), endpoint=True).astype(np.uint16)
+    path = tmp_path / "stack.tif"
+    with StackWriter(path, n_pages=5, dtype=np.uint16) as writer:
+        for page in pages:
+            writer.append(page)
+    assert page_count(path) == 5
+    out = list(iter_pages(path))
+    assert len(out) == 5 and all(p.dtype == np.uint16 for p in out)
+    np.testing.assert_array_equal(np.stack(out), pages)
+    np.testing.assert_array_equal(read_page(path, 3), pages[3])
+    np.testing.assert_array_equal(tifffile.imread(path), pages)  # other readers see 5 pages too
+    with pytest.raises(UserInputError, match=r"stack\.tif.*5 pages.*iter_pages"):
+        read_image(path)
+    with pytest.raises(ValueError, match="index=5"):
+        read_page(path, 5)
+
+
+@pytest.mark.parametrize("second", [np.zeros((8, 9), np.uint8), np.zeros((8, 8), np.uint16)])
+def test_pages_of_different_size_or_dtype_name_the_page(tmp_path, second):
+    path = tmp_path / "mixed.tif"
+    with tifffile.TiffWriter(path) as tif:
+        tif.write(np.zeros((8, 8), np.uint8), metadata=None)
+        tif.write(np.zeros((8, 8), np.uint8), metadata=None)
+        tif.write(second, metadata=None)
+    for call in (page_count, lambda p: next(iter_pages(p)), lambda p: read_page(p, 0)):
+        with pytest.raises(UserInputError, match=r"mixed\.tif: page 3 of 3 is 8x\d \w+, page 1 is 8x8 uint8"):
+            call(path)
+
+
+def test_ome_hyperstack_flattens_in_file_order_and_says_so(tmp_path, capsys):
+    planes = np.arange(2 * 3 * 4 * 5, dtype=np.uint8).reshape(2, 3, 4, 5)  # C, Z, Y, X
+    path = tmp_path / "h.ome.tif"
+    tifffile.imwrite(path, planes, ome=True, metadata={"axes": "CZYX"})
+    assert page_count(path) == 6
+    np.testing.assert_array_equal(np.stack(list(iter_pages(path))), planes.reshape(6, 4, 5))
+    assert "CZYX hyperstack (C=2, Z=3)" in capsys.readouterr().err
+
+
+def test_imagej_hyperstack_and_rgb_pages(tmp_path, capsys):
+    planes = np.arange(2 * 2 * 3 * 4, dtype=np.uint16).reshape(2, 2, 3, 4)  # Z, C, Y, X
+    tifffile.imwrite(tmp_path / "ij.tif", planes, imagej=True, metadata={"axes": "ZCYX"})
+    np.testing.assert_array_equal(np.stack(list(iter_pages(tmp_path / "ij.tif"))), planes.reshape(4, 3, 4))
+    assert "flattened" in capsys.readouterr().err
+    rgb = np.zeros((2, 4, 5, 3), np.uint8)
+    rgb[..., 0], rgb[1, ..., 1] = 200, 100
+    tifffile.imwrite(tmp_path / "rgb.tif", rgb, photometric="rgb")
+    out = list(iter_pages(tmp_path / "rgb.tif"))
+    assert [int(p[0, 0]) for p in out] == [round(0.299 * 200), round(0.299 * 200 + 0.587 * 100)]
+
+
+def test_reduced_resolution_pages_are_skipped(tmp_path):
+    path = tmp_path / "pyr.tif"
+    with tifffile.TiffWriter(path) as tif:
+        tif.write(np.full((16, 16), 7, np.uint8), metadata=None)
+        tif.write(np.full((8, 8), 9, np.uint8), subfiletype=1, metadata=None)  # a thumbnail
+    assert page_count(path) == 1
+    assert read_image(path).shape == (16, 16)
+
+
+def test_single_image_files_are_one_page(tmp_path, rng):
+    array = rng.integers(0, 255, size=(6, 7)).astype(np.uint8)
+    cv2.imwrite(str(tmp_path / "a.png"), array)
+    assert page_count(tmp_path / "a.png") == 1
+    np.testing.assert_array_equal(next(iter_pages(tmp_path / "a.png")), array)
+    np.testing.assert_array_equal(read_page(tmp_path / "a.png", 0), array)
+    with pytest.raises(UserInputError, match="no such file"):
+        page_count(tmp_path / "nope.tif")
+
+
+@pytest.mark.parametrize("size", [0.37, 0.004, 12.5])
+def test_written_tiffs_carry_the_pixel_size(tmp_path, size):
+    write_mask(tmp_path / "m.tif", np.array([[0, 1], [2, 3]]), pixel_size_um=size)
+    write_tiff(tmp_path / "p.tif", np.zeros((2, 3, 4), np.float32), pixel_size_um=size)
+    for name in ("m.tif", "p.tif"):
+        value, source = pixel_size_um(tmp_path / name)
+        assert value == pytest.approx(size, rel=1e-6), source
+    np.testing.assert_array_equal(read_image(tmp_path / "m.tif"), [[0, 1], [2, 3]])
+    assert page_count(tmp_path / "p.tif") == 2  # (bands, H, W): bands are pages
+    with pytest.raises(ValueError, match="pixel_size_um"):
+        write_mask(tmp_path / "bad.tif", np.zeros((2, 2)), pixel_size_um=-1.0)
+    assert not (tmp_path / "bad.tif").exists()

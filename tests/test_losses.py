@@ -258,3 +258,139 @@ def test_compiled_model_reloads_with_same_loss(tmp_path):
     after = loaded.evaluate(x, y, verbose=0, return_dict=True)
     assert after["loss"] == pytest.approx(before["loss"], rel=1e-6)
     assert after["dice"] == pytest.approx(before["dice"], rel=1e-6)
+
+
+# --- weight channel: border weights and ignored pixels ------------------------
+
+def with_weight(y, weight):
+    """Append a weight channel [..., 1] to targets [..., K]."""
+    return np.concatenate([y, np.asarray(weight, "float32")[..., None]], axis=-1).astype("float32")
+
+
+def test_weight_two_doubles_that_pixels_cross_entropy():
+    # y = 1, 0 at p = .5, .8; per pixel -ln .5 = ln 2 and -ln .2 = ln 5
+    y = as_bhwk([[1, 0]])
+    p = as_bhwk([[0.5, 0.8]])
+    plain = float(WeightedBCE()(with_weight(y, [[[1.0, 1.0]]]), p))
+    doubled = float(WeightedBCE()(with_weight(y, [[[2.0, 1.0]]]), p))
+    assert plain == pytest.approx((np.log(2) + np.log(5)) / 2, rel=1e-6)
+    assert doubled == pytest.approx((2 * np.log(2) + np.log(5)) / 2, rel=1e-6)
+    # categorical: the same two pixels as one-hot [1-y, y] with softmax-like probabilities
+    y2 = np.concatenate([1 - y, y], -1)
+    p2 = np.concatenate([1 - p, p], -1)
+    assert float(WeightedCategoricalCE()(with_weight(y2, [[[2.0, 1.0]]]), p2)) == pytest.approx(
+        (2 * np.log(2) + np.log(5)) / 2, rel=1e-6)
+
+
+def test_ignored_pixels_count_in_no_term_hand_computed():
+    # pixels: (y, p, w) = (1, .5, 1), (0, .9, 0 = ignored), (1, .5, 2)
+    y = with_weight(as_bhwk([[1, 0, 1]]), [[[1.0, 0.0, 2.0]]])
+    p = as_bhwk([[0.5, 0.9, 0.5]])
+    # CE: (1 * ln 2 + 2 * ln 2) / 2 kept pixels
+    assert float(WeightedBCE()(y, p)) == pytest.approx(1.5 * np.log(2), rel=1e-6)
+    # pos_weight 3 multiplies the positive pixels: (3 ln 2 + 2 * 3 ln 2) / 2
+    assert float(WeightedBCE(3.0)(y, p)) == pytest.approx(4.5 * np.log(2), rel=1e-6)
+    # overlap: the weight is a 0/1 mask. TP = .5 + .5 = 1, FP = 0, FN = 1 -> Dice 2 / 3
+    assert float(Dice(smooth=0.0)(y, p)) == pytest.approx(1 / 3, abs=1e-6)
+    assert float(Tversky(0.3, 0.7, smooth=0.0)(y, p)) == pytest.approx(1 - 1 / 1.7, abs=1e-6)
+    # all pixels ignored: the CE is 0, not NaN
+    none = with_weight(as_bhwk([[1, 0]]), [[[0.0, 0.0]]])
+    assert float(WeightedBCE()(none, as_bhwk([[0.2, 0.7]]))) == 0.0
+
+
+def test_tversky_with_weight_channel_hand_computed_3x3():
+    # Y3/P3 (TP 2, FP 3, FN 1) with the FP at (1, 0) ignored and a weight 5 on a TP:
+    # TP 2, FP 2, FN 1 -> TI = 2 / (2 + .6 + .7)
+    w = np.ones((1, 3, 3), "float32")
+    w[0, 1, 0], w[0, 0, 0] = 0.0, 5.0
+    got = float(Tversky(0.3, 0.7, smooth=0.0)(with_weight(Y3, w), P3))
+    assert got == pytest.approx(1 - 2 / 3.3, abs=1e-6)
+
+
+def weighted_batch(n_classes, seed=0, shape=(2, 5, 6)):
+    """Targets with a weight channel (about 30 % ignored), and two predictions that
+    differ only on the ignored pixels."""
+    rng = np.random.default_rng(seed + 1000)  # not the draws of random_binary/random_onehot
+    ignored = rng.random(shape) < 0.3
+    if n_classes == 2:
+        y, p = random_binary(seed, shape + (1,))
+        garbage = rng.uniform(0.01, 0.99, p.shape).astype("float32")
+    else:
+        y, p = random_onehot(seed, shape, n_classes)
+        garbage = np.roll(p, 1, axis=-1)
+    y = np.where(ignored[..., None], 0.0, y)
+    weight = np.where(ignored, 0.0, rng.uniform(0.5, 4.0, shape))
+    return with_weight(y, weight), p, np.where(ignored[..., None], garbage, p), ~ignored
+
+
+@pytest.mark.parametrize("n_classes", [2, 3])
+@pytest.mark.parametrize("name", LOSS_NAMES)
+def test_predictions_under_ignored_pixels_change_no_loss(name, n_classes):
+    y, p, p_garbage, kept = weighted_batch(n_classes, seed=n_classes)
+    assert not np.allclose(p, p_garbage)
+    loss = make_loss(name, n_classes, pos_weight=3.0)
+    assert float(loss(y, p)) == pytest.approx(float(loss(y, p_garbage)), rel=1e-6)
+    pv = tf.Variable(p)
+    with tf.GradientTape() as tape:
+        value = loss(y, pv)
+    grad = tape.gradient(value, pv).numpy()
+    assert np.all(grad[~kept] == 0) and np.any(grad[kept] != 0)
+
+
+@pytest.mark.parametrize("n_classes", [2, 3])
+def test_weighted_losses_match_numpy_over_kept_pixels(n_classes):
+    y, p, _, kept = weighted_batch(n_classes, seed=10 + n_classes)
+    k = y.shape[-1] - 1
+    t, w = y[..., :k].astype(np.float64), y[..., k].astype(np.float64)
+    pc = np.clip(p.astype(np.float64), EPS, 1 - EPS)
+    if n_classes == 2:
+        ce_map = -(3.0 * t * np.log(pc) + (1 - t) * np.log(1 - pc))[..., 0]
+        ce = WeightedBCE(3.0)
+    else:
+        cw = np.array([0.5, 2.0, 7.0])
+        ce_map = -(cw * t * np.log(pc)).sum(-1)
+        ce = WeightedCategoricalCE(cw)
+    assert float(ce(y, p)) == pytest.approx((w * ce_map).sum() / kept.sum(), rel=1e-5)
+    # Dice over the kept pixels only (the foreground channels)
+    fg = slice(0, 1) if n_classes == 2 else slice(1, None)
+    tk, pk = t[kept][:, fg], p.astype(np.float64)[kept][:, fg]
+    tp, fp, fn = (tk * pk).sum(0), ((1 - tk) * pk).sum(0), (tk * (1 - pk)).sum(0)
+    expected = 1 - np.mean((tp + 1) / (tp + 0.5 * fp + 0.5 * fn + 1))  # smooth 1
+    assert float(Dice()(y, p)) == pytest.approx(expected, rel=1e-5)
+
+
+def test_weight_channel_of_ones_gives_the_old_values_exactly():
+    for n_classes in (2, 3):
+        y, p = random_binary(20) if n_classes == 2 else random_onehot(20)
+        ones = with_weight(y, np.ones(y.shape[:-1]))
+        for name in ("auto", "ce", "dice", "focal_tversky"):
+            loss = make_loss(name, n_classes, pos_weight=2.0)
+            assert float(loss(ones, p)) == float(loss(y, p)), (name, n_classes)
+
+
+def test_wrong_channel_count_is_refused():
+    y, p = random_binary(21)
+    with pytest.raises(ValueError, match="3 channels for 1 output"):
+        WeightedBCE()(np.concatenate([y, y, y], -1), p)
+
+
+def test_configs_saved_before_the_weight_channel_still_load():
+    # serialized by the code before this change (unet_tf 'auto' loss, 2 classes, pos_weight 3)
+    old = {
+        "module": "unet_tf.losses", "class_name": "CombinedLoss", "registered_name": "unet_tf>CombinedLoss",
+        "config": {
+            "name": "bce_tversky", "reduction": "sum_over_batch_size", "weights": [1.0, 1.0],
+            "losses": [
+                {"module": "unet_tf.losses", "class_name": "WeightedBCE", "registered_name": "unet_tf>WeightedBCE",
+                 "config": {"name": "bce", "reduction": "sum_over_batch_size", "pos_weight": 3.0}},
+                # Tversky lived in unet_tf.losses then: the registered name finds it in overlap_losses
+                {"module": "unet_tf.losses", "class_name": "Tversky", "registered_name": "unet_tf>Tversky",
+                 "config": {"name": "tversky", "reduction": "sum_over_batch_size", "alpha": 0.3, "beta": 0.7,
+                            "smooth": 1.0, "include_background": False}},
+            ],
+        },
+    }
+    loss = keras.saving.deserialize_keras_object(old)
+    assert isinstance(loss, CombinedLoss) and [type(p) for p in loss.losses] == [WeightedBCE, Tversky]
+    y, p = random_binary(22)
+    assert float(loss(y, p)) == pytest.approx(float(make_loss("auto", 2, pos_weight=3.0)(y, p)), rel=1e-7)

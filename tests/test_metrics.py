@@ -12,10 +12,18 @@ from unet_tf.metrics import (  # noqa: E402
     IoUScore,
     PixelAccuracy,
     confusion_counts,
-    foreground_mean,
     scores_from_counts,
+    split_weight,
     tversky_from_counts,
 )
+from unet_tf.pipeline_inputs import IGNORE_ID  # noqa: E402
+
+
+def foreground_mean(per_class):
+    """Mean of a per-class score over classes 1..C-1, skipping NaN (NaN if none)."""
+    fg = np.asarray(per_class, dtype=np.float64)[1:]
+    fg = fg[~np.isnan(fg)]
+    return float(fg.mean()) if fg.size else float("nan")
 
 
 def as_bhwk(a):
@@ -171,3 +179,79 @@ def test_metric_config_round_trip():
         "dice_myelinated_axon", 5, 2, 0.4)
     with pytest.raises(ValueError):
         DiceScore(3, class_id=3)
+
+
+# === Ignored pixels ===
+
+
+def test_confusion_counts_leave_out_ignored_truth_pixels():
+    t = np.array([[0, 1, 255], [1, 255, 0]])
+    p = np.array([[0, 0, 1], [1, 1, 0]])  # predictions under 255 are anything
+    # kept pairs (truth, prediction): (0,0) (1,0) (1,1) (0,0)
+    # class 0: tp 2, fp 1, fn 0, tn 1; class 1: tp 1, fp 0, fn 1, tn 2
+    tp, fp, fn, tn = confusion_counts(t, p, 2, ignore_id=IGNORE_ID)
+    np.testing.assert_array_equal(tp, [2, 1])
+    np.testing.assert_array_equal(fp, [1, 0])
+    np.testing.assert_array_equal(fn, [0, 1])
+    np.testing.assert_array_equal(tn, [1, 2])
+    assert scores_from_counts(tp, fp, fn, tn)["pixel_accuracy"] == pytest.approx(3 / 4)
+    with pytest.raises(ValueError, match="outside"):
+        confusion_counts(t, p, 2)  # 255 is no class without ignore_id
+
+
+def with_weight(y, weight):
+    """Append a weight channel [..., 1] to targets [..., K]."""
+    return np.concatenate([y, np.asarray(weight, "float32")[..., None]], axis=-1)
+
+
+@pytest.mark.parametrize("n_classes", [2, 4])
+def test_keras_metrics_skip_ignored_pixels(n_classes):
+    rng = np.random.default_rng(1)
+    shape = (3, 6, 7)
+    t = rng.integers(0, n_classes, shape)
+    pred = rng.integers(0, n_classes, shape)
+    ignored = rng.random(shape) < 0.3
+    garbage = np.where(ignored, (pred + 1) % n_classes, pred)  # other predictions where ignored
+    if n_classes == 2:
+        y = t[..., None].astype("float32")
+        probs = [a[..., None] * 0.8 + 0.1 for a in (pred, garbage)]
+    else:
+        y = onehot(t, n_classes)
+        probs = [onehot(a, n_classes) * 0.7 + 0.075 for a in (pred, garbage)]
+    y_w = with_weight(np.where(ignored[..., None], 0.0, y), np.where(ignored, 0.0, rng.uniform(0.5, 3, shape)))
+    truth_ids = np.where(ignored, IGNORE_ID, t)
+    s = scores_from_counts(*confusion_counts(truth_ids, pred, n_classes, ignore_id=IGNORE_ID))
+    results = []
+    for p in probs:
+        metrics = [DiceScore(n_classes), IoUScore(n_classes), PixelAccuracy(n_classes)]
+        for m in metrics:
+            m.update_state(y_w[:2], p[:2])
+            m.update_state(y_w[2:], p[2:])
+        results.append([float(m.result()) for m in metrics])
+    assert results[0] == results[1]  # predictions under ignored pixels change nothing
+    np.testing.assert_allclose(
+        results[0], [foreground_mean(s["dice"]), foreground_mean(s["iou"]), s["pixel_accuracy"]], atol=1e-6)
+    full = PixelAccuracy(n_classes)
+    full.update_state(y, probs[1])
+    assert float(full.result()) != pytest.approx(results[0][2])  # the ignored pixels did matter
+
+
+def test_metric_weight_channel_hand_computed():
+    # truth 1 1 0 / prediction 1 0 1, third pixel ignored: tp 1, fn 1, fp 0 -> Dice 2/3, accuracy 1/2
+    y = with_weight(as_bhwk([[1, 1, 0]]), [[[1.0, 4.0, 0.0]]])
+    p = as_bhwk([[0.9, 0.1, 0.9]])
+    dice, acc = DiceScore(2), PixelAccuracy(2)
+    for m in (dice, acc):
+        m.update_state(y, p)
+    assert float(dice.result()) == pytest.approx(2 / 3)
+    assert float(acc.result()) == pytest.approx(1 / 2)
+
+
+def test_split_weight_reads_k_or_k_plus_one_channels():
+    y = np.zeros((1, 2, 2, 3), "float32")
+    targets, weight = split_weight(y, 3)
+    assert targets is y and weight is None
+    targets, weight = split_weight(y, 2)
+    assert targets.shape == (1, 2, 2, 2) and weight.shape == (1, 2, 2)
+    with pytest.raises(ValueError, match="3 channels for 1 output"):
+        split_weight(y, 1)

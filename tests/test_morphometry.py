@@ -189,3 +189,21 @@ def test_summary_takes_um2_from_rows_and_rejects_unknown_images():
     assert myelin["count"] == 0 and math.isnan(myelin["mean_area_um2"])
     with pytest.raises(ValueError, match="not among the images"):
         summarize_objects(rows, NAMES, ["y"])
+
+
+def test_instances_keep_touching_objects_apart_and_intensity_is_measured():
+    ids = np.zeros((20, 30), np.uint8)
+    ids[5:15, 2:12] = 1
+    ids[5:15, 12:22] = 1  # touching: one connected component
+    instances = np.zeros_like(ids, np.int32)
+    instances[5:15, 2:12] = 4
+    instances[5:15, 12:22] = 9
+    image = np.zeros(ids.shape, np.float32)
+    image[5:15, 2:12] = 10.0
+    image[5:15, 12:22] = np.arange(10, dtype=np.float32)[None, :]  # 0..9 along x
+    assert [r["area_px"] for r in measure_objects(ids, NAMES)] == [200]
+    rows = measure_objects(ids, NAMES, instances=instances, image=image, pixel_size=0.5)
+    assert [(r["object_id"], r["area_px"]) for r in rows] == [(1, 100), (2, 100)]
+    assert (rows[0]["mean_intensity"], rows[0]["max_intensity"]) == (10.0, 10.0)
+    assert (rows[1]["mean_intensity"], rows[1]["max_intensity"]) == pytest.approx((4.5, 9.0))
+    assert rows[1]["pixel_size_um"] == 0.5

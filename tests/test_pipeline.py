@@ -9,7 +9,9 @@ from scipy import ndimage
 from unet_tf.config import AugmentConfig
 from unet_tf.errors import UserInputError
 from unet_tf.pipeline import (
+    IGNORE_ID,
     encode_targets,
+    encode_weighted_targets,
     make_dataset,
     rare_classes_from_counts,
     tile_origins,
@@ -32,6 +34,11 @@ def batches(ds):
     return [(x.numpy(), y.numpy()) for x, y in ds]
 
 
+def n_targets(n_classes):
+    """K: target channels before the weight channel."""
+    return 1 if n_classes == 2 else n_classes
+
+
 # === Targets and plans ===
 
 
@@ -43,6 +50,17 @@ def test_encode_targets_binary_and_one_hot():
     hot = encode_targets(ids, 3).numpy()
     assert hot.shape == (2, 2, 3)
     assert hot.argmax(-1).tolist() == [[0, 1], [2, 1]] and np.all(hot.sum(-1) == 1)
+
+
+def test_encode_weighted_targets_zero_on_ignore():
+    ids = tf.constant([[[0], [1]], [[IGNORE_ID], [2]]], tf.uint8)
+    w = tf.constant([[[2.0], [3.0]], [[4.0], [5.0]]])
+    y = encode_weighted_targets(ids, w, 3).numpy()
+    assert y.shape == (2, 2, 4) and y.dtype == np.float32
+    assert y[..., 3].tolist() == [[2, 3], [0, 5]]  # weight, 0 where ignored
+    assert y[..., :3].tolist() == [[[1, 0, 0], [0, 1, 0]], [[0, 0, 0], [0, 0, 1]]]
+    binary = encode_weighted_targets(ids % 2 + tf.cast(ids == IGNORE_ID, tf.uint8) * 254, None, 2).numpy()
+    assert binary.tolist() == [[[0, 1], [1, 1]], [[0, 0], [0, 1]]]  # [target, weight]
 
 
 def test_tile_origins():
@@ -73,14 +91,15 @@ def test_training_batches_shapes_dtypes_and_count(n_classes):
     )
     got = batches(ds)
     assert [x.shape[0] for x, _ in got] == [4, 4, 2]  # 2 images x 5 patches
-    k = 1 if n_classes == 2 else n_classes
+    k = n_targets(n_classes)
     for x, y in got:
         assert x.shape[1:] == (32, 32, 1) and x.dtype == np.float32
-        assert y.shape[1:] == (32, 32, k) and y.dtype == np.float32
+        assert y.shape[1:] == (32, 32, k + 1) and y.dtype == np.float32
         assert np.all(np.isfinite(x))
         assert set(np.unique(y)) <= {0.0, 1.0}
+        assert np.all(y[..., k] == 1)  # no weight maps, nothing ignored
         if k > 1:
-            assert np.all(y.sum(-1) == 1)
+            assert np.all(y[..., :k].sum(-1) == 1)
 
 
 def test_unaugmented_patches_are_exact_crops_of_image_and_mask():
@@ -91,7 +110,7 @@ def test_unaugmented_patches_are_exact_crops_of_image_and_mask():
                       patches_per_image=8, seed=2)
     x, y = batches(ds)[0]
     origins = set()
-    for xi, yi in zip(x[..., 0], y.argmax(-1)):
+    for xi, yi in zip(x[..., 0], y[..., :3].argmax(-1)):
         r, c = divmod(int(xi[0, 0]), shape[1])
         np.testing.assert_array_equal(xi, image[r:r + 32, c:c + 32])
         np.testing.assert_array_equal(yi, mask[r:r + 32, c:c + 32])
@@ -115,7 +134,7 @@ def test_augmented_patches_keep_image_and_mask_aligned():
     ds = make_dataset([mask.astype(np.float32)], [mask], 4, training=True, patch_size=48,
                       batch_size=8, patches_per_image=8, augment=GEOMETRY_ONLY, seed=5)
     x, y = batches(ds)[0]
-    ids = y.argmax(-1)
+    ids = y[..., :4].argmax(-1)
     agree = np.round(x[..., 0]) == ids
     # bilinear image vs nearest mask differ only next to label edges
     size = (1, 5, 5)
@@ -166,7 +185,9 @@ def test_validation_tiles_rebuild_every_image(n_classes):
     y = np.concatenate([b[1] for b in batches(ds)])  # second pass: from the cache
     plan = validation_plan(shapes, 32)
     assert len(x) == len(plan) == 6 + 1 + 4
-    ids = y[..., 0] if n_classes == 2 else y.argmax(-1)
+    k = n_targets(n_classes)
+    ids = y[..., 0] if n_classes == 2 else y[..., :k].argmax(-1)
+    assert np.all(y[..., k] == 1)
     for i, (h, w) in enumerate(shapes):
         rebuilt_x = np.full((max(h, 32), max(w, 32)), np.nan, np.float32)
         rebuilt_m = np.zeros_like(rebuilt_x)
@@ -176,6 +197,93 @@ def test_validation_tiles_rebuild_every_image(n_classes):
             rebuilt_m[r:r + 32, c:c + 32] = ids[t]
         np.testing.assert_array_equal(rebuilt_x[:h, :w], images[i])
         np.testing.assert_array_equal(rebuilt_m[:h, :w], masks[i])
+
+
+# === Weight maps and ignored pixels ===
+
+
+def instance_example(size=160, seed=11):
+    """An instance image of 16 px blocks (ids 0..5); its class mask (ids >= 4 ->
+    ignore); and a weight map that is a function of the instance id."""
+    rng = np.random.default_rng(seed)
+    inst = np.kron(rng.integers(0, 6, (size // 16, size // 16)), np.ones((16, 16), np.int64))
+    mask = np.where(inst >= 4, IGNORE_ID, inst).astype(np.uint8)
+    weight = (1.0 + 2.5 * inst).astype(np.float32)  # 1, 3.5, 6, 8.5 on classes 0..3
+    return inst, mask, weight
+
+
+def test_weights_and_ignore_stay_aligned_through_elastic_and_affine_warps():
+    inst, mask, weight = instance_example()
+    ds = make_dataset([inst.astype(np.float32)], [mask], 4, training=True, patch_size=48,
+                      batch_size=8, patches_per_image=8, augment=GEOMETRY_ONLY, seed=12,
+                      weights=[weight])
+    x, y = batches(ds)[0]
+    targets, w = y[..., :4], y[..., 4]
+    ignored = w == 0
+    assert 0.05 < ignored.mean() < 0.6
+    assert np.all(targets[ignored] == 0) and np.all(targets[~ignored].sum(-1) == 1)
+    # nearest mask and nearest weights read the same source pixel: exact, everywhere
+    ids = targets.argmax(-1)
+    np.testing.assert_array_equal(w[~ignored], 1.0 + 2.5 * ids[~ignored])
+    # the bilinear image agrees with them away from block edges
+    source_id = np.where(ignored, -1, ids)  # instance 4 or 5 where ignored
+    image_id = np.round(x[..., 0])
+    agree = np.where(ignored, image_id >= 4, image_id == source_id)
+    size = (1, 5, 5)
+    interior = (ndimage.maximum_filter(image_id, size, mode="constant", cval=99)
+                == ndimage.minimum_filter(image_id, size, mode="constant", cval=-1))
+    assert interior.mean() > 0.3 and agree[interior].all()
+    assert agree.mean() > 0.9
+
+
+def test_unaugmented_weight_channel_is_the_exact_crop():
+    shape = (50, 70)
+    position = np.arange(np.prod(shape), dtype=np.float32).reshape(shape)
+    mask = (np.arange(np.prod(shape)).reshape(shape) % 3).astype(np.uint8)
+    mask[10:20, 30:60] = IGNORE_ID
+    ds = make_dataset([position], [mask], 3, training=True, patch_size=32, batch_size=8,
+                      patches_per_image=8, seed=13, weights=[position + 1.0])
+    x, y = batches(ds)[0]
+    for xi, yi in zip(x[..., 0], y):
+        r, c = divmod(int(xi[0, 0]), shape[1])
+        crop = np.s_[r:r + 32, c:c + 32]
+        expected = np.where(mask[crop] == IGNORE_ID, 0.0, position[crop] + 1.0)
+        np.testing.assert_array_equal(yi[..., 3], expected)
+        np.testing.assert_array_equal(yi[..., :3].sum(-1), (mask[crop] != IGNORE_ID).astype(float))
+
+
+def test_validation_tiles_carry_weights_and_ignore():
+    shapes = [(70, 45), (20, 25)]
+    images, masks = pairs(shapes, 2, seed=14)
+    masks[0][5:30, 10:20] = IGNORE_ID
+    weights = [im * 3.0 + 0.5 for im in images]
+    ds = make_dataset(images, masks, 2, training=False, patch_size=32, batch_size=4,
+                      weights=[weights[0], None])
+    y = np.concatenate([b[1] for b in batches(ds)])
+    plan = validation_plan(shapes, 32)
+    expected_maps = [np.where(masks[0] == IGNORE_ID, 0.0, weights[0]), np.ones(shapes[1])]
+    for i, (h, w) in enumerate(shapes):
+        rebuilt = np.full((max(h, 32), max(w, 32)), np.nan, np.float32)
+        for t in np.flatnonzero(plan[:, 0] == i):
+            r, c = plan[t, 1:]
+            rebuilt[r:r + 32, c:c + 32] = y[t, ..., 1]
+        np.testing.assert_array_equal(rebuilt[:h, :w], expected_maps[i].astype(np.float32))
+
+
+def test_weight_and_ignore_user_errors():
+    images, masks = pairs([(40, 40), (40, 40)], 2)
+    with pytest.raises(UserInputError, match="2 images but 1 weight maps"):
+        make_dataset(images, masks, 2, training=True, patch_size=32, weights=[images[0]])
+    with pytest.raises(UserInputError, match="weight map 1: shape"):
+        make_dataset(images, masks, 2, training=True, patch_size=32, weights=[None, images[1][:30]])
+    with pytest.raises(UserInputError, match="weight map 0: weights must be finite and >= 0"):
+        make_dataset(images, masks, 2, training=True, patch_size=32, weights=[-images[0], None])
+    bad = masks[0].copy()
+    bad[0, 0] = 254  # neither a class nor the ignore id
+    with pytest.raises(UserInputError, match=r"mask 0: class ids \[254\]"):
+        make_dataset(images, [bad, masks[1]], 2, training=True, patch_size=32)
+    with pytest.raises(UserInputError, match="2..255"):
+        make_dataset(images, masks, 256, training=True, patch_size=32)
 
 
 # === Input errors ===
@@ -216,8 +324,8 @@ def test_batch_from_isbi2012_if_available():
                       patches_per_image=4, augment=AugmentConfig(), seed=0)
     x, y = next(iter(ds))
     x, y = x.numpy(), y.numpy()
-    assert x.shape == (4, 128, 128, 1) and y.shape == (4, 128, 128, 1)
+    assert x.shape == (4, 128, 128, 1) and y.shape == (4, 128, 128, 2)
     assert x.dtype == np.float32 and y.dtype == np.float32
     assert np.all(np.isfinite(x)) and x.min() > -1.0 and x.max() < 2.0
     assert set(np.unique(y)) <= {0.0, 1.0}
-    assert 0.05 < y.mean() < 0.5
+    assert 0.05 < y[..., 0].mean() < 0.5 and np.all(y[..., 1] == 1)

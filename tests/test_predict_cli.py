@@ -16,15 +16,12 @@ TEM_NAMES = ["background", "blood_vessel", "myelinated_axon", "unmyelinated_axon
 def save_model(path, class_values, class_names, test_images=()):
     import keras
 
-    from unet_tf.model_file import attach_info
+    from unet_tf.model_file import ModelInfo, attach_info
     from unet_tf.models import build_model
 
     keras.utils.set_random_seed(0)
-    info = {
-        "dataset": "folder", "class_values": list(class_values), "class_names": list(class_names),
-        "label_mode": "values", "normalize": {"pmin": 2.0, "pmax": 98.0, "clip": False}, "patch_size": 64,
-        "size_divisor": 4, "test_images": [list(map(str, t)) for t in test_images],
-    }
+    info = ModelInfo(tuple(class_values), tuple(class_names), patch_size=64, size_divisor=4,
+                     test_images=tuple(tuple(map(str, t)) for t in test_images))
     model = attach_info(build_model(ModelConfig(base_filters=4, depth=2), len(class_values)), info)
     model.save(path)
     return path
@@ -126,4 +123,75 @@ def test_bad_input_is_one_line(tmp_path, images, tem_model, capsys):
     err = run("--weights", str(tem_model), "--input", str(folder), "--labels", str(labels))
     assert "a_mask.tif: label values 7 are not among" in err
     assert not (tmp_path / "x").exists()  # checked before anything was written
-    assert "must be a multiple of 4" in run("--weights", str(tem_model), "--input", str(folder), "--tile", "30")
+    assert "multiple of the model's size divisor 4" in run("--weights", str(tem_model), "--input", str(folder), "--tile", "30")
+
+
+def test_dsb2018_holdout_is_scored_against_every_nucleus(tmp_path):
+    """A dsb2018 case has one mask file per nucleus: the truth is their union, not the first file."""
+    import cv2
+
+    from unet_tf.model_file import ModelInfo, attach_info
+    from unet_tf.models import build_model
+
+    case = tmp_path / "c1"
+    (case / "images").mkdir(parents=True)
+    (case / "masks").mkdir()
+    cv2.imwrite(str(case / "images" / "c1.png"), np.random.default_rng(1).integers(0, 255, (64, 64), np.uint8))
+    masks = []
+    for k, (y, x) in enumerate([(5, 5), (30, 30), (45, 10)]):
+        m = np.zeros((64, 64), np.uint8)
+        m[y:y + 10, x:x + 12] = 255
+        cv2.imwrite(str(case / "masks" / f"n{k}.png"), m)
+        masks.append(case / "masks" / f"n{k}.png")
+    info = ModelInfo((0, 255), ("background", "nucleus"), size_divisor=4, dataset="dsb2018", label_mode="union",
+                     test_images=((str(case / "images" / "c1.png"), *map(str, masks)),))
+    import keras
+
+    keras.utils.set_random_seed(0)
+    attach_info(build_model(ModelConfig(base_filters=4, depth=2), 2), info).save(tmp_path / "m.keras")
+    assert predict_main(["--weights", str(tmp_path / "m.keras"), "--out", str(tmp_path / "o"),
+                         "--tile", "32", "--overlap", "8", "--no-overlay"]) == 0
+    with open(tmp_path / "o" / "metrics.csv") as f:
+        row = next(r for r in csv.DictReader(f) if r["image"] == "c1" and r["class"] == "nucleus")
+    assert int(row["tp"]) + int(row["fn"]) == 3 * 10 * 12  # all three nuclei, not only n0.png
+
+
+def test_stack_predicts_page_by_page_like_single_files(tmp_path, tem_model):
+    """A 5-page 16-bit stack gives a 5-page mask equal to predicting each page as its own file."""
+    rng = np.random.default_rng(4)
+    pages = rng.integers(0, 60000, (5, 48, 40)).astype(np.uint16)
+    stack = tmp_path / "in" / "stack.tif"
+    stack.parent.mkdir()
+    tifffile.imwrite(stack, pages, photometric="minisblack", resolution=(1 / 0.25, 1 / 0.25),
+                     imagej=True, metadata={"unit": "um", "axes": "ZYX"})
+    singles = tmp_path / "singles"
+    singles.mkdir()
+    for k, page in enumerate(pages):
+        tifffile.imwrite(singles / f"p{k}.tif", page)
+    common = ["--weights", str(tem_model), "--tile", "32", "--overlap", "8", "--no-overlay"]
+    assert predict_main([*common, "--input", str(stack), "--out", str(tmp_path / "a")]) == 0
+    assert predict_main([*common, "--input", str(singles), "--out", str(tmp_path / "b")]) == 0
+    masks = tifffile.imread(tmp_path / "a" / "stack_mask.tif")
+    assert masks.shape == (5, 48, 40)
+    for k in range(5):
+        np.testing.assert_array_equal(masks[k], read_image(tmp_path / "b" / f"p{k}_mask.tif"))
+    with open(tmp_path / "a" / "objects.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert {r["page"] for r in rows} <= {"1", "2", "3", "4", "5"} and rows
+    assert all(abs(float(r["pixel_size_um"]) - 0.25) < 1e-9 for r in rows)  # read from the ImageJ metadata
+    from unet_tf.tiff_meta import pixel_size_um
+
+    assert abs(pixel_size_um(tmp_path / "a" / "stack_mask.tif")[0] - 0.25) < 1e-9  # the mask carries it
+
+
+def test_label_stack_with_other_page_count_is_an_error(tmp_path, tem_model, capsys):
+    stack = tmp_path / "s.tif"
+    tifffile.imwrite(stack, np.zeros((3, 32, 32), np.uint16), photometric="minisblack")
+    labels = tmp_path / "labels"
+    labels.mkdir()
+    tifffile.imwrite(labels / "s_mask.tif", np.zeros((2, 32, 32), np.uint8), photometric="minisblack")
+    code = predict_main(["--weights", str(tem_model), "--input", str(stack), "--labels", str(labels),
+                         "--out", str(tmp_path / "o"), "--tile", "32", "--overlap", "8"])
+    err = capsys.readouterr().err
+    assert code == 2 and "s_mask.tif: 2 page(s), but the image s.tif has 3" in err
+    assert not (tmp_path / "o").exists()

@@ -7,8 +7,10 @@ import pytest
 
 from unet_tf.cli.train import main as train_main
 from unet_tf.config import RunConfig
+from unet_tf.model_file import read_info
 from unet_tf.synthetic import write_tem_dataset
-from unet_tf.training import replace_cfg, train
+from unet_tf.config import replace_config
+from unet_tf.training import train
 
 RUN_FILES = {"best.keras", "last.keras", "config.json", "history.csv", "curves.png", "summary.json"}
 
@@ -22,7 +24,7 @@ def tem_dir(tmp_path_factory):
 
 def tiny_cfg(tem_dir, out, **train):
     cfg = RunConfig()
-    return replace_cfg(
+    return replace_config(
         cfg,
         data={"dataset": "tem", "data_dir": str(tem_dir), "patch_size": 64, "patches_per_image": 2,
               "val_fraction": 0.34},
@@ -48,10 +50,10 @@ def test_two_epochs_write_every_run_file_and_model_round_trips(tem_dir, tmp_path
     assert config["data"]["patch_size"] == 64 and config["model"]["base_filters"] == 4
 
     model = keras.models.load_model(run / "last.keras", compile=False)
-    info = model.get_layer("unet_tf_info").info
-    assert info["class_values"] == [0, 50, 100, 150, 200]
-    assert info["class_names"][2] == "myelinated_axon"
-    assert info["patch_size"] == 64 and info["normalize"]["pmin"] == 2.0
+    info = read_info(model)
+    assert info.class_values == (0, 50, 100, 150, 200)
+    assert info.class_names[2] == "myelinated_axon"
+    assert info.patch_size == 64 and info.normalize.pmin == 2.0 and info.target == "semantic"
     x = np.random.default_rng(0).random((1, 64, 96, 1)).astype("float32")
     y = model(x, training=False)
     assert tuple(y.shape) == (1, 64, 96, 5)
@@ -119,3 +121,23 @@ def test_config_file_is_overridden_by_flags(tmp_path):
     cfg = config_from_args(build_parser().parse_args(["--config", str(cfg_file), "--epochs", "3"]))
     assert cfg.train.epochs == 3 and cfg.model.base_filters == 8
     assert cfg.data.augment.enabled is False and cfg.data.normalize.pmax == 99.8
+
+
+def test_best_model_written_when_validation_has_no_foreground(tmp_path):
+    """Validation Dice is undefined without foreground: best.keras follows the validation loss instead."""
+    from unet_tf.datasets import ArraySample, DatasetSpec, TrainingData
+
+    rng = np.random.default_rng(0)
+    image = rng.random((64, 64)).astype(np.float32)
+    label = np.zeros((64, 64), np.uint8)
+    label[16:40, 20:44] = 255
+    spec = DatasetSpec("arrays", (0, 255), ("background", "cell"))
+    data = TrainingData(spec, (ArraySample("a", image, label),), (ArraySample("b", image, np.zeros_like(label)),))
+    cfg = replace_config(RunConfig(), data={"patch_size": 32, "patches_per_image": 2},
+                         model={"base_filters": 4, "depth": 2},
+                         train={"epochs": 2, "steps_per_epoch": 1, "batch_size": 2, "out": str(tmp_path / "run")})
+    lines = []
+    summary = train(cfg, data=data, log=lines.append, verbose=0)
+    assert (tmp_path / "run" / "best.keras").is_file()
+    assert any("validation loss instead" in line for line in lines)
+    assert summary["best_epoch"] >= 1

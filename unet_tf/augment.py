@@ -1,8 +1,11 @@
-"""On-graph augmentation of one (image, mask) example, reproducible from a seed.
+"""On-graph augmentation of one (image, mask[, weight]) example, reproducible from a seed.
 
 All geometry (elastic field, small affine, rot90 and flips) is composed into ONE
 map of sampling coordinates, so the image is resampled once (bilinear) and the
-mask once (nearest: no new label value can appear), both through the same map.
+mask once (nearest: no new label value can appear, so the ignore id 255 stays
+exact), both through the same map; a per-pixel weight map, when there is one,
+is sampled through the same map by nearest neighbour too (see
+:func:`sample_patch` for why).
 Coordinates outside the source are reflected back into it (mirror without
 repeating the edge pixel, like ``np.pad(mode="reflect")``).
 
@@ -122,24 +125,6 @@ def warp_bilinear(
     top = at(r0, c0) * (1.0 - fc) + at(r0, c1) * fc
     bottom = at(r1, c0) * (1.0 - fc) + at(r1, c1) * fc
     return top * (1.0 - fr) + bottom * fr
-
-
-def warp(image: tf.Tensor, coords: tf.Tensor, method: str = "bilinear") -> tf.Tensor:
-    """Sample a ``[H, W, 1]`` image at float32 ``[P, P, 2]`` coordinates.
-
-    Coordinates outside are reflected. ``method``: ``"bilinear"`` (float images,
-    float32 out) or ``"nearest"`` (any dtype, e.g. masks). Returns ``[P, P, 1]``.
-    """
-    shape = tf.shape(image, out_type=tf.int64)
-    flat = tf.reshape(image, [-1])
-    coords = reflect_coordinates(coords, shape[0], shape[1])
-    if method == "nearest":
-        out = warp_nearest(flat, 0, shape[1], coords)
-    elif method == "bilinear":
-        out = warp_bilinear(tf.cast(flat, tf.float32), 0, shape[0], shape[1], coords)
-    else:
-        raise ValueError(f"unknown warp method {method!r}")
-    return out[..., tf.newaxis]
 
 
 # === Random parts ===
@@ -262,9 +247,10 @@ def random_geometry(
 # === Entry points ===
 
 
-def sample_pair(
+def sample_patch(
     flat_image: tf.Tensor,
     flat_mask: tf.Tensor,
+    flat_weight: tf.Tensor | None,
     offset: tf.Tensor,
     height: tf.Tensor,
     width: tf.Tensor,
@@ -272,27 +258,69 @@ def sample_pair(
     seed: tf.Tensor,
     cfg: AugmentConfig | None,
     out_size: int,
-) -> tuple[tf.Tensor, tf.Tensor]:
+) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor | None]:
     """Cut one (augmented) ``P x P`` patch straight out of a whole image.
 
-    The image and mask live row-major at ``flat_*[offset : offset + H * W]``
-    (float32 image, integer mask). The patch is sampled through one coordinate
-    map centred on ``centre`` (float32 ``[2]``; ``origin + (P - 1) / 2`` puts the
-    unaugmented patch on whole pixels), reflected at the image borders, so no
-    crop margin or padding is needed. ``cfg`` None or disabled: a plain crop.
+    The image, mask and optional weight map live row-major at
+    ``flat_*[offset : offset + H * W]``. All three are sampled through ONE
+    coordinate map centred on ``centre`` (float32 ``[2]``; ``origin + (P - 1) /
+    2`` puts the unaugmented patch on whole pixels), reflected at the image
+    borders, so no crop margin or padding is needed. The image is resampled
+    bilinearly; the mask and the weight map by nearest neighbour from the same
+    source pixel, so every output pixel carries a (class id, weight) pair that
+    exists in the source: no id is ever mixed with another (an ignore id stays
+    exact) and a class-dependent weight never bleeds across a label edge.
+    ``cfg`` None or disabled: a plain crop.
+
+    Args:
+        flat_image: float32 ``[N]``.
+        flat_mask: integer ``[N]`` (class ids; uint8 in the pipeline).
+        flat_weight: float32 ``[N]`` per-pixel weights, or None.
+        offset, height, width: int64 scalars locating the image.
+        centre: float32 ``[2]`` source ``(row, col)`` of the patch centre.
+        seed: ``[2]`` integer stateless seed (unused without augmentation).
+        cfg: augmentation settings; None: none.
+        out_size: ``P``.
 
     Returns:
-        image float32 ``[P, P, 1]``, mask ``[P, P, 1]`` with ``flat_mask``'s dtype.
+        image float32 ``[P, P, 1]``, mask ``[P, P, 1]`` with ``flat_mask``'s
+        dtype, weight float32 ``[P, P, 1]`` (None when ``flat_weight`` is None).
     """
     if cfg is None or not cfg.enabled:
-        coords = sampling_coordinates(out_size, centre)
-        coords = reflect_coordinates(coords, height, width)
-        image = warp_nearest(flat_image, offset, width, coords)
-        mask = warp_nearest(flat_mask, offset, width, coords)
-        return image[..., tf.newaxis], mask[..., tf.newaxis]
+        coords = reflect_coordinates(sampling_coordinates(out_size, centre), height, width)
+        image = warp_nearest(flat_image, offset, width, coords)[..., tf.newaxis]
+        seeds = None
+    else:
+        seeds = tf.random.experimental.stateless_split(tf.cast(seed, tf.int64), num=3)
+        coords = _augmented_coordinates(seeds[0], cfg, out_size, centre, height, width)
+        # On whole pixels (no elastic, no affine), nearest equals bilinear: 1 gather, not 4.
+        on_grid = tf.reduce_all(tf.equal(coords, tf.math.floor(coords)))
+        image = tf.cond(
+            on_grid,
+            lambda: warp_nearest(flat_image, offset, width, coords),
+            lambda: warp_bilinear(flat_image, offset, height, width, coords),
+        )[..., tf.newaxis]
+    mask = warp_nearest(flat_mask, offset, width, coords)[..., tf.newaxis]
+    weight = None
+    if flat_weight is not None:
+        weight = warp_nearest(flat_weight, offset, width, coords)[..., tf.newaxis]
+    if seeds is not None and cfg.intensity_prob > 0:
+        use = tf.random.stateless_uniform([], seeds[1]) < cfg.intensity_prob
+        image = tf.cond(use, lambda: intensity_jitter(image, seeds[2], cfg), lambda: image)
+    return image, mask, weight
 
-    seeds = tf.random.experimental.stateless_split(tf.cast(seed, tf.int64), num=3)
-    matrix, translation, use_elastic, elastic_seed = random_geometry(seeds[0], cfg)
+
+def _augmented_coordinates(
+    seed: tf.Tensor,
+    cfg: AugmentConfig,
+    out_size: int,
+    centre: tf.Tensor,
+    height: tf.Tensor,
+    width: tf.Tensor,
+) -> tf.Tensor:
+    """float32 ``[P, P, 2]`` source coordinates of a random geometry (elastic,
+    affine, rot90/flip) drawn from ``seed``, reflected into the image."""
+    matrix, translation, use_elastic, elastic_seed = random_geometry(seed, cfg)
     field = None
     if cfg.elastic and cfg.elastic_prob > 0 and cfg.elastic_alpha > 0:
         field = tf.cond(
@@ -303,53 +331,4 @@ def sample_pair(
             lambda: tf.zeros([out_size, out_size, 2]),
         )
     coords = sampling_coordinates(out_size, centre + translation, matrix, field)
-    coords = reflect_coordinates(coords, height, width)
-    # On whole pixels (no elastic, no affine), nearest equals bilinear: 1 gather, not 4.
-    on_grid = tf.reduce_all(tf.equal(coords, tf.math.floor(coords)))
-    image = tf.cond(
-        on_grid,
-        lambda: warp_nearest(flat_image, offset, width, coords),
-        lambda: warp_bilinear(flat_image, offset, height, width, coords),
-    )[..., tf.newaxis]
-    mask = warp_nearest(flat_mask, offset, width, coords)[..., tf.newaxis]
-    if cfg.intensity_prob > 0:
-        use = tf.random.stateless_uniform([], seeds[1]) < cfg.intensity_prob
-        image = tf.cond(
-            use, lambda: intensity_jitter(image, seeds[2], cfg), lambda: image
-        )
-    return image, mask
-
-
-def augment_pair(
-    image: tf.Tensor, mask: tf.Tensor, seed: tf.Tensor, cfg: AugmentConfig
-) -> tuple[tf.Tensor, tf.Tensor]:
-    """Augment one example; the image and mask get the same geometry.
-
-    Args:
-        image: float32 ``[P, P, 1]``.
-        mask: integer class ids ``[P, P, 1]`` (uint8 or int32).
-        seed: ``[2]`` int32/int64; the same seed gives the same output.
-        cfg: which augmentations, how strong, how often; ``enabled=False``
-            returns the inputs unchanged.
-
-    Returns:
-        image float32 ``[P, P, 1]`` (bilinear), mask ``[P, P, 1]`` same dtype
-        (nearest: only input label values).
-    """
-    if not cfg.enabled:
-        return image, mask
-    size = image.shape[0] if image.shape[0] is not None else tf.shape(image)[0]
-    shape = tf.shape(image, out_type=tf.int64)
-    centre = (tf.cast(shape[:2], tf.float32) - 1.0) / 2.0
-    out_image, out_mask = sample_pair(
-        tf.reshape(tf.cast(image, tf.float32), [-1]),
-        tf.reshape(mask, [-1]),
-        tf.constant(0, tf.int64),
-        shape[0],
-        shape[1],
-        centre,
-        seed,
-        cfg,
-        size,
-    )
-    return out_image, out_mask
+    return reflect_coordinates(coords, height, width)

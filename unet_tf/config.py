@@ -1,16 +1,30 @@
 """Settings as frozen dataclasses: saved with every run, read back by predict.
 
-Every field has a plain default; the command lines and ``--config`` files fill
-them by name (see :func:`from_dict`), so an unknown key is an error, not a
-silently ignored typo.
+Every field has a plain default, and defaults live only here: the command
+lines, ``--config`` files and notebooks fill them by name (see
+:func:`from_dict`, :func:`load_config`), so an unknown key is an error, not a
+silently ignored typo. The name tuples below are the choices the command lines
+offer; this module imports nothing heavy, so ``--help`` stays instant.
 """
 from __future__ import annotations
 
 import dataclasses
+import json
+import math
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from .errors import UserInputError
+
+DATASET_NAMES = ("tem", "isbi2012", "folder", "ctc", "dsb2018")
+MODEL_NAMES = ("unet", "resunet")
+UPSAMPLING_NAMES = ("nearest", "bilinear", "transpose")
+STRATEGY_NAMES = ("auto", "none", "mirrored", "multiworker")
+LOSS_NAMES = ("auto", "bce", "bce+tversky", "bce+dice", "tversky", "dice",
+              "focal_tversky", "ce", "ce+tversky", "ce+dice")
+BUDGET_NAMES = ("steps", "epochs")
+TARGET_NAMES = ("auto", "semantic", "instances")
 
 
 @dataclass(frozen=True)
@@ -67,6 +81,15 @@ class DataConfig:
     oversample_rare: float = 0.3
     normalize: NormalizeConfig = field(default_factory=NormalizeConfig)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
+    # What the network learns: "semantic" class ids, or "instances" (background / interior /
+    # boundary of each object, split into objects after prediction); "auto": instances for the
+    # ctc and dsb2018 layouts and for folder masks read with instance_masks, semantic otherwise.
+    target: str = "auto"
+    instance_masks: bool = False  # folder layout: each mask holds one id per object
+    boundary_width: int = 2  # px of an object's edge labelled boundary
+    border_weight: float = 10.0  # w0 of the U-Net separation-border weight (0 = off)
+    border_sigma: float = 5.0  # sigma of that weight, px
+    ignore_value: int | None = None  # folder layout: label value of pixels that count nowhere
 
 
 @dataclass(frozen=True)
@@ -113,6 +136,43 @@ class RunConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
 
 
+@dataclass(frozen=True)
+class PredictConfig:
+    """How ``predict_image`` / ``predict.py`` tile, blend, threshold and write."""
+
+    tile: int = 512
+    overlap: int = 64
+    batch_size: int = 4
+    tta: bool = False
+    threshold: float = 0.5
+    save_probabilities: bool = False
+    overlay: bool = True
+    pixel_size: float | None = None  # micrometres per pixel, for the µm columns of objects.csv
+    min_size: int = 0
+    split_touching: bool = False  # semantic models: split touching objects of a class (distance watershed)
+    shard: tuple[int, int] = (0, 1)  # (index, count): this run is shard index of count; names the tables
+
+    def __post_init__(self):
+        if not 0 < self.threshold < 1:
+            raise UserInputError(f"threshold {self.threshold}: must be between 0 and 1")
+        if self.pixel_size is not None and self.pixel_size <= 0:
+            raise UserInputError(f"pixel size {self.pixel_size}: must be positive")
+        if self.min_size < 0:
+            raise UserInputError(f"min size {self.min_size}: must be at least 0")
+
+
+@dataclass(frozen=True)
+class AblationConfig:
+    """The training-set-size grid: sizes x augmentation x models x repeats."""
+
+    train_sizes: tuple[int, ...] = ()
+    augment: tuple[bool, ...] = (True, False)
+    models: tuple[str, ...] | None = None  # None: the run's own model
+    repeats: int = 1
+    budget: str = "steps"
+    budget_steps: int | None = None
+
+
 def to_dict(cfg: Any) -> dict:
     """Plain nested dict (tuples become lists) for JSON."""
     return dataclasses.asdict(cfg)
@@ -130,7 +190,8 @@ def from_dict(cls: type, values: dict, where: str = "config") -> Any:
         )
     kwargs = {}
     for name, value in values.items():
-        default = getattr(cls(), name)
+        f = fields[name]
+        default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
         if dataclasses.is_dataclass(default):
             kwargs[name] = from_dict(type(default), value, f"{where}.{name}")
         elif isinstance(value, list):
@@ -138,3 +199,108 @@ def from_dict(cls: type, values: dict, where: str = "config") -> Any:
         else:
             kwargs[name] = value
     return cls(**kwargs)
+
+
+# === Files and merging ===
+
+_SECTIONS = {
+    "data": set(DataConfig.__dataclass_fields__),
+    "model": set(ModelConfig.__dataclass_fields__),
+    "train": set(TrainConfig.__dataclass_fields__),
+}
+
+
+def nest_settings(flat: dict, where: str) -> dict:
+    """Flat or sectioned settings -> ``{"data": {...}, "model": {...}, "train": {...}}``.
+
+    Flat keys are placed in the section that owns them (``epochs`` -> train);
+    ``pmin``/``pmax``/``clip`` go to ``data.normalize``, ``augment: false`` and
+    ``no_augment: true`` turn augmentation off. An unknown key is an error
+    naming ``where``.
+    """
+    nested: dict = {"data": {}, "model": {}, "train": {}}
+    for key, value in flat.items():
+        key = key.replace("-", "_")
+        if key in nested and isinstance(value, dict):
+            nested[key].update(value)
+        elif key in ("pmin", "pmax", "clip"):
+            nested["data"].setdefault("normalize", {})[key] = value
+        elif key == "augment" and isinstance(value, bool):
+            nested["data"].setdefault("augment", {})["enabled"] = value
+        elif key == "no_augment":
+            nested["data"].setdefault("augment", {})["enabled"] = not value
+        else:
+            section = next((s for s, fields in _SECTIONS.items() if key in fields), None)
+            if section is None:
+                raise UserInputError(f"{where}: unknown setting '{key}'")
+            nested[section][key] = value
+    return nested
+
+
+def merge_settings(base: dict, over: dict) -> dict:
+    """``base`` updated by ``over``, recursively for nested mappings."""
+    out = dict(base)
+    for key, value in over.items():
+        out[key] = merge_settings(out.get(key, {}), value) if isinstance(value, dict) else value
+    return out
+
+
+def read_settings_file(path: str | Path) -> dict:
+    """A YAML or JSON mapping of settings; errors name the file."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserInputError(f"{path}: no such config file")
+    is_json = path.suffix.lower() == ".json"
+    try:
+        if is_json:
+            values = json.loads(path.read_text())
+        else:
+            import yaml
+
+            values = yaml.safe_load(path.read_text())
+    except Exception as exc:  # json/yaml parse errors
+        kind = "JSON" if is_json else "YAML"
+        raise UserInputError(f"{path}: not valid {kind} ({str(exc).splitlines()[0]})") from None
+    if values is None:
+        return {}
+    if not isinstance(values, dict):
+        raise UserInputError(f"{path}: expected a mapping of settings at the top level")
+    return values
+
+
+def config_from_settings(*layers: dict) -> RunConfig:
+    """A :class:`RunConfig` from nested settings dicts, later layers overriding earlier ones."""
+    merged: dict = {}
+    for layer in layers:
+        merged = merge_settings(merged, layer)
+    return from_dict(RunConfig, {k: v for k, v in merged.items() if v}, "config")
+
+
+def load_config(path: str | Path | None = None, **overrides: Any) -> RunConfig:
+    """The :class:`RunConfig` of a YAML/JSON file (the one ``train.py --config`` reads).
+
+    Args:
+        path: str or Path or None. A YAML or JSON file with flat keys
+            (``epochs: 5``) or sections (``data:``, ``model:``, ``train:``).
+            None: the defaults.
+        **overrides: flat settings applied on top, as the command-line flags
+            are (``load_config("s.yaml", epochs=2, dataset="isbi2012")``).
+
+    Example:
+        >>> cfg = load_config(None, epochs=2, base_filters=8)
+        >>> cfg.train.epochs, cfg.model.base_filters, cfg.data.dataset
+        (2, 8, 'tem')
+    """
+    file_values = nest_settings(read_settings_file(path), str(path)) if path else {}
+    return config_from_settings(file_values, nest_settings(overrides, "overrides"))
+
+
+def replace_config(cfg: RunConfig, **sections: dict) -> RunConfig:
+    """``cfg`` with sections replaced field-wise: ``replace_config(cfg, train={"epochs": 2})``."""
+    parts = {name: dataclasses.replace(getattr(cfg, name), **values) for name, values in sections.items()}
+    return dataclasses.replace(cfg, **parts)
+
+
+def steps_per_pass(n_images: int, patches_per_image: int, batch_size: int) -> int:
+    """Optimizer steps of one pass over ``n_images x patches_per_image`` patches (the last batch may be short)."""
+    return max(1, math.ceil(n_images * patches_per_image / batch_size))

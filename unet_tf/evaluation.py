@@ -2,12 +2,14 @@
 
 The formulas live in ``metrics.py`` (:func:`~unet_tf.metrics.confusion_counts`
 and :func:`~unet_tf.metrics.scores_from_counts`); this module only arranges
-them into rows, aggregates over images and writes them out.
+them into rows and aggregates over images (:mod:`unet_tf.tables` writes them).
 
 Masks are 2-D integer class-id arrays (H, W) with values 0..C-1, class 0 the
 background. One row per class (background included) holds::
 
-    image, class, dice, iou, precision, recall, pixel_accuracy, tp, fp, fn
+    image, page, class, dice, iou, precision, recall, pixel_accuracy, tp, fp, fn
+
+``page`` is the 1-based page of a multi-page stack (empty for a single image).
 
 ``pixel_accuracy`` is the overall fraction of correctly classified pixels of
 the image (the same value on every class row of that image). ``tp, fp, fn``
@@ -30,19 +32,17 @@ Two aggregate rows per class, after the per-image rows:
 """
 from __future__ import annotations
 
-import csv
-import math
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 
-from .io import atomic_path
 from .metrics import confusion_counts, scores_from_counts
+from .tables import format_table, nanmean, write_csv
 
 SCORE_NAMES = ("dice", "iou", "precision", "recall")
 COUNT_NAMES = ("tp", "fp", "fn")
-METRICS_COLUMNS = ("image", "class", *SCORE_NAMES, "pixel_accuracy", *COUNT_NAMES)
+METRICS_COLUMNS = ("image", "page", "class", *SCORE_NAMES, "pixel_accuracy", *COUNT_NAMES)
 MEAN_ROW = "mean"
 POOLED_ROW = "all"
 
@@ -66,14 +66,8 @@ def _rows_from_counts(counts: Counts, class_names: Sequence[str]) -> list[dict[s
     return rows
 
 
-def _nanmean(values: Iterable[float]) -> float:
-    """Mean of the non-NaN values; NaN when there are none (no warning)."""
-    kept = [v for v in values if not math.isnan(v)]
-    return float(np.mean(kept)) if kept else float("nan")
-
-
-def evaluate_image(true_ids: np.ndarray, pred_ids: np.ndarray,
-                   class_names: Sequence[str]) -> list[dict[str, Any]]:
+def evaluate(true_ids: np.ndarray, pred_ids: np.ndarray,
+             class_names: Sequence[str]) -> list[dict[str, Any]]:
     """Per-class scores of one image.
 
     Args:
@@ -86,6 +80,12 @@ def evaluate_image(true_ids: np.ndarray, pred_ids: np.ndarray,
         pixel_accuracy, tp, fp, fn`` (no ``image``: the caller names it).
         Scores are floats (NaN where undefined, see the module docstring),
         counts ints.
+
+    Example:
+        >>> import numpy as np
+        >>> truth = np.array([[0, 1], [1, 1]]); pred = np.array([[0, 1], [0, 1]])
+        >>> round(evaluate(truth, pred, ("background", "cell"))[1]["dice"], 4)
+        0.8
     """
     counts = confusion_counts(true_ids, pred_ids, len(class_names))
     return _rows_from_counts(counts, class_names)
@@ -110,27 +110,28 @@ class Evaluator:
         self.class_names = tuple(class_names)
         if len(self.class_names) < 2:
             raise ValueError(f"need at least 2 classes, got {self.class_names}")
-        self._names: list[str] = []
+        self._names: list[tuple[str, int | None]] = []
         self._counts: list[Counts] = []
 
     def __len__(self) -> int:
         return len(self._names)
 
-    def add(self, image_name: str, true_ids: np.ndarray, pred_ids: np.ndarray) -> list[dict[str, Any]]:
-        """Score one image (arrays as in :func:`evaluate_image`); returns its rows.
+    def add(self, image_name: str, true_ids: np.ndarray, pred_ids: np.ndarray,
+            page: int | None = None) -> list[dict[str, Any]]:
+        """Score one image, or one page of a stack (arrays as in :func:`evaluate`); returns its rows.
 
-        Raises ValueError for a name already added or a reserved aggregate
-        name (``"mean"``, ``"all"``), so rows stay unambiguous.
+        Raises ValueError for an (image, page) already added or a reserved
+        aggregate name (``"mean"``, ``"all"``), so rows stay unambiguous.
         """
         image_name = str(image_name)
         if image_name in (MEAN_ROW, POOLED_ROW):
             raise ValueError(f"image name {image_name!r} is reserved for the aggregate rows")
-        if image_name in self._names:
-            raise ValueError(f"image {image_name!r} was already evaluated")
+        if (image_name, page) in self._names:
+            raise ValueError(f"image {image_name!r}{'' if page is None else f' page {page}'} was already evaluated")
         counts = confusion_counts(true_ids, pred_ids, len(self.class_names))
-        self._names.append(image_name)
+        self._names.append((image_name, page))
         self._counts.append(counts)
-        return [{"image": image_name, **row} for row in _rows_from_counts(counts, self.class_names)]
+        return [{"image": image_name, "page": page, **row} for row in _rows_from_counts(counts, self.class_names)]
 
     def rows(self) -> list[dict[str, Any]]:
         """All rows: per image (C each, in order added), then C "mean", then C "all".
@@ -140,14 +141,14 @@ class Evaluator:
         if not self._names:
             return []
         per_image = [
-            [{"image": name, **row} for row in _rows_from_counts(counts, self.class_names)]
-            for name, counts in zip(self._names, self._counts)
+            [{"image": name, "page": page, **row} for row in _rows_from_counts(counts, self.class_names)]
+            for (name, page), counts in zip(self._names, self._counts)
         ]
         out = [row for rows in per_image for row in rows]
         for c, class_name in enumerate(self.class_names):
             row: dict[str, Any] = {"image": MEAN_ROW, "class": class_name}
             for key in (*SCORE_NAMES, "pixel_accuracy"):
-                row[key] = _nanmean(rows[c][key] for rows in per_image)
+                row[key] = nanmean(rows[c][key] for rows in per_image)
             row.update({key: None for key in COUNT_NAMES})
             out.append(row)
         pooled = tuple(np.sum([counts[i] for counts in self._counts], axis=0) for i in range(4))
@@ -161,81 +162,3 @@ class Evaluator:
     def format_table(self, digits: int = 4) -> str:
         """:meth:`rows` as an aligned plain-text table with a header, for the terminal."""
         return format_table(self.rows(), METRICS_COLUMNS, digits=digits)
-
-
-def metrics_table(per_image: Mapping[str, tuple[np.ndarray, np.ndarray]],
-                  class_names: Sequence[str]) -> list[dict[str, Any]]:
-    """Rows for ``{image name: (true_ids, pred_ids)}``; see :meth:`Evaluator.rows`."""
-    evaluator = Evaluator(class_names)
-    for name, (true_ids, pred_ids) in per_image.items():
-        evaluator.add(name, true_ids, pred_ids)
-    return evaluator.rows()
-
-
-# === Output ===
-
-
-def _csv_cell(value: Any) -> str:
-    """None -> '' (not applicable); float -> shortest round-trip text (NaN -> 'nan')."""
-    if value is None:
-        return ""
-    if isinstance(value, (float, np.floating)):
-        return repr(float(value))
-    if isinstance(value, np.integer):
-        return str(int(value))
-    return str(value)
-
-
-def write_csv(path: str | Path, rows: Sequence[Mapping[str, Any]], columns: Sequence[str]) -> Path:
-    """Write ``rows`` as CSV with a header of ``columns``, atomically.
-
-    Each row must hold only keys from ``columns`` (ValueError otherwise); a
-    missing key or ``None`` is written as an empty cell, NaN as ``nan``,
-    floats at full precision. The file appears complete or not at all
-    (:func:`unet_tf.io.atomic_path`).
-    """
-    columns = tuple(columns)
-    known = set(columns)
-    for i, row in enumerate(rows):
-        extra = set(row) - known
-        if extra:
-            raise ValueError(f"row {i} has keys not among the columns: {sorted(extra)}")
-    with atomic_path(path) as tmp:
-        with open(tmp, "w", newline="", encoding="utf-8") as f:
-            writer = csv.writer(f)
-            writer.writerow(columns)
-            for row in rows:
-                writer.writerow([_csv_cell(row.get(col)) for col in columns])
-    return Path(path)
-
-
-def _table_cell(value: Any, digits: int) -> str:
-    if value is None:
-        return "-"
-    if isinstance(value, (float, np.floating)):
-        return "nan" if math.isnan(value) else f"{float(value):.{digits}f}"
-    return str(value)
-
-
-def format_table(rows: Sequence[Mapping[str, Any]], columns: Sequence[str], digits: int = 4) -> str:
-    """Rows as an aligned plain-text table: header, dashes, one line per row.
-
-    Floats are shown with ``digits`` decimals, ``None`` as ``-``; numbers are
-    right-aligned, text left-aligned. No trailing newline.
-    """
-    columns = tuple(columns)
-    cells = [[_table_cell(row.get(col), digits) for col in columns] for row in rows]
-    numeric = [
-        all(isinstance(row.get(col), (int, float, np.number)) or row.get(col) is None for row in rows)
-        and any(row.get(col) is not None for row in rows)
-        for col in columns
-    ]
-    widths = [max([len(col)] + [len(line[j]) for line in cells]) for j, col in enumerate(columns)]
-
-    def line(values: Sequence[str]) -> str:
-        parts = [v.rjust(w) if num else v.ljust(w) for v, w, num in zip(values, widths, numeric)]
-        return "  ".join(parts).rstrip()
-
-    out = [line(columns), "  ".join("-" * w for w in widths)]
-    out += [line(values) for values in cells]
-    return "\n".join(out)

@@ -200,6 +200,21 @@ def make_predict_fn(model) -> PredictFn:
     return predict_fn
 
 
+def check_tiling(tile: int, overlap: int, size_divisor: int, batch_size: int = 1) -> None:
+    """Raise :class:`UserInputError` unless the tiling settings fit a model of ``size_divisor``."""
+    if size_divisor < 1 or tile < 1 or tile % size_divisor:
+        raise UserInputError(
+            f"tile {tile} must be a positive multiple of the model's size divisor {size_divisor}; "
+            f"use e.g. {max(size_divisor, round(tile / size_divisor) * size_divisor)}"
+        )
+    if not 0 <= overlap <= tile - size_divisor:
+        raise UserInputError(
+            f"overlap {overlap} must be between 0 and tile - size divisor = {tile - size_divisor}"
+        )
+    if batch_size < 1:
+        raise UserInputError(f"batch size must be at least 1, got {batch_size}")
+
+
 def predict_tiled(
     predict_fn: PredictFn,
     image: np.ndarray,
@@ -231,17 +246,7 @@ def predict_tiled(
     image = np.asarray(image)
     if image.ndim != 2 or image.size == 0:
         raise ValueError(f"image must be a non-empty 2-D array (H, W), got shape {image.shape}")
-    if size_divisor < 1 or tile < 1 or tile % size_divisor:
-        raise UserInputError(
-            f"tile {tile} must be a positive multiple of the model's size divisor {size_divisor}; "
-            f"use e.g. {max(size_divisor, round(tile / size_divisor) * size_divisor)}"
-        )
-    if not 0 <= overlap <= tile - size_divisor:
-        raise UserInputError(
-            f"overlap {overlap} must be between 0 and tile - size divisor = {tile - size_divisor}"
-        )
-    if batch_size < 1:
-        raise UserInputError(f"batch size must be at least 1, got {batch_size}")
+    check_tiling(tile, overlap, size_divisor, batch_size)
     height, width = image.shape
     (top, bottom), (left, right) = tiling_padding(image.shape, tile, overlap, size_divisor)
     ys = tile_starts(top + height + bottom, tile, overlap, size_divisor)

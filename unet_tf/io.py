@@ -4,9 +4,16 @@ Readers return ONE 2-D array in the file's true dtype (uint8, uint16, float32,
 ...), never rescaled or downsampled:
 
 - TIFF (``.tif``, ``.tiff``) through rasterio (GDAL): 8/16/32-bit integer and
-  float32. Multi-page TIFFs (stacks) are refused with a clear error: split the
-  stack into one file per plane. Multi-band TIFFs are treated like PNGs below.
+  float32. Multi-band TIFFs are treated like PNGs below. GDAL decodes LZW and
+  tiled deflate faster than tifffile (measured ~1.5x and ~1.2x on 8k x 8k
+  uint16), so single images and windows (``tiff_stream``) stay on rasterio.
 - PNG, JPEG, BMP through OpenCV with ``IMREAD_UNCHANGED`` (8- and 16-bit).
+
+Stacks (multi-page TIFF, OME-TIFF, ImageJ hyperstacks) are read through
+tifffile, one page at a time (:func:`page_count`, :func:`iter_pages`,
+:func:`read_page`): the planes are the file's full-resolution IFDs in file
+order (C/Z/T flattened; reduced-resolution and mask IFDs are skipped). All
+pages must share one size and dtype. :func:`read_image` refuses a stack.
 
 Colour input is reduced to gray: gray+alpha keeps the gray band, RGB(A) becomes
 luminance (0.299 R + 0.587 G + 0.114 B, rounded back to the file's dtype, so a
@@ -43,7 +50,7 @@ def is_image_file(path: str | Path) -> bool:
 
 
 @functools.lru_cache(maxsize=None)
-def _say_once(message: str) -> None:
+def say_once(message: str) -> None:
     print(f"note: {message}", file=sys.stderr)
 
 
@@ -51,10 +58,10 @@ def _to_gray(bands: np.ndarray, path: Path) -> np.ndarray:
     """(H, W, B) in R,G,B(,A) order -> (H, W) of the same dtype."""
     n = bands.shape[-1]
     if n == 2:
-        _say_once(f"gray+alpha images are read as their gray band (alpha ignored), e.g. {path}")
+        say_once(f"gray+alpha images are read as their gray band (alpha ignored), e.g. {path}")
         return np.ascontiguousarray(bands[..., 0])
     if n in (3, 4):
-        _say_once(f"colour images are reduced to gray (luminance; alpha ignored), e.g. {path}")
+        say_once(f"colour images are reduced to gray (luminance; alpha ignored), e.g. {path}")
         gray = bands[..., :3].astype(np.float64) @ _LUMA
         if np.issubdtype(bands.dtype, np.integer):
             info = np.iinfo(bands.dtype)
@@ -63,20 +70,28 @@ def _to_gray(bands: np.ndarray, path: Path) -> np.ndarray:
     raise UserInputError(f"{path}: has {n} channels; expected 1 (gray), 2 (gray+alpha), 3 or 4 (RGB/RGBA)")
 
 
+GDAL_CACHE_MB = 64
+
+
+def gdal_env(cache_mb: int = GDAL_CACHE_MB):
+    """A ``rasterio.Env`` with GDAL's block cache capped at ``cache_mb`` MiB.
+
+    GDAL's default cache (5 % of RAM) keeps every decoded block of a read, which
+    doubled the peak RSS of reading a 20000 x 20000 uint8 TIFF (848 vs 457 MiB).
+    """
+    import rasterio
+
+    return rasterio.Env(GDAL_CACHEMAX=int(cache_mb))
+
+
 def _read_tiff(path: Path) -> np.ndarray:
     import rasterio
     from rasterio.errors import NotGeoreferencedWarning, RasterioIOError
 
     try:
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), gdal_env():
             warnings.simplefilter("ignore", NotGeoreferencedWarning)
             with rasterio.open(path) as src:
-                pages = [s for s in src.subdatasets if s.startswith("GTIFF_DIR:")]
-                if len(pages) > 1:
-                    raise UserInputError(
-                        f"{path}: is a multi-page TIFF ({len(pages)} pages); unet_tf reads one "
-                        "2-D image per file: save each plane as its own file"
-                    )
                 data = src.read()  # (bands, H, W)
     except RasterioIOError as exc:
         raise UserInputError(f"{path}: not a readable TIFF image ({exc})") from None
@@ -98,24 +113,37 @@ def _read_opencv(path: Path) -> np.ndarray:
     return _to_gray(data, path)
 
 
+def _existing_image(path: str | Path) -> Path:
+    """``path`` as a Path, or UserInputError when it is missing or of an unknown kind."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserInputError(f"{path}: no such file")
+    if path.suffix.lower() not in IMAGE_SUFFIXES:
+        raise UserInputError(
+            f"{path}: unknown image type '{path.suffix}'; expected one of {', '.join(IMAGE_SUFFIXES)}"
+        )
+    return path
+
+
 def read_image(path: str | Path) -> np.ndarray:
     """Read one image file as a 2-D array (H, W) in the file's own dtype.
 
     Raises UserInputError naming the file when it is missing, of an unknown
-    kind, unreadable, a stack, or has an unsupported number of channels.
+    kind, unreadable, a stack (see :func:`iter_pages`), or has an unsupported
+    number of channels.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise UserInputError(f"{path}: no such file")
+    path = _existing_image(path)
     suffix = path.suffix.lower()
     if suffix in TIFF_SUFFIXES:
+        pages = page_count(path)
+        if pages > 1:
+            raise UserInputError(
+                f"{path}: is a multi-page TIFF stack ({pages} pages); this step reads one 2-D "
+                "image per file: read stacks page by page (unet_tf.io.iter_pages / read_page)"
+            )
         image = _read_tiff(path)
-    elif suffix in OPENCV_SUFFIXES:
-        image = _read_opencv(path)
     else:
-        raise UserInputError(
-            f"{path}: unknown image type '{suffix}'; expected one of {', '.join(IMAGE_SUFFIXES)}"
-        )
+        image = _read_opencv(path)
     if image.ndim != 2 or image.size == 0:
         raise UserInputError(f"{path}: expected a 2-D image, got shape {image.shape}")
     return image
@@ -129,6 +157,129 @@ def read_label(path: str | Path) -> np.ndarray:
             raise UserInputError(f"{path}: label image has non-integer values (dtype {label.dtype})")
         label = label.astype(np.int64)
     return label
+
+
+def _open_tiff(path: Path):
+    """An open ``tifffile.TiffFile``, or UserInputError naming the file."""
+    import tifffile
+
+    try:
+        return tifffile.TiffFile(path)
+    except (tifffile.TiffFileError, ValueError, OSError) as exc:
+        raise UserInputError(f"{path}: not a readable TIFF image ({exc})") from None
+
+
+def _page_hw(page) -> tuple[int, int]:
+    return int(page.imagelength), int(page.imagewidth)
+
+
+def _note_hyperstack(tif, path: Path) -> None:
+    """Say once when an OME/ImageJ file has more than one non-spatial axis."""
+    if not (tif.is_ome or tif.is_imagej):
+        return
+    series = tif.series[0]
+    extra = [f"{a}={n}" for a, n in zip(series.axes, series.shape) if a not in "YXS" and n > 1]
+    if len(extra) > 1:
+        say_once(
+            f"{path}: {series.axes} hyperstack ({', '.join(extra)}) is read as 2-D planes "
+            "in file order (C/Z/T flattened)"
+        )
+
+
+def _planes(tif, path: Path) -> list:
+    """The full-resolution pages of an open TiffFile, checked to share one size and dtype."""
+    tif.pages.useframes = False  # full TiffPage objects (tags), never tifffile's light frames
+    planes = [p for p in tif.pages if not int(p.subfiletype) & 0b101]  # skip reduced-res, masks
+    if not planes:
+        raise UserInputError(f"{path}: TIFF holds no full-resolution image page")
+    images = int((tif.imagej_metadata or {}).get("images", 1)) if tif.is_imagej else 1
+    if images > len(planes):
+        raise UserInputError(
+            f"{path}: ImageJ stack of {images} images stored with {len(planes)} TIFF page(s) "
+            "(ImageJ does this above 4 GB); re-save it as OME-TIFF or BigTIFF"
+        )
+    first = planes[0]
+    for number, page in enumerate(planes[1:], start=2):
+        if _page_hw(page) != _page_hw(first) or page.dtype != first.dtype:
+            (h, w), (h1, w1) = _page_hw(page), _page_hw(first)
+            raise UserInputError(
+                f"{path}: page {number} of {len(planes)} is {h}x{w} {page.dtype}, page 1 is "
+                f"{h1}x{w1} {first.dtype}; all pages of a stack must share one size and dtype"
+            )
+    _note_hyperstack(tif, path)
+    return planes
+
+
+def _page_array(page, path: Path, number: int) -> np.ndarray:
+    """Decode one TIFF page to (H, W); RGB(A) pages become luminance."""
+    try:
+        data = page.asarray()
+    except (ValueError, RuntimeError, OSError) as exc:  # missing codec, corrupt data
+        raise UserInputError(f"{path}: page {number} cannot be decoded ({exc})") from None
+    if data.ndim == 2:
+        return data
+    if page.axes == "SYX":
+        data = np.moveaxis(data, 0, -1)
+    elif page.axes != "YXS":
+        raise UserInputError(f"{path}: page {number} has axes {page.axes}; expected a 2-D plane")
+    return _to_gray(data, path)
+
+
+def page_count(path: str | Path) -> int:
+    """Number of 2-D pages in an image file: 1 for PNG/JPEG/BMP and single-page TIFF.
+
+    Reads only the TIFF directory (no pixels) and checks that all pages share
+    one size and dtype, so a bad stack fails before anything is computed.
+
+    Args:
+        path: str | Path, an image file.
+
+    Raises:
+        UserInputError: missing, unknown kind, unreadable, or pages that differ
+            (naming the page, counted from 1).
+    """
+    path = _existing_image(path)
+    if path.suffix.lower() not in TIFF_SUFFIXES:
+        return 1
+    with _open_tiff(path) as tif:
+        return len(_planes(tif, path))
+
+
+def iter_pages(path: str | Path) -> Iterator[np.ndarray]:
+    """Yield the pages of an image file one at a time, each (H, W) in the file's dtype.
+
+    Memory is bounded by one page. PNG/JPEG/BMP and single-page TIFFs yield one
+    array. Page sizes and dtypes are checked before the first page is decoded.
+
+    Args:
+        path: str | Path, an image file (multi-page TIFF, OME-TIFF, ImageJ stack, ...).
+    """
+    path = _existing_image(path)
+    if path.suffix.lower() not in TIFF_SUFFIXES:
+        yield read_image(path)
+        return
+    with _open_tiff(path) as tif:
+        for number, page in enumerate(_planes(tif, path), start=1):
+            yield _page_array(page, path, number)
+
+
+def read_page(path: str | Path, index: int) -> np.ndarray:
+    """Read page ``index`` (0-based) of an image file as (H, W) in the file's dtype.
+
+    Args:
+        path: str | Path, an image file.
+        index: int, 0 <= index < page_count(path).
+    """
+    path = _existing_image(path)
+    if path.suffix.lower() not in TIFF_SUFFIXES:
+        if index != 0:
+            raise ValueError(f"index must be 0 for a single-image file, got index={index} ({path})")
+        return read_image(path)
+    with _open_tiff(path) as tif:
+        planes = _planes(tif, path)
+        if not 0 <= index < len(planes):
+            raise ValueError(f"index must be in [0, {len(planes)}) for {path}, got index={index}")
+        return _page_array(planes[index], path, index + 1)
 
 
 def _umask() -> int:
@@ -167,8 +318,23 @@ def mask_dtype(max_value: int) -> type:
     return np.uint8 if max_value <= 255 else np.uint16
 
 
-def write_mask(path: str | Path, mask: np.ndarray) -> Path:
-    """Write a 2-D mask of label values as TIFF or PNG (uint8, or uint16 if needed)."""
+def _tiff_write_kwargs(array: np.ndarray, pixel_size_um: float | None) -> dict:
+    """tifffile arguments shared by the writers: BigTIFF when needed, pixel size."""
+    from .tiff_meta import needs_bigtiff, resolution_kwargs
+
+    return {"bigtiff": needs_bigtiff(array.nbytes), **resolution_kwargs(pixel_size_um)}
+
+
+def write_mask(path: str | Path, mask: np.ndarray, pixel_size_um: float | None = None) -> Path:
+    """Write a 2-D mask of label values as TIFF or PNG (uint8, or uint16 if needed).
+
+    Args:
+        path: str | Path, ``.tif``/``.tiff`` or ``.png``; written atomically.
+        mask: (H, W) array of non-negative label values (<= 65535).
+        pixel_size_um: float | None, pixel size stored in TIFF resolution tags
+            the way ImageJ writes them (see ``unet_tf.tiff_meta``); PNGs cannot
+            carry it (said once). Default None (no size).
+    """
     path = Path(path)
     mask = np.asarray(mask)
     if mask.ndim != 2:
@@ -179,10 +345,13 @@ def write_mask(path: str | Path, mask: np.ndarray) -> Path:
         if suffix in TIFF_SUFFIXES:
             import tifffile
 
-            tifffile.imwrite(tmp, mask, compression="zlib")
+            kwargs = _tiff_write_kwargs(mask, pixel_size_um)
+            tifffile.imwrite(tmp, mask, compression="zlib", photometric="minisblack", **kwargs)
         elif suffix == ".png":
             import cv2
 
+            if pixel_size_um is not None:
+                say_once(f"PNG masks carry no pixel size; write .tif to keep it, e.g. {path}")
             if not cv2.imwrite(str(tmp), mask):
                 raise UserInputError(f"{path}: OpenCV could not write this PNG")
         else:
@@ -190,11 +359,24 @@ def write_mask(path: str | Path, mask: np.ndarray) -> Path:
     return path
 
 
-def write_tiff(path: str | Path, array: np.ndarray, compression: str | None = "zlib") -> Path:
-    """Write an array as a TIFF atomically: (H, W) or (bands, H, W), any numeric dtype."""
+def write_tiff(
+    path: str | Path,
+    array: np.ndarray,
+    compression: str | None = "zlib",
+    pixel_size_um: float | None = None,
+) -> Path:
+    """Write an array as a TIFF atomically: (H, W) or (bands, H, W), any numeric dtype.
+
+    Args:
+        path: str | Path, the TIFF to write (BigTIFF when the data needs it).
+        array: (H, W) or (bands, H, W) array; bands become pages.
+        compression: str | None, tifffile compression name. Default "zlib".
+        pixel_size_um: float | None, pixel size for the resolution tags. Default None.
+    """
     import tifffile
 
     array = np.asarray(array)
+    kwargs = _tiff_write_kwargs(array, pixel_size_um)
     with atomic_path(path) as tmp:
-        tifffile.imwrite(tmp, array, compression=compression, photometric="minisblack")
+        tifffile.imwrite(tmp, array, compression=compression, photometric="minisblack", **kwargs)
     return Path(path)

@@ -1,9 +1,20 @@
 """Training losses: small named losses and their weighted sums.
 
-Shapes: ``y_true`` and ``y_pred`` are float ``[B, H, W, K]``. Binary tasks
-(``n_classes == 2``) have K = 1: one sigmoid channel, the probability of class
-1 (the foreground), and ``y_true`` is 1.0 where the pixel is class 1.
-Multi-class tasks have K = C softmax channels and one-hot ``y_true``.
+Shapes: ``y_pred`` is float ``[B, H, W, K]``; ``y_true`` is ``[B, H, W, K]``
+or ``[B, H, W, K + 1]``: the targets followed by a per-pixel weight channel, as
+:func:`unet_tf.pipeline.make_dataset` yields (K is read from ``y_pred``, see
+:func:`unet_tf.metrics.split_weight`). Binary tasks (``n_classes == 2``) have
+K = 1: one sigmoid channel, the probability of class 1 (the foreground), and
+``y_true`` is 1.0 where the pixel is class 1. Multi-class tasks have K = C
+softmax channels and one-hot ``y_true``.
+
+Weight channel: weight 0 marks an ignored pixel (nnU-Net's ignore label),
+which counts in no term of any loss. The cross-entropy losses multiply each
+pixel's term by its weight (U-Net separation-border weights, Ronneberger et
+al. 2015, eq. 2) and average over the pixels not ignored. The overlap losses
+use the weight only as a 0/1 mask (ignored or not): a border weight of 10
+does not count a pixel ten times in TP/FP/FN. Without the channel every pixel
+has weight 1 and every loss is exactly what it was without it.
 
 Single losses (each a registered ``keras.losses.Loss``, so a compiled model
 saved as ``.keras`` reloads after ``import unet_tf``):
@@ -18,18 +29,8 @@ saved as ``.keras`` reloads after ``import unet_tf``):
 :class:`CombinedLoss` is a weighted sum of single losses (as nnU-Net's
 ``compound_losses``), and :func:`make_loss` builds one from a ``--loss`` name.
 
-Overlap losses: soft counts ``TP = sum y*p``, ``FP = sum (1-y)*p``,
-``FN = sum y*(1-p)`` are summed over the batch and spatial axes for each
-channel (one index per channel over the whole batch -- stable even when a
-patch holds no foreground, unlike a per-image index), then averaged over the
-channels. ``smooth`` (default 1) is added to numerator and denominator: it
-keeps the index defined for a channel absent from the whole batch (index 1
-when also not predicted) and is negligible beside the thousands of pixels of
-a batch. For multi-class outputs the background channel 0 is left out unless
-``include_background=True`` (as nnU-Net's default soft Dice): background
-covers most pixels and its near-perfect index would dilute the signal from
-rare classes; the cross-entropy term still trains it. A binary output has
-one channel, the foreground, which is always used.
+The overlap losses live in :mod:`unet_tf.overlap_losses` (imported here, so
+``unet_tf.losses.Tversky`` etc. still work; the registered names are the same).
 """
 from __future__ import annotations
 
@@ -40,59 +41,59 @@ import numpy as np
 from keras import ops
 
 from .errors import UserInputError
-from .metrics import tversky_from_counts
+from .metrics import split_weight
+from .overlap_losses import (  # noqa: F401  (public here too)
+    Dice,
+    FocalTversky,
+    Tversky,
+    soft_tversky_index,
+)
 
 _REGISTER = keras.saving.register_keras_serializable(package="unet_tf")
 
-# === Functional core ===
+# === Pixel weights ===
 
 
-def soft_tversky_index(y_true, y_pred, alpha: float, beta: float,
-                       axis: Sequence[int] | None = None, smooth: float = 1.0):
-    """Soft Tversky index ``(TP + s) / (TP + alpha*FP + beta*FN + s)``.
+def weighted_pixel_loss(per_pixel, weight, reduction: str | None = "sum_over_batch_size"):
+    """Per-pixel loss ``[...]`` times its weight, normalised to ignore pixels of weight 0.
 
     Args:
-        y_true: targets, float ``[..., K]`` in [0, 1].
-        y_pred: probabilities, same shape.
-        alpha: weight of false positives; beta: weight of false negatives
-            (beta > alpha favours recall, good for rare foreground).
-        axis: axes summed into the soft counts; default all but the last, so
-            the result has shape ``[K]`` (one index per channel over the batch).
-        smooth: added to numerator and denominator.
+        per_pixel: float ``[B, H, W]`` loss of every pixel.
+        weight: float ``[B, H, W]`` (0 = ignored) or None (all 1: returned unchanged).
+        reduction: the Keras reduction that will follow. For the mean
+            reductions (``"sum_over_batch_size"``, the default, ``"mean"``,
+            ``"mean_with_sample_weight"``) the map is scaled by
+            ``N / N_kept`` (pixels / pixels of weight > 0), so that Keras' mean
+            over all N pixels becomes ``sum(w * loss) / N_kept``: the mean over
+            the pixels not ignored (0 when a batch is all ignored). Other
+            reductions get ``w * loss`` unscaled.
 
     Returns:
-        The index, shape of ``y_pred`` with ``axis`` removed.
+        float ``[B, H, W]``; with all weights 1 exactly ``per_pixel``.
     """
-    y_pred = ops.convert_to_tensor(y_pred)
-    y_true = ops.cast(y_true, y_pred.dtype)
-    if axis is None:
-        axis = tuple(range(len(y_pred.shape) - 1))
-    tp = ops.sum(y_true * y_pred, axis=axis)
-    fp = ops.sum((1.0 - y_true) * y_pred, axis=axis)
-    fn = ops.sum(y_true * (1.0 - y_pred), axis=axis)
-    return tversky_from_counts(tp, fp, fn, alpha, beta, smooth)
+    if weight is None:
+        return per_pixel
+    weight = ops.cast(weight, per_pixel.dtype)
+    out = per_pixel * weight
+    if reduction in ("sum_over_batch_size", "mean", "mean_with_sample_weight"):
+        kept = ops.mean(ops.cast(weight > 0, per_pixel.dtype))
+        out = out / ops.maximum(kept, 1e-12)  # all ignored: 0 / 1e-12 = 0
+    return out
 
 
-def _scored_channels(y_true, y_pred, include_background: bool):
-    """Drop channel 0 of a multi-channel output unless ``include_background``."""
-    if include_background or y_pred.shape[-1] == 1:
-        return y_true, y_pred
-    if y_pred.shape[-1] is None:
-        raise ValueError("the number of output channels must be known")
-    return y_true[..., 1:], y_pred[..., 1:]
-
-
-# === Cross-entropy losses (per pixel, averaged over all pixels) ===
+# === Cross-entropy losses (per pixel, averaged over the pixels not ignored) ===
 
 
 @_REGISTER
 class WeightedBCE(keras.losses.Loss):
     """Binary cross-entropy with foreground pixels weighted ``pos_weight``.
 
-    Per pixel ``-(pos_weight * y * log p + (1 - y) * log(1 - p))`` (computed
-    as ``(1 + (pos_weight - 1) * y) * bce(y, p)``, identical for 0/1 targets),
-    averaged over all pixels of the batch. ``pos_weight=1`` is
-    ``keras.losses.BinaryCrossentropy``. Probabilities are clipped to
+    Per pixel ``-w * (pos_weight * y * log p + (1 - y) * log(1 - p))`` (computed
+    as ``w * (1 + (pos_weight - 1) * y) * bce(y, p)``, identical for 0/1
+    targets), with ``w`` the pixel weight of ``y_true``'s weight channel (1
+    without one), averaged over the pixels of the batch not ignored (``w > 0``;
+    see :func:`weighted_pixel_loss`). ``pos_weight=1`` without a weight channel
+    is ``keras.losses.BinaryCrossentropy``. Probabilities are clipped to
     ``[eps, 1 - eps]`` (and when ``y_pred`` comes straight from a sigmoid
     layer, Keras computes it from the logits), so loss and gradient stay
     finite at 0 and 1. See :func:`pos_weight_from_fraction`.
@@ -105,11 +106,11 @@ class WeightedBCE(keras.losses.Loss):
 
     def call(self, y_true, y_pred):
         y_pred = ops.convert_to_tensor(y_pred)
-        y_true = ops.cast(y_true, y_pred.dtype)
+        y_true, weight = split_weight(ops.cast(y_true, y_pred.dtype), y_pred.shape[-1])
         bce = ops.binary_crossentropy(y_true, y_pred)
         if self.pos_weight != 1.0:
             bce = (1.0 + (self.pos_weight - 1.0) * y_true) * bce
-        return ops.mean(bce, axis=-1)
+        return weighted_pixel_loss(ops.mean(bce, axis=-1), weight, self.reduction)
 
     def get_config(self):
         config = super().get_config()
@@ -121,10 +122,12 @@ class WeightedBCE(keras.losses.Loss):
 class WeightedCategoricalCE(keras.losses.Loss):
     """Categorical cross-entropy for one-hot targets, weighted by true class.
 
-    Per pixel ``-sum_c w_c * y_c * log p_c`` (computed as
-    ``(sum_c w_c y_c) * cce(y, p)``, identical for one-hot targets),
-    averaged over all pixels (not divided by the weights' sum).
-    ``class_weights=None`` means all 1, i.e.
+    Per pixel ``-w * sum_c w_c * y_c * log p_c`` (computed as
+    ``w * (sum_c w_c y_c) * cce(y, p)``, identical for one-hot targets), with
+    ``w`` the pixel weight of ``y_true``'s weight channel (1 without one),
+    averaged over the pixels not ignored (``w > 0``; not divided by the
+    weights' sum; see :func:`weighted_pixel_loss`). ``class_weights=None``
+    means all 1, i.e. (without a weight channel)
     ``keras.losses.CategoricalCrossentropy``. See
     :func:`class_weights_from_fractions`.
     """
@@ -138,112 +141,21 @@ class WeightedCategoricalCE(keras.losses.Loss):
 
     def call(self, y_true, y_pred):
         y_pred = ops.convert_to_tensor(y_pred)
-        y_true = ops.cast(y_true, y_pred.dtype)
+        y_true, weight = split_weight(ops.cast(y_true, y_pred.dtype), y_pred.shape[-1])
         ce = ops.categorical_crossentropy(y_true, y_pred)
-        if self.class_weights is None:
-            return ce
-        if y_pred.shape[-1] != len(self.class_weights):
-            raise ValueError(
-                f"{self.name}: {len(self.class_weights)} class weights for "
-                f"{y_pred.shape[-1]} output channels")
-        w = ops.convert_to_tensor(np.asarray(self.class_weights), dtype=y_pred.dtype)
-        return ops.sum(y_true * w, axis=-1) * ce
+        if self.class_weights is not None:
+            if y_pred.shape[-1] != len(self.class_weights):
+                raise ValueError(
+                    f"{self.name}: {len(self.class_weights)} class weights for "
+                    f"{y_pred.shape[-1]} output channels")
+            w = ops.convert_to_tensor(np.asarray(self.class_weights), dtype=y_pred.dtype)
+            ce = ops.sum(y_true * w, axis=-1) * ce
+        return weighted_pixel_loss(ce, weight, self.reduction)
 
     def get_config(self):
         config = super().get_config()
         config["class_weights"] = (None if self.class_weights is None
                                    else list(self.class_weights))
-        return config
-
-
-# === Overlap losses (one value per batch) ===
-
-
-@_REGISTER
-class Tversky(keras.losses.Loss):
-    """``1 - mean_c TI_c`` with the soft Tversky index of each scored channel.
-
-    Counts are summed over batch and spatial axes per channel (see the module
-    docstring); the loss is one scalar per batch, so sample weights do not
-    apply. Defaults alpha=0.3 (false positives), beta=0.7 (false negatives)
-    favour recall of rare foreground (Salehi et al., 2017). Note that
-    ``keras.losses.Tversky`` in Keras <= 3.15 applies its alpha to false
-    negatives and beta to false positives, the reverse of this class.
-    """
-
-    def __init__(self, alpha: float = 0.3, beta: float = 0.7, smooth: float = 1.0,
-                 include_background: bool = False, name: str = "tversky",
-                 reduction: str = "sum_over_batch_size", dtype: Any = None):
-        super().__init__(name=name, reduction=reduction, dtype=dtype)
-        self.alpha = float(alpha)
-        self.beta = float(beta)
-        self.smooth = float(smooth)
-        self.include_background = bool(include_background)
-
-    def index(self, y_true, y_pred):
-        """Per-channel soft Tversky index ``[K']`` of the scored channels."""
-        y_pred = ops.convert_to_tensor(y_pred)
-        y_true, y_pred = _scored_channels(y_true, y_pred, self.include_background)
-        return soft_tversky_index(y_true, y_pred, self.alpha, self.beta,
-                                  smooth=self.smooth)
-
-    def call(self, y_true, y_pred):
-        return 1.0 - ops.mean(self.index(y_true, y_pred))
-
-    def get_config(self):
-        config = super().get_config()
-        config.update({"alpha": self.alpha, "beta": self.beta, "smooth": self.smooth,
-                       "include_background": self.include_background})
-        return config
-
-
-@_REGISTER
-class Dice(Tversky):
-    """Soft Dice loss ``1 - mean_c 2TP_c / (2TP_c + FP_c + FN_c)`` (smoothed).
-
-    :class:`Tversky` with ``alpha = beta = 0.5``.
-    """
-
-    def __init__(self, smooth: float = 1.0, include_background: bool = False,
-                 name: str = "dice", reduction: str = "sum_over_batch_size",
-                 dtype: Any = None):
-        super().__init__(alpha=0.5, beta=0.5, smooth=smooth,
-                         include_background=include_background, name=name,
-                         reduction=reduction, dtype=dtype)
-
-    def get_config(self):
-        config = super().get_config()
-        del config["alpha"], config["beta"]
-        return config
-
-
-@_REGISTER
-class FocalTversky(Tversky):
-    """Focal Tversky loss ``mean_c (1 - TI_c) ** gamma`` (Abraham & Khan, 2019).
-
-    ``gamma`` is the exponent itself (the paper's ``1/gamma``). With
-    ``gamma < 1`` (default 0.75, the paper's 4/3) the loss decays more slowly
-    than ``1 - TI`` as the index approaches 1, so nearly-right channels keep
-    a larger gradient. ``1 - TI`` is floored at ``keras.config.epsilon()`` so
-    the gradient of the power stays finite at a perfect prediction.
-    """
-
-    def __init__(self, alpha: float = 0.3, beta: float = 0.7, gamma: float = 0.75,
-                 smooth: float = 1.0, include_background: bool = False,
-                 name: str = "focal_tversky", reduction: str = "sum_over_batch_size",
-                 dtype: Any = None):
-        super().__init__(alpha=alpha, beta=beta, smooth=smooth,
-                         include_background=include_background, name=name,
-                         reduction=reduction, dtype=dtype)
-        self.gamma = float(gamma)
-
-    def call(self, y_true, y_pred):
-        one_minus = ops.maximum(1.0 - self.index(y_true, y_pred), keras.config.epsilon())
-        return ops.mean(ops.power(one_minus, self.gamma))
-
-    def get_config(self):
-        config = super().get_config()
-        config["gamma"] = self.gamma
         return config
 
 

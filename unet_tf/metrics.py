@@ -22,8 +22,14 @@ Definitions (for class ``c``; counts over all pixels considered)::
 
 Empty case: a score whose denominator is 0 (for Dice and IoU: the class is
 absent from both truth and prediction) is NaN, meaning "undefined", not 0 or 1.
-Means over classes skip NaN values (:func:`foreground_mean`); a mean over no
-defined class is NaN. The Keras metrics follow the same rule.
+Means over classes skip NaN values; a mean over no defined class is NaN. The
+Keras metrics follow the same rule.
+
+Ignored pixels (nnU-Net's ignore label) are counted nowhere: not in any class's
+``tp, fp, fn, tn`` nor in the pixel total. :func:`confusion_counts` drops the
+pixels whose true id is ``ignore_id``; the Keras metrics (and the losses) read
+``y_true`` with an optional last weight channel (:func:`split_weight`, as
+built by :func:`unet_tf.pipeline.make_dataset`) and drop pixels of weight 0.
 
 Class conventions: binary tasks have one sigmoid channel (class 1, the
 foreground) and are scored as two classes, background 0 and foreground 1
@@ -58,21 +64,49 @@ def tversky_from_counts(tp: Any, fp: Any, fn: Any, alpha: float, beta: float,
     return (tp + smooth) / (tp + alpha * fp + beta * fn + smooth)
 
 
+def split_weight(y_true: Any, n_channels: int | None) -> tuple[Any, Any]:
+    """Targets and per-pixel weights from ``y_true`` of K or K + 1 channels.
+
+    Args:
+        y_true: float ``[..., K]`` targets, or ``[..., K + 1]`` targets followed
+            by a weight channel (0 = ignored pixel), as
+            :func:`unet_tf.pipeline.make_dataset` yields.
+        n_channels: K, the number of prediction channels (``y_pred.shape[-1]``).
+
+    Returns:
+        ``(targets [..., K], weight [...] or None)``; None when ``y_true`` has
+        K channels (every pixel weight 1).
+    """
+    have = y_true.shape[-1]
+    if n_channels is None or have is None:
+        raise ValueError("the number of target and output channels must be known")
+    if have == n_channels:
+        return y_true, None
+    if have == n_channels + 1:
+        return y_true[..., :n_channels], y_true[..., n_channels]
+    raise ValueError(
+        f"y_true has {have} channels for {n_channels} output channels: expected "
+        f"{n_channels} (targets) or {n_channels + 1} (targets and a weight channel)")
+
+
 # === NumPy: whole images ===
 
 
-def confusion_counts(y_true_ids: np.ndarray, y_pred_ids: np.ndarray,
-                     n_classes: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+def confusion_counts(y_true_ids: np.ndarray, y_pred_ids: np.ndarray, n_classes: int,
+                     ignore_id: int | None = None
+                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Per-class one-vs-rest counts of two integer class maps.
 
     Args:
         y_true_ids, y_pred_ids: integer arrays of the same shape (any rank)
-            with values in ``[0, n_classes)``.
+            with values in ``[0, n_classes)`` (truth: or ``ignore_id``).
         n_classes: number of classes C (2 for a binary task).
+        ignore_id: pixels whose TRUE id equals it are left out of every count
+            (e.g. ``unet_tf.pipeline.IGNORE_ID``); default None: none.
 
     Returns:
         ``(tp, fp, fn, tn)``, each an int64 array of shape ``[C]``; for every
-        class ``tp + fp + fn + tn`` equals the number of pixels.
+        class ``tp + fp + fn + tn`` equals the number of pixels not ignored.
     """
     t = np.asarray(y_true_ids)
     p = np.asarray(y_pred_ids)
@@ -82,6 +116,9 @@ def confusion_counts(y_true_ids: np.ndarray, y_pred_ids: np.ndarray,
         raise ValueError(f"n_classes must be >= 2, got {n_classes}")
     t = t.ravel()
     p = p.ravel()
+    if ignore_id is not None:
+        keep = t != ignore_id
+        t, p = t[keep], p[keep]
     for what, a in (("truth", t), ("prediction", p)):
         if a.size and (a.min() < 0 or a.max() >= n_classes):
             raise ValueError(
@@ -124,16 +161,6 @@ def scores_from_counts(tp: np.ndarray, fp: np.ndarray, fn: np.ndarray,
         }
 
 
-def foreground_mean(per_class: np.ndarray) -> float:
-    """Mean of a per-class score over classes ``1 .. C-1``, skipping NaN.
-
-    Returns NaN when no foreground class has a defined score.
-    """
-    fg = np.asarray(per_class, dtype=np.float64)[1:]
-    fg = fg[~np.isnan(fg)]
-    return float(fg.mean()) if fg.size else float("nan")
-
-
 # === Keras: streaming metrics ===
 
 
@@ -141,7 +168,10 @@ class _ConfusionCountsMetric(keras.metrics.Metric):
     """Adds hard per-class ``tp, fp, fn, tn`` counts over batches (float64).
 
     ``y_true``: float ``[B, H, W, K]``, K = 1 (binary, 1.0 = foreground) or
-    K = C one-hot. ``y_pred``: probabilities of the same shape. Per batch the
+    K = C one-hot, optionally followed by a weight channel (``[B, H, W, K +
+    1]``, see :func:`split_weight`): pixels of weight 0 (ignored) are counted
+    nowhere; any other weight counts the pixel once (hard counts, not
+    weighted). ``y_pred``: probabilities ``[B, H, W, K]``. Per batch the
     counts are exact int32 sums, then added to float64 totals (exact up to
     2**53 pixels). ``sample_weight`` is not supported.
     """
@@ -168,10 +198,13 @@ class _ConfusionCountsMetric(keras.metrics.Metric):
                                     dtype="float64", name="tn")
 
     def _class_ids(self, y_true, y_pred):
-        """Flat int32 class ids ``[N]`` of truth and hard prediction."""
+        """Flat int32 class ids ``[N]`` of truth and hard prediction, and the
+        int32 ``[N]`` 0/1 mask of pixels not ignored (None: all counted)."""
         y_true = ops.convert_to_tensor(y_true)
         y_pred = ops.convert_to_tensor(y_pred)
         k = y_pred.shape[-1]
+        y_true, weight = split_weight(y_true, k)
+        keep = None if weight is None else ops.reshape(ops.cast(weight > 0, "int32"), (-1, 1))
         if k == 1:
             if self.n_classes != 2:
                 raise ValueError(
@@ -185,14 +218,16 @@ class _ConfusionCountsMetric(keras.metrics.Metric):
                     f"{self.name}: {k} output channels but n_classes={self.n_classes}")
             true_ids = ops.cast(ops.argmax(y_true, axis=-1), "int32")
             pred_ids = ops.cast(ops.argmax(y_pred, axis=-1), "int32")
-        return ops.reshape(true_ids, (-1,)), ops.reshape(pred_ids, (-1,))
+        return ops.reshape(true_ids, (-1,)), ops.reshape(pred_ids, (-1,)), keep
 
     def update_state(self, y_true, y_pred, sample_weight=None):
         if sample_weight is not None:
             raise NotImplementedError(f"{self.name}: sample_weight is not supported")
-        true_ids, pred_ids = self._class_ids(y_true, y_pred)
+        true_ids, pred_ids, keep = self._class_ids(y_true, y_pred)
         t = ops.one_hot(true_ids, self.n_classes, dtype="int32")  # [N, C]
         p = ops.one_hot(pred_ids, self.n_classes, dtype="int32")
+        if keep is not None:
+            t, p = t * keep, p * keep
         tp = ops.sum(t * p, axis=0)
         n_true = ops.sum(t, axis=0)
         n_pred = ops.sum(p, axis=0)

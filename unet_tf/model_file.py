@@ -1,60 +1,168 @@
 """The model file contract: ``best.keras`` alone is enough to predict.
 
-A trained network ends in :class:`ModelInfo`, an identity layer whose config
-holds what prediction needs: class values and names, normalization, training
-patch size, the size divisor of the architecture, the dataset and its folder.
-It is registered with Keras, so ``import unet_tf`` is all a loader needs.
+A trained network ends in an identity layer (:class:`InfoLayer`, registered
+with Keras as ``unet_tf>ModelInfo``) whose config holds a :class:`ModelInfo`:
+class values and names, normalization, training patch size, the size divisor
+of the architecture, the target kind, the dataset and its folder. ModelInfo is
+a frozen, versioned dataclass built in one place (:meth:`ModelInfo.for_run`)
+and read back with :func:`read_info`; files of older format versions load.
+
+Keras is imported only by the functions that need it, so the dataclass is
+usable where TensorFlow is not installed (ONNX models carry the same dict).
 """
 from __future__ import annotations
 
+import functools
 import zipfile
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
-import keras
-
+from .datasets import DatasetSpec
+from .config import ModelConfig, NormalizeConfig, from_dict, to_dict
 from .errors import UserInputError
 
 INFO_LAYER = "unet_tf_info"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 1: the untyped dict of unet_tf 0.1 (same keys, no "target")
+TARGETS = ("semantic", "instances")
 
 
-@keras.saving.register_keras_serializable(package="unet_tf")
-class ModelInfo(keras.layers.Layer):
-    """Identity on the model output; carries the prediction metadata in its config."""
+@dataclass(frozen=True)
+class ModelInfo:
+    """What prediction needs to know about a trained network.
 
-    def __init__(self, info: dict, **kwargs):
-        kwargs.setdefault("name", INFO_LAYER)
-        kwargs.setdefault("dtype", "float32")
-        super().__init__(**kwargs)
-        self.info = dict(info)
+    Attributes:
+        class_values: label value written for each class id, class 0 first.
+        class_names: a name per class.
+        normalize: the percentile stretch the network was trained with.
+        patch_size: training patch side in px.
+        size_divisor: input sides must be multiples of this (``2**depth``).
+        dataset: the dataset layout it was trained on (``folder`` for arrays).
+        label_mode: how that layout's label files become class ids.
+        target: ``semantic`` (class ids) or ``instances`` (background /
+            interior / boundary, turned into objects after prediction).
+        boundary_width: px of the boundary class of an instance target.
+        ignore_value: label value of pixels that count nowhere, if any.
+        data_dir: the dataset folder, if any (predict.py's default input).
+        test_images: held-out ``(image, label, ...)`` paths of the run.
+        model: the architecture.
+        unet_tf_version: the package version that wrote the file.
+        format: the format version of this record.
+    """
 
-    def call(self, inputs):
-        return inputs
+    class_values: tuple[int, ...]
+    class_names: tuple[str, ...]
+    normalize: NormalizeConfig = field(default_factory=NormalizeConfig)
+    patch_size: int = 256
+    size_divisor: int = 16
+    dataset: str = "folder"
+    label_mode: str = "values"
+    target: str = "semantic"
+    boundary_width: int = 2
+    ignore_value: int | None = None
+    data_dir: str | None = None
+    test_images: tuple[tuple[str, ...], ...] = ()
+    model: ModelConfig = field(default_factory=ModelConfig)
+    unet_tf_version: str = ""
+    format: int = FORMAT_VERSION
 
-    def compute_output_shape(self, input_shape):
-        return input_shape
+    def __post_init__(self):
+        if len(self.class_values) != len(self.class_names) or len(self.class_values) < 2:
+            raise ValueError(f"class_values {self.class_values} and class_names {self.class_names}: "
+                             "need the same number, at least 2")
+        if self.target not in TARGETS:
+            raise ValueError(f"target must be one of {TARGETS}, got {self.target!r}")
 
-    def get_config(self) -> dict:
-        return {**super().get_config(), "info": self.info}
+    @property
+    def n_classes(self) -> int:
+        return len(self.class_values)
+
+    @property
+    def spec(self):
+        """The :class:`unet_tf.datasets.DatasetSpec` that reads label files for this model."""
+        return DatasetSpec(self.dataset, self.class_values, self.class_names, self.label_mode, self.target,
+                           self.boundary_width, self.ignore_value)
+
+    def to_dict(self) -> dict:
+        """Plain JSON-able dict (the Keras layer config, ONNX metadata, rdf.yaml)."""
+        return to_dict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict) -> "ModelInfo":
+        """Read a dict of any format version up to :data:`FORMAT_VERSION`."""
+        values = dict(values)
+        version = int(values.get("format", 1))
+        if version > FORMAT_VERSION:
+            raise UserInputError(f"model info format {version} is newer than this unet_tf understands "
+                                 f"({FORMAT_VERSION}); update unet_tf")
+        values["format"] = FORMAT_VERSION
+        values["test_images"] = [tuple(row) for row in values.get("test_images") or ()]
+        return from_dict(cls, values, "model info")
 
 
-def attach_info(model: keras.Model, info: dict) -> keras.Model:
-    """Wrap ``model`` so its output passes through a :class:`ModelInfo` layer."""
-    info = {"format": FORMAT_VERSION, **info}
-    output = ModelInfo(info)(model.output)
+@functools.cache
+def _info_layer_class():
+    """The Keras layer that carries the info (defined on first use: Keras is heavy)."""
+    import keras
+
+    @keras.saving.register_keras_serializable(package="unet_tf", name="ModelInfo")
+    class InfoLayer(keras.layers.Layer):
+        """Identity on the model output; carries the :class:`ModelInfo` dict in its config."""
+
+        def __init__(self, info: dict, **kwargs):
+            kwargs.setdefault("name", INFO_LAYER)
+            kwargs.setdefault("dtype", "float32")
+            super().__init__(**kwargs)
+            self.info = dict(info)
+
+        def call(self, inputs):
+            return inputs
+
+        def compute_output_shape(self, input_shape):
+            return input_shape
+
+        def get_config(self) -> dict:
+            return {**super().get_config(), "info": self.info}
+
+    return InfoLayer
+
+
+def register_keras_objects() -> None:
+    """Register unet_tf's Keras objects (info layer, losses, metrics, custom layers).
+
+    Then ``keras.models.load_model("best.keras")`` works without unet_tf's
+    loader. Called by every model-facing function; cheap after the first call.
+    """
+    _info_layer_class()
+    from . import losses, metrics, models  # noqa: F401  (their classes register on import)
+
+
+def attach_info(model: Any, info: ModelInfo):
+    """``model`` with its output passed through the info layer holding ``info``."""
+    import keras
+
+    output = _info_layer_class()(info.to_dict())(model.output)
     return keras.Model(model.input, output, name=model.name)
 
 
-def model_info(model: keras.Model) -> dict:
-    """The metadata dict of a unet_tf model."""
+def read_info(model: Any) -> ModelInfo:
+    """The :class:`ModelInfo` of a unet_tf Keras model (UserInputError for another model)."""
     try:
-        return dict(model.get_layer(INFO_LAYER).info)
+        layer = model.get_layer(INFO_LAYER)
     except ValueError:
         raise UserInputError(f"model '{model.name}' is not a unet_tf model (no {INFO_LAYER} layer)") from None
+    return ModelInfo.from_dict(layer.info)
 
 
-def load_model(path: str | Path, compile: bool = False) -> tuple[keras.Model, dict]:
-    """Load a ``.keras`` file written by unet_tf; returns (model, info).
+def bare_network(model: Any):
+    """The network without its info layer (plain Keras layers only, for export)."""
+    import keras
+
+    return keras.Model(model.input, model.get_layer(INFO_LAYER).input, name=model.name)
+
+
+def load_model_and_info(path: str | Path, compile: bool = False) -> tuple[Any, ModelInfo]:
+    """Load a ``.keras`` file written by unet_tf; returns (keras.Model, ModelInfo).
 
     A missing file, a file that is not a Keras archive, or a Keras model that
     unet_tf did not write is a UserInputError naming the file.
@@ -64,13 +172,31 @@ def load_model(path: str | Path, compile: bool = False) -> tuple[keras.Model, di
         raise UserInputError(f"{path}: no such weights file")
     if path.suffix != ".keras" or not zipfile.is_zipfile(path):
         raise UserInputError(f"{path}: not a .keras model file (train one with train.py)")
+    register_keras_objects()
+    import keras
+
     try:
         model = keras.models.load_model(path, compile=compile)
     except Exception as exc:  # Keras raises many types for a foreign or damaged file
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise UserInputError(f"{path}: cannot load this model ({first[:200]})") from None
     try:
-        info = model_info(model)
+        return model, read_info(model)
     except UserInputError:
         raise UserInputError(f"{path}: a Keras model, but not one written by unet_tf (no {INFO_LAYER} layer)") from None
-    return model, info
+
+
+def load_model(path: str | Path, compile: bool = False):
+    """Load a ``.keras`` file written by unet_tf (``unet_tf.read_info(model)`` gives its info).
+
+    Args:
+        path: str or Path. A ``best.keras`` / ``last.keras`` of a run folder.
+        compile: bool. Also restore the loss, metrics and optimizer (needed
+            only to continue training). Default False.
+
+    Example:
+        >>> model = unet_tf.load_model("runs/tem/best.keras")  # doctest: +SKIP
+        >>> unet_tf.read_info(model).class_names  # doctest: +SKIP
+        ('background', 'blood_vessel', ...)
+    """
+    return load_model_and_info(path, compile)[0]

@@ -40,12 +40,14 @@ import math
 import statistics
 from typing import Any, Iterable, Mapping, Sequence
 
+import cv2
 import numpy as np
+from scipy import ndimage
 
 OBJECT_COLUMNS = (
-    "image", "class", "object_id", "area_px", "area_um2", "centroid_y", "centroid_x",
+    "image", "page", "class", "object_id", "area_px", "area_um2", "centroid_y", "centroid_x",
     "bbox_y0", "bbox_x0", "bbox_y1", "bbox_x1", "equivalent_diameter_px", "equivalent_diameter_um",
-    "perimeter_px", "perimeter_um", "eccentricity", "solidity",
+    "perimeter_px", "perimeter_um", "eccentricity", "solidity", "mean_intensity", "max_intensity", "pixel_size_um",
 )
 SUMMARY_COLUMNS = (
     "image", "class", "count", "mean_area_px", "median_area_px", "mean_area_um2", "median_area_um2",
@@ -128,8 +130,6 @@ def _lattice_points_in_hull(hull: np.ndarray) -> int:
 
 def _contour_shape(crop: np.ndarray) -> tuple[float, int]:
     """Outer perimeter (px) and convex pixel count of the one object in a bool crop."""
-    import cv2
-
     padded = np.pad(crop, 1).astype(np.uint8)
     contours, _ = cv2.findContours(padded, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
     perimeter = float(sum(cv2.arcLength(c, True) for c in contours))
@@ -138,37 +138,8 @@ def _contour_shape(crop: np.ndarray) -> tuple[float, int]:
     return perimeter, _lattice_points_in_hull(hull)
 
 
-def measure_objects(
-    ids: np.ndarray,
-    class_names: Sequence[str],
-    *,
-    image_name: str,
-    pixel_size: float | None = None,
-    min_size: int = 0,
-    classes: Sequence[int] | None = None,
-    connectivity: int = 8,
-) -> list[dict[str, Any]]:
-    """One row per connected object per class (columns :data:`OBJECT_COLUMNS`).
-
-    Args:
-        ids: 2-D integer class ids (H, W), values in ``[0, C)``,
-            ``C = len(class_names)``.
-        class_names: names of classes 0..C-1; rows carry the name.
-        image_name: written in the ``image`` column.
-        pixel_size: micrometres per pixel; fills the ``_um``/``_um2`` columns.
-        min_size: objects with fewer pixels are dropped (specks) before
-            numbering.
-        classes: class ids to measure; default every foreground class 1..C-1.
-        connectivity: 8 (pixels touching at a corner are connected) or 4.
-
-    Returns:
-        Rows ordered by class (as in ``classes``), then ``object_id``. See the
-        module docstring for each definition.
-    """
-    from scipy import ndimage
-
-    ids = np.asarray(ids)
-    n_classes = len(class_names)
+def _check_ids(ids: np.ndarray, n_classes: int, pixel_size: float | None, classes: Sequence[int] | None) -> tuple:
+    """Validate the arguments of :func:`measure_objects`; the class ids to measure."""
     if ids.ndim != 2:
         raise ValueError(f"ids must be a 2-D class-id array, got shape {ids.shape}")
     if not np.issubdtype(ids.dtype, np.integer):
@@ -181,49 +152,116 @@ def measure_objects(
     for c in classes:
         if not 0 <= c < n_classes:
             raise ValueError(f"class id {c} is outside [0, {n_classes})")
-    structure = _structure(connectivity)
+    return classes
 
+
+def _scaled(value: float, pixel_size: float | None, power: int = 1) -> float | None:
+    return None if pixel_size is None else value * pixel_size**power
+
+
+def _intensities(labels: np.ndarray, n: int, image: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and max raw intensity of objects 1..n (index 0 unused); NaN without an image."""
+    if image is None:
+        return np.full(n + 1, np.nan), np.full(n + 1, np.nan)
+    index = np.arange(1, n + 1)
+    mean = np.asarray(ndimage.mean(image, labels, index), float)
+    top = np.asarray(ndimage.maximum(image, labels, index), float)
+    return np.concatenate([[np.nan], mean]), np.concatenate([[np.nan], top])
+
+
+def measure_labels(labels: np.ndarray, n: int, *, image_name: str, class_name: str,
+                   pixel_size: float | None = None, min_size: int = 0,
+                   image: np.ndarray | None = None) -> list[dict[str, Any]]:
+    """One row per object of a label image (ids 1..n, 0 background) of one class.
+
+    ``image``: the raw image, for the mean/max intensity columns (None: NaN).
+    """
+    slices = ndimage.find_objects(labels, n)
+    boxes = np.zeros((4, n + 1), dtype=np.int64)  # y0, x0, y1, x1; index 0 unused
+    for k, sl in enumerate(slices, 1):
+        if sl is not None:
+            boxes[:, k] = sl[0].start, sl[1].start, sl[0].stop, sl[1].stop
+    y0, x0, y1, x1 = boxes
+    m = _moments(labels, n, y0, x0)
+    ecc = _eccentricity(m["vyy"], m["vxx"], m["vxy"])
+    mean_i, max_i = _intensities(labels, n, image)
     rows: list[dict[str, Any]] = []
-    for c in classes:
-        labels, n = ndimage.label(ids == c, structure=structure)
-        if n == 0:
-            continue
-        slices = ndimage.find_objects(labels)
-        y0 = np.zeros(n + 1, dtype=np.int64)
-        x0 = np.zeros(n + 1, dtype=np.int64)
-        y1 = np.zeros(n + 1, dtype=np.int64)
-        x1 = np.zeros(n + 1, dtype=np.int64)
-        for k, (sy, sx) in enumerate(slices, 1):
-            y0[k], y1[k], x0[k], x1[k] = sy.start, sy.stop, sx.start, sx.stop
-        m = _moments(labels, n, y0, x0)
-        ecc = _eccentricity(m["vyy"], m["vxx"], m["vxy"])
-        kept = np.flatnonzero(m["area"][1:] >= max(min_size, 1)) + 1
-        for object_id, k in enumerate(kept, 1):
-            sl = slices[k - 1]
-            perimeter, convex_area = _contour_shape(labels[sl] == k)
-            area = int(m["area"][k])
-            diameter = math.sqrt(4.0 * area / math.pi)
-            rows.append({
-                "image": image_name,
-                "class": class_names[c],
-                "object_id": object_id,
-                "area_px": area,
-                "area_um2": None if pixel_size is None else area * pixel_size ** 2,
-                "centroid_y": float(m["cy"][k]),
-                "centroid_x": float(m["cx"][k]),
-                "bbox_y0": int(y0[k]),
-                "bbox_x0": int(x0[k]),
-                "bbox_y1": int(y1[k]),
-                "bbox_x1": int(x1[k]),
-                "equivalent_diameter_px": diameter,
-                "equivalent_diameter_um": None if pixel_size is None else diameter * pixel_size,
-                "perimeter_px": perimeter,
-                "perimeter_um": None if pixel_size is None else perimeter * pixel_size,
-                "eccentricity": float(ecc[k]),
-                "solidity": area / convex_area,
-            })
-        del labels
+    for object_id, k in enumerate(np.flatnonzero(m["area"][1:] >= max(min_size, 1)) + 1, 1):
+        perimeter, convex_area = _contour_shape(labels[slices[k - 1]] == k)
+        area = int(m["area"][k])
+        diameter = math.sqrt(4.0 * area / math.pi)
+        rows.append({
+            "image": image_name, "page": None, "class": class_name, "object_id": object_id,
+            "area_px": area, "area_um2": _scaled(area, pixel_size, 2),
+            "centroid_y": float(m["cy"][k]), "centroid_x": float(m["cx"][k]),
+            "bbox_y0": int(y0[k]), "bbox_x0": int(x0[k]), "bbox_y1": int(y1[k]), "bbox_x1": int(x1[k]),
+            "equivalent_diameter_px": diameter, "equivalent_diameter_um": _scaled(diameter, pixel_size),
+            "perimeter_px": perimeter, "perimeter_um": _scaled(perimeter, pixel_size),
+            "eccentricity": float(ecc[k]), "solidity": area / convex_area,
+            "mean_intensity": float(mean_i[k]), "max_intensity": float(max_i[k]), "pixel_size_um": pixel_size,
+        })
     return rows
+
+
+def measure_objects(
+    ids: np.ndarray,
+    class_names: Sequence[str],
+    *,
+    image_name: str = "image",
+    pixel_size: float | None = None,
+    min_size: int = 0,
+    classes: Sequence[int] | None = None,
+    connectivity: int = 8,
+    instances: np.ndarray | None = None,
+    image: np.ndarray | None = None,
+) -> list[dict[str, Any]]:
+    """One row per object per class (columns :data:`OBJECT_COLUMNS`).
+
+    Args:
+        ids: 2-D integer class ids (H, W), values in ``[0, C)``,
+            ``C = len(class_names)``.
+        class_names: names of classes 0..C-1; rows carry the name.
+        image_name: written in the ``image`` column. Default "image".
+        pixel_size: micrometres per pixel; fills the ``_um``/``_um2`` columns.
+        min_size: objects with fewer pixels are dropped (specks) before
+            numbering.
+        classes: class ids to measure; default every foreground class 1..C-1.
+        connectivity: 8 (pixels touching at a corner are connected) or 4.
+        instances: optional (H, W) instance ids: then each instance is an
+            object (touching objects stay apart) instead of each connected
+            component of a class.
+        image: optional raw (H, W) image for the mean/max intensity columns.
+
+    Returns:
+        Rows ordered by class (as in ``classes``), then ``object_id``. See the
+        module docstring for each definition.
+
+    Example:
+        >>> ids = np.zeros((8, 8), np.uint8); ids[1:4, 1:4] = 1; ids[5:7, 5:8] = 1
+        >>> [row["area_px"] for row in measure_objects(ids, ("background", "cell"))]
+        [9, 6]
+    """
+    ids = np.asarray(ids)
+    rows: list[dict[str, Any]] = []
+    for c in _check_ids(ids, len(class_names), pixel_size, classes):
+        if instances is None:
+            labels, n = ndimage.label(ids == c, structure=_structure(connectivity))
+        else:
+            labels, n = _renumbered(np.where(ids == c, instances, 0))
+        if n:
+            rows += measure_labels(labels, n, image_name=image_name, class_name=class_names[c],
+                                   pixel_size=pixel_size, min_size=min_size, image=image)
+    return rows
+
+
+def _renumbered(labels: np.ndarray) -> tuple[np.ndarray, int]:
+    """Ids made consecutive 1..n in raster order of first pixels; (labels, n)."""
+    values, first = np.unique(labels.ravel(), return_index=True)
+    keep = values > 0
+    order = values[keep][np.argsort(first[keep])]
+    lookup = np.zeros(int(values.max()) + 1 if values.size else 1, np.int32)
+    lookup[order] = np.arange(1, order.size + 1)
+    return lookup[labels], int(order.size)
 
 
 # === Summaries ===

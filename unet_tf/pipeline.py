@@ -3,11 +3,20 @@
 Images are kept whole, at full resolution, packed row-major into ONE flat
 float32 tensor (masks: one flat uint8 tensor) with per-image offsets and
 shapes: memory is about 1x the float32 images plus 1x the uint8 masks, nothing
-padded to the largest image. A patch is gathered straight from that storage
+padded to the largest image (optional per-pixel weight maps: one more flat
+float32 tensor). A patch is gathered straight from that storage
 through the sampling-coordinate map of :mod:`unet_tf.augment` (crop, elastic,
 affine, rot90/flip in one resampling); coordinates outside an image are
 reflected, so images smaller than a patch, and patches rotated near a border,
 are reflect-padded on the fly.
+
+Targets carry a weight channel: ``y`` is ``[B, P, P, K + 1]``, the K target
+channels of :func:`encode_targets` and, last, the per-pixel weight (the weight
+map value, 1 without a map). Mask pixels holding :data:`IGNORE_ID` (255) get
+weight 0 and all-zero targets: the losses and metrics of this package read the
+channel and leave those pixels out (nnU-Net's ignore label); the cross-entropy
+losses multiply each pixel's term by its weight (U-Net separation-border
+weights, Ronneberger et al. 2015, eq. 2).
 
 Training epochs are finite (``patches_per_image * len(images)`` patches, the
 last batch may be smaller) and each pass over the dataset draws new patches
@@ -22,11 +31,22 @@ from typing import NamedTuple, Sequence
 import numpy as np
 import tensorflow as tf
 
-from .augment import sample_pair
+from .augment import sample_patch
 from .config import AugmentConfig
 from .errors import UserInputError
+from .pipeline_inputs import (  # noqa: F401  (public here too: callers import them from pipeline)
+    IGNORE_ID,
+    MAX_CANDIDATES,
+    check_pair,
+    check_settings,
+    check_weights,
+    class_counts,
+    rare_candidates,
+    rare_classes_from_counts,
+    tile_origins,
+    validation_plan,
+)
 
-MAX_CANDIDATES = 20_000  # rare-class centre candidates kept per class per image
 
 
 class PackedImages(NamedTuple):
@@ -37,6 +57,7 @@ class PackedImages(NamedTuple):
     masks: tf.Tensor  # uint8 [N]
     offsets: tf.Tensor  # int64 [n]
     shapes: tf.Tensor  # int64 [n, 2] (H, W)
+    weights: tf.Tensor | None = None  # float32 [N], or None: weight 1 everywhere
 
 
 # === Targets ===
@@ -46,7 +67,7 @@ def encode_targets(mask_ids: tf.Tensor, n_classes: int) -> tf.Tensor:
     """Class ids ``[..., 1]`` (any integer dtype) -> float32 targets ``[..., K]``.
 
     ``n_classes == 2``: ``K = 1``, 1.0 where the id is 1. Otherwise ``K = C``
-    one-hot channels.
+    one-hot channels. Ids outside ``0..C-1`` (:data:`IGNORE_ID`) give all 0.
     """
     ids = tf.cast(mask_ids[..., 0], tf.int32)
     if n_classes == 2:
@@ -54,142 +75,46 @@ def encode_targets(mask_ids: tf.Tensor, n_classes: int) -> tf.Tensor:
     return tf.one_hot(ids, n_classes, dtype=tf.float32)
 
 
-# === NumPy planning (pure) ===
+def encode_weighted_targets(
+    mask_ids: tf.Tensor, weight: tf.Tensor | None, n_classes: int
+) -> tf.Tensor:
+    """Class ids ``[..., 1]`` and weights -> float32 ``[..., K + 1]``.
 
-
-def tile_origins(length: int, patch_size: int) -> np.ndarray:
-    """Tile starts along one axis: step ``patch_size``, the last tile shifted to end
-    at the border; ``[0]`` when ``length <= patch_size`` (the tile is reflect-padded)."""
-    if length <= patch_size:
-        return np.zeros(1, np.int64)
-    starts = np.arange(0, length - patch_size, patch_size, dtype=np.int64)
-    return np.append(starts, length - patch_size)
-
-
-def validation_plan(shapes: Sequence[tuple[int, int]], patch_size: int) -> np.ndarray:
-    """int64 ``[T, 3]`` rows ``(image index, row0, col0)``: the validation tiles, in
-    dataset order, covering every image completely."""
-    rows = [
-        (i, r, c)
-        for i, (h, w) in enumerate(shapes)
-        for r in tile_origins(h, patch_size)
-        for c in tile_origins(w, patch_size)
-    ]
-    return np.asarray(rows, np.int64).reshape(-1, 3)
-
-
-def class_counts(masks: Sequence[np.ndarray], n_classes: int) -> np.ndarray:
-    """int64 ``[C]`` pixel count of every class over all masks."""
-    total = np.zeros(n_classes, np.int64)
-    for m in masks:
-        total += np.bincount(m.ravel(), minlength=n_classes)[:n_classes]
-    return total
-
-
-def rare_classes_from_counts(counts: np.ndarray) -> tuple[int, ...]:
-    """Default rare classes: among the present classes other than 0, those whose
-    pixel fraction is below 10 % or below the median fraction of those classes."""
-    frac = counts / max(int(counts.sum()), 1)
-    present = [c for c in range(1, len(counts)) if counts[c] > 0]
-    if not present:
-        return ()
-    median = float(np.median(frac[present]))
-    return tuple(c for c in present if frac[c] < 0.10 or frac[c] < median)
-
-
-def rare_candidates(
-    masks: Sequence[np.ndarray], rare: Sequence[int], seed: int, cap: int = MAX_CANDIDATES
-) -> tuple[np.ndarray, np.ndarray]:
-    """Pixels of the rare classes, to centre oversampled patches on.
-
-    Returns:
-        coords int64 ``[M]``: row-major flat positions within their own image;
-        table int64 ``[n_images, len(rare), 2]``: ``(start, count)`` into
-        ``coords`` per image and rare class, at most ``cap`` per pair (random
-        subsample, seeded).
+    Channels ``0..K-1``: :func:`encode_targets`; channel ``K``: ``weight``
+    (float32 ``[..., 1]``; None: 1.0), set to 0 where the id is :data:`IGNORE_ID`.
     """
-    rng = np.random.default_rng(seed)
-    table = np.zeros((len(masks), len(rare), 2), np.int64)
-    chunks, start = [], 0
-    for i, m in enumerate(masks):
-        flat = m.ravel()
-        for j, c in enumerate(rare):
-            idx = np.flatnonzero(flat == c)
-            if idx.size > cap:
-                idx = rng.choice(idx, cap, replace=False)
-            table[i, j] = (start, idx.size)
-            chunks.append(idx.astype(np.int64))
-            start += idx.size
-    coords = np.concatenate(chunks) if chunks else np.zeros(0, np.int64)
-    return coords, table
+    ignored = tf.equal(tf.cast(mask_ids, tf.int32), IGNORE_ID)
+    if weight is None:
+        w = 1.0 - tf.cast(ignored, tf.float32)
+    else:
+        w = tf.where(ignored, tf.zeros_like(weight), tf.cast(weight, tf.float32))
+    return tf.concat([encode_targets(mask_ids, n_classes), w], axis=-1)
 
 
-def pack_images(images: Sequence[np.ndarray], masks: Sequence[np.ndarray]) -> PackedImages:
-    """Copy 2-D images (as float32) and masks (as uint8) into flat tensors."""
+def pack_images(
+    images: Sequence[np.ndarray],
+    masks: Sequence[np.ndarray],
+    weights: Sequence[np.ndarray] | None = None,
+) -> PackedImages:
+    """Copy 2-D images (as float32), masks (as uint8) and, when given, weight
+    maps (as float32) into flat tensors."""
     sizes = [im.size for im in images]
     offsets = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.int64)
     flat_images = np.empty(int(sum(sizes)), np.float32)
     flat_masks = np.empty(int(sum(sizes)), np.uint8)
-    for off, im, m in zip(offsets, images, masks):
+    flat_weights = None if weights is None else np.empty(int(sum(sizes)), np.float32)
+    for i, (off, im, m) in enumerate(zip(offsets, images, masks)):
         flat_images[off : off + im.size] = im.ravel()
         flat_masks[off : off + im.size] = m.ravel()
+        if flat_weights is not None:
+            flat_weights[off : off + im.size] = weights[i].ravel()
     return PackedImages(
         images=tf.convert_to_tensor(flat_images),
         masks=tf.convert_to_tensor(flat_masks),
         offsets=tf.constant(offsets),
         shapes=tf.constant(np.array([im.shape for im in images], np.int64).reshape(-1, 2)),
+        weights=None if flat_weights is None else tf.convert_to_tensor(flat_weights),
     )
-
-
-# === Input checks ===
-
-
-def _check_inputs(
-    images: Sequence[np.ndarray],
-    masks: Sequence[np.ndarray],
-    n_classes: int,
-    patch_size: int,
-    batch_size: int,
-    patches_per_image: int,
-    oversample_rare: float,
-) -> tuple[list[np.ndarray], list[np.ndarray]]:
-    """2-D float32 images and uint8 masks, or a UserInputError naming the problem."""
-    if len(images) == 0:
-        raise UserInputError("no images to build a dataset from")
-    if len(images) != len(masks):
-        raise UserInputError(f"{len(images)} images but {len(masks)} masks")
-    if patch_size < 16:
-        raise UserInputError(f"patch size must be at least 16, got {patch_size}")
-    if not 2 <= n_classes <= 256:
-        raise UserInputError(f"number of classes must be 2..256, got {n_classes}")
-    if batch_size < 1 or patches_per_image < 1:
-        raise UserInputError(
-            f"batch size and patches per image must be >= 1, got {batch_size}, "
-            f"{patches_per_image}"
-        )
-    if not 0.0 <= oversample_rare <= 1.0:
-        raise UserInputError(f"oversample_rare must be in [0, 1], got {oversample_rare}")
-    out_images, out_masks = [], []
-    for i, (im, m) in enumerate(zip(images, masks)):
-        im, m = np.asarray(im), np.asarray(m)
-        if im.ndim == 3 and im.shape[-1] == 1:
-            im = im[..., 0]
-        if m.ndim == 3 and m.shape[-1] == 1:
-            m = m[..., 0]
-        if im.ndim != 2 or im.size == 0:
-            raise UserInputError(f"image {i}: expected a 2-D grayscale array, got shape {im.shape}")
-        if m.dtype != bool and not np.issubdtype(m.dtype, np.integer):
-            raise UserInputError(f"mask {i}: expected integer class ids, got {m.dtype}")
-        if im.shape != m.shape:
-            raise UserInputError(f"image {i}: shape {im.shape} but its mask has shape {m.shape}")
-        if m.min() < 0 or m.max() >= n_classes:
-            bad = np.unique(m[(m < 0) | (m >= n_classes)])[:5]
-            raise UserInputError(
-                f"mask {i}: class ids {bad.tolist()} outside 0..{n_classes - 1}"
-            )
-        out_images.append(im.astype(np.float32, copy=False))
-        out_masks.append(m.astype(np.uint8, copy=False))
-    return out_images, out_masks
 
 
 # === Datasets ===
@@ -205,6 +130,28 @@ def _patch_origin(
     return tf.where(room >= 0, tf.minimum(uniform, tf.maximum(room, 0)), room // 2)
 
 
+def _rare_origin(
+    cand_coords: tf.Tensor,
+    cand_table: tf.Tensor,
+    index: tf.Tensor,
+    width: tf.Tensor,
+    u: tf.Tensor,
+    jitter: tf.Tensor,
+    patch_size: int,
+) -> tf.Tensor:
+    """int64 ``[2]`` origin that puts a random rare pixel (of a random rare class
+    present in image ``index``) at the patch centre, +- ``jitter``."""
+    counts = cand_table[index, :, 1]
+    present = tf.where(counts > 0)[:, 0]
+    n_present = tf.cast(tf.size(present), tf.float32)
+    cls = present[tf.cast(tf.minimum(u[2] * n_present, n_present - 1), tf.int32)]
+    start, count = cand_table[index, cls, 0], cand_table[index, cls, 1]
+    pick = tf.minimum(tf.cast(u[3] * tf.cast(count, tf.float32), tf.int64), count - 1)
+    flat = cand_coords[start + pick]
+    centre = tf.stack([flat // width, flat % width])
+    return centre - patch_size // 2 + jitter
+
+
 def _training_dataset(
     packed: PackedImages,
     n_images: int,
@@ -216,67 +163,40 @@ def _training_dataset(
     seed: int,
     shard: tuple[int, int] = (0, 1),
 ) -> tf.data.Dataset:
-    """Unbatched ``(image [P,P,1] float32, mask [P,P,1] uint8)`` random patches.
+    """Unbatched ``(image [P,P,1] float32, mask [P,P,1] uint8[, weight [P,P,1]
+    float32])`` random patches (the weight when ``packed`` has weights).
 
     ``shard=(i, n)`` keeps patches ``k = i, i+n, i+2n, ...`` of each pass (with
     their own random draws), before any patch is cut or augmented.
     """
-    n_patches = n_images * patches_per_image
     p = patch_size
     use_rare = candidates is not None and candidates[0].size > 0 and oversample_rare > 0
     if use_rare:
-        cand_coords = tf.constant(candidates[0])
-        cand_table = tf.constant(candidates[1])
-
-    def rare_origin(index, width, u, jitter):
-        """Origin that puts a random rare pixel (a random present rare class) at
-        the patch centre, +- jitter."""
-        counts = cand_table[index, :, 1]
-        present = tf.where(counts > 0)[:, 0]
-        n_present = tf.cast(tf.size(present), tf.float32)
-        cls = present[tf.cast(tf.minimum(u[2] * n_present, n_present - 1), tf.int32)]
-        start, count = cand_table[index, cls, 0], cand_table[index, cls, 1]
-        pick = tf.minimum(tf.cast(u[3] * tf.cast(count, tf.float32), tf.int64), count - 1)
-        flat = cand_coords[start + pick]
-        centre = tf.stack([flat // width, flat % width])
-        return centre - p // 2 + jitter
+        cand_coords, cand_table = tf.constant(candidates[0]), tf.constant(candidates[1])
 
     def example(k, r):
         seeds = tf.random.experimental.stateless_split(tf.stack([r, k]), num=4)
         index = k % n_images  # every image patches_per_image times per epoch
         shape = packed.shapes[index]
         u = tf.random.stateless_uniform([4], seeds[0])
-        origin = tf.stack(
-            [_patch_origin(shape[0], p, u[0]), _patch_origin(shape[1], p, u[1])]
-        )
+        origin = tf.stack([_patch_origin(shape[0], p, u[0]), _patch_origin(shape[1], p, u[1])])
         if use_rare:
-            jitter = tf.random.stateless_uniform(
-                [2], seeds[1], -(p // 4), p // 4 + 1, dtype=tf.int64
-            )
+            jitter = tf.random.stateless_uniform([2], seeds[1], -(p // 4), p // 4 + 1, dtype=tf.int64)
             go_rare = tf.logical_and(
                 tf.random.stateless_uniform([], seeds[2]) < oversample_rare,
                 tf.reduce_any(cand_table[index, :, 1] > 0),
             )
             origin = tf.cond(
-                go_rare, lambda: rare_origin(index, shape[1], u, jitter), lambda: origin
+                go_rare,
+                lambda: _rare_origin(cand_coords, cand_table, index, shape[1], u, jitter, p),
+                lambda: origin,
             )
             # keep the patch inside images that are large enough
-            origin = tf.where(
-                shape >= p, tf.clip_by_value(origin, 0, tf.maximum(shape - p, 0)), origin
-            )
+            origin = tf.where(shape >= p, tf.clip_by_value(origin, 0, tf.maximum(shape - p, 0)), origin)
         centre = tf.cast(origin, tf.float32) + (p - 1) / 2.0
-        return sample_pair(
-            packed.images,
-            packed.masks,
-            packed.offsets[index],
-            shape[0],
-            shape[1],
-            centre,
-            seeds[3],
-            augment,
-            p,
-        )
+        return _cut(packed, index, centre, seeds[3], augment, p)
 
+    n_patches = n_images * patches_per_image
     draws = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True)
     ds = tf.data.Dataset.zip(tf.data.Dataset.range(n_patches), draws.take(n_patches))
     if shard[1] > 1:
@@ -284,26 +204,58 @@ def _training_dataset(
     return ds.map(example, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
 
 
+def _cut(
+    packed: PackedImages,
+    index: tf.Tensor,
+    centre: tf.Tensor,
+    seed: tf.Tensor | None,
+    augment: AugmentConfig | None,
+    patch_size: int,
+) -> tuple[tf.Tensor, ...]:
+    """``(image, mask)`` or, when ``packed`` has weights, ``(image, mask, weight)``
+    patches of image ``index`` (see :func:`unet_tf.augment.sample_patch`)."""
+    shape = packed.shapes[index]
+    image, mask, weight = sample_patch(
+        packed.images, packed.masks, packed.weights, packed.offsets[index],
+        shape[0], shape[1], centre, seed, augment, patch_size,
+    )
+    return (image, mask) if weight is None else (image, mask, weight)
+
+
 def _validation_dataset(
     packed: PackedImages, patch_size: int, shard: tuple[int, int] = (0, 1)
 ) -> tf.data.Dataset:
     """Unbatched tiles of :func:`validation_plan` (rows ``i, i+n, ...`` with
-    ``shard=(i, n)``), no augmentation."""
+    ``shard=(i, n)``), no augmentation; elements as :func:`_training_dataset`."""
     shapes = [tuple(s) for s in packed.shapes.numpy().tolist()]
     plan = validation_plan(shapes, patch_size)[shard[0] :: shard[1]]
     centre_shift = (patch_size - 1) / 2.0
 
     def tile(row):
-        index = row[0]
-        shape = packed.shapes[index]
         centre = tf.cast(row[1:], tf.float32) + centre_shift
-        return sample_pair(
-            packed.images, packed.masks, packed.offsets[index], shape[0], shape[1],
-            centre, None, None, patch_size,
-        )
+        return _cut(packed, row[0], centre, None, None, patch_size)
 
     ds = tf.data.Dataset.from_tensor_slices(plan)
     return ds.map(tile, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+
+
+def _candidates(
+    masks: Sequence[np.ndarray],
+    n_classes: int,
+    oversample_rare: float,
+    rare_classes: Sequence[int] | None,
+    seed: int,
+) -> tuple[np.ndarray, np.ndarray] | None:
+    """:func:`rare_candidates` of the rare classes (default
+    :func:`rare_classes_from_counts`), or None without oversampling."""
+    if oversample_rare <= 0:
+        return None
+    if rare_classes is None:
+        rare_classes = rare_classes_from_counts(class_counts(masks, n_classes))
+    bad = [c for c in rare_classes if not 0 <= c < n_classes]
+    if bad:
+        raise UserInputError(f"rare classes {bad} outside 0..{n_classes - 1}")
+    return rare_candidates(masks, list(rare_classes), seed)
 
 
 def make_dataset(
@@ -320,13 +272,16 @@ def make_dataset(
     rare_classes: Sequence[int] | None = None,
     seed: int = 0,
     shard: tuple[int, int] = (0, 1),
+    weights: Sequence[np.ndarray | None] | None = None,
 ) -> tf.data.Dataset:
     """Batches ``(x, y)`` of patches cut from whole, full-resolution images.
 
     Args:
         images: 2-D float arrays (normalized), any sizes; copied once as float32.
-        masks: 2-D class ids ``0..n_classes-1``, same shapes as ``images``.
-        n_classes: C; targets have ``K = 1`` channel when C == 2, else ``K = C``.
+        masks: 2-D class ids ``0..n_classes-1``, or :data:`IGNORE_ID` (255) for
+            pixels that count in no loss term and no metric; same shapes as
+            ``images``; copied once as uint8.
+        n_classes: C (2..255); targets have ``K = 1`` channel when C == 2, else ``K = C``.
         training: True: ``patches_per_image * len(images)`` random (augmented)
             patches per pass, new ones every pass. False: the tiles of
             :func:`validation_plan` (every pixel of every image, no
@@ -344,34 +299,34 @@ def make_dataset(
             worker augments patches it then drops. With the same ``seed`` on
             every pipeline, the ``n`` shards together hold exactly the patches
             of the unsharded dataset. ``(0, 1)``: everything.
+        weights: per-pixel loss weights, one finite ``>= 0`` float (H, W) map
+            per image (a None entry: all 1), e.g. separation-border weights;
+            warped with the same coordinates as image and mask (nearest
+            neighbour). Default None: weight 1 everywhere (no extra memory).
 
     Returns:
-        Dataset of ``x`` float32 ``[B, P, P, 1]`` and ``y`` float32 ``[B, P, P, K]``.
+        Dataset of ``x`` float32 ``[B, P, P, 1]`` and ``y`` float32
+        ``[B, P, P, K + 1]``: targets, then the weight channel (0 on ignore
+        pixels, whose target channels are 0 too; see :func:`encode_weighted_targets`).
     """
-    images, masks = _check_inputs(
-        images, masks, n_classes, patch_size, batch_size, patches_per_image, oversample_rare
-    )
+    check_settings(images, masks, n_classes, patch_size, batch_size, patches_per_image, oversample_rare)
+    pairs = [check_pair(i, im, m, n_classes) for i, (im, m) in enumerate(zip(images, masks))]
+    images, masks = [p[0] for p in pairs], [p[1] for p in pairs]
+    if weights is not None:
+        weights = check_weights(weights, images)
     if not 0 <= shard[0] < shard[1]:
         raise UserInputError(f"shard {shard[0]} of {shard[1]}: need 0 <= index < count")
-    packed = pack_images(images, masks)
+    packed = pack_images(images, masks, weights)
 
     if training:
-        candidates = None
-        if oversample_rare > 0:
-            if rare_classes is None:
-                rare_classes = rare_classes_from_counts(class_counts(masks, n_classes))
-            bad = [c for c in rare_classes if not 0 <= c < n_classes]
-            if bad:
-                raise UserInputError(f"rare classes {bad} outside 0..{n_classes - 1}")
-            candidates = rare_candidates(masks, list(rare_classes), seed)
+        candidates = _candidates(masks, n_classes, oversample_rare, rare_classes, seed)
         ds = _training_dataset(
             packed, len(images), patch_size, patches_per_image, augment,
             oversample_rare, candidates, seed, shard,
-        )
-        ds = ds.batch(batch_size)
+        ).batch(batch_size)
     else:
-        # cache the uint8 ids, not the K-channel float targets: 5 bytes per pixel
+        # cache the uint8 ids (and weights), not the float targets
         ds = _validation_dataset(packed, patch_size, shard).batch(batch_size).cache()
 
-    ds = ds.map(lambda x, m: (x, encode_targets(m, n_classes)))
+    ds = ds.map(lambda x, m, *w: (x, encode_weighted_targets(m, w[0] if w else None, n_classes)))
     return ds.prefetch(tf.data.AUTOTUNE)

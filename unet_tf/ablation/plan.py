@@ -13,10 +13,9 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Sequence
 
-from ..config import RunConfig
+from ..config import RunConfig, replace_config
 from ..datasets import split_train_val
 from ..errors import UserInputError
-from ..training import replace_cfg
 
 BUDGETS = ("steps", "epochs")
 
@@ -150,7 +149,7 @@ def cell_schedule(cfg: RunConfig, size: int, budget: str, total_steps: int | Non
 
 def cell_config(base: RunConfig, cell: Cell, schedule: Schedule, run_dir: Path, resume: bool) -> RunConfig:
     """The run configuration of one cell: base settings with its size, seed, augmentation, model and budget."""
-    return replace_cfg(
+    return replace_config(
         base,
         data={"train_size": cell.size, "augment": replace(base.data.augment, enabled=cell.augment)},
         model={"model": cell.model},

@@ -2,21 +2,20 @@
 
 ``ablation.csv`` holds one row per cell; ``summarize`` groups the rows per
 model, augmentation and size (mean and std over repeats, NaN skipped);
-``markdown_table`` and ``write_plot`` show the summary. :func:`nanmean` is the
-package's one NaN-skipping mean.
+``markdown_table`` and ``write_plot`` show the summary. The NaN-skipping mean,
+the column namer and the CSV writer are :mod:`unet_tf.tables`'.
 """
 from __future__ import annotations
 
 import csv
 import math
-import re
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 
-from ..evaluation import write_csv
 from ..io import atomic_path
+from ..tables import nanmean, score_column, write_csv
 
 ROW_KEY = ("model", "size", "augment", "seed")
 _INT_COLUMNS = {"size", "seed", "n_train", "n_val", "n_test", "epochs", "steps", "best_epoch"}
@@ -27,20 +26,7 @@ _TAIL_COLUMNS = (
 )
 
 
-# === NaN-skipping statistics ===
-
-
-def nanmean(values: Iterable[float | None]) -> float:
-    """Mean of the values that are neither None nor NaN; NaN if none is left.
-
-    Args:
-        values: iterable of float (or None), e.g. per-class Dice where absent classes are NaN.
-
-    Returns:
-        float.
-    """
-    kept = [float(v) for v in values if v is not None and not math.isnan(float(v))]
-    return float(np.mean(kept)) if kept else math.nan
+# === NaN-skipping statistics (the mean: unet_tf.tables.nanmean) ===
 
 
 def nanstd(values: Iterable[float | None]) -> float:
@@ -54,7 +40,7 @@ def nanstd(values: Iterable[float | None]) -> float:
 
 def column_name(class_name: str) -> str:
     """``dice_<class>`` with non-word characters replaced (as the training metrics do)."""
-    return "dice_" + re.sub(r"\W+", "_", class_name)
+    return score_column("dice", class_name)
 
 
 def row_columns(class_names: Sequence[str]) -> tuple[str, ...]:

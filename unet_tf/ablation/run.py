@@ -18,16 +18,16 @@ from typing import Any, Callable, Mapping, Sequence
 import keras
 import numpy as np
 
-# The training and prediction side of the package (plan.py imports config, datasets and training.replace_cfg too).
+# The training and prediction side of the package (plan.py imports config and datasets too).
 from .. import config as cfgmod
-from ..config import RunConfig
-from ..datasets import Sample, list_samples
+from ..config import PredictConfig, RunConfig, replace_config
+from ..datasets import Sample, labelled_pool, list_samples, resolve_data
 from ..errors import UserInputError
 from ..io import atomic_path
 from ..model_file import load_model
 from ..models import MODELS, check_input_size, resolved_depth
-from ..segment import PredictOptions, segment_images
-from ..training import labelled_pool, replace_cfg, resolve_data, train
+from ..prediction import predict_files
+from ..training import train
 from .plan import (
     BUDGETS, Cell, Schedule, cell_config, cell_schedule, n_train_images, on_off, pass_steps, plan_grid,
     total_step_budget,
@@ -124,8 +124,8 @@ def check_settings(path: Path, settings: dict) -> None:
 
 def evaluate_cell(run_dir: Path, test: Sequence[Sample], log: Log = print) -> list[dict[str, Any]]:
     """Segment the test images with ``run_dir/best.keras`` into ``run_dir/test``; the evaluation rows."""
-    model, info = load_model(run_dir / "best.keras")
-    result = segment_images(model, info, test, run_dir / "test", PredictOptions(overlay=False), log=log)
+    model = load_model(run_dir / "best.keras")
+    result = predict_files(model, test, run_dir / "test", PredictConfig(overlay=False), log=log)
     return result["metrics"]
 
 
@@ -239,7 +239,7 @@ def check_request(req: AblationRequest) -> None:
     if base.data.train_size is not None:
         raise UserInputError("--train-size: the ablation sets it per cell; give --train-sizes instead")
     for model in req.models:
-        check_input_size(base.data.patch_size, resolved_depth(replace_cfg(base, model={"model": model}).model),
+        check_input_size(base.data.patch_size, resolved_depth(replace_config(base, model={"model": model}).model),
                          f"--patch-size (model {model})")
 
 

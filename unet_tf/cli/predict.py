@@ -5,6 +5,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from ..config import PredictConfig
 from .common import run_main
 
 
@@ -20,6 +21,7 @@ def shard_arg(text: str) -> tuple[int, int]:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    d = PredictConfig()
     p = argparse.ArgumentParser(
         prog="predict.py",
         description="Segment images with a model trained by train.py: masks, overlays, metrics, objects.",
@@ -30,15 +32,18 @@ def build_parser() -> argparse.ArgumentParser:
                    "dataset the model was trained on)")
     p.add_argument("--out", help="output folder (default: <weights folder>/predictions)")
     p.add_argument("--labels", help="folder of ground-truth masks (matched by name): writes metrics.csv")
-    p.add_argument("--tile", type=int, default=512, help="tile side in px (a multiple of the model's size divisor)")
-    p.add_argument("--overlap", type=int, default=64, help="overlap of neighbouring tiles in px")
-    p.add_argument("--batch-size", type=int, default=4, help="tiles per model call")
+    p.add_argument("--tile", type=int, default=d.tile, help="tile side in px (a multiple of the model's size divisor)")
+    p.add_argument("--overlap", type=int, default=d.overlap, help="overlap of neighbouring tiles in px")
+    p.add_argument("--batch-size", type=int, default=d.batch_size, help="tiles per model call")
     p.add_argument("--tta", action="store_true", help="8-fold dihedral test-time augmentation (8x slower)")
-    p.add_argument("--threshold", type=float, default=0.5, help="foreground probability threshold of binary models")
+    p.add_argument("--threshold", type=float, default=d.threshold, help="foreground probability threshold of binary models")
     p.add_argument("--save-probabilities", action="store_true", help="also write <stem>_prob.tif (float32, a band per class)")
     p.add_argument("--no-overlay", action="store_true", help="do not write <stem>_overlay.png")
     p.add_argument("--pixel-size", type=float, help="pixel size in µm: adds µm and µm² columns to objects.csv")
-    p.add_argument("--min-size", type=int, default=0, help="drop objects smaller than this many pixels")
+    p.add_argument("--min-size", type=int, default=d.min_size, help="drop objects smaller than this many pixels")
+    p.add_argument("--split-touching", action="store_true", help="semantic models: split touching objects of a class "
+                   "by a distance-transform watershed; writes <stem>_instances.tif and one objects.csv row per object "
+                   "(instance models always do)")
     p.add_argument("--shard", type=shard_arg, metavar="i/n",
                    help="segment only every n-th image of the sorted inputs, starting at image i (0-based): run "
                    "0/n .. n-1/n on n machines with the same --out; the tables of shard i are then "
@@ -46,32 +51,31 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def config_from_args(args: argparse.Namespace) -> PredictConfig:
+    return PredictConfig(
+        tile=args.tile, overlap=args.overlap, batch_size=args.batch_size, tta=args.tta,
+        threshold=args.threshold, save_probabilities=args.save_probabilities, overlay=not args.no_overlay,
+        pixel_size=args.pixel_size, min_size=args.min_size, split_touching=args.split_touching,
+        shard=args.shard or (0, 1),
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
 
     def body() -> int:
-        from ..errors import UserInputError
+        config = config_from_args(args)
+        from ..inputs import check_output_names, samples_for, shard_samples
+        from ..model_file import load_model_and_info  # heavy: TensorFlow
+        from ..prediction import predict_files
 
-        if not 0 < args.threshold < 1:
-            raise UserInputError(f"--threshold {args.threshold}: must be between 0 and 1")
-        if args.pixel_size is not None and args.pixel_size <= 0:
-            raise UserInputError(f"--pixel-size {args.pixel_size}: must be positive")
-        from ..model_file import load_model  # heavy: TensorFlow
-        from ..segment import PredictOptions, check_output_names, samples_for, segment_images, shard_samples
-
-        model, info = load_model(args.weights)
+        model, info = load_model_and_info(args.weights)
         samples = samples_for(args.input, args.labels, info)
-        shard = args.shard or (0, 1)
         if args.shard:
             check_output_names(samples)  # across all shards: they share the folder
-            samples = shard_samples(samples, *shard)
+            samples = shard_samples(samples, *config.shard)
         out = Path(args.out) if args.out else Path(args.weights).parent / "predictions"
-        options = PredictOptions(
-            tile=args.tile, overlap=args.overlap, batch_size=args.batch_size, tta=args.tta,
-            threshold=args.threshold, save_probabilities=args.save_probabilities, overlay=not args.no_overlay,
-            pixel_size=args.pixel_size, min_size=args.min_size, shard=shard,
-        )
-        result = segment_images(model, info, samples, out, options)
+        result = predict_files(model, samples, out, config)
         if result["failed"]:
             print(f"error: {len(result['failed'])} input(s) failed: {', '.join(result['failed'])}", file=sys.stderr)
             return 1

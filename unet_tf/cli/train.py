@@ -8,16 +8,24 @@ from __future__ import annotations
 import argparse
 import sys
 
-from ..config import DataConfig, ModelConfig, RunConfig, TrainConfig, from_dict
+from ..config import (
+    BUDGET_NAMES,
+    DATASET_NAMES,
+    LOSS_NAMES,
+    MODEL_NAMES,
+    STRATEGY_NAMES,
+    TARGET_NAMES,
+    UPSAMPLING_NAMES,
+    DataConfig,
+    ModelConfig,
+    RunConfig,
+    TrainConfig,
+    config_from_settings,
+    nest_settings,
+    read_settings_file,
+)
 from ..errors import UserInputError
-from .common import int_list, read_config_file, run_main, str_list
-
-# flag dest -> (section, field); section None = top level of DataConfig.augment handled apart
-_SECTIONS = {
-    "data": {f for f in DataConfig.__dataclass_fields__},
-    "model": {f for f in ModelConfig.__dataclass_fields__},
-    "train": {f for f in TrainConfig.__dataclass_fields__},
-}
+from .common import int_list, run_main, str_list
 
 
 def on_off_list(text: str) -> tuple[bool, ...]:
@@ -39,7 +47,7 @@ def build_parser() -> argparse.ArgumentParser:
         argument_default=argparse.SUPPRESS,
     )
     g = p.add_argument_group("data")
-    g.add_argument("--dataset", help=f"layout: tem, isbi2012, folder, ctc, dsb2018 (default {d.dataset})")
+    g.add_argument("--dataset", help=f"layout: {', '.join(DATASET_NAMES)} (default {d.dataset})")
     g.add_argument("--data-dir", help="dataset folder (default $UNET_TF_DATA/<dataset>, UNET_TF_DATA defaults to data/)")
     g.add_argument("--class-values", type=int_list, help="label values of the classes, class 0 first, e.g. 0,255")
     g.add_argument("--class-names", type=str_list, help="names of the classes, comma separated")
@@ -53,11 +61,26 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--pmin", type=float, help=f"lower percentile of contrast stretching (default {d.normalize.pmin})")
     g.add_argument("--pmax", type=float, help=f"upper percentile of contrast stretching (default {d.normalize.pmax})")
     g.add_argument("--no-augment", action="store_true", help="turn every augmentation off")
+    g = p.add_argument_group(
+        "objects",
+        "instance segmentation: the network learns background / interior / boundary of each object, and "
+        "prediction splits touching objects; partial annotations count only where annotated",
+    )
+    g.add_argument("--target", choices=TARGET_NAMES, help="what the network learns: auto means instances for ctc and "
+                   "dsb2018 (and folder with --instance-masks), semantic otherwise (default auto)")
+    g.add_argument("--instance-masks", action="store_true", help="folder layout: each mask holds one id per object")
+    g.add_argument("--boundary-width", type=int, help=f"px of an object's edge that form its boundary class "
+                   f"(default {d.boundary_width})")
+    g.add_argument("--border-weight", type=float, help="w0 of the U-Net separation-border loss weight between "
+                   f"touching objects; 0 = off (default {d.border_weight:g})")
+    g.add_argument("--border-sigma", type=float, help=f"sigma of that weight in px (default {d.border_sigma:g})")
+    g.add_argument("--ignore-value", type=int, help="folder layout: label value of pixels that count in no loss and "
+                   "no metric (unannotated regions)")
     g = p.add_argument_group("model")
-    g.add_argument("--model", choices=("unet", "resunet"), help=f"architecture (default {m.model})")
+    g.add_argument("--model", choices=MODEL_NAMES, help=f"architecture (default {m.model})")
     g.add_argument("--base-filters", type=int, help=f"filters of the first level (default {m.base_filters})")
     g.add_argument("--depth", type=int, help="number of 2x downsamplings (default 4 for unet, 3 for resunet)")
-    g.add_argument("--upsampling", choices=("nearest", "bilinear", "transpose"), help=f"decoder upsampling (default {m.upsampling})")
+    g.add_argument("--upsampling", choices=UPSAMPLING_NAMES, help=f"decoder upsampling (default {m.upsampling})")
     g.add_argument("--dropout", type=float, help=f"dropout at the bottleneck (default {m.dropout})")
     g.add_argument("--attention", action="store_true", help="self-attention block at the bottleneck")
     g = p.add_argument_group("training")
@@ -65,8 +88,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--steps-per-epoch", type=int, help="optimizer steps per epoch (default: one pass over patches-per-image x images)")
     g.add_argument("--batch-size", type=int, help=f"patches per step (default {t.batch_size})")
     g.add_argument("--lr", type=float, help=f"Adam learning rate (default {t.lr})")
-    g.add_argument("--loss", help="auto (weighted BCE/CE + Tversky), bce, bce+tversky, bce+dice, tversky, dice, "
-                   "focal_tversky, ce, ce+tversky, ce+dice (default auto)")
+    g.add_argument("--loss", choices=LOSS_NAMES, help="auto: weighted BCE/CE + Tversky (default auto)")
     g.add_argument("--tversky-alpha", type=float, help=f"Tversky weight of false positives (default {t.tversky_alpha})")
     g.add_argument("--tversky-beta", type=float, help=f"Tversky weight of false negatives (default {t.tversky_beta})")
     g.add_argument("--max-minutes", type=float, help="stop after the epoch that crosses this wall time")
@@ -79,7 +101,7 @@ def build_parser() -> argparse.ArgumentParser:
         "tf.distribute: with R replicas (GPUs, or machines x GPUs) a step takes --batch-size patches on each "
         "replica, R x --batch-size in all; --lr is used as given (scale it yourself for the linear-scaling rule)",
     )
-    g.add_argument("--strategy", choices=("auto", "none", "mirrored", "multiworker"),
+    g.add_argument("--strategy", choices=STRATEGY_NAMES,
                    help="auto: all GPUs of this machine when it has more than one, else one device; none: one "
                    "device; mirrored: all GPUs of this machine; multiworker: the machines listed in the TF_CONFIG "
                    "environment variable (start the same command on each; worker 0 writes the run folder) "
@@ -97,7 +119,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="augmentation settings to compare: on, off or on,off (default on,off; off with --no-augment)")
     g.add_argument("--repeats", type=int, metavar="R", help="runs per setting, seeds --seed, --seed+1, ... (default 1)")
     g.add_argument("--ablation-models", type=str_list, metavar="MODEL,...", help="architectures to compare, e.g. unet,resunet (default --model)")
-    g.add_argument("--budget", choices=("steps", "epochs"),
+    g.add_argument("--budget", choices=BUDGET_NAMES,
                    help="steps: every run gets the same optimizer steps (--epochs x --steps-per-epoch, or "
                    "--budget-steps; without either, --epochs passes over the largest size); epochs: --epochs "
                    "passes over each run's own patches (default steps)")
@@ -107,42 +129,13 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _nest(flat: dict, where: str) -> dict:
-    """Flat or sectioned settings -> {"data": {...}, "model": {...}, "train": {...}}."""
-    nested: dict = {"data": {}, "model": {}, "train": {}}
-    for key, value in flat.items():
-        key = key.replace("-", "_")
-        if key in nested and isinstance(value, dict):
-            nested[key].update(value)
-        elif key in ("pmin", "pmax", "clip"):
-            nested["data"].setdefault("normalize", {})[key] = value
-        elif key == "augment" and isinstance(value, bool):
-            nested["data"].setdefault("augment", {})["enabled"] = value
-        elif key == "no_augment":
-            nested["data"].setdefault("augment", {})["enabled"] = not value
-        else:
-            section = next((s for s, fields in _SECTIONS.items() if key in fields), None)
-            if section is None:
-                raise UserInputError(f"{where}: unknown setting '{key}'")
-            nested[section][key] = value
-    return nested
-
-
-def _merge(base: dict, over: dict) -> dict:
-    out = dict(base)
-    for key, value in over.items():
-        out[key] = _merge(out.get(key, {}), value) if isinstance(value, dict) else value
-    return out
-
-
 def config_from_args(args: argparse.Namespace) -> RunConfig:
-    """Defaults <- --config file <- flags."""
+    """Defaults <- --config file <- flags (the same merge as :func:`unet_tf.load_config`)."""
     flags = vars(args).copy()
     flags.pop("quiet", None)
-    file_values = _nest(read_config_file(flags["config"]), flags.pop("config")) if "config" in flags else {}
-    merged = _merge(file_values, _nest(flags, "flags"))
-    merged = {k: v for k, v in merged.items() if v}
-    return from_dict(RunConfig, merged, "config")
+    path = flags.pop("config", None)
+    file_values = nest_settings(read_settings_file(path), path) if path else {}
+    return config_from_settings(file_values, nest_settings(flags, "flags"))
 
 
 _ABLATION_FLAGS = {

@@ -12,7 +12,9 @@ from typing import NamedTuple
 
 import numpy as np
 
-from ..datasets import TEM_CLASS_VALUES
+# The label values and names of the tem layout (DESIGN.md), written by this generator.
+TEM_CLASS_VALUES = (0, 50, 100, 150, 200)
+TEM_CLASS_NAMES = ("background", "blood_vessel", "myelinated_axon", "unmyelinated_axon", "schwann_cell")
 
 BG, VESSEL, MYEL, UNMY, SCHWANN = TEM_CLASS_VALUES
 

@@ -1,17 +1,4 @@
-"""Named dataset layouts -> lists of image/label files, and loading them as arrays.
-
-Layouts (DESIGN.md):
-
-==========  ============================================================  =========================
-name        files                                                         labels
-==========  ============================================================  =========================
-tem         ``train/raw_XX.tif`` + ``train/label_XX.tif``; ``test/``       0/50/100/150/200
-isbi2012    ``train/image/NN.png`` + ``train/label/NN.png``; ``test/image``  0 = membrane, 255 = cell
-folder      ``images/`` + ``masks/`` by stem (``_mask`` etc. allowed)     ``--class-values`` or read
-ctc         ``01/tNNN.tif`` + ``01_GT/SEG/man_segNNN.tif``                 instance ids > 0 -> cell
-dsb2018     ``ID/images/ID.png`` + ``ID/masks/*.png``                      masks merged -> nucleus
-==========  ============================================================  =========================
-"""
+"""Named dataset layouts -> samples (image + label files) and their classes (:class:`DatasetSpec`)."""
 from __future__ import annotations
 
 import os
@@ -22,28 +9,48 @@ from typing import Sequence
 
 import numpy as np
 
-from .errors import UserInputError
-from .io import is_image_file, read_image, read_label
-from .preprocessing import percentile_normalize, values_to_ids
+from ..config import DATASET_NAMES
+from ..errors import UserInputError
+from ..io import is_image_file, read_label
+from ..synthetic import TEM_CLASS_NAMES, TEM_CLASS_VALUES
 
-DATASET_NAMES = ("tem", "isbi2012", "folder", "ctc", "dsb2018")
-
-TEM_CLASS_VALUES = (0, 50, 100, 150, 200)
-TEM_CLASS_NAMES = ("background", "blood_vessel", "myelinated_axon", "unmyelinated_axon", "schwann_cell")
 
 _MASK_SUFFIXES = ("_mask", "_masks", "_label", "_labels", "_seg", "_gt", "-mask", "-label")
 
 
 @dataclass(frozen=True)
 class Sample:
-    """One image and the label file(s) that annotate it (none for unlabelled images)."""
+    """One image and the label file(s) that annotate it (none for unlabelled images).
+
+    ``page``: the 0-based page of a multi-page TIFF stack (image and labels
+    alike); None for a single-page file.
+    """
 
     image: Path
     labels: tuple[Path, ...] = ()
+    page: int | None = None
+    markers: Path | None = None  # ctc: the TRA marker image (every nucleus has a marker)
 
     @property
     def name(self) -> str:
         return self.image.stem
+
+
+@dataclass(frozen=True, eq=False)
+class ArraySample:
+    """An image and its label image held in memory (``TrainingData.from_arrays``).
+
+    ``image``: (H, W) raw pixel values; ``label``: (H, W) label values (as a
+    label file would hold them), or None.
+    """
+
+    name: str
+    image: np.ndarray
+    label: np.ndarray | None = None
+
+    @property
+    def labels(self) -> tuple:
+        return () if self.label is None else (f"{self.name} (label array)",)
 
 
 @dataclass(frozen=True)
@@ -59,6 +66,9 @@ class DatasetSpec:
     class_values: tuple[int, ...]
     class_names: tuple[str, ...]
     label_mode: str = "values"
+    target: str = "semantic"  # "instances": label files hold object ids, classes are bg/interior/boundary
+    boundary_width: int = 2
+    ignore_value: int | None = None  # label value of pixels that count nowhere (read as IGNORE_ID)
 
     @property
     def n_classes(self) -> int:
@@ -70,7 +80,7 @@ def default_data_root() -> Path:
     env = os.environ.get("UNET_TF_DATA")
     if env:
         return Path(env)
-    checkout = Path(__file__).resolve().parents[1]
+    checkout = Path(__file__).resolve().parents[2]
     if (checkout / "setup.cfg").is_file():
         return checkout / "data"
     return Path.cwd() / "data"
@@ -174,6 +184,7 @@ def _ctc(root: Path, split: str) -> list[Sample]:
         if not seg_dir.is_dir():
             continue
         frames = {int(m[1]): p for p in _images_in(seq) if (m := re.fullmatch(r"t(\d+)", p.stem))}
+        tra_dir = root / f"{seq.name}_GT" / "TRA"
         for seg in _images_in(seg_dir):
             match = re.fullmatch(r"man_seg(\d+)", seg.stem)
             if match is None:
@@ -181,7 +192,11 @@ def _ctc(root: Path, split: str) -> list[Sample]:
             frame = frames.get(int(match[1]))
             if frame is None:
                 raise UserInputError(f"{seg}: no frame t{match[1]}.tif in {seq}")
-            samples.append(Sample(frame, (seg,)))
+            marker = tra_dir / f"man_track{match[1]}.tif"
+            if not marker.is_file():
+                raise UserInputError(f"{seg}: no TRA marker file {marker}: without markers the unannotated nuclei "
+                                     "of a partial SEG frame cannot be told from background")
+            samples.append(Sample(frame, (seg,), markers=marker))
     return _require(samples, root, "annotated frames (NN/tNNN.tif with NN_GT/SEG/man_segNNN.tif)")
 
 
@@ -219,8 +234,10 @@ def dataset_spec(
     class_values: Sequence[int] | None = None,
     class_names: Sequence[str] | None = None,
     samples: Sequence[Sample] = (),
+    ignore_value: int | None = None,
 ) -> DatasetSpec:
-    """Classes of a layout; for ``folder`` without ``class_values`` they are read from the masks."""
+    """Classes of a layout; for ``folder`` without ``class_values`` they are read from the masks
+    (without ``ignore_value``)."""
     if name == "tem":
         spec = DatasetSpec(name, TEM_CLASS_VALUES, TEM_CLASS_NAMES)
     elif name == "isbi2012":
@@ -230,7 +247,7 @@ def dataset_spec(
     elif name == "dsb2018":
         spec = DatasetSpec(name, (0, 255), ("background", "nucleus"), "union")
     elif name == "folder":
-        values = tuple(class_values) if class_values else _values_in_masks(samples)
+        values = tuple(class_values) if class_values else _values_in_masks(samples, ignore_value)
         spec = DatasetSpec(name, values, tuple(f"class_{v}" for v in values))
     else:
         raise UserInputError(f"unknown dataset '{name}'; choose one of {', '.join(DATASET_NAMES)}")
@@ -251,93 +268,52 @@ def dataset_spec(
     return spec
 
 
-def _values_in_masks(samples: Sequence[Sample]) -> tuple[int, ...]:
+INSTANCE_CLASS_VALUES = (0, 1, 2)  # the 3-class target: background, interior, boundary
+INSTANCE_CLASS_NAMES = ("background", "interior", "boundary")
+
+
+def resolve_target(name: str, target: str = "auto", instance_masks: bool = False) -> str:
+    """``semantic`` or ``instances`` for dataset layout ``name`` (``auto``: what its labels support)."""
+    supports = name in ("ctc", "dsb2018") or (name == "folder" and instance_masks)
+    if target == "auto":
+        return "instances" if supports else "semantic"
+    if target == "instances" and not supports:
+        hint = " (add --instance-masks if each mask holds one id per object)" if name == "folder" else ""
+        raise UserInputError(f"--target instances: the {name} layout has no instance labels{hint}")
+    if target not in ("semantic", "instances"):
+        raise UserInputError(f"--target {target}: choose auto, semantic or instances")
+    return target
+
+
+def instance_spec(spec: DatasetSpec, boundary_width: int = 2) -> DatasetSpec:
+    """The classes an instance model learns for dataset ``spec`` (its label files hold object ids)."""
+    if boundary_width < 1:
+        raise UserInputError(f"--boundary-width {boundary_width}: must be at least 1 px")
+    mode = "union" if spec.label_mode == "union" else "instances"
+    return DatasetSpec(spec.name, INSTANCE_CLASS_VALUES, INSTANCE_CLASS_NAMES, mode, "instances", boundary_width,
+                       spec.ignore_value)
+
+
+def with_ignore_value(spec: DatasetSpec, value: int | None) -> DatasetSpec:
+    """``spec`` whose label value ``value`` marks pixels to ignore (it must not be a class value)."""
+    if value is None:
+        return spec
+    if value in spec.class_values:
+        raise UserInputError(f"--ignore-value {value}: is also the value of class "
+                             f"'{spec.class_names[spec.class_values.index(value)]}'")
+    return DatasetSpec(spec.name, spec.class_values, spec.class_names, spec.label_mode, spec.target,
+                       spec.boundary_width, value)
+
+
+def _values_in_masks(samples: Sequence[Sample], ignore_value: int | None = None) -> tuple[int, ...]:
     values: set[int] = set()
     for sample in samples:
         for path in sample.labels:
             values.update(int(v) for v in np.unique(read_label(path)))
+    values.discard(ignore_value)
     if len(values) > 32:
         raise UserInputError(
             f"{samples[0].labels[0].parent}: masks hold {len(values)} different values; "
-            "these look like instance labels: give --class-values, or use the ctc layout"
+            "these look like instance labels: give --class-values, or --instance-masks"
         )
     return tuple(sorted(values))
-
-
-def read_class_ids(sample: Sample, spec: DatasetSpec) -> np.ndarray:
-    """The (H, W) uint8 class-id mask of a labelled sample."""
-    if not sample.labels:
-        raise UserInputError(f"{sample.image}: has no label file")
-    if spec.label_mode == "values":
-        return values_to_ids(read_label(sample.labels[0]), spec.class_values, sample.labels[0])
-    merged = None
-    for path in sample.labels:
-        label = read_label(path)
-        if merged is not None and label.shape != merged.shape:
-            raise UserInputError(f"{path}: size {label.shape} differs from the other masks {merged.shape}")
-        merged = label > 0 if merged is None else merged | (label > 0)
-    return merged.astype(np.uint8)
-
-
-def load_image(path: Path, pmin: float = 2.0, pmax: float = 98.0, clip: bool = False) -> np.ndarray:
-    """Read and percentile-normalize one image: (H, W) float32."""
-    image = read_image(path)
-    if not np.all(np.isfinite(image)):
-        raise UserInputError(f"{path}: image holds NaN or infinite values")
-    return percentile_normalize(image, pmin, pmax, clip=clip)
-
-
-def load_pairs(
-    samples: Sequence[Sample], spec: DatasetSpec, pmin: float = 2.0, pmax: float = 98.0, clip: bool = False
-) -> tuple[list[np.ndarray], list[np.ndarray]]:
-    """Normalized images (float32) and class-id masks (uint8) of labelled samples."""
-    images, masks = [], []
-    for sample in samples:
-        image = load_image(sample.image, pmin, pmax, clip)
-        mask = read_class_ids(sample, spec)
-        if image.shape != mask.shape:
-            raise UserInputError(
-                f"{sample.labels[0]}: label size {mask.shape[1]}x{mask.shape[0]} differs from "
-                f"image {sample.image.name} {image.shape[1]}x{image.shape[0]}"
-            )
-        images.append(image)
-        masks.append(mask)
-    return images, masks
-
-
-def choose_subset(samples: Sequence[Sample], n: int | None, seed: int = 0) -> list[Sample]:
-    """``n`` samples chosen by ``seed`` (all when ``n`` is None), kept in name order."""
-    samples = list(samples)
-    if n is None:
-        return samples
-    if n < 1 or n > len(samples):
-        raise UserInputError(f"--train-size {n}: the dataset has {len(samples)} labelled training images")
-    keep = np.random.default_rng(seed).permutation(len(samples))[:n]
-    return [samples[i] for i in sorted(keep)]
-
-
-def split_train_val(
-    samples: Sequence[Sample], val_fraction: float = 0.2, seed: int = 0
-) -> tuple[list[Sample], list[Sample]]:
-    """Split by image (never patches of one image on both sides), deterministic for ``seed``.
-
-    At least one image goes to validation when ``val_fraction > 0`` and two or more
-    images exist; a single image is used for both (said by the caller).
-    """
-    samples = list(samples)
-    if not 0 <= val_fraction < 1:
-        raise UserInputError(f"--val-fraction {val_fraction}: must be in [0, 1)")
-    if val_fraction == 0 or len(samples) < 2:
-        return samples, []
-    n_val = min(len(samples) - 1, max(1, round(val_fraction * len(samples))))
-    order = np.random.default_rng([seed, 7]).permutation(len(samples))
-    val = set(order[:n_val].tolist())
-    return [s for i, s in enumerate(samples) if i not in val], [s for i, s in enumerate(samples) if i in val]
-
-
-def split_holdout(samples: Sequence[Sample], holdout: int) -> tuple[list[Sample], list[Sample]]:
-    """(rest, test): the last ``holdout`` samples by name are the fixed test set."""
-    samples = list(samples)
-    if holdout < 0 or holdout >= len(samples):
-        raise UserInputError(f"--holdout {holdout}: the dataset has {len(samples)} labelled images; keep at least one to train")
-    return (samples[: len(samples) - holdout], samples[len(samples) - holdout:]) if holdout else (samples, [])

@@ -1,0 +1,166 @@
+"""Probabilities / masks -> instances: seeded watershed, distance-transform split, components."""
+import numpy as np
+import pytest
+from scipy import ndimage as ndi
+
+from unet_tf.instances import (
+    fill_label_holes, instances_from_probabilities, label_components, remove_small, renumber,
+    split_touching,
+)
+from unet_tf.targets import instance_target
+
+
+def disc(shape, cy, cx, r):
+    yy, xx = np.indices(shape)
+    return (yy - cy) ** 2 + (xx - cx) ** 2 <= r * r
+
+
+def ellipse(shape, cy, cx, a, b, angle):
+    yy, xx = np.indices(shape).astype(float)
+    y, x = yy - cy, xx - cx
+    u = x * np.cos(angle) + y * np.sin(angle)
+    v = -x * np.sin(angle) + y * np.cos(angle)
+    return (u / a) ** 2 + (v / b) ** 2 <= 1
+
+
+@pytest.mark.parametrize("r, separation", [(8, 1.3), (15, 1.2), (15, 1.8), (30, 1.5)])
+def test_split_touching_splits_two_touching_discs(r, separation):
+    shape = (6 * r, 6 * r)
+    c = 3 * r
+    a = disc(shape, c, c - separation * r / 2, r)
+    b = disc(shape, c, c + separation * r / 2, r)
+    labels = split_touching(a | b)
+    assert labels.dtype == np.int32 and labels.max() == 2
+    # Each half goes to the object of its disc's centre.
+    left, right = labels[c, int(c - separation * r / 2)], labels[c, int(c + separation * r / 2)]
+    assert {left, right} == {1, 2}
+    assert (labels[a & ~b] == left).mean() > 0.95 and (labels[b & ~a] == right).mean() > 0.95
+
+
+@pytest.mark.parametrize("shape_fn", [
+    lambda s: disc(s, 60, 60, 40),
+    lambda s: disc(s, 60, 60, 5),
+    lambda s: ellipse(s, 60, 60, 50, 15, 0.0),
+    lambda s: ellipse(s, 60, 60, 45, 12, 0.6),
+    lambda s: (np.abs(np.indices(s)[0] - 60) < 12) & (np.abs(np.indices(s)[1] - 60) < 50),
+])
+def test_split_touching_keeps_convex_objects_whole(shape_fn):
+    mask = shape_fn((120, 120))
+    labels = split_touching(mask)
+    assert labels.max() == 1 and (labels > 0).sum() == mask.sum()
+
+
+def test_split_touching_never_merges_separate_objects():
+    mask = disc((100, 100), 25, 25, 20) | disc((100, 100), 25, 75, 20) | disc((100, 100), 75, 25, 20)
+    mask[80:83, 70:73] = True
+    mask[80:83, 74:77] = True  # centres 4 px apart, well within min_distance = 10 px
+    labels = split_touching(mask)
+    assert labels.max() == 5 and labels[81, 71] != labels[81, 75]
+
+
+def test_split_touching_min_size_and_empty():
+    mask = disc((80, 80), 30, 30, 12)
+    mask[70:72, 70:72] = True
+    assert split_touching(mask).max() == 2
+    labels = split_touching(mask, min_size=10)
+    assert labels.max() == 1 and labels[70, 70] == 0
+    assert not split_touching(np.zeros((5, 5), bool)).any()
+
+
+def test_label_components_min_size_and_connectivity():
+    mask = np.zeros((10, 10), bool)
+    mask[1:4, 1:4] = True
+    mask[4, 4] = True           # touches the square at a corner only
+    mask[7:9, 7:9] = True
+    assert label_components(mask).max() == 2
+    assert label_components(mask, connectivity=4).max() == 3
+    labels = label_components(mask, min_size=5)
+    assert labels.max() == 1 and labels[2, 2] == 1 and labels[8, 8] == 0
+
+
+def test_fill_label_holes_fills_only_single_owner_holes():
+    labels = np.zeros((20, 30), np.int32)
+    labels[2:10, 2:10] = 3
+    labels[4:8, 4:8] = 0           # hole of object 3 (with pixels far from its rim)
+    labels[2:10, 12:16] = 4        # objects 4 and 5 enclose a pocket together
+    labels[2:10, 18:22] = 5
+    labels[2:4, 16:18] = 4
+    labels[8:10, 16:18] = 5
+    labels[12:18, 2:8] = 6
+    labels[14:16, 4:6] = 7         # a nested object inside 6 stays
+    out = fill_label_holes(labels)
+    assert (out[4:8, 4:8] == 3).all()
+    assert (out[4:8, 16:18] == 0).all()
+    assert (out[14:16, 4:6] == 7).all() and (out[12:18, 2:8] > 0).all()
+    edge = np.zeros((6, 6), np.int32)
+    edge[:, :3] = 1
+    edge[2:4, 0] = 0               # notch open to the image edge: not a hole
+    assert (fill_label_holes(edge)[2:4, 0] == 0).all()
+
+
+def test_renumber_and_remove_small():
+    labels = np.array([[0, 7, 7], [40, 40, 0], [2, 0, 0]])
+    assert renumber(labels).tolist() == [[0, 2, 2], [3, 3, 0], [1, 0, 0]]
+    assert remove_small(labels, 2).tolist() == [[0, 7, 7], [40, 40, 0], [0, 0, 0]]
+
+
+def synthetic_instances(shape=(160, 160)):
+    """Seven discs, two pairs of them touching, one small one, one with a hole."""
+    labels = np.zeros(shape, np.int32)
+    specs = [(40, 40, 18), (40, 72, 16), (110, 40, 20), (118, 75, 15), (40, 125, 14),
+             (115, 128, 16), (80, 100, 4)]
+    for k, (cy, cx, r) in enumerate(specs, start=1):
+        labels[disc(shape, cy, cx, r) & (labels == 0)] = k
+    return labels
+
+
+def probabilities_from(labels, noise=0.0, seed=0):
+    """A 3-class softmax-like map of the instance target, smoothed and noised."""
+    target = instance_target(labels, boundary_width=2)
+    onehot = np.eye(3, dtype=np.float32)[target]
+    onehot = ndi.gaussian_filter(onehot, sigma=(1, 1, 0))
+    rng = np.random.default_rng(seed)
+    onehot += noise * rng.random(onehot.shape, dtype=np.float32)
+    return onehot / onehot.sum(axis=-1, keepdims=True)
+
+
+def best_ious(true, pred):
+    out = []
+    for k in np.unique(true)[1:]:
+        t = true == k
+        ids, counts = np.unique(pred[t], return_counts=True)
+        j = ids[np.argmax(counts)]
+        p = pred == j
+        out.append((t & p).sum() / (t | p).sum() if j else 0.0)
+    return np.array(out)
+
+
+def test_instances_from_probabilities_recovers_known_instances():
+    true = synthetic_instances()
+    pred = instances_from_probabilities(probabilities_from(true, noise=0.3))
+    assert pred.dtype == np.int32
+    assert pred.max() == true.max()
+    assert (best_ious(true, pred) > 0.9).all()
+
+
+def test_instances_from_probabilities_min_size_and_holes():
+    true = synthetic_instances()
+    prob = probabilities_from(true)
+    hole = disc(true.shape, 110, 40, 3)
+    prob[hole] = [1.0, 0.0, 0.0]          # background hole inside object 3
+    pred = instances_from_probabilities(prob)
+    assert pred.max() == 7 and (pred[hole] == pred[110, 30]).all() and pred[110, 40] > 0
+    kept = instances_from_probabilities(prob, fill_holes=False)
+    assert (kept[hole] == 0).all()
+    small = instances_from_probabilities(prob, min_size=100)
+    assert small.max() == 6 and small[80, 100] == 0
+
+
+def test_instances_from_probabilities_keeps_seedless_objects_and_checks_shape():
+    prob = np.zeros((20, 20, 3), np.float32)
+    prob[..., 0] = 1
+    prob[5:8, 5:8] = [0.1, 0.0, 0.9]       # all boundary: no interior seed
+    labels = instances_from_probabilities(prob)
+    assert labels.max() == 1 and (labels > 0).sum() == 9
+    with pytest.raises(ValueError, match="prob"):
+        instances_from_probabilities(prob[..., :2])

@@ -1,0 +1,176 @@
+"""Which images train, validate and test: subsets, splits, hold-outs, and the resolved :class:`TrainingData`.
+
+:func:`resolve_data` turns a :class:`~unet_tf.config.RunConfig` into the
+samples of a run (the dataset layout's files, the ``--train-size`` subset, the
+validation split by image, the ``--holdout`` test images);
+:meth:`TrainingData.from_arrays` does the same for images already in memory.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+
+from ..config import RunConfig
+from ..errors import UserInputError
+from ..synthetic import write_tem_dataset
+from .layouts import (
+    ArraySample,
+    DatasetSpec,
+    Sample,
+    dataset_spec,
+    default_data_dir,
+    instance_spec,
+    list_samples,
+    resolve_target,
+    with_ignore_value,
+)
+
+
+def choose_subset(samples: Sequence[Sample], n: int | None, seed: int = 0) -> list[Sample]:
+    """``n`` samples chosen by ``seed`` (all when ``n`` is None), kept in name order."""
+    samples = list(samples)
+    if n is None:
+        return samples
+    if n < 1 or n > len(samples):
+        raise UserInputError(f"--train-size {n}: the dataset has {len(samples)} labelled training images")
+    keep = np.random.default_rng(seed).permutation(len(samples))[:n]
+    return [samples[i] for i in sorted(keep)]
+
+
+def split_train_val(
+    samples: Sequence[Sample], val_fraction: float = 0.2, seed: int = 0
+) -> tuple[list[Sample], list[Sample]]:
+    """Split by image (never patches of one image on both sides), deterministic for ``seed``.
+
+    At least one image goes to validation when ``val_fraction > 0`` and two or more
+    images exist; a single image is used for both (said by the caller).
+    """
+    samples = list(samples)
+    if not 0 <= val_fraction < 1:
+        raise UserInputError(f"--val-fraction {val_fraction}: must be in [0, 1)")
+    if val_fraction == 0 or len(samples) < 2:
+        return samples, []
+    n_val = min(len(samples) - 1, max(1, round(val_fraction * len(samples))))
+    order = np.random.default_rng([seed, 7]).permutation(len(samples))
+    val = set(order[:n_val].tolist())
+    return [s for i, s in enumerate(samples) if i not in val], [s for i, s in enumerate(samples) if i in val]
+
+
+def split_holdout(samples: Sequence[Sample], holdout: int) -> tuple[list[Sample], list[Sample]]:
+    """(rest, test): the last ``holdout`` samples by name are the fixed test set."""
+    samples = list(samples)
+    if holdout < 0 or holdout >= len(samples):
+        raise UserInputError(f"--holdout {holdout}: the dataset has {len(samples)} labelled images; keep at least one to train")
+    return (samples[: len(samples) - holdout], samples[len(samples) - holdout:]) if holdout else (samples, [])
+
+
+@dataclass(frozen=True)
+class TrainingData:
+    """Resolved inputs of a run: the classes and the labelled samples on each side.
+
+    Samples are files (:class:`Sample`) or arrays (:class:`ArraySample`);
+    ``data_dir`` is None for arrays.
+    """
+
+    spec: DatasetSpec
+    train: tuple[Sample | ArraySample, ...]
+    val: tuple[Sample | ArraySample, ...]
+    test: tuple[Sample, ...] = ()
+    data_dir: Path | None = None
+
+    @classmethod
+    def from_arrays(
+        cls,
+        images: Sequence[np.ndarray],
+        masks: Sequence[np.ndarray],
+        class_values: Sequence[int],
+        class_names: Sequence[str] | None = None,
+        *,
+        val_fraction: float = 0.2,
+        seed: int = 0,
+    ) -> "TrainingData":
+        """Training data from images and label images in memory.
+
+        Args:
+            images: sequence of (H, W) arrays, raw pixel values (normalized
+                during training with the run's percentiles).
+            masks: sequence of (H, W) label images of the same sizes, holding
+                ``class_values``.
+            class_values: sequence of int. The label value of each class,
+                background first, e.g. ``(0, 255)``.
+            class_names: sequence of str or None. Default ``class_<value>``.
+            val_fraction: float. Fraction of the images used for validation
+                (split by image, at least one when there are two or more).
+                Default 0.2.
+            seed: int. Seed of the split. Default 0.
+
+        Example:
+            >>> import numpy as np
+            >>> images = [np.random.rand(64, 64) for _ in range(3)]
+            >>> masks = [(im > 0.5).astype(np.uint8) * 255 for im in images]
+            >>> data = TrainingData.from_arrays(images, masks, (0, 255), ("background", "cell"))
+            >>> len(data.train), len(data.val)
+            (2, 1)
+        """
+        if len(images) != len(masks) or not images:
+            raise UserInputError(f"from_arrays: {len(images)} images and {len(masks)} masks; need the same "
+                                 "number, at least one")
+        spec = dataset_spec("folder", class_values, class_names)
+        spec = DatasetSpec("arrays", spec.class_values, spec.class_names, spec.label_mode)
+        samples = [ArraySample(f"array_{i:03d}", np.asarray(im), np.asarray(m))
+                   for i, (im, m) in enumerate(zip(images, masks))]
+        train, val = split_train_val(samples, val_fraction, seed)
+        return cls(spec, tuple(train), tuple(val or train))
+
+
+def ensure_demo_data(data_dir: Path, log: Callable[[str], None] = print) -> None:
+    """Fill an empty or missing ``tem`` folder with the synthetic demo set."""
+    train_dir = data_dir / "train"
+    if train_dir.is_dir() and any(train_dir.iterdir()):
+        return
+    log(f"{data_dir} holds no images: writing the synthetic TEM demo set there (12 train + 2 test, 1024 px) ...")
+    t0 = time.perf_counter()
+    write_tem_dataset(data_dir)
+    log(f"demo data written to {data_dir} in {time.perf_counter() - t0:.0f} s")
+
+
+def run_spec(cfg: RunConfig, samples: Sequence[Sample]) -> DatasetSpec:
+    """The classes a run learns: the layout's, or the instance target's; with the ignore value."""
+    d = cfg.data
+    target = resolve_target(d.dataset, d.target, d.instance_masks)
+    if d.dataset == "folder" and d.instance_masks:
+        spec = DatasetSpec("folder", (0, 255), tuple(d.class_names or ("background", "object")), "instances")
+    else:
+        spec = dataset_spec(d.dataset, d.class_values, d.class_names, samples, d.ignore_value)
+    spec = with_ignore_value(spec, d.ignore_value)
+    return instance_spec(spec, d.boundary_width) if target == "instances" else spec
+
+
+def labelled_pool(
+    cfg: RunConfig, log: Callable[[str], None] = print
+) -> tuple[Path, DatasetSpec, list[Sample], list[Sample]]:
+    """(data folder, classes, labelled training images minus --holdout, the held-out ones)."""
+    d = cfg.data
+    data_dir = Path(d.data_dir) if d.data_dir else default_data_dir(d.dataset)
+    if d.dataset == "tem":
+        ensure_demo_data(data_dir, log)
+    samples = list_samples(d.dataset, data_dir, "train")
+    spec = run_spec(cfg, samples)
+    pool, held = split_holdout(samples, d.holdout)
+    return data_dir, spec, pool, held
+
+
+def resolve_data(cfg: RunConfig, log: Callable[[str], None] = print) -> TrainingData:
+    """Find the dataset's files, choose the training subset and the validation split."""
+    d = cfg.data
+    data_dir, spec, samples, test = labelled_pool(cfg, log)
+    subset = choose_subset(samples, d.train_size, cfg.train.seed)
+    train, val = split_train_val(subset, d.val_fraction, cfg.train.seed)
+    if not val:
+        log("note: only one training image (or --val-fraction 0): validating on the training image itself")
+        val = train
+    return TrainingData(spec, tuple(train), tuple(val), tuple(test), data_dir)

@@ -1,0 +1,115 @@
+"""What to segment: files, folders and globs -> samples (image + optional labels), output names, shards.
+
+Several machines (or processes) can share the images of one run:
+:func:`shard_samples` gives worker ``i`` of ``n`` every ``n``-th image, and
+:func:`shard_suffix` names its tables ``metrics.shard-i-of-n.csv`` (and so on)
+so that all workers can write into the same folder.
+"""
+from __future__ import annotations
+
+import glob
+import sys
+from pathlib import Path
+from typing import Sequence
+
+from .datasets import Sample, list_samples, mask_key
+from .errors import UserInputError
+from .io import is_image_file
+from .model_file import ModelInfo
+
+
+def shard_suffix(index: int, count: int) -> str:
+    """``""`` for one shard, else ``.shard-<index>-of-<count>`` (before the ``.csv`` of each table)."""
+    return "" if count == 1 else f".shard-{index}-of-{count}"
+
+
+def shard_samples(samples: Sequence[Sample], index: int, count: int) -> list[Sample]:
+    """Worker ``index`` (0-based) of ``count``: every ``count``-th sample of the list sorted by image path.
+
+    The ``count`` shards are disjoint and together hold every sample once,
+    whatever order each worker listed its inputs in; their sizes differ by at
+    most one.
+    """
+    if count < 1 or not 0 <= index < count:
+        raise UserInputError(f"--shard {index}/{count}: need 0 <= i < n, e.g. 0/2 and 1/2")
+    ordered = sorted(samples, key=lambda s: str(s.image))
+    return ordered[index::count]
+
+
+def check_output_names(samples: Sequence[Sample]) -> None:
+    """Outputs are named after image stems: two images with one stem (or a reserved row name) are an error."""
+    stems: dict[str, Path] = {}
+    for sample in samples:
+        if sample.image.stem in stems or sample.image.stem in ("mean", "all"):
+            other = stems.get(sample.image.stem, "a reserved table row name")
+            raise UserInputError(f"{sample.image}: same output name '{sample.image.stem}' as {other}; rename one")
+        stems[sample.image.stem] = sample.image
+
+
+def expand_inputs(inputs: Sequence[str]) -> list[Path]:
+    """Files, folders (their image files) and globs -> sorted unique image paths."""
+    paths: list[Path] = []
+    for item in inputs:
+        p = Path(item)
+        if p.is_dir():
+            found = sorted(q for q in p.iterdir() if q.is_file() and is_image_file(q) and not q.name.startswith("."))
+            if not found:
+                raise UserInputError(f"{p}: folder holds no image files")
+            paths += found
+        elif p.is_file():
+            paths.append(p)
+        elif any(ch in item for ch in "*?["):
+            found = sorted(Path(q) for q in glob.glob(item) if Path(q).is_file())
+            if not found:
+                raise UserInputError(f"{item}: no files match this pattern")
+            paths += found
+        else:
+            raise UserInputError(f"{p}: no such file or folder")
+    unique = list(dict.fromkeys(paths))
+    if not unique:
+        raise UserInputError("no input images given")
+    return unique
+
+
+def default_inputs(info: ModelInfo) -> list[Sample]:
+    """The held-out images of training (--holdout), else the dataset's test split."""
+    if info.test_images:
+        return [Sample(Path(image), tuple(Path(p) for p in labels)) for image, *labels in info.test_images]
+    if not info.data_dir:
+        raise UserInputError("this model does not record its dataset folder: give --input")
+    try:
+        return list_samples(info.dataset, info.data_dir, "test")
+    except UserInputError as exc:
+        raise UserInputError(f"no default input ({exc}); give --input") from None
+
+
+def find_label(image: Path, labels_dir: Path) -> Path | None:
+    """The ground-truth file for ``image`` in ``labels_dir``: same stem, a mask suffix, or label_ for raw_."""
+    stem = image.stem
+    keys = {stem}
+    if stem.startswith("raw_"):
+        keys.add("label_" + stem[4:])
+    for candidate in sorted(labels_dir.iterdir()):
+        if candidate.is_file() and is_image_file(candidate) and candidate != image:
+            if candidate.stem in keys or mask_key(candidate.stem) == stem:
+                return candidate
+    return None
+
+
+def samples_for(inputs: Sequence[str] | None, labels_dir: str | None, info: ModelInfo) -> list[Sample]:
+    """Samples to segment: --input paths (labels from --labels) or the dataset's test split."""
+    if inputs:
+        paths = expand_inputs(inputs)
+        samples = [Sample(p) for p in paths]
+    else:
+        samples = default_inputs(info)
+    if labels_dir:
+        folder = Path(labels_dir)
+        if not folder.is_dir():
+            raise UserInputError(f"{folder}: no such labels folder")
+        samples = [Sample(s.image, (lab,) if (lab := find_label(s.image, folder)) else ()) for s in samples]
+        missing = [s.image.name for s in samples if not s.labels]
+        if missing:
+            print(f"note: no label in {folder} for {', '.join(missing[:5])}{' ...' if len(missing) > 5 else ''}",
+                  file=sys.stderr)
+    return samples

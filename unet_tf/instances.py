@@ -1,0 +1,311 @@
+"""Probabilities or class masks -> instance label images (one id per object).
+
+Three ways to count objects, all on whole-image arrays (after the blended,
+tile-free prediction, so no object is cut at a tile edge):
+
+* :func:`instances_from_probabilities`: for a model trained on the 3-class
+  instance target (background / interior / boundary, see
+  :mod:`unet_tf.targets`): seeds = components of the interior, grown by a
+  marker-controlled watershed over the foreground.
+* :func:`split_touching`: for a model trained on semantic masks: one class's
+  binary mask split at its necks by a distance-transform watershed.
+* :func:`label_components`: plain connected components (touching objects stay
+  one).
+
+The watershed is scikit-image's ``segmentation.watershed`` (priority-queue
+flooding in C, markers and mask built in); the maxima of the distance map are
+``morphology.h_maxima``, which treats a plateau or a ridge as one maximum.
+Hand-written Python versions of either would be slower and less tested.
+
+Every function returns int32 (H, W) labels, 0 background, objects numbered
+1..N (for connected components: in raster order of their first pixel;
+after a watershed: in that order of their seeds). Hole filling and small-object
+removal are exposed as :func:`fill_label_holes` and :func:`remove_small`.
+"""
+from __future__ import annotations
+
+import numpy as np
+from scipy import ndimage as ndi
+
+SPLIT_H_FACTOR = 0.15
+SPLIT_DISTANCE_FACTOR = 0.5
+
+
+def _structure(connectivity: int) -> np.ndarray:
+    if connectivity not in (4, 8):
+        raise ValueError(f"connectivity must be 4 or 8, got {connectivity!r}")
+    return ndi.generate_binary_structure(2, 1 if connectivity == 4 else 2)
+
+
+def _check_mask(mask: np.ndarray, name: str) -> np.ndarray:
+    mask = np.asarray(mask)
+    if mask.ndim != 2:
+        raise ValueError(f"{name} must be 2-D (H, W), got shape {mask.shape}")
+    return mask.astype(bool, copy=False)
+
+
+# === Label image helpers ===
+
+
+def renumber(labels: np.ndarray) -> np.ndarray:
+    """Ids renumbered 1..N (int32), keeping their order; 0 stays background."""
+    from skimage.segmentation import relabel_sequential
+
+    return relabel_sequential(np.asarray(labels))[0].astype(np.int32, copy=False)
+
+
+def remove_small(labels: np.ndarray, min_size: int) -> np.ndarray:
+    """Copy of ``labels`` with objects of fewer than ``min_size`` px set to 0 (ids unchanged)."""
+    out = np.array(labels, copy=True)
+    if min_size > 1 and out.size:
+        if 0 <= out.min() and out.max() <= 4 * out.size:  # compact ids: count without sorting
+            counts = np.bincount(out.ravel())
+            small = np.flatnonzero(counts < min_size)
+        else:
+            ids, counts = np.unique(out[out > 0], return_counts=True)
+            small = ids[counts < min_size]
+        small = small[small > 0]
+        if small.size:
+            out[np.isin(out, small)] = 0
+    return out
+
+
+def fill_label_holes(labels: np.ndarray) -> np.ndarray:
+    """Copy of ``labels`` with every hole of an object filled with that object's id.
+
+    A hole is a 4-connected component of background that does not touch the
+    image edge and whose neighbours all belong to ONE object (as
+    ``scipy.ndimage.binary_fill_holes`` per object). A background pocket
+    enclosed by several touching objects stays background; other objects are
+    never overwritten. One labelling of the background, then work only in the
+    bounding box of each enclosed pocket.
+    """
+    labels = np.asarray(labels)
+    out = labels.copy()
+    pockets, n = ndi.label(labels == 0)
+    if n == 0:
+        return out
+    enclosed = np.ones(n + 1, dtype=bool)
+    enclosed[np.concatenate([pockets[0], pockets[-1], pockets[:, 0], pockets[:, -1]])] = False
+    cross = _structure(4)
+    for i, box in enumerate(ndi.find_objects(pockets), start=1):
+        if box is None or not enclosed[i]:
+            continue
+        grown = tuple(slice(sl.start - 1, sl.stop + 1) for sl in box)  # inside: no edge contact
+        pocket = pockets[grown] == i
+        owners = np.unique(labels[grown][ndi.binary_dilation(pocket, cross) & ~pocket])
+        if owners.size == 1:
+            out[grown][pocket] = owners[0]
+    return out
+
+
+def _add_unseeded(labels: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """``labels`` plus, as new ids, the 8-connected parts of ``mask`` that no seed reached."""
+    rest, n_rest = ndi.label(mask & (labels == 0), structure=_structure(8))
+    if n_rest == 0:
+        return labels
+    labels = labels.astype(np.int64)
+    labels[rest > 0] = rest[rest > 0] + labels.max()
+    return labels
+
+
+def _finish(labels: np.ndarray, min_size: int, fill_holes: bool) -> np.ndarray:
+    if fill_holes:
+        labels = fill_label_holes(labels)
+    return renumber(remove_small(labels, min_size))
+
+
+# === Connected components ===
+
+
+def label_components(mask: np.ndarray, min_size: int = 0, connectivity: int = 8) -> np.ndarray:
+    """Connected components of a binary mask as int32 labels (H, W).
+
+    Args:
+        mask: (H, W) bool (or anything where nonzero = object).
+        min_size: components of fewer pixels are dropped. Default 0.
+        connectivity: 8 (corner-touching pixels connect, as in
+            ``morphometry.measure_objects``) or 4. Default 8.
+    """
+    mask = _check_mask(mask, "mask")
+    labels, _ = ndi.label(mask, structure=_structure(connectivity))
+    return renumber(remove_small(labels, min_size))
+
+
+# === 3-class probabilities -> instances ===
+
+
+def instances_from_probabilities(
+    prob: np.ndarray,
+    *,
+    interior_threshold: float = 0.5,
+    foreground_threshold: float = 0.5,
+    min_seed_size: int = 4,
+    min_size: int = 0,
+    fill_holes: bool = True,
+) -> np.ndarray:
+    """Instances from background / interior / boundary probabilities by a seeded watershed.
+
+    1. Foreground: ``interior + boundary > foreground_threshold``.
+    2. Seeds: 4-connected components of ``interior > interior_threshold``
+       inside the foreground, those smaller than ``min_seed_size`` px dropped
+       (specks of interior would split an object).
+    3. Each seed grows over the foreground by a watershed on ``1 - interior``
+       (skimage ``segmentation.watershed``): pixels join the seed they reach
+       first while flooding from high interior probability to low, so two
+       objects meet where the boundary between them is strongest.
+    4. A foreground component that holds no seed (an object too small or too
+       thin to have an interior) becomes an object of its own.
+    5. Holes filled (:func:`fill_label_holes`), objects under ``min_size``
+       px dropped, ids renumbered 1..N.
+
+    Args:
+        prob: float (H, W, 3) class probabilities (softmax): background,
+            interior, boundary.
+        interior_threshold: interior probability above which a pixel is seed.
+            Default 0.5.
+        foreground_threshold: interior + boundary probability above which a
+            pixel belongs to some object. Default 0.5.
+        min_seed_size: smallest seed in px. Default 4.
+        min_size: smallest object in px (after hole filling). Default 0.
+        fill_holes: fill holes inside objects. Default True.
+
+    Returns:
+        int32 (H, W) labels, 0 background, 1..N objects.
+    """
+    from skimage.segmentation import watershed
+
+    prob = np.asarray(prob)
+    if prob.ndim != 3 or prob.shape[-1] != 3:
+        raise ValueError(f"prob must be (H, W, 3) background/interior/boundary, got shape {prob.shape}")
+    interior = prob[..., 1].astype(np.float32)
+    foreground = interior + prob[..., 2] > foreground_threshold
+    seeds, _ = ndi.label((interior > interior_threshold) & foreground)
+    seeds = remove_small(seeds, min_seed_size)
+    labels = watershed(1.0 - interior, markers=seeds, mask=foreground)
+    return _finish(_add_unseeded(labels, foreground), min_size, fill_holes)
+
+
+# === Semantic mask -> instances ===
+
+
+def _component_peaks(dist: np.ndarray, components: np.ndarray, h: float
+                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """h-maxima of ``dist`` per component: (markers (H, W), owner component (n,), centres (n, 2)).
+
+    Each component is handled in its bounding box: the same maxima as one
+    ``h_maxima`` call on the whole image (a global sort), ~20x faster on a
+    4096 px image of 500 objects.
+    """
+    from skimage.morphology import h_maxima
+
+    markers = np.zeros(dist.shape, dtype=np.int32)
+    owners, centres = [], []
+    for k, box in enumerate(ndi.find_objects(components), start=1):
+        own = components[box] == k
+        peaks, n = ndi.label(h_maxima(np.where(own, dist[box], 0), h).astype(bool) & own,
+                             structure=_structure(8))
+        if n == 0:
+            continue
+        markers[box][peaks > 0] = peaks[peaks > 0] + len(owners)
+        centre = ndi.center_of_mass(peaks > 0, peaks, np.arange(1, n + 1))
+        centres.extend(np.asarray(centre).reshape(n, 2) + [box[0].start, box[1].start])
+        owners.extend([k] * n)
+    return markers, np.array(owners, dtype=np.int64), np.array(centres).reshape(-1, 2)
+
+
+def _split_seeds(dist: np.ndarray, components: np.ndarray, h: float, min_distance: float) -> np.ndarray:
+    """Markers: h-maxima of ``dist``; those of one component closer than ``min_distance`` share a label."""
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
+    from scipy.spatial import cKDTree
+
+    markers, owner, centres = _component_peaks(dist, components, h)
+    n = owner.size
+    if n < 2 or min_distance <= 0:
+        return markers
+    pairs = cKDTree(centres).query_pairs(min_distance, output_type="ndarray")
+    pairs = pairs[owner[pairs[:, 0]] == owner[pairs[:, 1]]]
+    graph = coo_matrix((np.ones(len(pairs)), (pairs[:, 0], pairs[:, 1])), shape=(n, n))
+    _, group = connected_components(graph, directed=False)
+    return np.concatenate([[0], group + 1])[markers]
+
+
+def split_touching(
+    mask: np.ndarray,
+    *,
+    h: float | None = None,
+    min_distance: float | None = None,
+    min_size: int = 0,
+    fill_holes: bool = False,
+) -> np.ndarray:
+    """Touching objects of one class split by a distance-transform watershed.
+
+    The Euclidean distance to the background peaks once near the centre of
+    each roundish object and dips at the neck where two objects touch.
+    Seeds are the regional maxima of the distance whose height above the
+    saddle to any higher maximum is at least ``h`` (``h_maxima``: a plateau
+    or the ridge of an ellipse or a rectangle is one maximum, so one convex
+    object stays whole); seeds of one connected component whose centres are
+    closer than ``min_distance`` px are merged into one marker.
+    Each seed floods ``-distance`` within the mask (skimage watershed).
+
+    Defaults scale with the typical object radius ``r`` (the median over
+    connected components of their largest distance value): ``h = 0.15 r``
+    (at least 1 px) and ``min_distance = 0.5 r``. Two discs of radius ``r``
+    are then split when the neck between them is narrower than about
+    ``0.85 r`` on each side of the contact line, i.e. while their centres are
+    more than ~1.05 r apart.
+
+    Args:
+        mask: (H, W) bool mask of one class.
+        h: least depth (px of distance) of the neck between two seeds.
+        min_distance: seeds closer than this (px) become one seed.
+        min_size: objects under this many px are dropped. Default 0.
+        fill_holes: fill holes inside objects first. Default False.
+
+    Returns:
+        int32 (H, W) labels, 0 background, 1..N objects.
+    """
+    from skimage.segmentation import watershed
+
+    mask = _check_mask(mask, "mask")
+    if not mask.any():
+        return np.zeros(mask.shape, dtype=np.int32)
+    if fill_holes:
+        mask = ndi.binary_fill_holes(mask)
+    dist = ndi.distance_transform_edt(mask).astype(np.float32)
+    components, _ = ndi.label(mask, structure=_structure(8))
+    radius = float(np.median([dist[box][components[box] == k].max()
+                              for k, box in enumerate(ndi.find_objects(components), start=1)]))
+    h = max(1.0, SPLIT_H_FACTOR * radius) if h is None else float(h)
+    min_distance = SPLIT_DISTANCE_FACTOR * radius if min_distance is None else float(min_distance)
+    markers = _split_seeds(dist, components, h, min_distance)
+    labels = watershed(-dist, markers=markers, mask=mask, connectivity=2)
+    return _finish(_add_unseeded(labels, mask), min_size, False)
+
+
+# === The prediction step ===
+
+
+def instances_for(prob: np.ndarray, ids: np.ndarray, target: str, *, threshold: float = 0.5, min_size: int = 0,
+                  split: bool = False) -> np.ndarray | None:
+    """The instance labels (int32 (H, W), ids unique over classes) that prediction reports, or None.
+
+    ``target == "instances"``: seeded watershed of the background / interior /
+    boundary probabilities (:func:`instances_from_probabilities`, interior
+    seeds above ``threshold``). A semantic model with ``split``: every
+    foreground class's mask split into touching objects
+    (:func:`split_touching`), numbered on after the previous class. Otherwise
+    None (objects are connected components, counted by the object table).
+    """
+    if target == "instances":
+        return instances_from_probabilities(prob, interior_threshold=threshold, min_size=min_size)
+    if not split:
+        return None
+    out = np.zeros(ids.shape, np.int32)
+    for c in np.unique(ids[ids > 0]):
+        labels = split_touching(ids == c, min_size=min_size)
+        inside = labels > 0
+        out[inside] = labels[inside] + out.max()
+    return out

@@ -1,0 +1,55 @@
+"""Overlays: classes coloured over the image, with a legend, written as PNG."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Sequence
+
+import cv2
+import numpy as np
+
+from .errors import UserInputError
+from .io import atomic_path
+from .preprocessing import percentile_normalize
+
+# Class colours (RGB) for overlays; class 0 (background) is left uncoloured.
+PALETTE = (
+    (230, 25, 75), (60, 180, 75), (255, 225, 25), (0, 130, 200), (245, 130, 48),
+    (145, 30, 180), (70, 240, 240), (240, 50, 230), (210, 245, 60), (250, 190, 212),
+)
+
+
+def instance_outlines(instances: np.ndarray) -> np.ndarray:
+    """bool (H, W): pixels of an object whose right or lower neighbour belongs to another object or background."""
+    edge = np.zeros(instances.shape, bool)
+    edge[:, :-1] |= instances[:, :-1] != instances[:, 1:]
+    edge[:-1, :] |= instances[:-1, :] != instances[1:, :]
+    return edge & (instances > 0)
+
+
+def overlay_image(image: np.ndarray, ids: np.ndarray, class_names: Sequence[str], alpha: float = 0.45,
+                  instances: np.ndarray | None = None) -> np.ndarray:
+    """RGB uint8 (H, W, 3): gray image with classes 1.. coloured, a legend box, and instance outlines (white)."""
+    gray = np.clip(percentile_normalize(image, 1, 99.5), 0, 1)
+    rgb = np.repeat((gray * 255).astype(np.uint8)[..., None], 3, axis=-1)
+    colours = np.array([(0, 0, 0)] + [PALETTE[(c - 1) % len(PALETTE)] for c in range(1, len(class_names))], np.float32)
+    fg = ids > 0
+    rgb[fg] = ((1 - alpha) * rgb[fg] + alpha * colours[ids[fg]]).astype(np.uint8)
+    if instances is not None:
+        rgb[instance_outlines(instances)] = 255
+    scale = max(0.4, min(rgb.shape[:2]) / 1000)
+    pad, line = int(8 * scale), int(22 * scale)
+    width = int(12 * scale * max(len(n) for n in class_names[1:])) + 3 * pad + line
+    height = pad + line * (len(class_names) - 1) + pad
+    cv2.rectangle(rgb, (0, 0), (min(width, rgb.shape[1] - 1), min(height, rgb.shape[0] - 1)), (255, 255, 255), -1)
+    for c in range(1, len(class_names)):
+        y = pad + (c - 1) * line
+        cv2.rectangle(rgb, (pad, y + 2), (pad + line - 6, y + line - 4), tuple(int(v) for v in colours[c]), -1)
+        cv2.putText(rgb, class_names[c], (2 * pad + line - 6, y + line - 6), cv2.FONT_HERSHEY_SIMPLEX,
+                    0.5 * scale, (0, 0, 0), max(1, int(scale)), cv2.LINE_AA)
+    return rgb
+
+
+def write_png(path: Path, rgb: np.ndarray) -> None:
+    with atomic_path(path) as tmp:
+        if not cv2.imwrite(str(tmp), rgb[..., ::-1]):
+            raise UserInputError(f"{path}: could not write the overlay")

@@ -1,0 +1,354 @@
+"""Segment images with a trained model: :func:`predict_image` on arrays, :func:`predict_files` on files.
+
+``predict_image`` is the one prediction path: normalize with the model's own
+percentiles -> tiled, blended probabilities -> class ids -> label values.
+``predict_files`` (behind ``predict.py``, the web app and the ablation) reads
+each file, calls it, and writes for each image ``<stem>``: ``<stem>_mask.tif``
+(original label values), ``<stem>_overlay.png`` (classes coloured over the
+image, with a legend) and optionally ``<stem>_prob.tif`` (float32, one band per
+class); for the whole run ``objects.csv`` and ``objects_summary.csv``, and with
+ground truth ``metrics.csv``. Every file is written atomically.
+"""
+from __future__ import annotations
+
+import contextlib
+import time
+import weakref
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from .config import PredictConfig
+from .datasets import Sample, read_class_ids, read_instances
+from .errors import UserInputError
+from .evaluation import Evaluator
+from .instance_metrics import INSTANCE_COLUMNS, InstanceEvaluator
+from .instances import instances_for
+from .inference import ProgressBar, ProgressFn, check_tiling, make_predict_fn, predict_tiled, probabilities_to_ids
+from .inputs import check_output_names, shard_suffix
+from .io import iter_pages, mask_dtype, page_count, read_image, write_mask, write_tiff
+from .model_file import ModelInfo, read_info
+from .morphometry import OBJECT_COLUMNS, SUMMARY_COLUMNS, measure_objects, summarize_objects
+from .overlay import overlay_image, write_png
+from .preprocessing import ids_to_values, percentile_normalize
+from .tables import format_table, write_csv
+from .targets import IGNORE_ID
+from .tiff_meta import pixel_size_um
+from .tiff_stream import StackWriter
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """The segmentation of one image.
+
+    Attributes:
+        probabilities: float32 (H, W, K): K = 1 (P(class 1)) for a binary
+            model, else one channel per class.
+        ids: uint8 (H, W) class ids 0..C-1.
+        mask: (H, W) the class ids as the label values of the training data.
+        instances: int32 (H, W) one id per object (0 background), for an
+            instance model or with ``split_touching``; else None.
+    """
+
+    probabilities: np.ndarray
+    ids: np.ndarray
+    mask: np.ndarray
+    instances: np.ndarray | None = None
+
+
+@dataclass
+class Scores:
+    """The scores of a run, added to one image at a time: semantic (per class) and per object."""
+
+    semantic: Evaluator
+    instances: InstanceEvaluator
+
+
+_PREDICT_FNS: "weakref.WeakKeyDictionary[Any, Callable]" = weakref.WeakKeyDictionary()
+
+
+def engine(model: Any) -> tuple[Callable[[np.ndarray], np.ndarray], ModelInfo]:
+    """(batch -> probabilities function, ModelInfo) of a Keras model or of an object with ``.info``.
+
+    The compiled function of a Keras model is kept for the model's lifetime,
+    so calling :func:`predict_image` in a loop traces it once.
+    """
+    info = getattr(model, "info", None)
+    if isinstance(info, ModelInfo):  # e.g. an ONNX model: callable on batches
+        return model, info
+    if model not in _PREDICT_FNS:
+        _PREDICT_FNS[model] = make_predict_fn(model)
+    return _PREDICT_FNS[model], read_info(model)
+
+
+def predict_image(
+    model: Any,
+    image: np.ndarray,
+    config: PredictConfig = PredictConfig(),
+    *,
+    progress: ProgressFn | None = None,
+    **options: Any,
+) -> Prediction:
+    """Segment one 2-D image at full resolution.
+
+    Args:
+        model: a model from :func:`unet_tf.load_model` (or returned by training).
+        image: (H, W) array of any numeric dtype, raw (not normalized): the
+            model's own percentile stretch is applied here.
+        config: PredictConfig. Tiling and threshold settings; defaults as
+            ``predict.py``.
+        progress: optional ``progress(done_tiles, total_tiles)`` callback.
+        **options: PredictConfig fields overriding ``config``: ``tile`` (512),
+            ``overlap`` (64), ``batch_size`` (4), ``tta`` (False),
+            ``threshold`` (0.5: foreground of binary models, interior seeds
+            of instance models), ``min_size`` (0, smallest object in px),
+            ``split_touching`` (False: split touching objects of a semantic
+            model's classes into instances).
+
+    Returns:
+        :class:`Prediction` with probabilities, class ids and the label-value mask.
+
+    Example:
+        >>> model = unet_tf.load_model("runs/tem/best.keras")  # doctest: +SKIP
+        >>> result = unet_tf.predict_image(model, unet_tf.read_image("scan.tif"), tile=256)  # doctest: +SKIP
+        >>> result.mask.shape == result.ids.shape  # doctest: +SKIP
+        True
+    """
+    config = replace(config, **options) if options else config
+    predict_fn, info = engine(model)
+    image = np.asarray(image)
+    if image.ndim != 2 or image.size == 0:
+        raise UserInputError(f"image: expected a non-empty 2-D (H, W) array, received shape {image.shape}")
+    if image.dtype.kind == "f" and not np.all(np.isfinite(image)):
+        raise UserInputError("image: holds NaN or infinite values")
+    norm = info.normalize
+    normalized = percentile_normalize(image, norm.pmin, norm.pmax, clip=norm.clip)
+    prob = predict_tiled(
+        predict_fn, normalized, tile=config.tile, overlap=config.overlap, batch_size=config.batch_size,
+        size_divisor=info.size_divisor, tta=config.tta, progress=progress,
+    )
+    ids = probabilities_to_ids(prob, config.threshold)
+    instances = instances_for(prob, ids, info.target, threshold=config.threshold, min_size=config.min_size,
+                              split=config.split_touching)
+    return Prediction(prob, ids, ids_to_values(ids, info.class_values), instances)
+
+
+def probability_bands(prob: np.ndarray) -> np.ndarray:
+    """(K', H, W) float32 bands of a probability map: both classes for a binary model."""
+    bands = np.concatenate([1 - prob, prob], axis=-1) if prob.shape[-1] == 1 else prob
+    return np.moveaxis(bands, -1, 0).astype(np.float32)
+
+
+class ImageOutputs:
+    """The files of one input, a single image or a stack: mask, overlay(s), probabilities.
+
+    A stack of N pages gives ``<name>_mask.tif`` with N pages (and
+    ``<name>_prob.tif`` with K' pages per input page, page-major) written one
+    page at a time; overlays are ``<name>_overlay.png`` for one page and
+    ``<name>_overlay_pNNN.png`` (1-based) for a stack. Files appear complete
+    on a clean exit of the ``with`` block, or not at all.
+    """
+
+    def __init__(self, out_dir: Path, name: str, n_pages: int, info: ModelInfo, config: PredictConfig,
+                 pixel_size: float | None = None):
+        self.out_dir, self.name, self.n_pages = out_dir, name, n_pages
+        self.info, self.config, self.pixel_size = info, config, pixel_size
+        self.stack = contextlib.ExitStack()
+        self.mask_writer = self.prob_writer = self.instance_writer = None
+
+    def __enter__(self) -> "ImageOutputs":
+        if self.n_pages > 1:
+            dtype = mask_dtype(max(self.info.class_values))
+            self.mask_writer = self.stack.enter_context(
+                StackWriter(self.out_dir / f"{self.name}_mask.tif", self.n_pages, dtype, self.pixel_size))
+            if self.config.save_probabilities:
+                bands = 2 if self.info.n_classes == 2 else self.info.n_classes
+                self.prob_writer = self.stack.enter_context(StackWriter(
+                    self.out_dir / f"{self.name}_prob.tif", self.n_pages * bands, np.float32, self.pixel_size))
+            if self.info.target == "instances" or self.config.split_touching:
+                self.instance_writer = self.stack.enter_context(StackWriter(
+                    self.out_dir / f"{self.name}_instances.tif", self.n_pages, np.uint16, self.pixel_size))
+        return self
+
+    def add(self, page: int | None, image: np.ndarray, result: Prediction) -> None:
+        """Write (or append) the outputs of one page; ``page`` None for a single image."""
+        base = self.name if page is None else f"{self.name}_p{page + 1:03d}"
+        if self.config.overlay:
+            rgb = overlay_image(image, result.ids, self.info.class_names, instances=result.instances)
+            write_png(self.out_dir / f"{base}_overlay.png", rgb)
+        if self.mask_writer is None:
+            write_mask(self.out_dir / f"{self.name}_mask.tif", result.mask, self.pixel_size)
+            if result.instances is not None:
+                write_mask(self.out_dir / f"{self.name}_instances.tif", result.instances, self.pixel_size)
+            if self.config.save_probabilities:
+                write_tiff(self.out_dir / f"{self.name}_prob.tif", probability_bands(result.probabilities),
+                           pixel_size_um=self.pixel_size)
+            return
+        self.mask_writer.append(result.mask)
+        if self.instance_writer is not None:
+            self.instance_writer.append(result.instances)
+        if self.prob_writer is not None:
+            for band in probability_bands(result.probabilities):
+                self.prob_writer.append(band)
+
+    def __exit__(self, *exc) -> None:
+        self.stack.__exit__(*exc)
+
+
+def write_outputs(out_dir: Path, name: str, image: np.ndarray, result: Prediction,
+                  info: ModelInfo, config: PredictConfig, pixel_size: float | None = None) -> None:
+    """The files of a single image, exactly as ``predict.py`` writes them."""
+    with ImageOutputs(out_dir, name, 1, info, config, pixel_size) as outputs:
+        outputs.add(None, image, result)
+
+
+def _prepare(samples: Sequence[Sample], info: ModelInfo, out_dir: Path, config: PredictConfig) -> None:
+    """Check everything that can be checked before minutes of prediction."""
+    check_tiling(config.tile, config.overlap, info.size_divisor)
+    check_output_names(samples)
+    for sample in samples:
+        if sample.labels:
+            pages = page_count(sample.image)
+            for label in sample.labels:
+                if page_count(label) != pages:
+                    raise UserInputError(f"{label}: {page_count(label)} page(s), but the image {sample.image.name} "
+                                         f"has {pages}")
+            for page in range(pages) if pages > 1 else (None,):
+                read_class_ids(replace(sample, page=page), info.spec)
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UserInputError(f"{out_dir}: cannot create the output folder ({exc.strerror})") from None
+
+
+def _pixel_size(path: Path, config: PredictConfig, said: set, log: Callable[[str], None]) -> float | None:
+    """``config.pixel_size`` if given, else the file's own (TIFF metadata); where it came from is said once."""
+    if config.pixel_size is not None:
+        value, source = config.pixel_size, "--pixel-size"
+    else:
+        value, source = pixel_size_um(path)
+    if (value, source) not in said:
+        said.add((value, source))
+        log(f"pixel size: {value:g} µm ({source}; {path.name})" if value else
+            f"pixel size: unknown for {path.name} ({source}); give --pixel-size for µm columns")
+    return value
+
+
+def _pages(path: Path, n_pages: int):
+    """(page index, 2-D image) one page at a time; a single image is page 0."""
+    if n_pages == 1:
+        yield 0, read_image(path)
+    else:
+        yield from enumerate(iter_pages(path))
+
+
+def _score(sample: Sample, page: int | None, result: Prediction, info: ModelInfo, scores: Scores,
+           log: Callable[[str], None]) -> bool:
+    """Add the image's scores to ``scores``; False when its label does not fit."""
+    truth = read_class_ids(replace(sample, page=page), info.spec)
+    if truth.shape != result.ids.shape:
+        log(f"error: {sample.labels[0]}: label size {truth.shape[1]}x{truth.shape[0]} differs from image "
+            f"{result.ids.shape[1]}x{result.ids.shape[0]} (not evaluated)")
+        return False
+    scores.semantic.add(sample.image.stem, truth, result.ids, page=None if page is None else page + 1)
+    if info.target == "instances":
+        paged = replace(sample, page=page)
+        name = sample.image.stem if page is None else f"{sample.image.stem}:p{page + 1}"
+        ignore = truth == IGNORE_ID
+        scores.instances.add(name, read_instances(paged, info.spec), result.instances,
+                                ignore if ignore.any() else None)
+    return True
+
+
+def _objects(result: Prediction, info: ModelInfo, image: np.ndarray, name: str, pixel_size: float | None,
+             min_size: int) -> list[dict]:
+    """Object rows: one per instance (instance model: class "object") or per connected component of a class."""
+    if info.target == "instances":
+        ids, names = (result.instances > 0).astype(np.uint8), ("background", "object")
+    else:
+        ids, names = result.ids, info.class_names
+    return measure_objects(ids, names, image_name=name, pixel_size=pixel_size, min_size=min_size,
+                           instances=result.instances, image=image)
+
+
+def _predict_sample(model: Any, sample: Sample, label: str, out_dir: Path, config: PredictConfig,
+                    scores: Scores, pixel_size: float | None, log: Callable[[str], None]) -> tuple[list, bool]:
+    """Segment one image or stack, write its files; (object rows, whether its labels fitted)."""
+    info = engine(model)[1]
+    n_pages = page_count(sample.image)
+    rows: list[dict] = []
+    fitted = True
+    with ImageOutputs(out_dir, sample.image.stem, n_pages, info, config, pixel_size) as outputs:
+        for page, image in _pages(sample.image, n_pages):
+            number = None if n_pages == 1 else page
+            bar = ProgressBar(label if n_pages == 1 else f"{label} page {page + 1}/{n_pages}")
+            result = predict_image(model, image, config, progress=bar)
+            bar.close()
+            outputs.add(number, image, result)
+            if sample.labels:
+                fitted &= _score(sample, number, result, info, scores, log)
+            objects = _objects(result, info, image, sample.image.stem, pixel_size, config.min_size)
+            rows += [{**row, "page": None if number is None else number + 1} for row in objects]
+    return rows, fitted
+
+
+def _write_tables(out_dir: Path, objects: list[dict], done: list[str], scores: Scores,
+                  info: ModelInfo, config: PredictConfig, log: Callable[[str], None]) -> list[dict]:
+    tag = shard_suffix(*config.shard)
+    if done:
+        write_csv(out_dir / f"objects{tag}.csv", objects, OBJECT_COLUMNS)
+        summary = summarize_objects(objects, info.class_names, done, pixel_size=config.pixel_size)
+        write_csv(out_dir / f"objects_summary{tag}.csv", summary, SUMMARY_COLUMNS)
+    rows = scores.semantic.rows()
+    if rows:
+        scores.semantic.write_csv(out_dir / f"metrics{tag}.csv")
+        log(scores.semantic.format_table())
+    instance_rows = scores.instances.rows()
+    if instance_rows:
+        write_csv(out_dir / f"instance_metrics{tag}.csv", instance_rows, INSTANCE_COLUMNS)
+        log(format_table(instance_rows, INSTANCE_COLUMNS, digits=3))
+    return rows
+
+
+def predict_files(
+    model: Any,
+    samples: Sequence[Sample],
+    out_dir: str | Path,
+    config: PredictConfig = PredictConfig(),
+    log: Callable[[str], None] = print,
+) -> dict:
+    """Predict every sample (an image or a multi-page stack), write its outputs, evaluate where labels exist.
+
+    Returns a dict: ``done`` (image stems), ``failed`` (paths), ``metrics``
+    (the rows of ``metrics.csv``), ``objects`` (their count) and
+    ``wall_seconds``. An image that cannot be read is reported by name and
+    skipped. The pixel size is ``config.pixel_size`` or the file's own.
+    """
+    out_dir = Path(out_dir)
+    info = engine(model)[1]
+    _prepare(samples, info, out_dir, config)
+    scores = Scores(Evaluator(info.class_names), InstanceEvaluator())
+    objects: list[dict] = []
+    failed: list[str] = []
+    done: list[str] = []
+    said: set = set()
+    t0 = time.perf_counter()
+    for index, sample in enumerate(samples, 1):
+        label = f"image {index}/{len(samples)} {sample.image.stem}"
+        try:
+            pixel_size = _pixel_size(sample.image, config, said, log)
+            rows, fitted = _predict_sample(model, sample, label, out_dir, config, scores, pixel_size, log)
+        except UserInputError as exc:
+            log(f"error: {exc} (skipped)")
+            failed.append(str(sample.image))
+            continue
+        if not fitted:
+            failed.append(str(sample.labels[0]))
+        objects += rows
+        done.append(sample.image.stem)
+    wall = time.perf_counter() - t0
+    rows = _write_tables(out_dir, objects, done, scores, info, config, log)
+    log(f"{len(done)} image(s) segmented in {wall:.1f} s; outputs in {out_dir}")
+    return {"done": done, "failed": failed, "metrics": rows, "objects": len(objects), "wall_seconds": wall}
