@@ -1,20 +1,32 @@
-"""Tests of the synthetic TEM generator, its dataset writer and the Otsu baseline."""
+"""Tests of the synthetic TEM generator (images, labels, instance ids), its dataset writer and
+command line, and the Otsu baseline of bench/otsu_baseline.py."""
 from __future__ import annotations
+
+import hashlib
+import runpy
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
+from scipy import ndimage as ndi
 
-from unet_tf.errors import UserInputError
-from unet_tf.synthetic import (
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
+
+from otsu_baseline import dice_score, otsu_baseline, otsu_threshold  # noqa: E402
+
+from unet_tf.cli.synthetic import main  # noqa: E402
+from unet_tf.errors import UserInputError  # noqa: E402
+from unet_tf.synthetic import (  # noqa: E402
     TEM_CLASS_NAMES,
     TEM_CLASS_VALUES,
-    dice_score,
     generate_tem_image,
-    main,
-    otsu_baseline,
-    otsu_threshold,
+    generate_tem_sample,
+    image_seed,
     write_tem_dataset,
 )
+
+MYELINATED = TEM_CLASS_VALUES[TEM_CLASS_NAMES.index("myelinated_axon")]
 
 
 @pytest.fixture(scope="module")
@@ -66,6 +78,47 @@ def test_myelin_darker_than_axoplasm_and_background(pair256):
     assert lo < np.mean(image[label == 0]) < hi
 
 
+def sha256(*arrays):
+    return hashlib.sha256(b"".join(np.ascontiguousarray(a).tobytes() for a in arrays)).hexdigest()
+
+
+@pytest.mark.parametrize("size, seed, expected", [
+    # sha256 of image + label bytes, computed with the generator before instance ids were added
+    # (commit 15dc89f); train/raw_00 of the default dataset is in the README's figures.
+    (1024, image_seed(0, 0, 0), "19db373dfa737eb74fdecc0613e8eefd12cb5b8ca0ce529aede549277ff73e40"),
+    (256, 0, "81e07e24e533a79425ef9071353d7c49621206c17cbc8b55d991055a6e403824"),
+])
+def test_images_and_labels_unchanged_for_a_seed(size, seed, expected):
+    assert sha256(*generate_tem_image(size, seed)) == expected
+
+
+@pytest.mark.parametrize("size, seed", [(256, 0), (256, 3), ((96, 160), 1), (16, 2)])
+def test_instances_agree_with_the_class_label(size, seed):
+    sample = generate_tem_sample(size, seed)
+    image, label = generate_tem_image(size, seed)
+    np.testing.assert_array_equal(sample.image, image)
+    np.testing.assert_array_equal(sample.label, label)
+    ids, classes = sample.instances, sample.instance_classes
+    assert ids.dtype == np.uint16 and ids.shape == label.shape and classes[0] == 0
+    # every pixel of an instance has that instance's class; background (only) has no instance
+    np.testing.assert_array_equal(classes[ids], label)
+    np.testing.assert_array_equal(ids == 0, label == 0)
+    assert set(classes[1:].tolist()) <= set(TEM_CLASS_VALUES[1:])
+    # one myelinated instance per fibre placed, each one piece and none lost under later objects
+    fibres = np.unique(ids[label == MYELINATED])
+    assert len(fibres) == sample.n_fibres == len(sample.fibre_ids)
+    assert all(ndi.label(ids == i)[1] == 1 for i in fibres)
+    assert set(np.unique(ids).tolist()) == set(range(len(classes)))
+
+
+def test_instances_separate_touching_fibres():
+    sample = generate_tem_sample(256, seed=3)
+    _, merged = ndi.label(sample.label == MYELINATED)
+    # the class mask merges touching fibres; the instance ids keep them apart
+    assert sample.n_fibres >= 15 and merged < sample.n_fibres
+    assert generate_tem_sample(256, seed=3).n_fibres == sample.n_fibres
+
+
 def test_bad_size_is_a_user_error():
     with pytest.raises(UserInputError, match="size"):
         generate_tem_image(8)
@@ -75,14 +128,22 @@ def test_write_dataset_files_roundtrip_and_stable_prefix(tmp_path):
     import tifffile
 
     info = write_tem_dataset(tmp_path / "a", n_train=2, n_test=1, size=64, seed=5)
-    assert info["n_train"] == 2 and info["n_test"] == 1 and info["size"] == [64, 64]
+    assert info["n_train"] == 2 and info["n_test"] == 1 and info["size"] == [64, 64] and info["files"] == 9
     names = sorted(p.relative_to(tmp_path / "a").as_posix() for p in (tmp_path / "a").rglob("*"))
-    assert names == ["test", "test/label_00.tif", "test/raw_00.tif", "train",
-                     "train/label_00.tif", "train/label_01.tif",
+    assert names == ["test", "test/inst_00.tif", "test/label_00.tif", "test/raw_00.tif", "train",
+                     "train/inst_00.tif", "train/inst_01.tif", "train/label_00.tif", "train/label_01.tif",
                      "train/raw_00.tif", "train/raw_01.tif"]
     raw = tifffile.imread(tmp_path / "a" / "train" / "raw_01.tif")
     lab = tifffile.imread(tmp_path / "a" / "train" / "label_01.tif")
+    inst = tifffile.imread(tmp_path / "a" / "train" / "inst_01.tif")
     assert raw.dtype == np.uint16 and lab.dtype == np.uint8 and raw.shape == (64, 64)
+    sample = generate_tem_sample(64, image_seed(5, 0, 1))
+    for written, made in ((raw, sample.image), (lab, sample.label), (inst, sample.instances)):
+        assert written.dtype == made.dtype
+        np.testing.assert_array_equal(written, made)
+
+    plain = write_tem_dataset(tmp_path / "p", n_train=1, n_test=0, size=32, seed=5, instances=False)
+    assert plain["files"] == 2 and not list((tmp_path / "p").rglob("inst_*"))
 
     # Adding an image keeps the earlier ones; train and test images differ.
     write_tem_dataset(tmp_path / "b", n_train=3, n_test=1, size=64, seed=5)
@@ -96,8 +157,24 @@ def test_write_dataset_files_roundtrip_and_stable_prefix(tmp_path):
 
 def test_cli_writes_dataset(tmp_path, capsys):
     assert main(["--out", str(tmp_path), "--n-train", "1", "--n-test", "0", "--size", "48"]) == 0
-    assert (tmp_path / "train" / "raw_00.tif").exists()
+    assert (tmp_path / "train" / "raw_00.tif").exists() and (tmp_path / "train" / "inst_00.tif").exists()
     assert str(tmp_path) in capsys.readouterr().out
+    assert main(["--out", str(tmp_path / "b"), "--n-train", "1", "--n-test", "0", "--size", "48",
+                 "--no-instances"]) == 0
+    assert (tmp_path / "b" / "train" / "label_00.tif").exists() and not (tmp_path / "b" / "train" / "inst_00.tif").exists()
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--out", str(tmp_path / "c"), "--size", "8"])
+    assert exit_info.value.code == 2 and "size" in capsys.readouterr().err
+
+
+def test_python_dash_m_entry_point(tmp_path, monkeypatch, capsys):
+    # what `python -m unet_tf.synthetic --out DIR ...` runs, in this process (no second TensorFlow import)
+    argv = ["python -m unet_tf.synthetic", "--out", str(tmp_path), "--n-train", "1", "--n-test", "0", "--size", "32"]
+    monkeypatch.setattr(sys, "argv", argv)
+    with pytest.raises(SystemExit) as exit_info:
+        runpy.run_module("unet_tf.synthetic", run_name="__main__")
+    assert exit_info.value.code == 0
+    assert (tmp_path / "train" / "raw_00.tif").exists() and "wrote 1 train" in capsys.readouterr().out
 
 
 def test_otsu_hand_checked_three_levels():

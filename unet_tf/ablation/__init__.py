@@ -1,0 +1,71 @@
+"""Training-set-size ablation: test Dice against the number of labelled images.
+
+The grid is sizes x augmentation on/off x model(s) x repeats. Repeat ``r`` uses
+seed ``base seed + r``: a different subset of images (:func:`unet_tf.datasets.choose_subset`),
+a different validation split and a different initialisation. Augmentation
+settings and models share the seed's subset, so they are compared on the same
+images. Every cell trains exactly like ``train.py --train-size N --seed S``
+(``N`` labelled images, ``--val-fraction`` of them for validation and the
+choice of ``best.keras``) and is tested on the SAME held-out images: the
+dataset's labelled test split, or with ``--holdout K`` the last K labelled
+training images, which are removed from the pool before any subset is drawn.
+
+Budget (:func:`cell_schedule`): ``steps`` (default) gives every cell the same
+number of optimizer steps, ``epochs`` the fixed-epoch protocol of the
+literature (one epoch = one pass over ``patches_per_image x images`` patches).
+Early stopping never cuts a cell short; ``best.keras`` is kept by ``val_dice``.
+
+Output folder::
+
+    ablation.csv           one row per cell (written after each cell, atomically)
+    ablation_summary.csv   mean and std over repeats per model / augmentation / size
+    ablation.md            the summary as a Markdown table
+    ablation.png           mean test Dice against size (log x), std error bars
+    ablation.json          the grid's base settings (a rerun must match them)
+    cells/<model>-n<size>-aug<on|off>-s<seed>/   the run folder, test/ predictions
+
+Test scores are the per-image ``"mean"`` rows of :mod:`unet_tf.evaluation`
+(every test image weighs the same); ``mean_dice`` is the mean of the
+foreground classes' Dice (classes absent from truth and prediction, NaN, are
+skipped). Running the same command again skips the cells that have a row in
+``ablation.csv``; a cell interrupted in training resumes from its last epoch.
+
+Modules: :mod:`.plan` (the grid and the budget, pure), :mod:`.report` (rows,
+summary, table, plot), :mod:`.run` (the images, training and testing a cell,
+the grid loop).
+"""
+from __future__ import annotations
+
+from .plan import (
+    BUDGETS,
+    Cell,
+    Schedule,
+    cell_config,
+    cell_schedule,
+    n_train_images,
+    on_off,
+    pass_steps,
+    plan_grid,
+    total_step_budget,
+)
+from .report import (
+    column_name,
+    markdown_table,
+    nanmean,
+    nanstd,
+    read_rows,
+    row_columns,
+    scores_from_metrics,
+    summarize,
+    write_plot,
+    write_reports,
+    write_rows,
+)
+from .run import AblationData, evaluate_cell, resolve_pool, run_ablation, run_cell
+
+__all__ = [
+    "AblationData", "BUDGETS", "Cell", "Schedule", "cell_config", "cell_schedule", "column_name",
+    "evaluate_cell", "markdown_table", "n_train_images", "nanmean", "nanstd", "on_off", "pass_steps",
+    "plan_grid", "read_rows", "resolve_pool", "row_columns", "run_ablation", "run_cell", "scores_from_metrics",
+    "summarize", "total_step_budget", "write_plot", "write_reports", "write_rows",
+]

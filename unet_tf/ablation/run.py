@@ -1,0 +1,353 @@
+"""Running the ablation grid: check the request, resolve the images, train and test every cell.
+
+:func:`run_ablation` is the entry point (``train.py --ablation`` calls it).
+Each cell trains exactly like ``train.py --train-size N --seed S`` and is tested
+on the same held-out images (:func:`resolve_pool`); ``ablation.csv`` gets its
+row as soon as the cell is done, so a rerun skips finished cells and resumes an
+interrupted training from its last epoch.
+"""
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Mapping, Sequence
+
+import keras
+import numpy as np
+
+# The training and prediction side of the package (plan.py imports config and datasets too).
+from .. import config as cfgmod
+from ..config import PredictConfig, RunConfig, replace_config
+from ..datasets import Sample, labelled_pool, list_samples, resolve_data
+from ..errors import UserInputError
+from ..io import atomic_path
+from ..model_file import load_model
+from ..models import MODELS, check_input_size, resolved_depth
+from ..prediction import predict_files
+from ..training import train
+from .plan import (
+    BUDGETS, Cell, Schedule, cell_config, cell_schedule, n_train_images, on_off, pass_steps, plan_grid,
+    total_step_budget,
+)
+from .report import read_rows, row_key, scores_from_metrics, sort_rows, write_reports
+
+Log = Callable[[str], None]
+
+
+# === Data: the pool of training images and the fixed test set ===
+
+
+@dataclass(frozen=True)
+class AblationData:
+    """The labelled images subsets are drawn from, and the test images every cell is scored on."""
+
+    data_dir: Path
+    class_names: tuple[str, ...]
+    pool: tuple[Sample, ...]
+    test: tuple[Sample, ...]
+
+
+def resolve_pool(cfg: RunConfig, log: Log = print) -> AblationData:
+    """Training pool (labelled training images minus ``--holdout``) and the labelled test images."""
+    d = cfg.data
+    data_dir, spec, pool, held = labelled_pool(cfg, log)
+    if held:
+        test = held
+    else:
+        try:
+            test = [s for s in list_samples(d.dataset, data_dir, "test") if s.labels]
+        except UserInputError:
+            test = []
+        if not test:
+            raise UserInputError(
+                f"{data_dir}: no labelled test images for the ablation; use --holdout N to keep the last N "
+                "labelled training images as the test set"
+            )
+    return AblationData(data_dir, spec.class_names, tuple(pool), tuple(test))
+
+
+# === The settings every cell shares ===
+
+
+def format_duration(seconds: float) -> str:
+    """``45 s``, ``12 min``, ``3 h 05 min``."""
+    if not np.isfinite(seconds):
+        return "unknown"
+    seconds = max(0, round(seconds))
+    if seconds < 90:
+        return f"{seconds} s"
+    minutes = round(seconds / 60)
+    return f"{minutes} min" if minutes < 60 else f"{minutes // 60} h {minutes % 60:02d} min"
+
+
+def grid_settings(cfg: RunConfig, data_dir: Path, budget: str, schedule_steps: int | None) -> dict:
+    """What every cell shares: base settings minus what varies per cell, and the budget."""
+    settings = cfgmod.to_dict(cfg)
+    settings["data"]["data_dir"] = str(data_dir.resolve())
+    for section, key in (("data", "train_size"), ("model", "model"), ("train", "seed"), ("train", "out"),
+                         ("train", "resume"), ("train", "early_stopping_patience")):
+        settings[section].pop(key, None)
+    settings["data"]["augment"].pop("enabled", None)
+    settings["budget"] = {"kind": budget, "total_steps": schedule_steps}
+    return json.loads(json.dumps(settings))  # tuples -> lists, as read back from the file
+
+
+def _flatten(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        if isinstance(v, Mapping):
+            out.update(_flatten(v, f"{prefix}{k}."))
+        else:
+            out[prefix + k] = v
+    return out
+
+
+def check_settings(path: Path, settings: dict) -> None:
+    """Refuse to mix cells of different base settings in one output folder."""
+    if not path.is_file():
+        return
+    old, new = _flatten(json.loads(path.read_text())), _flatten(settings)
+    diff = [k for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)]
+    if diff:
+        shown = ", ".join(f"{k} {old.get(k)!r} -> {new.get(k)!r}" for k in diff[:3])
+        raise UserInputError(
+            f"{path.parent}: holds an ablation with other settings ({shown}{' ...' if len(diff) > 3 else ''}); "
+            "use another --out or the same settings"
+        )
+
+
+# === One cell ===
+
+
+def evaluate_cell(run_dir: Path, test: Sequence[Sample], log: Log = print) -> list[dict[str, Any]]:
+    """Segment the test images with ``run_dir/best.keras`` into ``run_dir/test``; the evaluation rows."""
+    model = load_model(run_dir / "best.keras")
+    result = predict_files(model, test, run_dir / "test", PredictConfig(overlay=False), log=log)
+    return result["metrics"]
+
+
+def _clear_keras() -> None:
+    """Free the graphs of the finished cell (a long grid builds many models in one process)."""
+    keras.backend.clear_session()
+
+
+def train_cell(base: RunConfig, cell: Cell, schedule: Schedule, run_dir: Path,
+               log: Log = print, verbose: int | str = "auto") -> tuple[dict[str, Any], float]:
+    """Train one cell into ``run_dir`` (resume an interrupted training, reuse a finished one).
+
+    Returns:
+        ``(summary, train_seconds)``: the run's ``summary.json`` content and the seconds spent here
+        (the recorded training time for a reused run).
+    """
+    t0 = time.perf_counter()
+    summary_path = run_dir / "summary.json"
+    if summary_path.is_file() and (run_dir / "best.keras").is_file():
+        log(f"  training finished before: testing {run_dir}")
+        summary = json.loads(summary_path.read_text())
+        return summary, float(summary.get("wall_seconds") or 0.0)
+    resume = (run_dir / "backup").is_dir()
+    if resume:
+        log(f"  resuming the interrupted training in {run_dir}")
+    elif run_dir.exists():
+        shutil.rmtree(run_dir)  # interrupted before its first epoch ended: start clean
+    cfg = cell_config(base, cell, schedule, run_dir, resume)
+    summary = train(cfg, resolve_data(cfg, log=lambda _: None), log=log, verbose=verbose)
+    return summary, time.perf_counter() - t0
+
+
+def run_cell(
+    base: RunConfig, cell: Cell, schedule: Schedule, out_dir: Path, data: AblationData,
+    log: Log = print, verbose: int | str = "auto",
+) -> dict[str, Any]:
+    """Train (or resume, or reuse a finished training of) one cell, test it; its row."""
+    run_dir = out_dir / "cells" / cell.name
+    summary, train_seconds = train_cell(base, cell, schedule, run_dir, log, verbose)
+    t1 = time.perf_counter()
+    metrics = evaluate_cell(run_dir, data.test, log=lambda _: None)
+    test_seconds = time.perf_counter() - t1
+    _clear_keras()
+    epochs_run = int(summary.get("epochs_run") or 0)
+    n_train = int(summary.get("n_train_images") or n_train_images(cell.size, base.data.val_fraction))
+    per_epoch = schedule.steps_per_epoch or pass_steps(n_train, base.data.patches_per_image, base.train.batch_size)
+    return {
+        "model": cell.model, "size": cell.size, "augment": on_off(cell.augment), "seed": cell.seed,
+        **scores_from_metrics(metrics, data.class_names),
+        "n_train": n_train,
+        "n_val": summary.get("n_val_images"),
+        "n_test": len(data.test),
+        "epochs": epochs_run,
+        "steps": epochs_run * per_epoch,
+        "best_epoch": summary.get("best_epoch"),
+        "train_seconds": round(train_seconds, 1),
+        "test_seconds": round(test_seconds, 1),
+        "wall_seconds": round(train_seconds + test_seconds, 1),
+        "run_dir": str(Path("cells") / cell.name),
+    }
+
+
+# === The grid ===
+
+
+@dataclass(frozen=True)
+class AblationRequest:
+    """What :func:`run_ablation` was asked for (see its arguments)."""
+
+    base: RunConfig
+    sizes: tuple[int, ...]
+    augments: tuple[bool, ...]
+    models: tuple[str, ...]
+    repeats: int
+    out_dir: Path
+    budget: str
+    budget_steps: int | None
+
+
+@dataclass(frozen=True)
+class GridPlan:
+    """A checked request made concrete: the images, each size's schedule, the cells and the report texts."""
+
+    data: AblationData
+    schedules: Mapping[int, Schedule]
+    cells: tuple[Cell, ...]
+    settings: dict
+    budget_text: str
+    note: str
+    title: str
+
+
+def check_request(req: AblationRequest) -> None:
+    """Raise :class:`UserInputError` for a request that cannot run, before any image is read."""
+    sizes, base = req.sizes, req.base
+    if not sizes:
+        raise UserInputError("--train-sizes: give at least one size, e.g. 5,10,25")
+    if min(sizes) < 1:
+        raise UserInputError(f"--train-sizes {','.join(map(str, sizes))}: sizes must be at least 1")
+    if req.repeats < 1:
+        raise UserInputError(f"--repeats {req.repeats}: must be at least 1")
+    if not req.augments:
+        raise UserInputError("--augment: give on, off or on,off")
+    unknown = [m for m in req.models if m not in MODELS]
+    if unknown:
+        raise UserInputError(f"--ablation-models {','.join(unknown)}: unknown; choose from {', '.join(MODELS)}")
+    if req.budget not in BUDGETS:
+        raise UserInputError(f"--budget {req.budget}: choose one of {', '.join(BUDGETS)}")
+    if req.budget_steps is not None and (req.budget != "steps" or req.budget_steps < 1):
+        raise UserInputError(f"--budget-steps {req.budget_steps}: needs --budget steps and a value of at least 1")
+    if base.data.train_size is not None:
+        raise UserInputError("--train-size: the ablation sets it per cell; give --train-sizes instead")
+    for model in req.models:
+        check_input_size(base.data.patch_size, resolved_depth(replace_config(base, model={"model": model}).model),
+                         f"--patch-size (model {model})")
+
+
+def check_pool(req: AblationRequest, data: AblationData) -> None:
+    """Refuse sizes larger than the training pool."""
+    too_big = [s for s in req.sizes if s > len(data.pool)]
+    if too_big:
+        held = f" after --holdout {req.base.data.holdout}" if req.base.data.holdout else ""
+        raise UserInputError(
+            f"--train-sizes {','.join(map(str, too_big))}: the dataset has only {len(data.pool)} labelled "
+            f"training images{held} in {data.data_dir}"
+        )
+
+
+def plan_request(req: AblationRequest, log: Log = print) -> GridPlan:
+    """Resolve the images and the schedules of a checked request; refuse other settings in ``out_dir``."""
+    base, sizes = req.base, req.sizes
+    data = resolve_pool(base, log)
+    check_pool(req, data)
+    total = total_step_budget(base, sizes, req.budget_steps) if req.budget == "steps" else None
+    schedules = {s: cell_schedule(base, s, req.budget, total) for s in sizes}
+    largest = schedules[max(sizes)]
+    settings = grid_settings(base, data.data_dir, req.budget, largest.total_steps if total else None)
+    check_settings(req.out_dir / "ablation.json", settings)
+    budget_text = (f"{largest.total_steps} steps per cell ({largest.epochs} epochs x {largest.steps_per_epoch})"
+                   if req.budget == "steps" else f"{base.train.epochs} epochs of one pass over the cell's patches")
+    note = (f"Test Dice on {len(data.test)} held-out image(s) (per-image mean), mean ± std over repeats; "
+            f"budget: {budget_text}; data: {data.data_dir}.")
+    title = f"test Dice on {len(data.test)} held-out image(s); bars: std over seeds"
+    cells = tuple(plan_grid(sizes, req.augments, req.models, req.repeats, base.train.seed))
+    return GridPlan(data, schedules, cells, settings, budget_text, note, title)
+
+
+def describe_grid(req: AblationRequest, plan: GridPlan) -> str:
+    """The opening log line: the grid's shape, the pool, the test images, the budget and the output."""
+    data = plan.data
+    test_names = ", ".join(s.image.name for s in data.test[:4]) + (" ..." if len(data.test) > 4 else "")
+    return (f"ablation: {len(plan.cells)} cells ({len(set(req.sizes))} sizes x {len(set(req.augments))} "
+            f"augmentation x {len(req.models)} model(s) x {req.repeats} repeat(s)); pool of {len(data.pool)} "
+            f"images; test on {len(data.test)} image(s) ({test_names}); budget {plan.budget_text}; "
+            f"output {req.out_dir}")
+
+
+def run_cells(req: AblationRequest, plan: GridPlan, rows: dict[tuple, dict[str, Any]],
+              log: Log = print, verbose: int | str = "auto") -> None:
+    """Run every cell without a row in ``rows`` (adding its row), rewriting the reports after each."""
+    cells, data = plan.cells, plan.data
+    wall_times = [float(r["wall_seconds"]) for r in rows.values() if r.get("wall_seconds") is not None]
+    for index, cell in enumerate(cells, 1):
+        prefix = f"cell {index}/{len(cells)}: {cell.describe()}"
+        if cell.key in rows:
+            log(f"{prefix}: finished before, skip")
+            continue
+        remaining = sum(1 for c in cells[index - 1:] if c.key not in rows)
+        eta = f" (about {format_duration(np.mean(wall_times) * remaining)} left)" if wall_times else ""
+        log(f"{prefix} ...{eta}")
+        row = run_cell(req.base, cell, plan.schedules[cell.size], req.out_dir, data, log=log, verbose=verbose)
+        rows[cell.key] = row
+        wall_times.append(float(row["wall_seconds"]))
+        write_reports(list(rows.values()), req.out_dir, data.class_names, plan.note, plan.title)
+        log(f"{prefix}: test mean Dice {row['mean_dice']:.4f} ({format_duration(row['wall_seconds'])})")
+
+
+def run_ablation(
+    base_cfg: RunConfig,
+    sizes: Sequence[int],
+    augments: Sequence[bool] = (True, False),
+    models: Sequence[str] | None = None,
+    repeats: int = 1,
+    out_dir: str | Path = "runs/ablation",
+    budget: str = "steps",
+    budget_steps: int | None = None,
+    log: Log = print,
+    verbose: int | str = "auto",
+) -> list[dict[str, Any]]:
+    """Run (or finish) the grid; returns every row of ``ablation.csv``.
+
+    Everything that can be wrong with the request (sizes larger than the pool,
+    no labelled test images, a bad budget, other settings in ``out_dir``) is a
+    :class:`UserInputError` raised before any cell runs.
+
+    Args:
+        base_cfg: RunConfig, settings every cell shares (``data.train_size`` must be None).
+        sizes: sequence of int, training-set sizes (labelled images, training + validation).
+        augments: sequence of bool, augmentation settings. Default ``(True, False)``.
+        models: sequence of str, model names. Default ``None``: ``base_cfg.model.model``.
+        repeats: int, repeats with seeds ``base seed + r``. Default 1.
+        out_dir: str or Path, output folder. Default ``"runs/ablation"``.
+        budget: str, ``"steps"`` (same optimizer steps per cell) or ``"epochs"``. Default ``"steps"``.
+        budget_steps: int or None, total steps per cell under ``steps``. Default: from ``base_cfg``.
+        log: callable taking one line of progress. Default ``print``.
+        verbose: Keras ``fit`` verbosity of each cell. Default ``"auto"``.
+
+    Returns:
+        list of dict, the rows of ``ablation.csv`` sorted by model, size, augmentation, seed.
+    """
+    req = AblationRequest(base_cfg, tuple(sizes), tuple(augments), tuple(models or (base_cfg.model.model,)),
+                          repeats, Path(out_dir), budget, budget_steps)
+    check_request(req)
+    plan = plan_request(req, log)
+    req.out_dir.mkdir(parents=True, exist_ok=True)
+    with atomic_path(req.out_dir / "ablation.json") as tmp:
+        tmp.write_text(json.dumps(plan.settings, indent=2) + "\n")
+    rows = {row_key(r): r for r in read_rows(req.out_dir / "ablation.csv")}
+    log(describe_grid(req, plan))
+    run_cells(req, plan, rows, log, verbose)
+    write_reports(list(rows.values()), req.out_dir, plan.data.class_names, plan.note, plan.title)
+    out = req.out_dir
+    log(f"ablation done: {out / 'ablation.csv'}, {out / 'ablation_summary.csv'}, "
+        f"{out / 'ablation.md'}, {out / 'ablation.png'}")
+    return sort_rows(rows.values())
