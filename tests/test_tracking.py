@@ -122,7 +122,7 @@ def test_frames_of_different_sizes_are_an_error():
 
 def test_empty_sequence_is_an_error(tmp_path):
     with pytest.raises(UserInputError, match="no frames"):
-        tracking.track_label_frames(lambda: iter([]), tmp_path / "res")
+        motility.track_label_frames(lambda: iter([]), tmp_path / "res")
     assert not (tmp_path / "res").exists()
 
 
@@ -160,7 +160,7 @@ def _read_csv(path):
 
 def test_outputs_and_motility_tables(tmp_path):
     out = tmp_path / "01_RES"
-    tracks = tracking.track_label_frames(lambda: iter(movie()), out, pixel_size=0.5, frame_interval=2.0)
+    tracks = motility.track_label_frames(lambda: iter(movie()), out, pixel_size=0.5, frame_interval=2.0)
     assert sorted(p.name for p in out.iterdir()) == sorted(
         [ctc.mask_name(t, N_FRAMES) for t in range(N_FRAMES)]
         + ["res_track.txt", "tracks.csv", "tracks_summary.csv", "tracks.png"])

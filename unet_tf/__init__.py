@@ -52,6 +52,7 @@ def __getattr__(name: str):
     if module is None:
         raise AttributeError(f"module 'unet_tf' has no attribute {name!r}")
     if name in _MODEL_FACING:
+        importlib.import_module(".native_logs", __name__).import_tensorflow()
         importlib.import_module(".model_file", __name__).register_keras_objects()
     value = getattr(importlib.import_module(f".{module}", __name__), name)
     globals()[name] = value

@@ -18,15 +18,15 @@ frames, see :mod:`unet_tf.tracking`):
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
 
-from .evaluation import write_csv
+from .ctc import write_ctc_mask, write_res_track
 from .io import atomic_path
+from .tables import write_csv
+from .tracking import Tracks, link, object_table
 
-if TYPE_CHECKING:
-    from .tracking import Tracks
 
 
 def _steps(objects: dict[str, np.ndarray]) -> np.ndarray:
@@ -48,7 +48,7 @@ def _length_unit(pixel_size: float | None) -> str:
     return "um" if pixel_size else "px"
 
 
-def track_rows(tracks: "Tracks", *, pixel_size: float | None = None,
+def track_rows(tracks: Tracks, *, pixel_size: float | None = None,
                frame_interval: float | None = None) -> tuple[list[dict[str, Any]], list[str]]:
     """Rows of ``tracks.csv`` (one per object, by track then frame) and their columns.
 
@@ -79,7 +79,7 @@ def track_rows(tracks: "Tracks", *, pixel_size: float | None = None,
     return rows, columns
 
 
-def _summary_row(tracks: "Tracks", index: int, step: np.ndarray, rows: np.ndarray) -> dict[str, Any]:
+def _summary_row(tracks: Tracks, index: int, step: np.ndarray, rows: np.ndarray) -> dict[str, Any]:
     label, first, last, parent = (int(v) for v in tracks.lineage[index])
     y, x = tracks.objects["y"][rows], tracks.objects["x"][rows]
     path = float(np.nansum(step[rows]))
@@ -93,7 +93,7 @@ def _summary_row(tracks: "Tracks", index: int, step: np.ndarray, rows: np.ndarra
     }
 
 
-def summary_rows(tracks: "Tracks", *, pixel_size: float | None = None,
+def summary_rows(tracks: Tracks, *, pixel_size: float | None = None,
                  frame_interval: float | None = None) -> tuple[list[dict[str, Any]], list[str]]:
     """Rows of ``tracks_summary.csv`` (one per track, by track id) and their columns.
 
@@ -126,7 +126,7 @@ def summary_rows(tracks: "Tracks", *, pixel_size: float | None = None,
     return rows, columns
 
 
-def write_track_tables(tracks: "Tracks", out_dir: str | Path, *, pixel_size: float | None = None,
+def write_track_tables(tracks: Tracks, out_dir: str | Path, *, pixel_size: float | None = None,
                        frame_interval: float | None = None) -> dict[str, Path]:
     """Write ``tracks.csv`` and ``tracks_summary.csv`` into ``out_dir`` atomically.
 
@@ -140,7 +140,7 @@ def write_track_tables(tracks: "Tracks", out_dir: str | Path, *, pixel_size: flo
             "summary": write_csv(out_dir / "tracks_summary.csv", *per_track)}
 
 
-def plot_tracks(tracks: "Tracks", background: np.ndarray, path: str | Path) -> Path:
+def plot_tracks(tracks: Tracks, background: np.ndarray, path: str | Path) -> Path:
     """Draw every trajectory over ``background`` (e.g. the last frame) as a PNG, atomically.
 
     Each track is a polyline of its centroids in a colour chosen by its id (tab20);
@@ -184,3 +184,63 @@ def plot_tracks(tracks: "Tracks", background: np.ndarray, path: str | Path) -> P
         fig.savefig(tmp, format="png")
     plt.close(fig)
     return Path(path)
+
+
+def write_outputs(tracks: Tracks, frames: Iterable[np.ndarray], out_dir: str | Path, *,
+                  background: np.ndarray | None = None, pixel_size: float | None = None,
+                  frame_interval: float | None = None) -> dict[str, Path]:
+    """Write the CTC result and the motility tables and plot into ``out_dir``.
+
+    Args:
+        tracks: :class:`Tracks` from :func:`link`.
+        frames: iterable of the same (H, W) label frames as pass 1, in order, read
+            one at a time (e.g. a generator reading temporary label files).
+        out_dir: str or Path; receives ``maskTTT.tif``, ``res_track.txt``, ``tracks.csv``,
+            ``tracks_summary.csv`` and ``tracks.png``, each written atomically.
+        background: optional (H, W) image under the trajectories in ``tracks.png``
+            (default: the last frame's objects).
+        pixel_size: float, micrometres per pixel; adds µm columns (default None).
+        frame_interval: float, minutes between frames; adds per-minute speeds (default None).
+
+    Returns:
+        {"masks": out_dir, "res_track": ..., "tracks": ..., "summary": ..., "plot": ...}.
+    """
+    out_dir = Path(out_dir)
+    last = None
+    count = 0
+    for t, labels in enumerate(frames):
+        if t >= tracks.n_frames:
+            raise ValueError(f"frames yields more than the {tracks.n_frames} tracked frames")
+        last = tracks.relabel(t, labels)
+        write_ctc_mask(out_dir, t, tracks.n_frames, last)
+        count += 1
+    if count != tracks.n_frames:
+        raise ValueError(f"frames yielded {count} frames; {tracks.n_frames} were tracked")
+    paths = {"masks": out_dir, "res_track": write_res_track(out_dir / "res_track.txt", tracks.lineage)}
+    paths.update(write_track_tables(tracks, out_dir, pixel_size=pixel_size, frame_interval=frame_interval))
+    paths["plot"] = plot_tracks(tracks, last > 0 if background is None else background, out_dir / "tracks.png")
+    return paths
+
+
+def track_label_frames(frames: Callable[[], Iterable[np.ndarray]], out_dir: str | Path, *,
+                       names: Sequence[str] | None = None, max_distance: float = 30.0, max_gap: int = 2,
+                       divisions: bool = True, background: np.ndarray | None = None,
+                       pixel_size: float | None = None, frame_interval: float | None = None) -> Tracks:
+    """Track instance label frames that can be read twice, and write every output.
+
+    Args:
+        frames: callable returning a fresh iterable of (H, W) integer label frames
+            in time order, e.g. ``lambda: (read_label(p) for p in paths)``; called twice.
+        out_dir: str or Path, the output folder (see :func:`write_outputs`).
+        names: optional frame names (file paths) for error messages.
+        max_distance, max_gap, divisions: see :func:`link`.
+        background, pixel_size, frame_interval: see :func:`write_outputs`.
+
+    Returns:
+        :class:`Tracks`.
+    """
+    tables = [object_table(t, labels, name=names[t] if names else "") for t, labels in enumerate(frames())]
+    tracks = link(tables, max_distance=max_distance, max_gap=max_gap, divisions=divisions, source=str(out_dir))
+    write_outputs(tracks, frames(), out_dir, background=background, pixel_size=pixel_size,
+                  frame_interval=frame_interval)
+    return tracks

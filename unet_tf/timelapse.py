@@ -25,7 +25,8 @@ from .io import iter_pages, page_count, read_image, read_label, write_mask
 from .prediction import engine, predict_image
 from .tables import format_table, write_csv
 from .tiff_meta import pixel_size_um
-from .tracking import link, object_table, write_outputs
+from .motility import write_outputs
+from .tracking import link, object_table
 
 TRACKING_COLUMNS = ("sequence", "DET", "SEG", "TRA", "frames", "tracks", "seconds_per_frame")
 

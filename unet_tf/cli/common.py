@@ -9,7 +9,11 @@ from ..errors import UserInputError
 
 
 def run_main(body: Callable[[], int | None]) -> int:
-    """Run ``body``; a user mistake prints one line ``error: ...`` and returns 2."""
+    """Run ``body``; a user mistake prints one line ``error: ...`` and returns 2.
+
+    Bodies call :func:`unet_tf.native_logs.import_tensorflow` before their
+    heavy imports, after checking what can be checked without TensorFlow.
+    """
     try:
         return int(body() or 0)
     except UserInputError as exc:

@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 from ..config import PredictConfig, TrackConfig
+from ..native_logs import import_tensorflow
 from .common import run_main
 
 
@@ -89,8 +90,9 @@ def main(argv: list[str] | None = None) -> int:
 
     def body() -> int:
         config = config_from_args(args)
+        import_tensorflow()
         from ..inputs import check_output_names, samples_for, shard_samples
-        from ..model_file import load_model_and_info  # heavy: TensorFlow
+        from ..model_file import load_model_and_info
         from ..prediction import predict_files
 
         model, info = load_model_and_info(args.weights)

@@ -10,6 +10,7 @@ import sys
 
 from ..config import (
     BUDGET_NAMES,
+    AblationConfig,
     DATASET_NAMES,
     LOSS_NAMES,
     MODEL_NAMES,
@@ -25,6 +26,7 @@ from ..config import (
     read_settings_file,
 )
 from ..errors import UserInputError
+from ..native_logs import import_tensorflow
 from .common import int_list, run_main, str_list
 
 
@@ -38,14 +40,7 @@ def on_off_list(text: str) -> tuple[bool, ...]:
     return tuple(dict.fromkeys(words[v] for v in values))
 
 
-def build_parser() -> argparse.ArgumentParser:
-    d, m, t = DataConfig(), ModelConfig(), TrainConfig()
-    p = argparse.ArgumentParser(
-        prog="train.py",
-        description="Train a segmentation network on labelled microscopy images.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-        argument_default=argparse.SUPPRESS,
-    )
+def _data_args(p: argparse.ArgumentParser, d: DataConfig) -> None:
     g = p.add_argument_group("data")
     g.add_argument("--dataset", help=f"layout: {', '.join(DATASET_NAMES)} (default {d.dataset})")
     g.add_argument("--data-dir", help="dataset folder (default $UNET_TF_DATA/<dataset>, UNET_TF_DATA defaults to data/)")
@@ -61,6 +56,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--pmin", type=float, help=f"lower percentile of contrast stretching (default {d.normalize.pmin})")
     g.add_argument("--pmax", type=float, help=f"upper percentile of contrast stretching (default {d.normalize.pmax})")
     g.add_argument("--no-augment", action="store_true", help="turn every augmentation off")
+
+
+def _object_args(p: argparse.ArgumentParser, d: DataConfig) -> None:
     g = p.add_argument_group(
         "objects",
         "instance segmentation: the network learns background / interior / boundary of each object, and "
@@ -76,6 +74,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--border-sigma", type=float, help=f"sigma of that weight in px (default {d.border_sigma:g})")
     g.add_argument("--ignore-value", type=int, help="folder layout: label value of pixels that count in no loss and "
                    "no metric (unannotated regions)")
+
+
+def _model_args(p: argparse.ArgumentParser, m: ModelConfig) -> None:
     g = p.add_argument_group("model")
     g.add_argument("--model", choices=MODEL_NAMES, help=f"architecture (default {m.model})")
     g.add_argument("--base-filters", type=int, help=f"filters of the first level (default {m.base_filters})")
@@ -83,6 +84,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--upsampling", choices=UPSAMPLING_NAMES, help=f"decoder upsampling (default {m.upsampling})")
     g.add_argument("--dropout", type=float, help=f"dropout at the bottleneck (default {m.dropout})")
     g.add_argument("--attention", action="store_true", help="self-attention block at the bottleneck")
+
+
+def _training_args(p: argparse.ArgumentParser, t: TrainConfig) -> None:
     g = p.add_argument_group("training")
     g.add_argument("--epochs", type=int, help=f"maximum epochs (default {t.epochs})")
     g.add_argument("--steps-per-epoch", type=int, help="optimizer steps per epoch (default: one pass over patches-per-image x images)")
@@ -106,6 +110,9 @@ def build_parser() -> argparse.ArgumentParser:
                    "device; mirrored: all GPUs of this machine; multiworker: the machines listed in the TF_CONFIG "
                    "environment variable (start the same command on each; worker 0 writes the run folder) "
                    f"(default {t.strategy})")
+
+
+def _ablation_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group(
         "ablation",
         "train a grid of runs (training-set sizes x augmentation x models x repeats), each tested on the same "
@@ -124,6 +131,20 @@ def build_parser() -> argparse.ArgumentParser:
                    "--budget-steps; without either, --epochs passes over the largest size); epochs: --epochs "
                    "passes over each run's own patches (default steps)")
     g.add_argument("--budget-steps", type=int, metavar="N", help="optimizer steps of every run under --budget steps")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="train.py",
+        description="Train a segmentation network on labelled microscopy images.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        argument_default=argparse.SUPPRESS,
+    )
+    _data_args(p, DataConfig())
+    _object_args(p, DataConfig())
+    _model_args(p, ModelConfig())
+    _training_args(p, TrainConfig())
+    _ablation_args(p)
     p.add_argument("--config", help="YAML or JSON file of settings (flat keys like epochs: 5, or sections data/model/train); flags override it")
     p.add_argument("--quiet", action="store_true", help="no per-step progress bar (one line per epoch)")
     return p
@@ -153,23 +174,28 @@ def pop_ablation_args(args: argparse.Namespace) -> dict:
     return values
 
 
-def run_ablation_from_args(cfg: RunConfig, ablation: dict, no_augment: bool, quiet: bool) -> int:
-    from ..ablation import run_ablation  # heavy: TensorFlow
-
+def ablation_config(ablation: dict, no_augment: bool) -> AblationConfig:
+    """The grid the ablation flags ask for (defaults from :class:`AblationConfig`)."""
     if "train_sizes" not in ablation:
         raise UserInputError("--ablation: give --train-sizes, e.g. --train-sizes 5,10,25")
-    out = cfg.train.out or f"runs/ablation-{cfg.data.dataset}"
-    run_ablation(
-        cfg,
-        sizes=ablation["train_sizes"],
-        augments=ablation.get("augment_settings", (False,) if no_augment else (True, False)),
+    default = AblationConfig()
+    return AblationConfig(
+        train_sizes=ablation["train_sizes"],
+        augment=ablation.get("augment_settings", (False,) if no_augment else default.augment),
         models=ablation.get("ablation_models"),
-        repeats=ablation.get("repeats", 1),
-        out_dir=out,
-        budget=ablation.get("budget", "steps"),
+        repeats=ablation.get("repeats", default.repeats),
+        budget=ablation.get("budget", default.budget),
         budget_steps=ablation.get("budget_steps"),
-        verbose=2 if quiet else "auto",
     )
+
+
+def run_ablation_from_args(cfg: RunConfig, grid: AblationConfig, quiet: bool) -> int:
+    import_tensorflow()
+    from ..ablation import run_ablation
+
+    out = cfg.train.out or f"runs/ablation-{cfg.data.dataset}"
+    run_ablation(cfg, sizes=grid.train_sizes, augments=grid.augment, models=grid.models, repeats=grid.repeats,
+                 out_dir=out, budget=grid.budget, budget_steps=grid.budget_steps, verbose=2 if quiet else "auto")
     return 0
 
 
@@ -183,8 +209,9 @@ def main(argv: list[str] | None = None) -> int:
         if ablation and cfg.train.strategy == "multiworker":
             raise UserInputError("--ablation: not available with --strategy multiworker (mirrored works)")
         if ablation:
-            return run_ablation_from_args(cfg, ablation, getattr(args, "no_augment", False), quiet)
-        from ..training import train  # heavy: TensorFlow
+            return run_ablation_from_args(cfg, ablation_config(ablation, getattr(args, "no_augment", False)), quiet)
+        import_tensorflow()
+        from ..training import train
 
         summary = train(cfg, verbose=2 if quiet else "auto")
         if cfg.train.strategy == "multiworker":

@@ -1,0 +1,224 @@
+"""GOWT1 instance segmentation and tracking benchmark (issues 11 and 12).
+
+    python bench/bench_gowt1.py --minutes 20 --baseline-minutes 8
+
+Trains on sequence 01 of Fluo-N2DH-GOWT1 through train.py (U-Net base 16,
+patch 256, batch 8, --max-minutes decides), each run in its own folder under
+--out:
+
+- ``instances``: all 30 SEG frames of 01, instance target (background /
+  interior / boundary), unannotated nuclei of sparse frames ignored via TRA;
+- ``semantic``: the same frames, ``--target semantic``; objects at prediction
+  are the connected components of the foreground (today's baseline);
+- ``instances-full``: the instance target on the fully annotated frames of 01
+  only (021 031 033 039).
+
+Each model is scored on the fully annotated frames of 02 (052 055 072): SEG,
+AP@0.5, mean AP, PQ and count error, pooled over the three frames. Then
+``predict.py --track`` runs the ``instances`` model over all 92 frames of 02
+under ``/usr/bin/time -v``: DET, SEG, TRA, seconds per frame, peak memory.
+Writes results.json and results.md to --out and prints the Markdown tables.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import platform
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import tifffile
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import unet_tf  # noqa: E402
+from unet_tf.instance_metrics import InstanceEvaluator  # noqa: E402
+from unet_tf.instances import label_components  # noqa: E402
+
+FULL_TRAIN = ("021", "031", "033", "039")
+FULL_TEST = ("052", "055", "072")
+SCORE_COLUMNS = ("seg", "ap50", "mean_ap", "pq", "n_true", "n_pred", "count_error", "count_error_rel")
+
+
+def link_sequence(data: Path, dest: Path, frames: tuple[str, ...] | None) -> Path:
+    """A ctc folder ``dest`` of symlinks to sequence 01: every SEG frame, or only ``frames``."""
+    src = data / "01"
+    if frames is None:
+        dest.mkdir(parents=True, exist_ok=True)
+        for name in ("01", "01_GT"):
+            if not (dest / name).exists():
+                (dest / name).symlink_to((data / name).resolve())
+        return dest
+    (dest / "01_GT" / "SEG").mkdir(parents=True, exist_ok=True)
+    (dest / "01").mkdir(exist_ok=True)
+    (dest / "01_GT" / "TRA").mkdir(exist_ok=True)
+    for t in frames:
+        pairs = ((src / f"t{t}.tif", dest / "01" / f"t{t}.tif"),
+                 (data / "01_GT" / "SEG" / f"man_seg{t}.tif", dest / "01_GT" / "SEG" / f"man_seg{t}.tif"),
+                 (data / "01_GT" / "TRA" / f"man_track{t}.tif", dest / "01_GT" / "TRA" / f"man_track{t}.tif"))
+        for target, link in pairs:
+            if not link.exists():
+                link.symlink_to(target.resolve())
+    return dest
+
+
+def train(run: Path, data_dir: Path, minutes: float, steps: int, extra: list[str]) -> dict:
+    """Run train.py in a subprocess unless ``run/summary.json`` exists; wall time and epochs."""
+    log = run.parent / f"{run.name}.train.log"
+    if not (run / "summary.json").exists():
+        cmd = [sys.executable, str(ROOT / "train.py"), "--dataset", "ctc", "--data-dir", str(data_dir),
+               "--model", "unet", "--base-filters", "16", "--patch-size", "256", "--batch-size", "8",
+               "--epochs", "1000", "--steps-per-epoch", str(steps), "--max-minutes", str(minutes),
+               "--out", str(run), "--quiet", *extra]
+        print(" ".join(cmd), flush=True)
+        t0 = time.perf_counter()
+        with open(log, "w") as fh:
+            rc = subprocess.run(cmd, stdout=fh, stderr=subprocess.STDOUT, cwd=ROOT).returncode
+        if rc != 0:
+            raise SystemExit(f"train.py failed (exit {rc}); see {log}")
+        (run / "bench_wall.json").write_text(json.dumps({"wall_s": time.perf_counter() - t0, "cmd": cmd}))
+    wall = json.loads((run / "bench_wall.json").read_text()) if (run / "bench_wall.json").exists() else {}
+    with open(run / "history.csv") as fh:
+        epochs = sum(1 for _ in csv.DictReader(fh))
+    return {"train_wall_min": round(wall.get("wall_s", float("nan")) / 60, 2), "epochs": epochs,
+            "steps": epochs * steps, "train_cmd": " ".join(wall.get("cmd", []))}
+
+
+def predicted_objects(model, image: np.ndarray, semantic: bool) -> np.ndarray:
+    """(H, W) int32 objects: the model's instances, or connected components of a semantic foreground."""
+    result = unet_tf.predict_image(model, image)
+    if semantic:
+        return label_components(result.ids > 0)
+    return result.instances
+
+
+def evaluate(run: Path, data: Path, semantic: bool) -> dict:
+    """Pooled (and per-frame) instance scores of ``run/best.keras`` on the full frames of 02."""
+    model = unet_tf.load_model(str(run / "best.keras"))
+    ev = InstanceEvaluator()
+    t0 = time.perf_counter()
+    for t in FULL_TEST:
+        image = tifffile.imread(data / "02" / f"t{t}.tif")
+        truth = tifffile.imread(data / "02_GT" / "SEG" / f"man_seg{t}.tif")
+        ev.add(t, truth, predicted_objects(model, image, semantic))
+    seconds = (time.perf_counter() - t0) / len(FULL_TEST)
+    rows = {row["image"]: {k: row[k] for k in SCORE_COLUMNS} for row in ev.rows()}
+    return {"pooled": rows["all"], "frames": {t: rows[t] for t in FULL_TEST},
+            "seconds_per_frame_eval": round(seconds, 2)}
+
+
+def track(run: Path, data: Path, out: Path) -> dict:
+    """predict.py --track on all frames of 02 under /usr/bin/time -v: scores, s/frame, peak RSS."""
+    dest = out / "track-02"
+    log = out / "track-02.log"
+    if not (dest / "tracking_metrics.csv").exists():
+        cmd = ["/usr/bin/time", "-v", sys.executable, str(ROOT / "predict.py"), "--weights", str(run / "best.keras"),
+               "--track", "--input", str(data / "02"), "--out", str(dest)]
+        print(" ".join(cmd), flush=True)
+        t0 = time.perf_counter()
+        with open(log, "w") as fh:
+            rc = subprocess.run(cmd, stdout=fh, stderr=subprocess.STDOUT, cwd=ROOT).returncode
+        if rc != 0:
+            raise SystemExit(f"predict.py --track failed (exit {rc}); see {log}")
+        (out / "track-02.wall").write_text(str(time.perf_counter() - t0))
+    with open(dest / "tracking_metrics.csv") as fh:
+        row = next(csv.DictReader(fh))
+    text = log.read_text()
+    rss = re.search(r"Maximum resident set size \(kbytes\): (\d+)", text)
+    wall = float((out / "track-02.wall").read_text()) if (out / "track-02.wall").exists() else float("nan")
+    return {**{k: _num(v) for k, v in row.items()}, "peak_rss_mib": round(int(rss[1]) / 1024) if rss else None,
+            "total_wall_s": round(wall, 1)}
+
+
+def _num(value: str):
+    try:
+        return float(value)
+    except ValueError:
+        return value
+
+
+def machine() -> dict:
+    """CPU model, core count, AVX-512 flag and the load average now."""
+    text = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
+    name = re.search(r"Model name:\s*(.+)", text)
+    return {"cpu": name[1].strip() if name else platform.processor(), "cores": os.cpu_count(),
+            "avx512": "avx512f" in text, "loadavg": [round(x, 2) for x in os.getloadavg()],
+            "tensorflow": __import__("tensorflow").__version__}
+
+
+def markdown(results: dict) -> str:
+    """results.md: the segmentation table (pooled over 052 055 072) and the tracking row."""
+    lines = ["| model (trained on 01) | train min | epochs | SEG | AP@0.5 | mean AP | PQ | true | pred | count err |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    for name, r in results["models"].items():
+        if "pooled" not in r:
+            continue
+        p = r["pooled"]
+        lines.append(f"| {name} | {r['train_wall_min']} | {r['epochs']} | {p['seg']:.3f} | {p['ap50']:.3f} | "
+                     f"{p['mean_ap']:.3f} | {p['pq']:.3f} | {p['n_true']} | {p['n_pred']} | "
+                     f"{p['count_error']:+d} ({100 * p['count_error_rel']:+.1f} %) |")
+    tr = results.get("tracking")
+    if tr:
+        lines += ["", "| tracking 02 (92 frames) | DET | SEG | TRA | s/frame | peak RSS MiB | tracks |",
+                  "|---|---|---|---|---|---|---|",
+                  f"| instances | {tr['DET']:.3f} | {tr['SEG']:.3f} | {tr['TRA']:.3f} | {tr['seconds_per_frame']} "
+                  f"| {tr['peak_rss_mib']} | {int(tr['tracks'])} |"]
+    m = results["machine"]
+    lines += ["", f"CPU: {m['cpu']} ({m['cores']} cores, AVX-512 {'yes' if m['avx512'] else 'no'}), "
+              f"load average at start {m['loadavg']}, at end {results.get('loadavg_end')}"]
+    return "\n".join(lines) + "\n"
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--data", type=Path,
+                   default=Path(os.environ.get("UNET_TF_DATA", "../shared/data")) / "Fluo-N2DH-GOWT1")
+    p.add_argument("--out", type=Path, default=Path("runs/bench-gowt1"))
+    p.add_argument("--minutes", type=float, default=30, help="training budget of the main instance model")
+    p.add_argument("--baseline-minutes", type=float, help="training budget of each baseline (default --minutes)")
+    p.add_argument("--steps-per-epoch", type=int, default=30)
+    p.add_argument("--skip-train", action="store_true", help="reuse the models in --out; train none")
+    p.add_argument("--no-track", action="store_true")
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    out, data = args.out.resolve(), args.data.resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    base_min = args.baseline_minutes or args.minutes
+    all01 = link_sequence(data, out / "data-01-all", None)
+    full01 = link_sequence(data, out / "data-01-full", FULL_TRAIN)
+    plan = [("instances", all01, args.minutes, [], False),
+            ("semantic + components", all01, base_min, ["--target", "semantic"], True),
+            ("instances, full frames only", full01, base_min, [], False)]
+    results: dict = {"machine": machine(), "models": {}, "argv": sys.argv}
+    for i, (name, data_dir, minutes, extra, semantic) in enumerate(plan):
+        run = out / ["instances", "semantic", "instances-full"][i]
+        if args.skip_train and not (run / "best.keras").exists():
+            continue
+        results["models"][name] = train(run, data_dir, minutes, args.steps_per_epoch, extra)
+        results["models"][name].update(evaluate(run, data, semantic))
+        _save(out, results)
+        if i == 0 and not args.no_track:
+            results["tracking"] = track(run, data, out)
+            _save(out, results)
+    print(markdown(results))
+    return 0
+
+
+def _save(out: Path, results: dict) -> None:
+    results["loadavg_end"] = [round(x, 2) for x in os.getloadavg()]
+    (out / "results.json").write_text(json.dumps(results, indent=2, default=float))
+    (out / "results.md").write_text(markdown(results))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
