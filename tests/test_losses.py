@@ -394,3 +394,19 @@ def test_configs_saved_before_the_weight_channel_still_load():
     assert isinstance(loss, CombinedLoss) and [type(p) for p in loss.losses] == [WeightedBCE, Tversky]
     y, p = random_binary(22)
     assert float(loss(y, p)) == pytest.approx(float(make_loss("auto", 2, pos_weight=3.0)(y, p)), rel=1e-7)
+
+
+def test_channel_count_known_only_at_run_time():
+    # a tf.function retraced with relaxed shapes sees y_true as [None, None, None, None]
+    y, p, _, _ = weighted_batch(2, seed=30)
+    loss = make_loss("auto", 2, pos_weight=2.0)
+    dice = DiceScore(2)
+    relaxed = tf.function(lambda yt, yp: (loss(yt, yp), dice.update_state(yt, yp)),
+                          input_signature=[tf.TensorSpec([None] * 4), tf.TensorSpec([None, None, None, 1])])
+    for target in (y, y[..., :1]):  # with and without the weight channel
+        dice.reset_state()
+        got = float(relaxed(target, p)[0])
+        eager = DiceScore(2)
+        eager.update_state(target, p)
+        assert got == pytest.approx(float(loss(target, p)), rel=1e-6)
+        assert float(dice.result()) == pytest.approx(float(eager.result()), rel=1e-6)

@@ -59,6 +59,11 @@ def test_encode_weighted_targets_zero_on_ignore():
     assert y.shape == (2, 2, 4) and y.dtype == np.float32
     assert y[..., 3].tolist() == [[2, 3], [0, 5]]  # weight, 0 where ignored
     assert y[..., :3].tolist() == [[[1, 0, 0], [0, 1, 0]], [[0, 0, 0], [0, 0, 1]]]
+    every = tf.constant(np.arange(256, dtype=np.uint8)[:, None])  # the gather table, row by row
+    for n_classes in (2, 3, 7):
+        expected = np.concatenate(
+            [encode_targets(every, n_classes).numpy(), (np.arange(256) < n_classes)[:, None]], -1)
+        np.testing.assert_array_equal(encode_weighted_targets(every, None, n_classes).numpy(), expected)
     binary = encode_weighted_targets(ids % 2 + tf.cast(ids == IGNORE_ID, tf.uint8) * 254, None, 2).numpy()
     assert binary.tolist() == [[[0, 1], [1, 1]], [[0, 0], [0, 1]]]  # [target, weight]
 

@@ -75,11 +75,18 @@ def split_weight(y_true: Any, n_channels: int | None) -> tuple[Any, Any]:
 
     Returns:
         ``(targets [..., K], weight [...] or None)``; None when ``y_true`` has
-        K channels (every pixel weight 1).
+        K channels (every pixel weight 1). When the channel count of
+        ``y_true`` is unknown until run time, the weight is always a tensor
+        (all 1 for K channels).
     """
     have = y_true.shape[-1]
-    if n_channels is None or have is None:
-        raise ValueError("the number of target and output channels must be known")
+    if n_channels is None:
+        raise ValueError("the number of output channels must be known")
+    if have is None:
+        # Known only at run time (a tf.function retraced with relaxed shapes, e.g.
+        # after seeing both layouts): K channels give weight 0 + 1, K + 1 give w + 0.
+        extra = ops.cast(ops.shape(y_true)[-1] - n_channels, y_true.dtype)
+        return y_true[..., :n_channels], ops.sum(y_true[..., n_channels:], axis=-1) + (1.0 - extra)
     if have == n_channels:
         return y_true, None
     if have == n_channels + 1:
@@ -198,13 +205,12 @@ class _ConfusionCountsMetric(keras.metrics.Metric):
                                     dtype="float64", name="tn")
 
     def _class_ids(self, y_true, y_pred):
-        """Flat int32 class ids ``[N]`` of truth and hard prediction, and the
-        int32 ``[N]`` 0/1 mask of pixels not ignored (None: all counted)."""
+        """Flat int32 class ids ``[N]`` of truth and hard prediction; ignored
+        pixels get the id C in both (outside the classes: counted nowhere)."""
         y_true = ops.convert_to_tensor(y_true)
         y_pred = ops.convert_to_tensor(y_pred)
         k = y_pred.shape[-1]
         y_true, weight = split_weight(y_true, k)
-        keep = None if weight is None else ops.reshape(ops.cast(weight > 0, "int32"), (-1, 1))
         if k == 1:
             if self.n_classes != 2:
                 raise ValueError(
@@ -218,16 +224,19 @@ class _ConfusionCountsMetric(keras.metrics.Metric):
                     f"{self.name}: {k} output channels but n_classes={self.n_classes}")
             true_ids = ops.cast(ops.argmax(y_true, axis=-1), "int32")
             pred_ids = ops.cast(ops.argmax(y_pred, axis=-1), "int32")
-        return ops.reshape(true_ids, (-1,)), ops.reshape(pred_ids, (-1,)), keep
+        if k == 1:
+            true_ids, pred_ids = true_ids[..., 0], pred_ids[..., 0]
+        if weight is not None:
+            true_ids = ops.where(weight > 0, true_ids, self.n_classes)
+            pred_ids = ops.where(weight > 0, pred_ids, self.n_classes)
+        return ops.reshape(true_ids, (-1,)), ops.reshape(pred_ids, (-1,))
 
     def update_state(self, y_true, y_pred, sample_weight=None):
         if sample_weight is not None:
             raise NotImplementedError(f"{self.name}: sample_weight is not supported")
-        true_ids, pred_ids, keep = self._class_ids(y_true, y_pred)
-        t = ops.one_hot(true_ids, self.n_classes, dtype="int32")  # [N, C]
+        true_ids, pred_ids = self._class_ids(y_true, y_pred)
+        t = ops.one_hot(true_ids, self.n_classes, dtype="int32")  # [N, C]; id C: all 0
         p = ops.one_hot(pred_ids, self.n_classes, dtype="int32")
-        if keep is not None:
-            t, p = t * keep, p * keep
         tp = ops.sum(t * p, axis=0)
         n_true = ops.sum(t, axis=0)
         n_pred = ops.sum(p, axis=0)

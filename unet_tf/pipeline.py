@@ -75,19 +75,34 @@ def encode_targets(mask_ids: tf.Tensor, n_classes: int) -> tf.Tensor:
     return tf.one_hot(ids, n_classes, dtype=tf.float32)
 
 
+def target_table(n_classes: int) -> np.ndarray:
+    """float32 ``[256, K + 1]``: row ``id`` is the target of a uint8 class id,
+    :func:`encode_targets` then weight 1; rows of ids outside ``0..C-1``
+    (:data:`IGNORE_ID`) are all 0."""
+    k = 1 if n_classes == 2 else n_classes
+    table = np.zeros((256, k + 1), np.float32)
+    if n_classes == 2:
+        table[1, 0] = 1.0
+    else:
+        table[np.arange(n_classes), np.arange(n_classes)] = 1.0
+    table[:n_classes, k] = 1.0
+    return table
+
+
 def encode_weighted_targets(
     mask_ids: tf.Tensor, weight: tf.Tensor | None, n_classes: int
 ) -> tf.Tensor:
-    """Class ids ``[..., 1]`` and weights -> float32 ``[..., K + 1]``.
+    """uint8 class ids ``[..., 1]`` and weights -> float32 ``[..., K + 1]``.
 
     Channels ``0..K-1``: :func:`encode_targets`; channel ``K``: ``weight``
-    (float32 ``[..., 1]``; None: 1.0), set to 0 where the id is :data:`IGNORE_ID`.
+    (float32 ``[..., 1]``; None: 1.0), set to 0 where the id is outside
+    ``0..C-1`` (in :func:`make_dataset` only :data:`IGNORE_ID` can be).
     """
-    ignored = tf.equal(tf.cast(mask_ids, tf.int32), IGNORE_ID)
-    if weight is None:
-        w = 1.0 - tf.cast(ignored, tf.float32)
-    else:
-        w = tf.where(ignored, tf.zeros_like(weight), tf.cast(weight, tf.float32))
+    ids = tf.cast(mask_ids, tf.int32)
+    if weight is None:  # one gather: the cheapest encoding measured (see target_table)
+        return tf.gather(tf.constant(target_table(n_classes)), ids[..., 0])
+    ignored = ids >= n_classes
+    w = tf.where(ignored, tf.zeros_like(weight), tf.cast(weight, tf.float32))
     return tf.concat([encode_targets(mask_ids, n_classes), w], axis=-1)
 
 
