@@ -1,7 +1,8 @@
 """The model file contract: ``best.keras`` alone is enough to predict.
 
-A trained network ends in an identity layer (:class:`InfoLayer`, registered
-with Keras as ``unet_tf>ModelInfo``) whose config holds a :class:`ModelInfo`:
+A trained network ends in an identity layer
+(:class:`unet_tf.models.info_layer.InfoLayer`, registered with Keras as
+``unet_tf>ModelInfo``) whose config holds a :class:`ModelInfo`:
 class values and names, normalization, training patch size, the size divisor
 of the architecture, the target kind, the dataset and its folder. ModelInfo is
 a frozen, versioned dataclass built in one place (:meth:`ModelInfo.for_run`)
@@ -12,7 +13,6 @@ usable where TensorFlow is not installed (ONNX models carry the same dict).
 """
 from __future__ import annotations
 
-import functools
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,7 +22,7 @@ from .datasets import DatasetSpec
 from .config import ModelConfig, NormalizeConfig, from_dict, to_dict
 from .errors import UserInputError
 
-INFO_LAYER = "unet_tf_info"
+INFO_LAYER = "unet_tf_info"  # the name of models.info_layer.InfoLayer in every model
 FORMAT_VERSION = 2  # 1: the untyped dict of unet_tf 0.1 (same keys, no "target")
 TARGETS = ("semantic", "instances")
 
@@ -100,40 +100,12 @@ class ModelInfo:
         return from_dict(cls, values, "model info")
 
 
-@functools.cache
-def _info_layer_class():
-    """The Keras layer that carries the info (defined on first use: Keras is heavy)."""
-    import keras
-
-    @keras.saving.register_keras_serializable(package="unet_tf", name="ModelInfo")
-    class InfoLayer(keras.layers.Layer):
-        """Identity on the model output; carries the :class:`ModelInfo` dict in its config."""
-
-        def __init__(self, info: dict, **kwargs):
-            kwargs.setdefault("name", INFO_LAYER)
-            kwargs.setdefault("dtype", "float32")
-            super().__init__(**kwargs)
-            self.info = dict(info)
-
-        def call(self, inputs):
-            return inputs
-
-        def compute_output_shape(self, input_shape):
-            return input_shape
-
-        def get_config(self) -> dict:
-            return {**super().get_config(), "info": self.info}
-
-    return InfoLayer
-
-
 def register_keras_objects() -> None:
     """Register unet_tf's Keras objects (info layer, losses, metrics, custom layers).
 
     Then ``keras.models.load_model("best.keras")`` works without unet_tf's
     loader. Called by every model-facing function; cheap after the first call.
     """
-    _info_layer_class()
     from . import losses, metrics, models  # noqa: F401  (their classes register on import)
 
 
@@ -141,7 +113,9 @@ def attach_info(model: Any, info: ModelInfo):
     """``model`` with its output passed through the info layer holding ``info``."""
     import keras
 
-    output = _info_layer_class()(info.to_dict())(model.output)
+    from .models.info_layer import InfoLayer
+
+    output = InfoLayer(info.to_dict())(model.output)
     return keras.Model(model.input, output, name=model.name)
 
 

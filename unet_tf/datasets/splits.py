@@ -75,8 +75,9 @@ def split_train_val(
     return [s for i, s in enumerate(samples) if i not in val], [s for i, s in enumerate(samples) if i in val]
 
 
-def _file(sample: Sample | ArraySample) -> str:
-    return str(sample.image) if isinstance(sample, Sample) else sample.name
+def _file(sample):
+    """What a sample is a page of: its file; any other item (an array sample, an index) is its own file."""
+    return str(sample.image) if isinstance(sample, Sample) else getattr(sample, "name", sample)
 
 
 def split_holdout(samples: Sequence[Sample], holdout: int) -> tuple[list[Sample], list[Sample]]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 from ..config import ModelConfig
 from ..errors import UserInputError
 from .blocks import UPSAMPLING_MODES, FlattenSpatial, UnflattenSpatial
+from .info_layer import InfoLayer
 from .resunet import build_resunet
 from .unet import build_unet
 
@@ -13,6 +14,7 @@ __all__ = [
     "MODELS",
     "UPSAMPLING_MODES",
     "FlattenSpatial",
+    "InfoLayer",
     "UnflattenSpatial",
     "build_model",
     "build_resunet",
