@@ -90,7 +90,8 @@ def check_sizes(size_divisor: int) -> tuple[tuple[int, int], tuple[int, int]]:
     For ``size_divisor`` 4 or 16: (64, 64) and (96, 128).
     """
     side = max(64, -(-64 // size_divisor) * size_divisor)
-    return (side, side), (-(-side * 3 // 2 // size_divisor) * size_divisor, 2 * side)
+    height = -(-side * 3 // (2 * size_divisor)) * size_divisor
+    return (side, side), (height, max(2 * side, height + size_divisor))
 
 
 def max_difference(reference: Callable, candidate: Callable, sizes, seed: int = 0) -> float:
