@@ -55,6 +55,10 @@ def load_for_export(weights: str | Path):
     """(bare network, info dict) of a ``best.keras`` written by unet_tf."""
     from . import model_file
 
+    if Path(weights).suffix.lower() == ".onnx":
+        load_onnx(weights)  # a foreign ONNX file: UserInputError "not one exported by unet_tf"
+        raise UserInputError(f"{weights}: already an ONNX export of unet_tf; --weights takes the .keras "
+                             "file it came from (best.keras)")
     # model_file.load_model returns (model, info) today; after issue 10 that is load_model_and_info.
     loader = getattr(model_file, "load_model_and_info", model_file.load_model)
     model, info = loader(weights)
@@ -184,6 +188,9 @@ def _staging_dir(out: Path) -> Path:
     """A new temporary folder beside ``out`` (UserInputError if that place is not writable)."""
     if out.exists() and not out.is_dir():
         raise UserInputError(f"--out {out}: exists and is not a folder")
+    blocker = next((p for p in out.parents if p.exists() and not p.is_dir()), None)
+    if blocker is not None:
+        raise UserInputError(f"--out {out}: cannot write here ({blocker} is a file, not a folder)")
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
         return Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
