@@ -1,5 +1,6 @@
 """unet-tf-export on tiny models: ONNX and SavedModel match Keras, bioimage.io validates, bad input."""
 import json
+import os
 import subprocess
 import sys
 import zipfile
@@ -132,7 +133,9 @@ def test_bioimageio_package_passes_test_model_offline(tmp_path, monkeypatch):
     tifffile.imwrite(tmp_path / "holdout.tif", image)
     weights, info = tiny_model_file(tmp_path / "best.keras", 2, test_images=[(tmp_path / "holdout.tif",)])
     monkeypatch.chdir(tmp_path)
-    assert export_main(["--weights", str(weights), "--out", str(tmp_path / "out"), "--format", "bioimageio"]) == 0
+    backend = os.environ.get("KERAS_BACKEND")
+    assert export_main(["--weights", str(weights), "--out", "out", "--format", "bioimageio"]) == 0
+    assert os.environ.get("KERAS_BACKEND") == backend  # bioimageio.core's setting does not leak
     package = tmp_path / "out" / "bioimageio"
     rdf = yaml.safe_load((package / "rdf.yaml").read_text())
     assert set(rdf["weights"]) == {"keras_v3", "onnx", "tensorflow_saved_model_bundle"}

@@ -113,71 +113,97 @@ def _preprocessing(normalize: dict) -> list[dict]:
     return steps
 
 
+def _file(folder: Path, name: str, **fields) -> dict:
+    """A file entry of rdf.yaml: source, sha256 and any extra fields."""
+    return {"source": name, "sha256": _sha256(folder / name), **fields}
+
+
 def _weights(folder: Path, has_keras: bool) -> dict:
+    """The weights entries; keras_v3 is the root the others were converted from (if present)."""
     import keras
     import onnx
     import tensorflow as tf
 
     root = "keras_v3" if has_keras else "tensorflow_saved_model_bundle"
-    parent = {} if not has_keras else {"parent": root}
+    opset = max(o.version for o in onnx.load(str(folder / "model.onnx")).opset_import if o.domain in ("", "ai.onnx"))
     weights = {
-        "onnx": {"source": "model.onnx", "sha256": _sha256(folder / "model.onnx"),
-                 "opset_version": max(o.version for o in onnx.load(str(folder / "model.onnx")).opset_import
-                                      if o.domain in ("", "ai.onnx")), "parent": root},
-        "tensorflow_saved_model_bundle": {"source": "tf_saved_model.zip", "sha256": _sha256(folder / "tf_saved_model.zip"),
-                                          "tensorflow_version": tf.__version__, **parent},
+        "onnx": _file(folder, "model.onnx", opset_version=opset, parent=root),
+        "tensorflow_saved_model_bundle": _file(folder, "tf_saved_model.zip", tensorflow_version=tf.__version__,
+                                               **({"parent": root} if has_keras else {})),
     }
     if has_keras:
-        weights["keras_v3"] = {"source": "model.keras", "sha256": _sha256(folder / "model.keras"),
-                               "keras_version": keras.__version__, "backend": ["tensorflow", tf.__version__]}
+        weights["keras_v3"] = _file(folder, "model.keras", keras_version=keras.__version__,
+                                    backend=["tensorflow", tf.__version__])
     return weights
 
 
-def rdf(info: dict, folder: Path, has_keras: bool, source: str) -> dict:
+def _tensors(info: dict, folder: Path) -> dict:
+    """The ``inputs`` and ``outputs`` entries of rdf.yaml."""
+    divisor, names = int(info["size_divisor"]), [str(n) for n in info["class_names"]]
+    if len(names) == 2:
+        meaning = f"one sigmoid channel, P({names[1]}); P({names[0]}) = 1 - it"
+    else:
+        meaning = "softmax, one channel per class"
+    return {
+        "inputs": [{"id": "raw", "description": "2-D gray image, raw intensities",
+                    "axes": _axes(divisor, ["raw"], False), "test_tensor": _file(folder, "test_input.npy"),
+                    "data": {"type": "float32"}, "preprocessing": _preprocessing(info.get("normalize") or {})}],
+        "outputs": [{"id": "probabilities", "description": f"class probabilities ({meaning})",
+                     "axes": _axes(divisor, output_channels(info), True),
+                     "test_tensor": _file(folder, "test_output.npy"),
+                     "data": {"type": "float32", "range": [0.0, 1.0]}}],
+    }
+
+
+CONFIG_KEYS = ("class_values", "class_names", "normalize", "patch_size", "size_divisor", "label_mode", "model",
+               "unet_tf_version")
+
+
+def rdf(info: dict, folder: Path, has_keras: bool) -> dict:
     """The rdf.yaml content (spec 0.5) for the files already in ``folder``."""
     from bioimageio.spec.model.v0_5 import ModelDescr
 
-    divisor, names = int(info["size_divisor"]), [str(n) for n in info["class_names"]]
-    model = info.get("model") or {}
-    tensor = lambda name: {"source": name, "sha256": _sha256(folder / name)}  # noqa: E731
+    names = [str(n) for n in info["class_names"]]
+    arch, dataset = (info.get("model") or {}).get("model", "unet"), info.get("dataset", "folder")
     return {
         "type": "model", "format_version": ModelDescr.implemented_format_version,
-        "name": f"unet_tf {model.get('model', 'unet')} {info.get('dataset', 'folder')} {len(names)} classes",
-        "description": f"{model.get('model', 'unet')} segmentation of {', '.join(names)} "
-                       f"({info.get('dataset', 'folder')} data), trained with unet_tf {info.get('unet_tf_version', '')}",
+        "name": f"unet_tf {arch} {dataset} {len(names)} classes",
+        "description": f"{arch} segmentation of {', '.join(names)} ({dataset} data), "
+                       f"trained with unet_tf {info.get('unet_tf_version', '')}".strip(),
         "authors": [{"name": "unet_tf user"}], "cite": [UNET_CITATION], "license": "MIT",
-        "tags": ["unet", "segmentation", "2d", "unet_tf", "electron-microscopy" if info.get("dataset") == "tem" else "microscopy"],
-        "documentation": {"source": "README.md"}, "covers": [{"source": "cover.png", "sha256": _sha256(folder / "cover.png")}],
-        "inputs": [{"id": "raw", "description": f"2-D gray image; {source} is the test input",
-                    "axes": _axes(divisor, ["raw"], False), "test_tensor": tensor("test_input.npy"),
-                    "data": {"type": "float32"}, "preprocessing": _preprocessing(info.get("normalize") or {})}],
-        "outputs": [{"id": "probabilities", "description": "class probabilities" + (
-                        f" (one sigmoid channel: P({names[1]}); {names[0]} = 1 - it)" if len(names) == 2 else " (softmax)"),
-                     "axes": _axes(divisor, output_channels(info), True), "test_tensor": tensor("test_output.npy"),
-                     "data": {"type": "float32", "range": [0.0, 1.0]}}],
+        "tags": ["unet", "segmentation", "2d", "unet_tf", "electron-microscopy" if dataset == "tem" else "microscopy"],
+        "documentation": {"source": "README.md"}, "covers": [_file(folder, "cover.png")],
+        **_tensors(info, folder),
         "weights": _weights(folder, has_keras),
-        "config": {"unet_tf": {k: info.get(k) for k in ("class_values", "class_names", "normalize", "patch_size",
-                                                          "size_divisor", "label_mode", "model", "unet_tf_version")}},
-        "version": "0.1.0",
+        "config": {"unet_tf": {k: info.get(k) for k in CONFIG_KEYS}},
     }
 
 
 def validate(rdf_path: Path) -> dict[str, str]:
     """bioimage.io ``test_model`` for each weights format: {format: "passed" or the first error}."""
     import yaml
-    from bioimageio.core import test_model
 
-    results = {}
-    cwd = os.getcwd()
+    rdf_path, results = Path(rdf_path).resolve(), {}
+    cwd, backend = os.getcwd(), os.environ.get("KERAS_BACKEND")
     with tempfile.TemporaryDirectory(prefix="unet_tf_bioimageio_") as work:
-        os.chdir(work)  # bioimageio.core unzips the SavedModel into the current folder
+        # bioimageio.core unzips the SavedModel into the current folder, and its Keras loader sets
+        # KERAS_BACKEND (default "torch") for the whole process and its children: keep both local.
+        os.chdir(work)
+        os.environ["KERAS_BACKEND"] = "tensorflow"
         try:
+            from bioimageio.core import test_model
+
             for fmt in yaml.safe_load(rdf_path.read_text())["weights"]:
-                summary = test_model(rdf_path.resolve(), weight_format=fmt, devices=["cpu"], working_dir=work)
+                summary = test_model(rdf_path, weight_format=fmt, devices=["cpu"], working_dir=work)
                 errors = [f"{d.name}: {'.'.join(map(str, e.loc))}: {e.msg}" for d in summary.details for e in d.errors]
-                results[fmt] = "passed" if summary.status == "passed" and not errors else (errors or [summary.status])[0]
+                passed = summary.status == "passed" and not errors
+                results[fmt] = "passed" if passed else (errors or [summary.status])[0]
         finally:
             os.chdir(cwd)
+            if backend is None:
+                os.environ.pop("KERAS_BACKEND", None)
+            else:
+                os.environ["KERAS_BACKEND"] = backend
     return results
 
 
@@ -204,7 +230,8 @@ def readme(info: dict, source: str, checks: dict[str, float], results: dict[str,
         "Keras network).", "",
         "| check | result |", "|---|---|",
         *[f"| {name} vs Keras, two random inputs | max abs difference {diff:.1e} |" for name, diff in checks.items()],
-        *[f"| bioimageio.core {bioimageio.core.__version__} `test_model`, {fmt} | {res} |" for fmt, res in results.items()],
+        *[f"| bioimageio.core {bioimageio.core.__version__} `test_model`, {fmt} | {result} |"
+          for fmt, result in results.items()],
         "", "Re-run with `bioimageio test rdf.yaml`.", "",
     ]
     return "\n".join(lines)
@@ -252,7 +279,7 @@ def write_package(bare, info: dict, folder: Path, onnx_path: Path, savedmodel: P
         bare.save(folder / "model.keras")
     (folder / "README.md").write_text(readme(info, source, checks, {}))  # validation needs it; rewritten below
     rdf_path = folder / "rdf.yaml"
-    rdf_path.write_text(yaml.safe_dump(rdf(info, folder, not custom, source), sort_keys=False))
+    rdf_path.write_text(yaml.safe_dump(rdf(info, folder, not custom), sort_keys=False))
     log("bioimage.io: running bioimageio.core test_model (offline)")
     results = validate(rdf_path)
     for fmt, result in results.items():
