@@ -212,3 +212,18 @@ def test_metadata_round_trip_and_check_sizes():
     assert check_sizes(4) == ((64, 64), (96, 128)) and check_sizes(32) == ((64, 64), (96, 128))
     assert check_sizes(128) == ((128, 128), (256, 384))
     assert parse_formats("ONNX, bioimageio,onnx") == ("onnx", "bioimageio")
+
+
+def test_cover_colours_only_foreground_classes():
+    from unet_tf.bioimageio import COVER_COLOURS, cover_image
+
+    image = np.tile(np.arange(8, dtype=np.uint16), (4, 1))
+    ids = np.zeros((4, 8), np.uint8)
+    ids[1, 2], ids[2, 5] = 1, 2
+    rgb = cover_image(image, ids)
+    assert rgb.shape == (4, 16, 3) and rgb.dtype == np.uint8
+    background = ids == 0
+    np.testing.assert_array_equal(rgb[:, 8:][background], rgb[:, :8][background])  # right half = left half there
+    gray = float(rgb[1, 2, 0])
+    np.testing.assert_allclose(rgb[1, 8 + 2], (0.55 * gray + 0.45 * COVER_COLOURS[0]).astype(np.uint8))
+    np.testing.assert_allclose(rgb[2, 8 + 5], (0.55 * rgb[2, 5, 0] + 0.45 * COVER_COLOURS[1]).astype(np.uint8))
