@@ -1,0 +1,229 @@
+"""unet-tf-export on tiny models: ONNX and SavedModel match Keras, bioimage.io validates, bad input."""
+import json
+import os
+import subprocess
+import sys
+import zipfile
+
+import numpy as np
+import pytest
+import yaml
+
+from unet_tf.cli.export import main as export_main
+from unet_tf.errors import UserInputError
+
+pytest.importorskip("onnxruntime")
+pytest.importorskip("tf2onnx")
+
+INFO = {
+    "dataset": "folder", "data_dir": None, "label_mode": "values", "patch_size": 64, "size_divisor": 4,
+    "normalize": {"pmin": 2.0, "pmax": 98.0, "clip": False}, "test_images": [], "unet_tf_version": "0.1.0",
+    "model": {"model": "unet", "base_filters": 4, "depth": 2},
+}
+CLASSES = {2: ([0, 255], ["background", "membrane"]), 3: ([0, 50, 100], ["background", "axon", "myelin"])}
+
+
+def tiny_model_file(path, n_classes, test_images=()):
+    """A base-4, depth-2 U-Net with its info layer, saved at ``path``; returns (path, info)."""
+    import keras
+
+    from unet_tf import model_file
+    from unet_tf.config import ModelConfig
+    from unet_tf.models import build_model
+
+    keras.utils.set_random_seed(n_classes)
+    values, names = CLASSES[n_classes]
+    info = {**INFO, "class_values": values, "class_names": names, "test_images": [list(map(str, t)) for t in test_images]}
+    record = getattr(model_file.ModelInfo, "from_dict", None)  # a typed ModelInfo after issue 10
+    model = model_file.attach_info(build_model(ModelConfig(base_filters=4, depth=2), n_classes),
+                                   record(info) if record else info)
+    model.save(path)
+    return path, info
+
+
+def keras_probabilities(path, x):
+    from unet_tf.export import load_for_export
+
+    bare, _ = load_for_export(path)
+    return bare(x, training=False).numpy()
+
+
+@pytest.fixture(scope="module")
+def model_files(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("models")
+    return {n: tiny_model_file(folder / f"m{n}.keras", n) for n in CLASSES}
+
+
+@pytest.mark.parametrize("n_classes", [2, 3])
+def test_onnx_equals_keras_on_two_sizes_and_carries_the_info(model_files, tmp_path, n_classes):
+    from unet_tf.onnx_model import load_onnx
+
+    weights, info = model_files[n_classes]
+    assert export_main(["--weights", str(weights), "--out", str(tmp_path / "out"), "--format", "onnx"]) == 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]  # no staging folder left
+    onnx_model = load_onnx(tmp_path / "out" / "model.onnx")
+    rng = np.random.default_rng(1)
+    for shape in ((2, 64, 64, 1), (1, 96, 128, 1)):
+        x = rng.normal(0.5, 0.3, shape).astype(np.float32)
+        expected = keras_probabilities(weights, x)
+        got = onnx_model(x)
+        assert got.shape == shape[:3] + (1 if n_classes == 2 else n_classes,)
+        assert np.max(np.abs(got - expected)) < 1e-4
+    for key in ("class_values", "class_names", "normalize", "size_divisor", "patch_size", "unet_tf_version"):
+        assert onnx_model.info[key] == info[key]
+    import onnx
+
+    proto = onnx.load(tmp_path / "out" / "model.onnx")
+    assert max(o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")) <= 18
+    dims = [d.dim_param for d in proto.graph.input[0].type.tensor_type.shape.dim]
+    assert dims[:3] == ["batch", "y", "x"] and proto.graph.output[0].name == "probabilities"
+
+
+def test_savedmodel_reloads_with_a_dict_endpoint_and_matches(model_files, tmp_path, capsys):
+    import tensorflow as tf
+
+    weights, _ = model_files[3]
+    assert export_main(["--weights", str(weights), "--out", str(tmp_path / "out"), "--format", "savedmodel"]) == 0
+    assert "SavedModel (tf.saved_model.load): max abs difference" in capsys.readouterr().out
+    loaded = tf.saved_model.load(str(tmp_path / "out" / "savedmodel"))
+    x = np.random.default_rng(2).random((1, 96, 128, 1), np.float32)
+    result = loaded.serve(tf.constant(x))
+    assert list(result) == ["probabilities"]
+    np.testing.assert_allclose(result["probabilities"].numpy(), keras_probabilities(weights, x), atol=1e-5)
+    np.testing.assert_allclose(result["probabilities"].numpy().sum(-1), 1, atol=1e-5)  # softmax head
+
+
+def test_bare_network_loads_with_plain_keras_without_unet_tf(model_files, tmp_path):
+    from unet_tf.export import custom_layers, load_for_export
+
+    bare, _ = load_for_export(model_files[3][0])
+    assert custom_layers(bare) == [] and "unet_tf_info" not in [layer.name for layer in bare.layers]
+    bare.save(tmp_path / "bare.keras")
+    x = np.random.default_rng(3).random((1, 64, 64, 1), np.float32)
+    np.save(tmp_path / "x.npy", x)
+    np.save(tmp_path / "y.npy", bare(x).numpy())
+    code = (
+        "import sys, numpy as np, keras\n"
+        f"m = keras.models.load_model({str(tmp_path / 'bare.keras')!r})\n"
+        f"x, y = np.load({str(tmp_path / 'x.npy')!r}), np.load({str(tmp_path / 'y.npy')!r})\n"
+        "assert np.abs(m(x).numpy() - y).max() < 1e-6\n"
+        "assert not [n for n in sys.modules if n.startswith('unet_tf')], 'unet_tf was imported'\n"
+    )
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path)
+    assert run.returncode == 0, run.stderr[-2000:]
+
+
+def test_attention_layers_are_named_as_needing_unet_tf():
+    from unet_tf.config import ModelConfig
+    from unet_tf.export import custom_layers
+    from unet_tf.models import build_model
+
+    model = build_model(ModelConfig(base_filters=4, depth=2, attention=True), 3)
+    assert any("FlattenSpatial" in name for name in custom_layers(model))
+
+
+@pytest.mark.slow
+def test_bioimageio_package_passes_test_model_offline(tmp_path, monkeypatch):
+    pytest.importorskip("bioimageio.core")
+    import tifffile
+
+    from unet_tf.synthetic import generate_tem_image
+
+    image, _ = generate_tem_image(80, seed=3)
+    tifffile.imwrite(tmp_path / "holdout.tif", image)
+    weights, info = tiny_model_file(tmp_path / "best.keras", 2, test_images=[(tmp_path / "holdout.tif",)])
+    monkeypatch.chdir(tmp_path)
+    backend = os.environ.get("KERAS_BACKEND")
+    assert export_main(["--weights", str(weights), "--out", "out", "--format", "bioimageio"]) == 0
+    assert os.environ.get("KERAS_BACKEND") == backend  # bioimageio.core's setting does not leak
+    package = tmp_path / "out" / "bioimageio"
+    rdf = yaml.safe_load((package / "rdf.yaml").read_text())
+    assert set(rdf["weights"]) == {"keras_v3", "onnx", "tensorflow_saved_model_bundle"}
+    y_axis = rdf["inputs"][0]["axes"][1]
+    assert y_axis["id"] == "y" and y_axis["size"] == {"min": 4, "step": 4}
+    step = rdf["inputs"][0]["preprocessing"][0]
+    assert step["id"] == "scale_range" and (step["kwargs"]["min_percentile"], step["kwargs"]["max_percentile"]) == (2, 98)
+    assert rdf["outputs"][0]["axes"][-1]["channel_names"] == ["membrane"]  # sigmoid head: P(class 1)
+    x = np.load(package / "test_input.npy")
+    assert x.shape == (1, 80, 80, 1)  # the recorded test image, 80 px, a multiple of 4
+    np.testing.assert_array_equal(x[0, :, :, 0], image.astype(np.float32))
+    readme = (package / "README.md").read_text()
+    assert "## Validation" in readme and readme.count("| passed |") == 3
+    with zipfile.ZipFile(tmp_path / "out" / "bioimageio.zip") as zf:
+        assert sorted(zf.namelist()) == sorted(p.name for p in package.iterdir())
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["best.keras", "holdout.tif", "out"]  # nothing else
+    from bioimageio.core import test_model
+
+    assert test_model(tmp_path / "out" / "bioimageio.zip", weight_format="onnx").status == "passed"
+
+
+def test_a_foreign_onnx_file_is_a_clear_error(tmp_path, capsys):
+    import onnx
+    from onnx import TensorProto, helper
+
+    from unet_tf.onnx_model import load_onnx
+
+    io = [helper.make_tensor_value_info(n, TensorProto.FLOAT, [1, 4, 4, 1]) for n in ("x", "y")]
+    graph = helper.make_graph([helper.make_node("Identity", ["x"], ["y"])], "foreign", io[:1], io[1:])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8), tmp_path / "foreign.onnx")
+    with pytest.raises(UserInputError, match="foreign.onnx: an ONNX model, but not one exported by unet_tf"):
+        load_onnx(tmp_path / "foreign.onnx")
+    assert export_main(["--weights", str(tmp_path / "foreign.onnx"), "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and "foreign.onnx: an ONNX model, but not one exported by unet_tf" in err
+    assert "\n" not in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["foreign.onnx"]
+
+
+@pytest.mark.parametrize("case", ["unknown format", "out is under a file", "out is a file"])
+def test_bad_format_and_unwritable_out_are_one_line_errors(model_files, tmp_path, capsys, case):
+    (tmp_path / "file").write_text("x")
+    out = {"unknown format": tmp_path / "out", "out is under a file": tmp_path / "file" / "out",
+           "out is a file": tmp_path / "file"}[case]
+    extra = ["--format", "onnx,tflite"] if case == "unknown format" else []
+    assert export_main(["--weights", str(model_files[2][0]), "--out", str(out), *extra]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and "\n" not in err
+    assert ("tflite" in err) if case == "unknown format" else (str(out) in err)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["file"]
+
+
+def test_a_failed_check_writes_nothing(model_files, tmp_path, monkeypatch, capsys):
+    import unet_tf.export as export
+
+    monkeypatch.setattr(export, "ATOL", 0.0)  # any float difference now fails the ONNX check
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "keep.txt").write_text("old")
+    assert export_main(["--weights", str(model_files[3][0]), "--out", str(tmp_path / "out"), "--format", "onnx"]) == 2
+    assert "ONNX (onnxruntime) output differs from the Keras model" in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.rglob("*")) == ["keep.txt", "out"]
+
+
+def test_metadata_round_trip_and_check_sizes():
+    from unet_tf.export import check_sizes, parse_formats
+    from unet_tf.onnx_model import info_from_metadata, metadata_props
+
+    info = {**INFO, "class_values": [0, 50, 100], "class_names": ["a", "b", "c"]}
+    props = metadata_props(info)
+    assert props["format"] == "unet_tf" and json.loads(props["class_values"]) == [0, 50, 100]
+    assert info_from_metadata(props) == info
+    with pytest.raises(UserInputError, match="m.onnx: an ONNX model, but not one exported by unet_tf"):
+        info_from_metadata({"format": "other"}, "m.onnx")
+    assert check_sizes(4) == ((64, 64), (96, 128)) and check_sizes(32) == ((64, 64), (96, 128))
+    assert check_sizes(128) == ((128, 128), (256, 384))
+    assert parse_formats("ONNX, bioimageio,onnx") == ("onnx", "bioimageio")
+
+
+def test_cover_colours_only_foreground_classes():
+    from unet_tf.bioimageio import COVER_COLOURS, cover_image
+
+    image = np.tile(np.arange(8, dtype=np.uint16), (4, 1))
+    ids = np.zeros((4, 8), np.uint8)
+    ids[1, 2], ids[2, 5] = 1, 2
+    rgb = cover_image(image, ids)
+    assert rgb.shape == (4, 16, 3) and rgb.dtype == np.uint8
+    background = ids == 0
+    np.testing.assert_array_equal(rgb[:, 8:][background], rgb[:, :8][background])  # right half = left half there
+    gray = float(rgb[1, 2, 0])
+    np.testing.assert_allclose(rgb[1, 8 + 2], (0.55 * gray + 0.45 * COVER_COLOURS[0]).astype(np.uint8))
+    np.testing.assert_allclose(rgb[2, 8 + 5], (0.55 * rgb[2, 5, 0] + 0.45 * COVER_COLOURS[1]).astype(np.uint8))
