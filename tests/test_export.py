@@ -6,6 +6,8 @@ import sys
 import zipfile
 
 import numpy as np
+
+from unet_tf.model_file import ModelInfo
 import pytest
 import yaml
 
@@ -69,8 +71,7 @@ def test_onnx_equals_keras_on_two_sizes_and_carries_the_info(model_files, tmp_pa
         got = onnx_model(x)
         assert got.shape == shape[:3] + (1 if n_classes == 2 else n_classes,)
         assert np.max(np.abs(got - expected)) < 1e-4
-    for key in ("class_values", "class_names", "normalize", "size_divisor", "patch_size", "unet_tf_version"):
-        assert onnx_model.info[key] == info[key]
+    assert onnx_model.info.to_dict() == ModelInfo.from_dict(info).to_dict()  # the same ModelInfo travels
     import onnx
 
     proto = onnx.load(tmp_path / "out" / "model.onnx")
@@ -227,3 +228,26 @@ def test_cover_colours_only_foreground_classes():
     gray = float(rgb[1, 2, 0])
     np.testing.assert_allclose(rgb[1, 8 + 2], (0.55 * gray + 0.45 * COVER_COLOURS[0]).astype(np.uint8))
     np.testing.assert_allclose(rgb[2, 8 + 5], (0.55 * rgb[2, 5, 0] + 0.45 * COVER_COLOURS[1]).astype(np.uint8))
+
+
+@pytest.mark.parametrize("n_classes", [2, 3])
+def test_predict_py_with_onnx_writes_the_keras_mask(model_files, tmp_path, n_classes):
+    """predict.py --weights model.onnx: the same tiling, normalization and outputs as with best.keras."""
+    import tifffile
+
+    from unet_tf.cli.predict import main as predict_main
+
+    weights, _ = model_files[n_classes]
+    assert export_main(["--weights", str(weights), "--out", str(tmp_path / "e"), "--format", "onnx"]) == 0
+    image = tmp_path / "img.tif"
+    tifffile.imwrite(image, np.random.default_rng(5).integers(0, 4000, (90, 70)).astype(np.uint16))
+    common = ["--input", str(image), "--tile", "32", "--overlap", "8", "--save-probabilities", "--no-overlay"]
+    assert predict_main(["--weights", str(weights), "--out", str(tmp_path / "k"), *common]) == 0
+    assert predict_main(["--weights", str(tmp_path / "e" / "model.onnx"), "--out", str(tmp_path / "o"), *common]) == 0
+    keras_mask = tifffile.imread(tmp_path / "k" / "img_mask.tif")
+    onnx_mask = tifffile.imread(tmp_path / "o" / "img_mask.tif")
+    prob = tifffile.imread(tmp_path / "k" / "img_prob.tif")  # (K', H, W)
+    top2 = np.sort(prob, axis=0)[-2:]
+    close = (top2[1] - top2[0]) < 2e-4  # a tie within the tolerance may flip either way
+    assert np.array_equal(keras_mask[~close], onnx_mask[~close])
+    assert (keras_mask != onnx_mask).sum() <= close.sum()

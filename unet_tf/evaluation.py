@@ -37,7 +37,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from .metrics import confusion_counts, scores_from_counts
+from .scores import confusion_counts, scores_from_counts
 from .tables import format_table, nanmean, write_csv
 
 SCORE_NAMES = ("dice", "iou", "precision", "recall")

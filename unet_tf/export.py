@@ -59,17 +59,8 @@ def load_for_export(weights: str | Path):
         load_onnx(weights)  # a foreign ONNX file: UserInputError "not one exported by unet_tf"
         raise UserInputError(f"{weights}: already an ONNX export of unet_tf; --weights takes the .keras "
                              "file it came from (best.keras)")
-    # model_file.load_model returns (model, info) today; after issue 10 that is load_model_and_info.
-    loader = getattr(model_file, "load_model_and_info", model_file.load_model)
-    model, info = loader(weights)
-    return bare_network(model), info_dict(info)
-
-
-def bare_network(model):
-    """``model`` without its ``unet_tf_info`` layer (same input and weights)."""
-    import keras
-
-    return keras.Model(model.input, model.get_layer("unet_tf_info").input, name=model.name)
+    model, info = model_file.load_model_and_info(weights)
+    return model_file.bare_network(model), info_dict(info)
 
 
 def custom_layers(model) -> list[str]:

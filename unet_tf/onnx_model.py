@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import UserInputError
+from .model_file import ModelInfo
 
 TAG_KEY = "format"
 TAG = "unet_tf"
@@ -62,12 +63,12 @@ class OnnxModel:
     """An onnxruntime session on a unet_tf ONNX file, callable like ``make_predict_fn``'s result.
 
     Attributes:
-        info: dict, the same info dict as the Keras model's.
+        info: ModelInfo, the same as the Keras model's (rebuilt from the metadata).
         path: Path of the file.
         session: the ``onnxruntime.InferenceSession``.
     """
 
-    def __init__(self, session, info: dict, path: Path):
+    def __init__(self, session, info: ModelInfo, path: Path):
         self.session = session
         self.info = info
         self.path = path
@@ -77,7 +78,7 @@ class OnnxModel:
     def __call__(self, batch: np.ndarray) -> np.ndarray:
         """Probabilities float32 (B, h, w, K) for a normalized batch float32 (B, h, w, 1).
 
-        ``h`` and ``w`` must be multiples of ``info["size_divisor"]``. K is 1
+        ``h`` and ``w`` must be multiples of ``info.size_divisor``. K is 1
         (P(class 1), sigmoid) for a two-class model, else the number of classes.
         """
         batch = np.ascontiguousarray(batch, dtype=np.float32)
@@ -115,4 +116,4 @@ def load_onnx(path: str | Path, threads: int | None = None) -> OnnxModel:
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         raise UserInputError(f"{path}: cannot open this ONNX model ({first[:200]})") from None
     info = info_from_metadata(session.get_modelmeta().custom_metadata_map, path)
-    return OnnxModel(session, info, path)
+    return OnnxModel(session, ModelInfo.from_dict(info), path)

@@ -28,7 +28,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="Segment images with a model trained by train.py: masks, overlays, metrics, objects.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    p.add_argument("--weights", required=True, help="a best.keras / last.keras written by train.py")
+    p.add_argument("--weights", required=True, help="a best.keras / last.keras written by train.py, or the model.onnx "
+                   "of unet-tf-export (runs on onnxruntime, without TensorFlow)")
     p.add_argument("--input", nargs="+", help="image files, folders or globs (default: the test images of the "
                    "dataset the model was trained on)")
     p.add_argument("--out", help="output folder (default: <weights folder>/predictions)")
@@ -72,6 +73,19 @@ def config_from_args(args: argparse.Namespace) -> PredictConfig:
     )
 
 
+def _load(weights: str):
+    """(model, ModelInfo) of a ``.keras`` file (TensorFlow) or a ``.onnx`` export (onnxruntime, no TensorFlow)."""
+    if Path(weights).suffix.lower() == ".onnx":
+        from ..onnx_model import load_onnx
+
+        model = load_onnx(weights)
+        return model, model.info
+    import_tensorflow()
+    from ..model_file import load_model_and_info
+
+    return load_model_and_info(weights)
+
+
 def _track(model, args: argparse.Namespace, config: PredictConfig) -> int:
     from ..errors import UserInputError
     from ..timelapse import track_sequence
@@ -90,12 +104,10 @@ def main(argv: list[str] | None = None) -> int:
 
     def body() -> int:
         config = config_from_args(args)
-        import_tensorflow()
+        model, info = _load(args.weights)
         from ..inputs import check_output_names, samples_for, shard_samples
-        from ..model_file import load_model_and_info
         from ..prediction import predict_files
 
-        model, info = load_model_and_info(args.weights)
         if args.track:
             return _track(model, args, config)
         samples = samples_for(args.input, args.labels, info)
