@@ -191,3 +191,14 @@ def test_fine_tuning_run_through_the_training_phases(parent5, tmp_path, monkeypa
     summary = training.train(cfg, verbose=0, extra_callbacks=[FreezeEncoder(1)])
     assert summary["epochs_run"] == 2 and records[0]["head_replaced"] is False
     assert json.loads((tmp_path / "run" / "config.json").read_text())["model"]["base_filters"] == 4
+
+
+def test_freeze_encoder_refuses_a_distribution_strategy():
+    import tensorflow as tf
+
+    with tf.distribute.MirroredStrategy(["/cpu:0"]).scope():
+        model = tiny_model(2)
+    callback = FreezeEncoder(1)
+    callback.set_model(model)
+    with pytest.raises(UserInputError, match="--freeze-encoder: works on one device only"):
+        callback.on_train_begin()

@@ -26,6 +26,7 @@ from typing import Any, Callable
 import keras
 
 from .config import ModelConfig, RunConfig
+from .distribute import is_default
 from .errors import UserInputError
 from .model_file import INFO_LAYER, ModelInfo, load_model_and_info, read_info
 
@@ -179,9 +180,11 @@ class FreezeEncoder(keras.callbacks.Callback):
     guide. The compiled train function captured the trainable variables when
     it was traced, so it is rebuilt (``make_train_function(force=True)``) at
     each switch; the optimizer is built on all variables before the first
-    step, so unfreezing needs no new optimizer. Works with ``model.fit``
-    (one device); the switch is decided at each epoch start, so a resumed run
-    (``BackupAndRestore``) freezes or not by its epoch.
+    step, so unfreezing needs no new optimizer. Works with ``model.fit`` (one
+    device); under a tf.distribute strategy it is a UserInputError (the
+    distributed loop traces its step once). The switch is decided at each
+    epoch start, so a resumed run (``BackupAndRestore``) freezes or not by its
+    epoch.
 
     Args:
         epochs: int. Epochs with the encoder frozen (0: never frozen).
@@ -205,6 +208,10 @@ class FreezeEncoder(keras.callbacks.Callback):
         self.model.make_train_function(force=True)
 
     def on_train_begin(self, logs=None):
+        if self.epochs and not is_default(self.model.distribute_strategy):
+            # unet_tf.distribute.fit_distributed traces its step once: a switch would not take effect
+            raise UserInputError("--freeze-encoder: works on one device only, not under a tf.distribute strategy "
+                                 "(use --strategy none)")
         optimizer = self.model.optimizer
         if self.epochs and not optimizer.built:
             optimizer.build(self.model.trainable_variables)  # all variables: unfreezing later needs their slots
