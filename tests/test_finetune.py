@@ -202,3 +202,23 @@ def test_freeze_encoder_refuses_a_distribution_strategy():
     callback.set_model(model)
     with pytest.raises(UserInputError, match="--freeze-encoder: works on one device only"):
         callback.on_train_begin()
+
+
+def test_check_settings_refuses_freezing_without_a_parent_or_under_a_strategy():
+    from dataclasses import dataclass
+
+    from unet_tf.finetune import check_settings
+
+    @dataclass
+    class Train:  # the two TrainConfig fields the lead adds
+        init_from: str | None = None
+        freeze_encoder_epochs: int = 0
+
+    check_settings(Train(), one_device=False)
+    check_settings(Train("best.keras", 2), one_device=True)
+    with pytest.raises(UserInputError, match="--freeze-encoder: needs --init-from"):
+        check_settings(Train(None, 2), one_device=True)
+    with pytest.raises(UserInputError, match="--freeze-encoder: works on one device only"):
+        check_settings(Train("best.keras", 2), one_device=False)
+    with pytest.raises(UserInputError, match="--freeze-encoder -1: must be at least 0"):
+        check_settings(Train("best.keras", -1), one_device=True)

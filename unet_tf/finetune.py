@@ -25,7 +25,7 @@ from typing import Any, Callable
 
 import keras
 
-from .config import ModelConfig, RunConfig
+from .config import ModelConfig, RunConfig, TrainConfig
 from .distribute import is_default
 from .errors import UserInputError
 from .model_file import INFO_LAYER, ModelInfo, load_model_and_info, read_info
@@ -59,6 +59,24 @@ def with_parent_architecture(cfg: RunConfig, path: str | Path, log: Log = print)
     if model_cfg != cfg.model:
         log(f"architecture from {path}: {describe(model_cfg)} (the model settings of this run are ignored)")
     return dataclasses.replace(cfg, model=model_cfg)
+
+
+def check_settings(cfg: TrainConfig, one_device: bool) -> None:
+    """UserInputError, before anything is written, for fine-tuning settings that cannot work.
+
+    Args:
+        cfg: TrainConfig. Reads ``init_from`` and ``freeze_encoder_epochs``.
+        one_device: bool. False under a tf.distribute strategy (multi-GPU,
+            multi-worker), where :class:`FreezeEncoder` cannot switch.
+    """
+    epochs = getattr(cfg, "freeze_encoder_epochs", 0)
+    if epochs < 0:
+        raise UserInputError(f"--freeze-encoder {epochs}: must be at least 0")
+    if epochs and not getattr(cfg, "init_from", None):
+        raise UserInputError("--freeze-encoder: needs --init-from (a fresh encoder has nothing worth keeping)")
+    if epochs and not one_device:
+        raise UserInputError("--freeze-encoder: works on one device only, not under a tf.distribute strategy "
+                             "(use --strategy none)")
 
 
 def describe(cfg: ModelConfig) -> str:
@@ -226,5 +244,5 @@ class FreezeEncoder(keras.callbacks.Callback):
             self._set(False)
 
 
-__all__ = ["parent_model_config", "with_parent_architecture", "init_from", "FreezeEncoder", "is_encoder_layer",
+__all__ = ["parent_model_config", "with_parent_architecture", "check_settings", "init_from", "FreezeEncoder", "is_encoder_layer",
            "describe", "HEAD_LAYER"]
