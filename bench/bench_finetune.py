@@ -145,7 +145,7 @@ def main() -> int:
     (out / "results.json").write_text(json.dumps({"cpu": cpu_line(), "args": vars(args), "results": results},
                                                  indent=2) + "\n")
     steps = args.epochs * args.steps_per_epoch
-    print(f"\n| arm | seeds | steps | test membrane Dice 25-29 (mean ± std over seeds) | per seed |")
+    print("\n| arm | seeds | steps | test membrane Dice 25-29 (mean ± std over seeds) | per seed |")
     print("|---|---|---|---|---|")
     for arm in arms:
         means = [r["mean"] for r in results if r["arm"] == arm]

@@ -244,5 +244,5 @@ class FreezeEncoder(keras.callbacks.Callback):
             self._set(False)
 
 
-__all__ = ["parent_model_config", "with_parent_architecture", "check_settings", "init_from", "FreezeEncoder", "is_encoder_layer",
-           "describe", "HEAD_LAYER"]
+__all__ = ["parent_model_config", "with_parent_architecture", "check_settings", "init_from", "FreezeEncoder",
+           "is_encoder_layer", "describe", "HEAD_LAYER"]
