@@ -79,6 +79,20 @@ def check_settings(cfg: TrainConfig, one_device: bool) -> None:
                              "(use --strategy none)")
 
 
+def finetune_config(cfg: RunConfig, one_device: bool, log: Log = print) -> RunConfig:
+    """The first phase of a run: :func:`check_settings`, then the parent's architecture when ``init_from`` is set.
+
+    Args:
+        cfg: RunConfig. The run's settings (``cfg.train.init_from``,
+            ``cfg.train.freeze_encoder_epochs``).
+        one_device: bool. False under a tf.distribute strategy.
+        log: callable taking one line of text. Default ``print``.
+    """
+    check_settings(cfg.train, one_device)
+    parent = getattr(cfg.train, "init_from", None)
+    return with_parent_architecture(cfg, parent, log) if parent else cfg
+
+
 def describe(cfg: ModelConfig) -> str:
     """One line naming an architecture, e.g. ``unet base 8 depth 4``."""
     depth = "default depth" if cfg.depth is None else f"depth {cfg.depth}"
@@ -244,5 +258,5 @@ class FreezeEncoder(keras.callbacks.Callback):
             self._set(False)
 
 
-__all__ = ["parent_model_config", "with_parent_architecture", "check_settings", "init_from", "FreezeEncoder",
-           "is_encoder_layer", "describe", "HEAD_LAYER"]
+__all__ = ["parent_model_config", "with_parent_architecture", "check_settings", "finetune_config", "init_from",
+           "FreezeEncoder", "is_encoder_layer", "describe", "HEAD_LAYER"]
