@@ -34,9 +34,13 @@ def batch(n_classes: int, seed: int = 0, size: int = 32):
 
 @pytest.fixture(scope="module")
 def parent5(tmp_path_factory):
-    """A 5-class parent trained a few steps (moving statistics away from their initial 0 / 1), saved."""
+    """A saved 5-class parent with random weights (moving statistics away from 0 / 1) and optimizer state."""
     model = tiny_model(5, seed=1)
-    model.fit(*batch(5, seed=1), epochs=3, verbose=0)
+    rng = np.random.default_rng(1)
+    for v in model.weights:
+        v.assign(rng.uniform(0.5, 1.5, v.shape).astype("float32"))  # positive: valid moving variances
+    model.optimizer.build(model.trainable_variables)
+    model.optimizer.iterations.assign(3)
     path = tmp_path_factory.mktemp("parent") / "best.keras"
     model.save(path)
     return path, model
@@ -166,6 +170,7 @@ def test_freeze_encoder_trains_only_the_decoder_then_everything():
     assert all(layer.trainable for layer in model.layers)
 
 
+@pytest.mark.slow  # a whole run: ~20 s alone, minutes on the loaded shared machine
 def test_fine_tuning_run_through_the_training_phases(parent5, tmp_path, monkeypatch):
     """Until train.py wires --init-from: wrap compile_model, as the lead's call will."""
     from unet_tf import training
