@@ -216,7 +216,7 @@ def test_metadata_round_trip_and_check_sizes():
 
 
 def test_cover_colours_only_foreground_classes():
-    from unet_tf.bioimageio import COVER_COLOURS, cover_image
+    from unet_tf.export.bioimageio import COVER_COLOURS, cover_image
 
     image = np.tile(np.arange(8, dtype=np.uint16), (4, 1))
     ids = np.zeros((4, 8), np.uint8)

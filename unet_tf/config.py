@@ -125,6 +125,10 @@ class TrainConfig:
     # tf.distribute strategy: auto, none, mirrored, multiworker (see unet_tf.distribute);
     # batch_size is per replica, lr is used as given
     strategy: str = "auto"
+    # Fine-tuning: start from a trained model's weights (its architecture; the head is replaced when the
+    # class count differs), optionally with the encoder frozen for the first epochs.
+    init_from: str | None = None
+    freeze_encoder_epochs: int = 0
 
 
 @dataclass(frozen=True)

@@ -26,6 +26,7 @@ from .config import RunConfig, steps_per_pass
 from .datasets import DatasetSpec, TrainingData, load_pairs, read_border_weights, resolve_data
 from .distribute import WorkerInfo, cluster_note, fit, is_default, make_strategy, strategy_scope, worker_info
 from .errors import UserInputError
+from .finetune import FreezeEncoder, finetune_config, init_from
 from .io import atomic_path
 from .losses import class_weights_from_fractions, make_loss, pos_weight_from_fraction
 from .metrics import DiceScore, IoUScore, PixelAccuracy
@@ -203,6 +204,8 @@ def make_callbacks(cfg: RunConfig, run_dir: Path, monitor: tuple[str, str] = ("v
         callbacks.append(keras.callbacks.TensorBoard(str(run_dir / "tensorboard")))
     if t.max_minutes:
         callbacks.append(TimeLimit(t.max_minutes))
+    if t.freeze_encoder_epochs:
+        callbacks.append(FreezeEncoder(t.freeze_encoder_epochs))
     return callbacks + list(extra)
 
 
@@ -280,6 +283,7 @@ def _layout(cfg: RunConfig, strategy, worker: WorkerInfo | None) -> dict | None:
 
 def _train(cfg, data, log, verbose, extra_callbacks, strategy, worker, scratch: Path | None = None) -> dict:
     """The phases of :func:`train`; ``scratch``: the run folder of a worker other than the chief."""
+    cfg = finetune_config(cfg, is_default(strategy), log)
     check_input_size(cfg.data.patch_size, resolved_depth(cfg.model), "--patch-size")
     data = data or resolve_data(cfg, log)
     out_dir = Path(cfg.train.out) if cfg.train.out else default_run_dir(cfg)
@@ -294,9 +298,10 @@ def _train(cfg, data, log, verbose, extra_callbacks, strategy, worker, scratch: 
     keras.utils.set_random_seed(cfg.train.seed)
     with strategy_scope(strategy):  # variables of model, optimizer and metrics live on every replica
         model = compile_model(cfg, model_info_for(cfg, data), data.spec, balance)
+        parent = init_from(model, cfg.train.init_from, log) if cfg.train.init_from else None
     layout = _layout(cfg, strategy, worker)
-    write_config(run_dir, out_dir, cfg, data, balance, layout or {"replicas": 1, "global_batch_size":
-                                                                  cfg.train.batch_size, "workers": 1})
+    one_device = {"replicas": 1, "global_batch_size": cfg.train.batch_size, "workers": 1}
+    write_config(run_dir, out_dir, cfg, data, balance, {**(layout or one_device), "parent": parent})
     log(f"training {cfg.model.model} (base {cfg.model.base_filters}, {model.count_params():,} parameters) on "
         f"{data.spec.n_classes} classes {list(data.spec.class_names)}; run folder {out_dir}"
         f"{' (written by the chief)' if scratch else ''}")

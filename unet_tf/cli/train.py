@@ -100,6 +100,10 @@ def _training_args(p: argparse.ArgumentParser, t: TrainConfig) -> None:
     g.add_argument("--out", help="run folder (default runs/<dataset>-<model>-<time>)")
     g.add_argument("--resume", action="store_true", help="continue an interrupted run in --out from its last finished epoch")
     g.add_argument("--tensorboard", action="store_true", help="also write TensorBoard logs")
+    g.add_argument("--init-from", metavar="MODEL.keras", help="fine-tune: start from a trained model's weights and "
+                   "architecture; another class count replaces its head (said); the run records the parent")
+    g.add_argument("--freeze-encoder", dest="freeze_encoder_epochs", type=int, metavar="N",
+                   help="with --init-from: train only the decoder and head for the first N epochs (default 0)")
     g = p.add_argument_group(
         "scale out",
         "tf.distribute: with R replicas (GPUs, or machines x GPUs) a step takes --batch-size patches on each "

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import UserInputError
+from ..errors import UserInputError
 
 TEST_SIDE = 256
 UNET_CITATION = {"text": "Ronneberger, Fischer and Brox. U-Net: Convolutional Networks for Biomedical "
@@ -50,7 +50,7 @@ def crop_for_test(image: np.ndarray, size_divisor: int, side: int = TEST_SIDE) -
 
 def test_image(info: dict, side: int = TEST_SIDE) -> tuple[np.ndarray, str]:
     """A raw 2-D test image and where it came from: the model's first readable test image, else synthetic."""
-    from .io import read_image
+    from ..io import read_image
 
     for row in info.get("test_images") or ():
         try:
@@ -58,7 +58,7 @@ def test_image(info: dict, side: int = TEST_SIDE) -> tuple[np.ndarray, str]:
         except (UserInputError, OSError, IndexError):
             continue
         return crop_for_test(image, int(info["size_divisor"]), side), f"a central crop of {Path(row[0]).name}"
-    from .synthetic import generate_tem_image
+    from ..synthetic import generate_tem_image
 
     image, _ = generate_tem_image(side, seed=0)
     return crop_for_test(image, int(info["size_divisor"]), side), "a synthetic TEM image (unet_tf.synthetic, seed 0)"
@@ -66,7 +66,7 @@ def test_image(info: dict, side: int = TEST_SIDE) -> tuple[np.ndarray, str]:
 
 def test_tensors(bare, info: dict, image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(input (1, H, W, 1) float32 raw, output (1, H, W, K) float32 Keras probabilities)."""
-    from .preprocessing import percentile_normalize
+    from ..preprocessing import percentile_normalize
 
     norm = info.get("normalize") or {}
     raw = np.asarray(image, np.float32)
@@ -81,7 +81,7 @@ COVER_COLOURS = np.array([(230, 25, 75), (60, 180, 75), (255, 225, 25), (0, 130,
 
 def cover_image(image: np.ndarray, ids: np.ndarray, alpha: float = 0.45) -> np.ndarray:
     """RGB uint8 (H, 2W): the image (1/99.5 percentile stretch) beside it with classes 1.. coloured."""
-    from .preprocessing import percentile_normalize
+    from ..preprocessing import percentile_normalize
 
     gray = (np.clip(percentile_normalize(image, 1, 99.5), 0, 1) * 255).astype(np.uint8)
     rgb = np.repeat(gray[..., None], 3, axis=-1)
@@ -96,7 +96,7 @@ def write_cover(path: Path, image: np.ndarray, probabilities: np.ndarray) -> Pat
     """``path`` PNG: :func:`cover_image` of the test image and its predicted classes (2:1, as bioimage.io prefers)."""
     import cv2
 
-    from .inference import probabilities_to_ids
+    from ..inference import probabilities_to_ids
 
     if not cv2.imwrite(str(path), cover_image(image, probabilities_to_ids(probabilities))[..., ::-1]):
         raise UserInputError(f"{path}: could not write the cover image")
@@ -275,7 +275,7 @@ def write_package(bare, info: dict, folder: Path, onnx_path: Path, savedmodel: P
     """
     import yaml
 
-    from .export import ExportCheckError, custom_layers
+    from .checks import ExportCheckError, custom_layers
 
     folder.mkdir()
     image, source = test_image(info)

@@ -28,8 +28,9 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from .errors import UserInputError
-from .onnx_model import load_onnx, metadata_props
+from ..errors import UserInputError
+from .checks import ExportCheckError, custom_layers  # noqa: F401  (public here)
+from ..onnx_model import load_onnx, metadata_props
 
 FORMATS = ("onnx", "savedmodel", "bioimageio")
 ONNX_OPSET = 17
@@ -37,10 +38,6 @@ ATOL = 1e-4
 OUTPUT_NAMES = {"onnx": "model.onnx", "savedmodel": "savedmodel", "bioimageio": ("bioimageio", "bioimageio.zip")}
 
 Log = Callable[[str], None]
-
-
-class ExportCheckError(UserInputError):
-    """An exported file disagrees with the Keras model by more than :data:`ATOL`."""
 
 
 def info_dict(info) -> dict:
@@ -53,7 +50,7 @@ def info_dict(info) -> dict:
 
 def load_for_export(weights: str | Path):
     """(bare network, info dict) of a ``best.keras`` written by unet_tf."""
-    from . import model_file
+    from .. import model_file
 
     if Path(weights).suffix.lower() == ".onnx":
         load_onnx(weights)  # a foreign ONNX file: UserInputError "not one exported by unet_tf"
@@ -61,12 +58,6 @@ def load_for_export(weights: str | Path):
                              "file it came from (best.keras)")
     model, info = model_file.load_model_and_info(weights)
     return model_file.bare_network(model), info_dict(info)
-
-
-def custom_layers(model) -> list[str]:
-    """Names of the layers of ``model`` that are not plain Keras layers (they need unet_tf to load)."""
-    return [f"{layer.name} ({type(layer).__name__})" for layer in model.layers
-            if not type(layer).__module__.startswith("keras.")]
 
 
 def parse_formats(text: str | Sequence[str]) -> tuple[str, ...]:
@@ -259,10 +250,3 @@ def _write_all(bare, info: dict, staging: Path, formats: Sequence[str], log: Log
         log(f"wrote {name}")
     return names
 
-
-if __name__ == "__main__":
-    import sys
-
-    from .cli.export import main
-
-    sys.exit(main())
