@@ -261,26 +261,16 @@ def sample_patch(
 ) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor | None]:
     """Cut one (augmented) ``P x P`` patch straight out of a whole image.
 
-    The image, mask and optional weight map live row-major at
-    ``flat_*[offset : offset + H * W]``. All three are sampled through ONE
-    coordinate map centred on ``centre`` (float32 ``[2]``; ``origin + (P - 1) /
-    2`` puts the unaugmented patch on whole pixels), reflected at the image
-    borders, so no crop margin or padding is needed. The image is resampled
-    bilinearly; the mask and the weight map by nearest neighbour from the same
-    source pixel, so every output pixel carries a (class id, weight) pair that
-    exists in the source: no id is ever mixed with another (an ignore id stays
+    The image, integer mask and optional float32 weight map live row-major at
+    ``flat_*[offset : offset + H * W]`` (int64 ``offset``, ``height``,
+    ``width``). All three are sampled through ONE coordinate map centred on
+    ``centre`` (float32 ``[2]``; ``origin + (P - 1) / 2`` puts an unaugmented
+    patch on whole pixels), reflected at the borders: no crop margin or padding.
+    The image is resampled bilinearly; mask and weights by nearest neighbour
+    from the same source pixel, so every output pixel carries a (class id,
+    weight) pair of the source: no id is mixed with another (the ignore id stays
     exact) and a class-dependent weight never bleeds across a label edge.
-    ``cfg`` None or disabled: a plain crop.
-
-    Args:
-        flat_image: float32 ``[N]``.
-        flat_mask: integer ``[N]`` (class ids; uint8 in the pipeline).
-        flat_weight: float32 ``[N]`` per-pixel weights, or None.
-        offset, height, width: int64 scalars locating the image.
-        centre: float32 ``[2]`` source ``(row, col)`` of the patch centre.
-        seed: ``[2]`` integer stateless seed (unused without augmentation).
-        cfg: augmentation settings; None: none.
-        out_size: ``P``.
+    ``cfg`` None or disabled: a plain crop (``seed``, ``[2]`` integers, unused).
 
     Returns:
         image float32 ``[P, P, 1]``, mask ``[P, P, 1]`` with ``flat_mask``'s

@@ -175,8 +175,8 @@ class CombinedLoss(keras.losses.Loss):
     def __init__(self, losses: Sequence[Any], weights: Sequence[float] | None = None,
                  name: str | None = None, reduction: str = "sum_over_batch_size",
                  dtype: Any = None):
-        parts = [keras.saving.deserialize_keras_object(l) if isinstance(l, dict) else l
-                 for l in losses]
+        parts = [keras.saving.deserialize_keras_object(p) if isinstance(p, dict) else p
+                 for p in losses]
         if not parts:
             raise ValueError("CombinedLoss needs at least one loss")
         for part in parts:

@@ -37,9 +37,8 @@ from .errors import UserInputError
 from .pipeline_inputs import (  # noqa: F401  (public here too: callers import them from pipeline)
     IGNORE_ID,
     MAX_CANDIDATES,
-    check_pair,
+    check_arrays,
     check_settings,
-    check_weights,
     class_counts,
     rare_candidates,
     rare_classes_from_counts,
@@ -293,9 +292,8 @@ def make_dataset(
 
     Args:
         images: 2-D float arrays (normalized), any sizes; copied once as float32.
-        masks: 2-D class ids ``0..n_classes-1``, or :data:`IGNORE_ID` (255) for
-            pixels that count in no loss term and no metric; same shapes as
-            ``images``; copied once as uint8.
+        masks: 2-D class ids ``0..n_classes-1`` or :data:`IGNORE_ID` (255: in
+            no loss term and no metric), shaped as ``images``; copied as uint8.
         n_classes: C (2..255); targets have ``K = 1`` channel when C == 2, else ``K = C``.
         training: True: ``patches_per_image * len(images)`` random (augmented)
             patches per pass, new ones every pass. False: the tiles of
@@ -307,41 +305,28 @@ def make_dataset(
         rare_classes: class ids to oversample; default
             :func:`rare_classes_from_counts` over all ``masks``.
         seed: makes the whole sequence of batches repeatable.
-        shard: ``(i, n)``: this is input pipeline ``i`` of ``n`` (one per
-            worker of a multi-worker run). Training keeps patches ``k = i,
-            i+n, ...`` of each pass, validation tiles ``i, i+n, ...``; the
-            choice is made on patch indices before anything is cut, so no
-            worker augments patches it then drops. With the same ``seed`` on
-            every pipeline, the ``n`` shards together hold exactly the patches
-            of the unsharded dataset. ``(0, 1)``: everything.
-        weights: per-pixel loss weights, one finite ``>= 0`` float (H, W) map
-            per image (a None entry: all 1), e.g. separation-border weights;
-            warped with the same coordinates as image and mask (nearest
-            neighbour). Default None: weight 1 everywhere (no extra memory).
+        shard: ``(i, n)``: input pipeline ``i`` of ``n`` (one per worker).
+            Training keeps patches ``k = i, i+n, ...`` of each pass, validation
+            tiles ``i, i+n, ...``, chosen before anything is cut; with the same
+            ``seed`` the ``n`` shards hold exactly the unsharded patches.
+            ``(0, 1)``: everything.
+        weights: per-pixel loss weights (e.g. separation-border weights), one
+            finite ``>= 0`` float (H, W) map per image (None entry: all 1),
+            warped like the mask (same coordinates, nearest). Default None: 1.
 
     Returns:
         Dataset of ``x`` float32 ``[B, P, P, 1]`` and ``y`` float32
         ``[B, P, P, K + 1]``: targets, then the weight channel (0 on ignore
         pixels, whose target channels are 0 too; see :func:`encode_weighted_targets`).
     """
-    check_settings(images, masks, n_classes, patch_size, batch_size, patches_per_image, oversample_rare)
-    pairs = [check_pair(i, im, m, n_classes) for i, (im, m) in enumerate(zip(images, masks))]
-    images, masks = [p[0] for p in pairs], [p[1] for p in pairs]
-    if weights is not None:
-        weights = check_weights(weights, images)
-    if not 0 <= shard[0] < shard[1]:
-        raise UserInputError(f"shard {shard[0]} of {shard[1]}: need 0 <= index < count")
+    check_settings(images, masks, n_classes, patch_size, batch_size, patches_per_image, oversample_rare, shard)
+    images, masks, weights = check_arrays(images, masks, weights, n_classes)
     packed = pack_images(images, masks, weights)
-
     if training:
         candidates = _candidates(masks, n_classes, oversample_rare, rare_classes, seed)
-        ds = _training_dataset(
-            packed, len(images), patch_size, patches_per_image, augment,
-            oversample_rare, candidates, seed, shard,
-        ).batch(batch_size)
-    else:
-        # cache the uint8 ids (and weights), not the float targets
+        ds = _training_dataset(packed, len(images), patch_size, patches_per_image, augment,
+                               oversample_rare, candidates, seed, shard).batch(batch_size)
+    else:  # cache the uint8 ids (and weights), not the float targets
         ds = _validation_dataset(packed, patch_size, shard).batch(batch_size).cache()
-
     ds = ds.map(lambda x, m, *w: (x, encode_weighted_targets(m, w[0] if w else None, n_classes)))
     return ds.prefetch(tf.data.AUTOTUNE)

@@ -95,6 +95,7 @@ def check_settings(
     batch_size: int,
     patches_per_image: int,
     oversample_rare: float,
+    shard: tuple[int, int] = (0, 1),
 ) -> None:
     """UserInputError naming the first bad count or setting."""
     if len(images) == 0:
@@ -114,6 +115,8 @@ def check_settings(
         )
     if not 0.0 <= oversample_rare <= 1.0:
         raise UserInputError(f"oversample_rare must be in [0, 1], got {oversample_rare}")
+    if not 0 <= shard[0] < shard[1]:
+        raise UserInputError(f"shard {shard[0]} of {shard[1]}: need 0 <= index < count")
 
 
 def _as_2d(a: np.ndarray) -> np.ndarray:
@@ -157,3 +160,16 @@ def check_weights(
             raise UserInputError(f"weight map {i}: weights must be finite and >= 0, min {np.nanmin(w)}")
         out.append(w)
     return out
+
+
+def check_arrays(
+    images: Sequence[np.ndarray],
+    masks: Sequence[np.ndarray],
+    weights: Sequence[np.ndarray | None] | None,
+    n_classes: int,
+) -> tuple[list[np.ndarray], list[np.ndarray], list[np.ndarray] | None]:
+    """Images as 2-D float32, masks as uint8 and weight maps as float32 (None:
+    none), each checked by :func:`check_pair` / :func:`check_weights`."""
+    pairs = [check_pair(i, im, m, n_classes) for i, (im, m) in enumerate(zip(images, masks))]
+    images, masks = [p[0] for p in pairs], [p[1] for p in pairs]
+    return images, masks, None if weights is None else check_weights(weights, images)
