@@ -146,3 +146,16 @@ def test_format_table_is_aligned():
     assert lines[4].split()[:3] == ["mean", "background", "0.8000"] and lines[4].split()[-3:] == ["-", "-", "-"]
     small = format_table([{"x": "a", "n": 1.5}, {"x": "bb", "n": None}], ("x", "n"), digits=1)
     assert small.splitlines() == ["x     n", "--  ---", "a   1.5", "bb    -"]
+
+
+def test_ignored_pixels_count_in_no_score():
+    """Pixels whose true id is IGNORE_ID (unannotated) change no score, whatever is predicted there."""
+    from unet_tf.targets import IGNORE_ID
+
+    truth = np.array([[0, 1, 1], [0, IGNORE_ID, IGNORE_ID]], np.uint8)
+    a = np.array([[0, 1, 0], [0, 0, 0]], np.uint8)
+    b = np.array([[0, 1, 0], [0, 1, 1]], np.uint8)  # differs only where ignored
+    rows_a, rows_b = evaluate(truth, a, BINARY), evaluate(truth, b, BINARY)
+    assert repr(rows_a) == repr(rows_b)
+    assert (rows_a[1]["tp"], rows_a[1]["fp"], rows_a[1]["fn"]) == (1, 0, 1)  # the 4 kept pixels only
+    assert rows_a[1]["dice"] == pytest.approx(2 / 3)

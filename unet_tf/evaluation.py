@@ -39,6 +39,7 @@ import numpy as np
 
 from .scores import confusion_counts, scores_from_counts
 from .tables import format_table, nanmean, write_csv
+from .targets import IGNORE_ID
 
 SCORE_NAMES = ("dice", "iou", "precision", "recall")
 COUNT_NAMES = ("tp", "fp", "fn")
@@ -87,7 +88,7 @@ def evaluate(true_ids: np.ndarray, pred_ids: np.ndarray,
         >>> round(evaluate(truth, pred, ("background", "cell"))[1]["dice"], 4)
         0.8
     """
-    counts = confusion_counts(true_ids, pred_ids, len(class_names))
+    counts = confusion_counts(true_ids, pred_ids, len(class_names), ignore_id=IGNORE_ID)
     return _rows_from_counts(counts, class_names)
 
 
@@ -128,7 +129,7 @@ class Evaluator:
             raise ValueError(f"image name {image_name!r} is reserved for the aggregate rows")
         if (image_name, page) in self._names:
             raise ValueError(f"image {image_name!r}{'' if page is None else f' page {page}'} was already evaluated")
-        counts = confusion_counts(true_ids, pred_ids, len(self.class_names))
+        counts = confusion_counts(true_ids, pred_ids, len(self.class_names), ignore_id=IGNORE_ID)
         self._names.append((image_name, page))
         self._counts.append(counts)
         return [{"image": image_name, "page": page, **row} for row in _rows_from_counts(counts, self.class_names)]
