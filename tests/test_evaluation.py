@@ -117,7 +117,7 @@ def test_write_csv_is_atomic_and_complete(tmp_path):
         table = list(csv.reader(f))
     assert tuple(table[0]) == METRICS_COLUMNS
     assert len(table) == 1 + 8
-    rows = {(r[0], r[1]): dict(zip(METRICS_COLUMNS, r)) for r in table[1:]}
+    rows = {(r[0], r[2]): dict(zip(METRICS_COLUMNS, r)) for r in table[1:]}  # image, (page,) class
     assert rows["B.tif", "background"]["dice"] == "nan"
     assert rows["mean", "cell"]["tp"] == ""
     assert rows["all", "cell"]["tp"] == "9"
@@ -137,7 +137,7 @@ def test_format_table_is_aligned():
     ev = Evaluator(BINARY)
     ev.add("A.tif", *A)
     lines = ev.format_table().splitlines()
-    assert lines[0].split() == list(METRICS_COLUMNS)
+    assert lines[0].split() == [c for c in METRICS_COLUMNS if c != "page"]  # no stack: no page column
     assert set(lines[1]) <= {"-", " "}
     assert len(lines) == 2 + 6
     end = lines[0].index("dice") + len("dice")  # numbers right-aligned under their header

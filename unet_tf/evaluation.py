@@ -161,5 +161,9 @@ class Evaluator:
         return write_csv(path, self.rows(), METRICS_COLUMNS)
 
     def format_table(self, digits: int = 4) -> str:
-        """:meth:`rows` as an aligned plain-text table with a header, for the terminal."""
-        return format_table(self.rows(), METRICS_COLUMNS, digits=digits)
+        """:meth:`rows` as an aligned plain-text table with a header, for the terminal (no page column
+        unless some image is a page of a stack)."""
+        rows = self.rows()
+        paged = any(row.get("page") is not None for row in rows)
+        columns = METRICS_COLUMNS if paged else tuple(c for c in METRICS_COLUMNS if c != "page")
+        return format_table(rows, columns, digits=digits)
