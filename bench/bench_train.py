@@ -160,7 +160,10 @@ def keras_worker(spec: dict) -> None:
         loss = make_loss("auto", 2, pos_weight=2.0)
         metrics = [DiceScore(2, name="dice"), IoUScore(2, name="iou"), PixelAccuracy(2, name="pixel_accuracy")]
     else:
-        loss, metrics = keras.losses.BinaryCrossentropy(), None
+        from unet_tf.losses import WeightedBCE
+
+        # the pipeline's y carries a weight channel; WeightedBCE reads it (plain BCE otherwise, same values)
+        loss, metrics = WeightedBCE(), None
     spe = spec.get("steps_per_execution", 1)
     model.compile(optimizer=keras.optimizers.Adam(1e-3), loss=loss, metrics=metrics,
                   jit_compile=spec.get("jit_compile", "auto"), steps_per_execution=spe)
