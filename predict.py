@@ -1,4 +1,5 @@
 """Segment images with a trained model: ``python predict.py --weights best.keras`` (see --help)."""
+
 import sys
 
 from unet_tf.cli.predict import main

@@ -1,4 +1,5 @@
 """Train a segmentation network: ``python train.py --dataset tem`` (see --help)."""
+
 import sys
 
 from unet_tf.cli.train import main

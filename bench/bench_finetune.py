@@ -11,6 +11,7 @@ U-Net trained on the synthetic TEM demo set (``--parent``, or trained here:
 ISBI 2, so the head is replaced; TEM is 16-bit and ISBI 8-bit, both go through
 the same percentile normalization. Writes ``results.json`` under ``--out``.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -45,9 +46,19 @@ def train_parent(out: Path, args) -> Path:
     if not (tem / "train").is_dir():
         write_tem_dataset(tem, n_train=8, n_test=1, size=256, seed=0)
     epochs = max(1, args.parent_steps // args.steps_per_epoch)
-    cfg = unet_tf.load_config(None, dataset="tem", data_dir=str(tem), base_filters=args.base_filters,
-                              patch_size=args.patch_size, epochs=epochs, steps_per_epoch=args.steps_per_epoch,
-                              batch_size=args.batch_size, early_stopping_patience=epochs, out=str(run), seed=0)
+    cfg = unet_tf.load_config(
+        None,
+        dataset="tem",
+        data_dir=str(tem),
+        base_filters=args.base_filters,
+        patch_size=args.patch_size,
+        epochs=epochs,
+        steps_per_epoch=args.steps_per_epoch,
+        batch_size=args.batch_size,
+        early_stopping_patience=epochs,
+        out=str(run),
+        seed=0,
+    )
     unet_tf.train(cfg, verbose=2)
     return run / "best.keras"
 
@@ -93,9 +104,19 @@ def test_dice(run: Path, data: TrainingData) -> list[float]:
 
 def run_arm(name: str, parent: Path, seed: int, out: Path, data: TrainingData, args) -> dict:
     run = out / f"{name}-seed{seed}"
-    cfg = unet_tf.load_config(None, dataset="isbi2012", data_dir=str(data.data_dir), patch_size=args.patch_size,
-                              epochs=args.epochs, steps_per_epoch=args.steps_per_epoch, batch_size=args.batch_size,
-                              lr=args.lr, seed=seed, early_stopping_patience=args.epochs, out=str(run))
+    cfg = unet_tf.load_config(
+        None,
+        dataset="isbi2012",
+        data_dir=str(data.data_dir),
+        patch_size=args.patch_size,
+        epochs=args.epochs,
+        steps_per_epoch=args.steps_per_epoch,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        seed=seed,
+        early_stopping_patience=args.epochs,
+        out=str(run),
+    )
     cfg = with_parent_architecture(cfg, parent)  # the same network in both arms
     records: list = []
     extra = [FreezeEncoder(args.freeze_encoder)] if name == "finetune-freeze" else []
@@ -104,11 +125,21 @@ def run_arm(name: str, parent: Path, seed: int, out: Path, data: TrainingData, a
             training.train(cfg, data=data, verbose=2, extra_callbacks=extra)
     summary = json.loads((run / "summary.json").read_text())
     dice = test_dice(run, data)
-    print(f"{name} seed {seed}: test membrane Dice {np.mean(dice):.4f} ({', '.join(f'{d:.3f}' for d in dice)}), "
-          f"best epoch {summary['best_epoch']}, {summary['wall_seconds']:.0f} s", flush=True)
-    return {"arm": name, "seed": seed, "test_dice": dice, "mean": float(np.mean(dice)), "init": records,
-            "best_epoch": summary["best_epoch"], "val_dice": summary["best"].get("dice"),
-            "wall_seconds": summary["wall_seconds"]}
+    print(
+        f"{name} seed {seed}: test membrane Dice {np.mean(dice):.4f} ({', '.join(f'{d:.3f}' for d in dice)}), "
+        f"best epoch {summary['best_epoch']}, {summary['wall_seconds']:.0f} s",
+        flush=True,
+    )
+    return {
+        "arm": name,
+        "seed": seed,
+        "test_dice": dice,
+        "mean": float(np.mean(dice)),
+        "init": records,
+        "best_epoch": summary["best_epoch"],
+        "val_dice": summary["best"].get("dice"),
+        "wall_seconds": summary["wall_seconds"],
+    }
 
 
 def cpu_line() -> str:
@@ -132,8 +163,12 @@ def main() -> int:
     p.add_argument("--patch-size", type=int, default=128)
     p.add_argument("--base-filters", type=int, default=8, help="of the parent trained here")
     p.add_argument("--lr", type=float, default=1e-3)
-    p.add_argument("--freeze-encoder", type=int, default=0, help="N > 0: a third arm, fine-tuned with the encoder "
-                   "frozen for the first N epochs")
+    p.add_argument(
+        "--freeze-encoder",
+        type=int,
+        default=0,
+        help="N > 0: a third arm, fine-tuned with the encoder frozen for the first N epochs",
+    )
     p.add_argument("--out", default="runs/bench-finetune")
     args = p.parse_args()
     out = Path(args.out)
@@ -142,15 +177,18 @@ def main() -> int:
     data = isbi_data(Path(args.data_dir))
     arms = ["scratch", "finetune"] + (["finetune-freeze"] if args.freeze_encoder else [])
     results = [run_arm(arm, parent, seed, out, data, args) for seed in args.seeds for arm in arms]
-    (out / "results.json").write_text(json.dumps({"cpu": cpu_line(), "args": vars(args), "results": results},
-                                                 indent=2) + "\n")
+    (out / "results.json").write_text(
+        json.dumps({"cpu": cpu_line(), "args": vars(args), "results": results}, indent=2) + "\n"
+    )
     steps = args.epochs * args.steps_per_epoch
     print("\n| arm | seeds | steps | test membrane Dice 25-29 (mean ± std over seeds) | per seed |")
     print("|---|---|---|---|---|")
     for arm in arms:
         means = [r["mean"] for r in results if r["arm"] == arm]
-        print(f"| {arm} | {len(means)} | {steps} | {np.mean(means):.4f} ± {np.std(means):.4f} | "
-              f"{', '.join(f'{m:.4f}' for m in means)} |")
+        print(
+            f"| {arm} | {len(means)} | {steps} | {np.mean(means):.4f} ± {np.std(means):.4f} | "
+            f"{', '.join(f'{m:.4f}' for m in means)} |"
+        )
     print(f"\nparent: {parent}; CPU: {cpu_line()}")
     print("command: python bench/bench_finetune.py " + " ".join(sys.argv[1:]))
     return 0

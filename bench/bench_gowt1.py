@@ -19,6 +19,7 @@ AP@0.5, mean AP, PQ and count error, pooled over the three frames. Then
 under ``/usr/bin/time -v``: DET, SEG, TRA, seconds per frame, peak memory.
 Writes results.json and results.md to --out and prints the Markdown tables.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -60,9 +61,11 @@ def link_sequence(data: Path, dest: Path, frames: tuple[str, ...] | None) -> Pat
     (dest / "01").mkdir(exist_ok=True)
     (dest / "01_GT" / "TRA").mkdir(exist_ok=True)
     for t in frames:
-        pairs = ((src / f"t{t}.tif", dest / "01" / f"t{t}.tif"),
-                 (data / "01_GT" / "SEG" / f"man_seg{t}.tif", dest / "01_GT" / "SEG" / f"man_seg{t}.tif"),
-                 (data / "01_GT" / "TRA" / f"man_track{t}.tif", dest / "01_GT" / "TRA" / f"man_track{t}.tif"))
+        pairs = (
+            (src / f"t{t}.tif", dest / "01" / f"t{t}.tif"),
+            (data / "01_GT" / "SEG" / f"man_seg{t}.tif", dest / "01_GT" / "SEG" / f"man_seg{t}.tif"),
+            (data / "01_GT" / "TRA" / f"man_track{t}.tif", dest / "01_GT" / "TRA" / f"man_track{t}.tif"),
+        )
         for target, link in pairs:
             if not link.exists():
                 link.symlink_to(target.resolve())
@@ -73,10 +76,32 @@ def train(run: Path, data_dir: Path, minutes: float, steps: int, extra: list[str
     """Run train.py in a subprocess unless ``run/summary.json`` exists; wall time and epochs."""
     log = run.parent / f"{run.name}.train.log"
     if not (run / "summary.json").exists():
-        cmd = [sys.executable, str(ROOT / "train.py"), "--dataset", "ctc", "--data-dir", str(data_dir),
-               "--model", "unet", "--base-filters", "16", "--patch-size", "256", "--batch-size", "8",
-               "--epochs", "1000", "--steps-per-epoch", str(steps), "--max-minutes", str(minutes),
-               "--out", str(run), "--quiet", *extra]
+        cmd = [
+            sys.executable,
+            str(ROOT / "train.py"),
+            "--dataset",
+            "ctc",
+            "--data-dir",
+            str(data_dir),
+            "--model",
+            "unet",
+            "--base-filters",
+            "16",
+            "--patch-size",
+            "256",
+            "--batch-size",
+            "8",
+            "--epochs",
+            "1000",
+            "--steps-per-epoch",
+            str(steps),
+            "--max-minutes",
+            str(minutes),
+            "--out",
+            str(run),
+            "--quiet",
+            *extra,
+        ]
         print(" ".join(cmd), flush=True)
         t0 = time.perf_counter()
         with open(log, "w") as fh:
@@ -87,8 +112,12 @@ def train(run: Path, data_dir: Path, minutes: float, steps: int, extra: list[str
     wall = json.loads((run / "bench_wall.json").read_text()) if (run / "bench_wall.json").exists() else {}
     with open(run / "history.csv") as fh:
         epochs = sum(1 for _ in csv.DictReader(fh))
-    return {"train_wall_min": round(wall.get("wall_s", float("nan")) / 60, 2), "epochs": epochs,
-            "steps": epochs * steps, "train_cmd": " ".join(wall.get("cmd", []))}
+    return {
+        "train_wall_min": round(wall.get("wall_s", float("nan")) / 60, 2),
+        "epochs": epochs,
+        "steps": epochs * steps,
+        "train_cmd": " ".join(wall.get("cmd", [])),
+    }
 
 
 def predicted_objects(model, image: np.ndarray, semantic: bool) -> np.ndarray:
@@ -110,8 +139,11 @@ def evaluate(run: Path, data: Path, semantic: bool) -> dict:
         ev.add(t, truth, predicted_objects(model, image, semantic))
     seconds = (time.perf_counter() - t0) / len(FULL_TEST)
     rows = {row["image"]: {k: row[k] for k in SCORE_COLUMNS} for row in ev.rows()}
-    return {"pooled": rows["all"], "frames": {t: rows[t] for t in FULL_TEST},
-            "seconds_per_frame_eval": round(seconds, 2)}
+    return {
+        "pooled": rows["all"],
+        "frames": {t: rows[t] for t in FULL_TEST},
+        "seconds_per_frame_eval": round(seconds, 2),
+    }
 
 
 def track(run: Path, data: Path, out: Path) -> dict:
@@ -119,8 +151,19 @@ def track(run: Path, data: Path, out: Path) -> dict:
     dest = out / "track-02"
     log = out / "track-02.log"
     if not (dest / "tracking_metrics.csv").exists():
-        cmd = ["/usr/bin/time", "-v", sys.executable, str(ROOT / "predict.py"), "--weights", str(run / "best.keras"),
-               "--track", "--input", str(data / "02"), "--out", str(dest)]
+        cmd = [
+            "/usr/bin/time",
+            "-v",
+            sys.executable,
+            str(ROOT / "predict.py"),
+            "--weights",
+            str(run / "best.keras"),
+            "--track",
+            "--input",
+            str(data / "02"),
+            "--out",
+            str(dest),
+        ]
         print(" ".join(cmd), flush=True)
         t0 = time.perf_counter()
         with open(log, "w") as fh:
@@ -133,8 +176,11 @@ def track(run: Path, data: Path, out: Path) -> dict:
     text = log.read_text()
     rss = re.search(r"Maximum resident set size \(kbytes\): (\d+)", text)
     wall = float((out / "track-02.wall").read_text()) if (out / "track-02.wall").exists() else float("nan")
-    return {**{k: _num(v) for k, v in row.items()}, "peak_rss_mib": round(int(rss[1]) / 1024) if rss else None,
-            "total_wall_s": round(wall, 1)}
+    return {
+        **{k: _num(v) for k, v in row.items()},
+        "peak_rss_mib": round(int(rss[1]) / 1024) if rss else None,
+        "total_wall_s": round(wall, 1),
+    }
 
 
 def _num(value: str):
@@ -148,38 +194,53 @@ def machine() -> dict:
     """CPU model, core count, AVX-512 flag and the load average now."""
     text = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
     name = re.search(r"Model name:\s*(.+)", text)
-    return {"cpu": name[1].strip() if name else platform.processor(), "cores": os.cpu_count(),
-            "avx512": "avx512f" in text, "loadavg": [round(x, 2) for x in os.getloadavg()],
-            "tensorflow": __import__("tensorflow").__version__}
+    return {
+        "cpu": name[1].strip() if name else platform.processor(),
+        "cores": os.cpu_count(),
+        "avx512": "avx512f" in text,
+        "loadavg": [round(x, 2) for x in os.getloadavg()],
+        "tensorflow": __import__("tensorflow").__version__,
+    }
 
 
 def markdown(results: dict) -> str:
     """results.md: the segmentation table (pooled over 052 055 072) and the tracking row."""
-    lines = ["| model (trained on 01) | train min | epochs | SEG | AP@0.5 | mean AP | PQ | true | pred | count err |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "| model (trained on 01) | train min | epochs | SEG | AP@0.5 | mean AP | PQ | true | pred | count err |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
     for name, r in results["models"].items():
         if "pooled" not in r:
             continue
         p = r["pooled"]
-        lines.append(f"| {name} | {r['train_wall_min']} | {r['epochs']} | {p['seg']:.3f} | {p['ap50']:.3f} | "
-                     f"{p['mean_ap']:.3f} | {p['pq']:.3f} | {p['n_true']} | {p['n_pred']} | "
-                     f"{p['count_error']:+d} ({100 * p['count_error_rel']:+.1f} %) |")
+        lines.append(
+            f"| {name} | {r['train_wall_min']} | {r['epochs']} | {p['seg']:.3f} | {p['ap50']:.3f} | "
+            f"{p['mean_ap']:.3f} | {p['pq']:.3f} | {p['n_true']} | {p['n_pred']} | "
+            f"{p['count_error']:+d} ({100 * p['count_error_rel']:+.1f} %) |"
+        )
     tr = results.get("tracking")
     if tr:
-        lines += ["", "| tracking 02 (92 frames) | DET | SEG | TRA | s/frame | peak RSS MiB | tracks |",
-                  "|---|---|---|---|---|---|---|",
-                  f"| instances | {tr['DET']:.3f} | {tr['SEG']:.3f} | {tr['TRA']:.3f} | {tr['seconds_per_frame']} "
-                  f"| {tr['peak_rss_mib']} | {int(tr['tracks'])} |"]
+        lines += [
+            "",
+            "| tracking 02 (92 frames) | DET | SEG | TRA | s/frame | peak RSS MiB | tracks |",
+            "|---|---|---|---|---|---|---|",
+            f"| instances | {tr['DET']:.3f} | {tr['SEG']:.3f} | {tr['TRA']:.3f} | {tr['seconds_per_frame']} "
+            f"| {tr['peak_rss_mib']} | {int(tr['tracks'])} |",
+        ]
     m = results["machine"]
-    lines += ["", f"CPU: {m['cpu']} ({m['cores']} cores, AVX-512 {'yes' if m['avx512'] else 'no'}), "
-              f"load average at start {m['loadavg']}, at end {results.get('loadavg_end')}"]
+    lines += [
+        "",
+        f"CPU: {m['cpu']} ({m['cores']} cores, AVX-512 {'yes' if m['avx512'] else 'no'}), "
+        f"load average at start {m['loadavg']}, at end {results.get('loadavg_end')}",
+    ]
     return "\n".join(lines) + "\n"
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--data", type=Path,
-                   default=Path(os.environ.get("UNET_TF_DATA", "../shared/data")) / "Fluo-N2DH-GOWT1")
+    p.add_argument(
+        "--data", type=Path, default=Path(os.environ.get("UNET_TF_DATA", "../shared/data")) / "Fluo-N2DH-GOWT1"
+    )
     p.add_argument("--out", type=Path, default=Path("runs/bench-gowt1"))
     p.add_argument("--minutes", type=float, default=30, help="training budget of the main instance model")
     p.add_argument("--baseline-minutes", type=float, help="training budget of each baseline (default --minutes)")
@@ -196,9 +257,11 @@ def main(argv: list[str] | None = None) -> int:
     base_min = args.baseline_minutes or args.minutes
     all01 = link_sequence(data, out / "data-01-all", None)
     full01 = link_sequence(data, out / "data-01-full", FULL_TRAIN)
-    plan = [("instances", all01, args.minutes, [], False),
-            ("semantic + components", all01, base_min, ["--target", "semantic"], True),
-            ("instances, full frames only", full01, base_min, [], False)]
+    plan = [
+        ("instances", all01, args.minutes, [], False),
+        ("semantic + components", all01, base_min, ["--target", "semantic"], True),
+        ("instances, full frames only", full01, base_min, [], False),
+    ]
     results: dict = {"machine": machine(), "models": {}, "argv": sys.argv}
     for i, (name, data_dir, minutes, extra, semantic) in enumerate(plan):
         run = out / ["instances", "semantic", "instances-full"][i]

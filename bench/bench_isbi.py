@@ -6,6 +6,7 @@ Each model trains for --minutes of wall time through train.py (--holdout 5),
 then predict.py evaluates best.keras on 25-29. Prints a Markdown table of
 membrane Dice, IoU and pixel accuracy (per-image means over 25-29).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -33,9 +34,26 @@ def main() -> int:
     rows = []
     for model in args.models:
         run = Path(args.out) / model
-        flags = ["--dataset", "isbi2012", "--data-dir", args.data_dir, "--holdout", "5", "--model", model,
-                 "--base-filters", str(args.base_filters), "--epochs", "1000", "--max-minutes", str(args.minutes),
-                 "--out", str(run), "--quiet", *args.extra.split()]
+        flags = [
+            "--dataset",
+            "isbi2012",
+            "--data-dir",
+            args.data_dir,
+            "--holdout",
+            "5",
+            "--model",
+            model,
+            "--base-filters",
+            str(args.base_filters),
+            "--epochs",
+            "1000",
+            "--max-minutes",
+            str(args.minutes),
+            "--out",
+            str(run),
+            "--quiet",
+            *args.extra.split(),
+        ]
         if not (run / "summary.json").exists():
             if train_main(flags) != 0:
                 return 1
@@ -48,9 +66,11 @@ def main() -> int:
     print("\n| model | params | epochs | train s | patches/s | membrane Dice | IoU | pixel accuracy |")
     print("|---|---|---|---|---|---|---|---|")
     for model, s, m in rows:
-        print(f"| {model} (base {args.base_filters}) | {s['parameters']:,} | {s['epochs_run']} | {s['wall_seconds']:.0f} "
-              f"| {s['train_patches_per_second']:.2f} | {float(m['dice']):.3f} | {float(m['iou']):.3f} "
-              f"| {float(m['pixel_accuracy']):.3f} |")
+        print(
+            f"| {model} (base {args.base_filters}) | {s['parameters']:,} | {s['epochs_run']} | {s['wall_seconds']:.0f} "
+            f"| {s['train_patches_per_second']:.2f} | {float(m['dice']):.3f} | {float(m['iou']):.3f} "
+            f"| {float(m['pixel_accuracy']):.3f} |"
+        )
     print(f"\ncommand: python bench/bench_isbi.py --models {' '.join(args.models)} --minutes {args.minutes:g}")
     return 0
 

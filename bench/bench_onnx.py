@@ -19,6 +19,7 @@ it prints whether TensorFlow got imported anyway.
     python bench/bench_onnx.py                      # 4971 x 5521
     python bench/bench_onnx.py --size 2048x2048 --threads 2
 """
+
 from __future__ import annotations
 
 import argparse
@@ -36,8 +37,9 @@ N_CLASSES = 5
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
+    )
     p.add_argument("--size", default="4971x5521", help="image size HxW (rows x columns)")
     p.add_argument("--tile", type=int, default=512)
     p.add_argument("--overlap", type=int, default=64)
@@ -72,8 +74,13 @@ def prepare(folder: Path) -> None:
     keras.utils.set_random_seed(0)
     model = build_model(ModelConfig(base_filters=16, depth=4), N_CLASSES)
     model.save(folder / "bare.keras")
-    info = {"class_values": list(range(N_CLASSES)), "class_names": [f"c{i}" for i in range(N_CLASSES)],
-            "size_divisor": 16, "patch_size": 256, "normalize": {"pmin": 2.0, "pmax": 98.0, "clip": False}}
+    info = {
+        "class_values": list(range(N_CLASSES)),
+        "class_names": [f"c{i}" for i in range(N_CLASSES)],
+        "size_divisor": 16,
+        "patch_size": 256,
+        "normalize": {"pmin": 2.0, "pmax": 98.0, "clip": False},
+    }
     write_onnx(model, info, folder / "model.onnx")
 
 
@@ -120,13 +127,23 @@ def child(args: argparse.Namespace) -> None:
     predict_fn(np.zeros((args.batch_size, args.tile, args.tile, 1), np.float32))
     first_s = time.perf_counter() - start
     start = time.perf_counter()
-    prob = predict_tiled(predict_fn, image, tile=args.tile, overlap=args.overlap,
-                         batch_size=args.batch_size, size_divisor=16)
+    prob = predict_tiled(
+        predict_fn, image, tile=args.tile, overlap=args.overlap, batch_size=args.batch_size, size_divisor=16
+    )
     predict_s = time.perf_counter() - start
     np.save(Path(args.model_dir) / f"prob_{args.engine}.npy", prob[::8, ::8])
-    print(json.dumps({"engine": args.engine, "load_s": load_s, "first_batch_s": first_s, "predict_s": predict_s,
-                      "peak_rss_mb": peak_rss_mb(),
-                      "tensorflow_imported": "tensorflow" in sys.modules}))
+    print(
+        json.dumps(
+            {
+                "engine": args.engine,
+                "load_s": load_s,
+                "first_batch_s": first_s,
+                "predict_s": predict_s,
+                "peak_rss_mb": peak_rss_mb(),
+                "tensorflow_imported": "tensorflow" in sys.modules,
+            }
+        )
+    )
 
 
 def cpu_name() -> str:
@@ -151,8 +168,22 @@ def main(argv=None) -> int:
         prepare(Path(folder))
         results = []
         for engine in ("tf", "onnx"):
-            cmd = [sys.executable, __file__, "--engine", engine, "--model-dir", folder, "--size", args.size,
-                   "--tile", str(args.tile), "--overlap", str(args.overlap), "--batch-size", str(args.batch_size)]
+            cmd = [
+                sys.executable,
+                __file__,
+                "--engine",
+                engine,
+                "--model-dir",
+                folder,
+                "--size",
+                args.size,
+                "--tile",
+                str(args.tile),
+                "--overlap",
+                str(args.overlap),
+                "--batch-size",
+                str(args.batch_size),
+            ]
             if args.threads:
                 cmd += ["--threads", str(args.threads)]
             run = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
@@ -161,12 +192,16 @@ def main(argv=None) -> int:
                 return run.returncode
             results.append(json.loads(run.stdout.strip().splitlines()[-1]))
         diff = float(np.max(np.abs(np.load(Path(folder) / "prob_tf.npy") - np.load(Path(folder) / "prob_onnx.npy"))))
-    print(f"image {args.size}, tile {args.tile}, overlap {args.overlap}, batch {args.batch_size}; "
-          f"U-Net base 16 depth 4, {N_CLASSES} classes; CPU {cpu_name()}, {os.cpu_count()} cores")
+    print(
+        f"image {args.size}, tile {args.tile}, overlap {args.overlap}, batch {args.batch_size}; "
+        f"U-Net base 16 depth 4, {N_CLASSES} classes; CPU {cpu_name()}, {os.cpu_count()} cores"
+    )
     print(f"{'engine':<12}{'load s':>8}{'1st batch s':>13}{'predict s':>11}{'peak RSS MB':>13}  TF imported")
     for r in results:
-        print(f"{r['engine']:<12}{r['load_s']:>8.1f}{r['first_batch_s']:>13.2f}{r['predict_s']:>11.1f}"
-              f"{r['peak_rss_mb']:>13.0f}  {r['tensorflow_imported']}")
+        print(
+            f"{r['engine']:<12}{r['load_s']:>8.1f}{r['first_batch_s']:>13.2f}{r['predict_s']:>11.1f}"
+            f"{r['peak_rss_mb']:>13.0f}  {r['tensorflow_imported']}"
+        )
     tf_s, ort_s = results[0]["predict_s"], results[1]["predict_s"]
     print(f"onnxruntime / TensorFlow predict time: {ort_s / tf_s:.2f}; max abs difference {diff:.1e}")
     return 0

@@ -3,6 +3,7 @@ and the cost of one elastic warp (256 px patch). Prints Markdown lines.
 
     python bench/bench_pipeline.py [--threads N] [--batches 40]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -13,8 +14,9 @@ import time
 
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    p.add_argument("--threads", type=int, default=0,
-                   help="TF intra/inter-op and tf.data threads (default 0: TF decides)")
+    p.add_argument(
+        "--threads", type=int, default=0, help="TF intra/inter-op and tf.data threads (default 0: TF decides)"
+    )
     p.add_argument("--patch-size", type=int, default=256, help="patch side (default 256)")
     p.add_argument("--batch-size", type=int, default=8, help="batch size (default 8)")
     p.add_argument("--batches", type=int, default=40, help="timed batches (default 40)")
@@ -64,8 +66,7 @@ def elastic_warp_ms(patch: int, repeats: int = 100) -> float:
         field = A.elastic_field(seed, patch, 3, 10.0, 3.0)
         coords = A.sampling_coordinates(patch, tf.constant([400.5, 400.5]), None, field)
         coords = A.reflect_coordinates(coords, size, size)
-        return (A.warp_bilinear(image, 0, size, size, coords),
-                A.warp_nearest(mask, 0, size, coords))
+        return (A.warp_bilinear(image, 0, size, size, coords), A.warp_nearest(mask, 0, size, coords))
 
     for i in range(5):
         one(tf.constant([i, 0]))
@@ -90,25 +91,39 @@ def main(argv=None) -> None:
     images, masks = synthetic()
     per_epoch = (args.batches + args.warmup) * args.batch_size // len(images) + 1
     every = AugmentConfig(elastic_prob=1.0, affine_prob=1.0, intensity_prob=1.0)
-    command = "python bench/bench_pipeline.py" + "".join(
-        f" {a}" for a in (argv if argv is not None else sys.argv[1:])
+    command = "python bench/bench_pipeline.py" + "".join(f" {a}" for a in (argv if argv is not None else sys.argv[1:]))
+    print(
+        f"command: `{command}`, {os.cpu_count()} cores, 12 x 1024^2 images, 5 classes, "
+        f"patch {args.patch_size}, batch {args.batch_size}"
     )
-    print(f"command: `{command}`, {os.cpu_count()} cores, 12 x 1024^2 images, 5 classes, "
-          f"patch {args.patch_size}, batch {args.batch_size}")
-    variants = (("every augmentation on (p=1)", every),
-                ("default AugmentConfig", AugmentConfig()), ("augmentation off", None))
+    variants = (
+        ("every augmentation on (p=1)", every),
+        ("default AugmentConfig", AugmentConfig()),
+        ("augmentation off", None),
+    )
     for name, cfg in variants:
-        ds = make_dataset(images, masks, 5, training=True, patch_size=args.patch_size,
-                          batch_size=args.batch_size, patches_per_image=per_epoch,
-                          augment=cfg, oversample_rare=0.3, seed=0)
+        ds = make_dataset(
+            images,
+            masks,
+            5,
+            training=True,
+            patch_size=args.patch_size,
+            batch_size=args.batch_size,
+            patches_per_image=per_epoch,
+            augment=cfg,
+            oversample_rare=0.3,
+            seed=0,
+        )
         if args.threads:
             options = tf.data.Options()
             options.threading.private_threadpool_size = args.threads
             ds = ds.with_options(options)
         rate = patches_per_second(ds, args.batches, args.warmup)
         print(f"| make_dataset, {name} | {rate:.0f} patches/s |")
-    print(f"| elastic field + bilinear/nearest warp, one {args.patch_size} px patch, 1 thread "
-          f"of work | {elastic_warp_ms(args.patch_size):.1f} ms |")
+    print(
+        f"| elastic field + bilinear/nearest warp, one {args.patch_size} px patch, 1 thread "
+        f"of work | {elastic_warp_ms(args.patch_size):.1f} ms |"
+    )
 
 
 if __name__ == "__main__":

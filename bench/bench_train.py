@@ -34,6 +34,7 @@ run with another clock).
     python bench/bench_train.py --suite main --models unet --widths 16 --rounds 5
     python bench/bench_train.py --from-json run.json --clock-ghz 4.07
 """
+
 from __future__ import annotations
 
 import argparse
@@ -64,8 +65,8 @@ def keras_conv_macs(model, patch: int) -> int:
     """Multiply-adds of all Conv2D / Conv2DTranspose layers of ``model`` for one ``patch``^2 input."""
     import keras
 
-    convs = [l for l in model.layers if isinstance(l, (keras.layers.Conv2D, keras.layers.Conv2DTranspose))]
-    probe = keras.Model(model.inputs, [l.output for l in convs])
+    convs = [layer for layer in model.layers if isinstance(layer, (keras.layers.Conv2D, keras.layers.Conv2DTranspose))]
+    probe = keras.Model(model.inputs, [layer.output for layer in convs])
     specs = probe.compute_output_spec(keras.KerasTensor((1, patch, patch, model.inputs[0].shape[-1])))
     macs = 0
     for layer, spec in zip(convs, specs):
@@ -93,11 +94,11 @@ def torch_conv_macs(model, patch: int) -> int:
             x = inputs[0]
             total[0] += x.shape[2] * x.shape[3] * kh * kw * module.in_channels * module.out_channels
         else:
-            total[0] += (output.shape[2] * output.shape[3] * kh * kw
-                         * module.in_channels // module.groups * module.out_channels)
+            total[0] += (
+                output.shape[2] * output.shape[3] * kh * kw * module.in_channels // module.groups * module.out_channels
+            )
 
-    handles = [m.register_forward_hook(hook) for m in model.modules()
-               if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d))]
+    handles = [m.register_forward_hook(hook) for m in model.modules() if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d))]
     was_training = model.training
     model.eval()
     with torch.no_grad():
@@ -119,8 +120,12 @@ def make_fused_batch_norm_class():
                 return super().call(inputs, training=training, mask=mask)
             x = tf.cast(inputs, tf.float32) if inputs.dtype == tf.float16 else inputs
             y, mean, var = tf.compat.v1.nn.fused_batch_norm(
-                x, tf.convert_to_tensor(self.gamma), tf.convert_to_tensor(self.beta),
-                epsilon=self.epsilon, data_format="NHWC", is_training=True,
+                x,
+                tf.convert_to_tensor(self.gamma),
+                tf.convert_to_tensor(self.beta),
+                epsilon=self.epsilon,
+                data_format="NHWC",
+                is_training=True,
             )
             m = self.momentum
             self.moving_mean.assign(self.moving_mean * m + mean * (1.0 - m))
@@ -165,8 +170,13 @@ def keras_worker(spec: dict) -> None:
         # the pipeline's y carries a weight channel; WeightedBCE reads it (plain BCE otherwise, same values)
         loss, metrics = WeightedBCE(), None
     spe = spec.get("steps_per_execution", 1)
-    model.compile(optimizer=keras.optimizers.Adam(1e-3), loss=loss, metrics=metrics,
-                  jit_compile=spec.get("jit_compile", "auto"), steps_per_execution=spe)
+    model.compile(
+        optimizer=keras.optimizers.Adam(1e-3),
+        loss=loss,
+        metrics=metrics,
+        jit_compile=spec.get("jit_compile", "auto"),
+        steps_per_execution=spe,
+    )
 
     b, p = spec["batch"], spec["patch"]
     rng = np.random.default_rng(0)
@@ -179,9 +189,19 @@ def keras_worker(spec: dict) -> None:
 
         images, masks = synthetic(n_classes=2)
         rare = list(rare_classes_from_counts(class_counts(masks, 2)))
-        ds = make_dataset(images, masks, 2, training=True, patch_size=p, batch_size=b,
-                          patches_per_image=16, augment=AugmentConfig(),
-                          oversample_rare=0.3 if rare else 0.0, rare_classes=rare or None, seed=0).repeat()
+        ds = make_dataset(
+            images,
+            masks,
+            2,
+            training=True,
+            patch_size=p,
+            batch_size=b,
+            patches_per_image=16,
+            augment=AugmentConfig(),
+            oversample_rare=0.3 if rare else 0.0,
+            rare_classes=rare or None,
+            seed=0,
+        ).repeat()
         if spec.get("data_threads"):
             options = tf.data.Options()
             options.threading.private_threadpool_size = spec["data_threads"]
@@ -217,9 +237,20 @@ def keras_worker(spec: dict) -> None:
 
     macs = keras_conv_macs(model, p)
     setup = time.perf_counter() - t_setup
-    proto.write(json.dumps({"ready": True, "setup_s": setup, "macs": macs,
-                            "params": int(model.count_params()), "jit_compile": bool(model.jit_compile),
-                            "tf": tf.__version__, "keras": keras.__version__}) + "\n")
+    proto.write(
+        json.dumps(
+            {
+                "ready": True,
+                "setup_s": setup,
+                "macs": macs,
+                "params": int(model.count_params()),
+                "jit_compile": bool(model.jit_compile),
+                "tf": tf.__version__,
+                "keras": keras.__version__,
+            }
+        )
+        + "\n"
+    )
     _serve(proto, run)
 
 
@@ -271,9 +302,19 @@ def torch_worker(spec: dict) -> None:
         return _time_calls(step, steps, warmup, b)
 
     setup = time.perf_counter() - t_setup
-    proto.write(json.dumps({"ready": True, "setup_s": setup, "macs": macs,
-                            "params": torch_counts(model)["total"], "torch": torch.__version__,
-                            "mkldnn": bool(torch.backends.mkldnn.is_available())}) + "\n")
+    proto.write(
+        json.dumps(
+            {
+                "ready": True,
+                "setup_s": setup,
+                "macs": macs,
+                "params": torch_counts(model)["total"],
+                "torch": torch.__version__,
+                "mkldnn": bool(torch.backends.mkldnn.is_available()),
+            }
+        )
+        + "\n"
+    )
     _serve(proto, run)
 
 
@@ -309,8 +350,12 @@ class Worker:
         self.log_path = log_dir / f"{spec['name'].replace(' ', '_').replace('/', '_')}.log"
         self.log = open(self.log_path, "w")
         self.proc = subprocess.Popen(
-            [sys.executable, __file__, "--worker", json.dumps(spec)], stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE, stderr=self.log, text=True, env=env,
+            [sys.executable, __file__, "--worker", json.dumps(spec)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=self.log,
+            text=True,
+            env=env,
         )
         self.info = self._reply()
 
@@ -369,9 +414,18 @@ def cpu_flags() -> set[str]:
 
 
 def base_spec(args, model: str, base: int, upsampling: str = "nearest") -> dict:
-    return {"model": model, "base": base, "upsampling": upsampling, "batch": args.batch_size,
-            "patch": args.patch_size, "threads": args.threads, "inter_threads": args.inter_threads,
-            "loss": args.loss, "infer_tile": args.infer_tile, "infer_batch": args.infer_batch}
+    return {
+        "model": model,
+        "base": base,
+        "upsampling": upsampling,
+        "batch": args.batch_size,
+        "patch": args.patch_size,
+        "threads": args.threads,
+        "inter_threads": args.inter_threads,
+        "loss": args.loss,
+        "infer_tile": args.infer_tile,
+        "infer_batch": args.infer_batch,
+    }
 
 
 def main_groups(args) -> list[list[tuple[str, dict, str]]]:
@@ -381,11 +435,19 @@ def main_groups(args) -> list[list[tuple[str, dict, str]]]:
         for base in args.widths:
             for up in args.upsampling:
                 tag = f"{model} {base} {up}"
-                keras_spec = {**base_spec(args, model, base, up), "kind": "keras", "name": f"keras {tag}",
-                              "jit_compile": args.jit_compile,
-                              "variants": ["fixed", "pipeline"] if args.pipeline else ["fixed"]}
-                torch_spec = {**base_spec(args, model, base, up), "kind": "torch", "name": f"torch {tag}",
-                              "variants": ["fixed"]}
+                keras_spec = {
+                    **base_spec(args, model, base, up),
+                    "kind": "keras",
+                    "name": f"keras {tag}",
+                    "jit_compile": args.jit_compile,
+                    "variants": ["fixed", "pipeline"] if args.pipeline else ["fixed"],
+                }
+                torch_spec = {
+                    **base_spec(args, model, base, up),
+                    "kind": "torch",
+                    "name": f"torch {tag}",
+                    "variants": ["fixed"],
+                }
                 rows = [("keras-fixed", keras_spec, "fixed"), ("torch", torch_spec, "fixed")]
                 if args.pipeline:
                     rows.insert(0, ("keras-pipeline", keras_spec, "pipeline"))
@@ -426,15 +488,20 @@ def lever_groups(args) -> list[list[tuple[str, dict, str]]]:
             variants = [v for v in variants if v != "pipeline"]
             if not variants:
                 continue
-        spec = {**base_spec(args, model, base), "kind": "keras", "name": f"keras {name}",
-                "jit_compile": args.jit_compile, **changes, "variants": variants}
+        spec = {
+            **base_spec(args, model, base),
+            "kind": "keras",
+            "name": f"keras {name}",
+            "jit_compile": args.jit_compile,
+            **changes,
+            "variants": variants,
+        }
         keras_rows.append([(f"{name} [{v}]", spec, v) for v in variants])
     groups = []
     for start in range(0, len(keras_rows), args.group_size):
-        rows = [row for worker in keras_rows[start:start + args.group_size] for row in worker]
+        rows = [row for worker in keras_rows[start : start + args.group_size] for row in worker]
         for up in sorted({spec["upsampling"] for _, spec, _ in rows}):
-            spec = {**base_spec(args, model, base, up), "kind": "torch", "name": f"torch {up}",
-                    "variants": ["fixed"]}
+            spec = {**base_spec(args, model, base, up), "kind": "torch", "name": f"torch {up}", "variants": ["fixed"]}
             rows.append((f"PyTorch {up} [fixed]", spec, "fixed"))
         groups.append(rows)
     return groups
@@ -458,15 +525,30 @@ def run_group(rows, args, log_dir: Path) -> list[dict]:
             for label, spec, variant in rows:
                 reply = workers[spec["name"]].ask(variant, args.steps, args.warmup)
                 rates[label].append(reply["rate"])
-            print(f"  round {r + 1}: " + ", ".join(f"{k} {v[-1]:.2f}" for k, v in rates.items()),
-                  file=sys.stderr, flush=True)
+            print(
+                f"  round {r + 1}: " + ", ".join(f"{k} {v[-1]:.2f}" for k, v in rates.items()),
+                file=sys.stderr,
+                flush=True,
+            )
         out = []
         for label, spec, variant in rows:
             info = workers[spec["name"]].info
-            out.append({"label": label, "kind": spec["kind"], "model": spec["model"], "base": spec["base"],
-                        "upsampling": spec["upsampling"], "variant": variant, "rates": rates[label],
-                        "median": statistics.median(rates[label]), "macs": info["macs"],
-                        "params": info["params"], "spec": spec, "info": info})
+            out.append(
+                {
+                    "label": label,
+                    "kind": spec["kind"],
+                    "model": spec["model"],
+                    "base": spec["base"],
+                    "upsampling": spec["upsampling"],
+                    "variant": variant,
+                    "rates": rates[label],
+                    "median": statistics.median(rates[label]),
+                    "macs": info["macs"],
+                    "params": info["params"],
+                    "spec": spec,
+                    "info": info,
+                }
+            )
         return out
     finally:
         for w in workers.values():
@@ -476,19 +558,33 @@ def run_group(rows, args, log_dir: Path) -> list[dict]:
 def print_table(results: list[dict], args, peak: float, clock: float, clock_src: str, command: str) -> None:
     print(f"\n`{command}`\n")
     flags = cpu_flags()
-    print(f"{os.cpu_count()} cores, clock {clock:.2f} GHz ({clock_src}); peak fp32 = cores x clock x 64 FLOP "
-          f"= {peak:.0f} GFLOP/s; bf16 flags: {', '.join(sorted(f for f in flags if 'bf16' in f or 'amx' in f)) or 'none'}. "
-          f"Patch {args.patch_size}, batch {args.batch_size}, {args.threads} intra-op / {args.inter_threads} "
-          f"inter-op threads per framework; median of {args.rounds} alternating rounds of {args.steps} steps "
-          f"(after {args.warmup} untimed). "
-          f"Training rows: {args.patch_size} px patches, GFLOP/s = 3 x forward x patches/s; infer rows: "
-          f"{args.infer_tile} px tiles in batches of {args.infer_batch}, patches = tiles, GFLOP/s = forward x tiles/s.\n")
+    bf16_flags = ", ".join(sorted(f for f in flags if "bf16" in f or "amx" in f)) or "none"
+    print(
+        f"{os.cpu_count()} cores, clock {clock:.2f} GHz ({clock_src}); peak fp32 = cores x clock x 64 FLOP "
+        f"= {peak:.0f} GFLOP/s; bf16 flags: {bf16_flags}. "
+        f"Patch {args.patch_size}, batch {args.batch_size}, {args.threads} intra-op / {args.inter_threads} "
+        f"inter-op threads per framework; median of {args.rounds} alternating rounds of {args.steps} steps "
+        f"(after {args.warmup} untimed). "
+        f"Training rows: {args.patch_size} px patches, GFLOP/s = 3 x forward x patches/s; infer rows: "
+        f"{args.infer_tile} px tiles in batches of {args.infer_batch}, patches = tiles, GFLOP/s = forward x tiles/s.\n"
+    )
     torch_rate = {}  # the PyTorch twin measured in the same group (the same alternation)
     for r in results:
         if r["kind"] == "torch":
             torch_rate[(r["group"], r["model"], r["base"], r["upsampling"], r["variant"] == "infer")] = r["median"]
-    head = ["variant", "model", "base", "upsampling", "patches/s (median)", "rounds", "s/step", "vs PyTorch",
-            "fwd GFLOP/patch", "GFLOP/s", "% of peak"]
+    head = [
+        "variant",
+        "model",
+        "base",
+        "upsampling",
+        "patches/s (median)",
+        "rounds",
+        "s/step",
+        "vs PyTorch",
+        "fwd GFLOP/patch",
+        "GFLOP/s",
+        "% of peak",
+    ]
     print("| " + " | ".join(head) + " |")
     print("|" + "---|" * len(head))
     for r in results:
@@ -497,48 +593,73 @@ def print_table(results: list[dict], args, peak: float, clock: float, clock_src:
         fwd = 2 * r["macs"] / 1e9 * ((args.infer_tile / args.patch_size) ** 2 if infer else 1)
         achieved = (1 if infer else 3) * fwd * r["median"]
         per_call = args.infer_batch if infer else args.batch_size
-        cells = [r["label"], r["model"], r["base"], r["upsampling"], f"{r['median']:.2f}",
-                 " ".join(f"{v:.2f}" for v in r["rates"]), f"{per_call / r['median']:.2f}",
-                 f"{r['median'] / ref:.2f}x" if ref else "-", f"{fwd:.2f}", f"{achieved:.0f}",
-                 f"{100 * achieved / peak:.0f} %" if peak else "-"]
+        cells = [
+            r["label"],
+            r["model"],
+            r["base"],
+            r["upsampling"],
+            f"{r['median']:.2f}",
+            " ".join(f"{v:.2f}" for v in r["rates"]),
+            f"{per_call / r['median']:.2f}",
+            f"{r['median'] / ref:.2f}x" if ref else "-",
+            f"{fwd:.2f}",
+            f"{achieved:.0f}",
+            f"{100 * achieved / peak:.0f} %" if peak else "-",
+        ]
         print("| " + " | ".join(str(c) for c in cells) + " |")
     params = {}
     for r in results:
         params.setdefault((r["model"], r["base"], r["upsampling"]), {})[r["kind"]] = (r["params"], r["macs"])
-    print("\nParameters (Keras count_params / PyTorch parameters + BN running stats) and conv MACs per patch "
-          "(Keras layer walk / PyTorch hooks):")
+    print(
+        "\nParameters (Keras count_params / PyTorch parameters + BN running stats) and conv MACs per patch "
+        "(Keras layer walk / PyTorch hooks):"
+    )
+
     def fmt(pair, i):
         return "-" if pair is None else f"{pair[i]:,}"
 
     for key, kinds in params.items():
         k, t = kinds.get("keras"), kinds.get("torch")
-        print(f"- {key[0]} base {key[1]} {key[2]}: params {fmt(k, 0)} / {fmt(t, 0)}; "
-              f"MACs {fmt(k, 1)} / {fmt(t, 1)}" + ("" if not (k and t) or k == t else "  MISMATCH"))
+        print(
+            f"- {key[0]} base {key[1]} {key[2]}: params {fmt(k, 0)} / {fmt(t, 0)}; "
+            f"MACs {fmt(k, 1)} / {fmt(t, 1)}" + ("" if not (k and t) or k == t else "  MISMATCH")
+        )
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
+    )
     p.add_argument("--suite", choices=("main", "levers"), default="main")
     p.add_argument("--models", nargs="+", default=["unet", "resunet"], choices=["unet", "resunet"])
     p.add_argument("--widths", nargs="+", type=int, default=[16, 32], help="base filters")
     p.add_argument("--upsampling", nargs="+", default=["nearest"], choices=["nearest", "bilinear", "transpose"])
     p.add_argument("--levers", nargs="+", choices=list(LEVERS), help="levers to measure (default all)")
-    p.add_argument("--no-pipeline", dest="pipeline", action="store_false",
-                   help="skip the make_dataset variant")
-    p.add_argument("--inference", action="store_true",
-                   help="also time inference: model(x, training=False) on --infer-batch tiles of --infer-tile px "
-                        "(Keras: unet_tf.inference.make_predict_fn; PyTorch: eval + inference_mode)")
+    p.add_argument("--no-pipeline", dest="pipeline", action="store_false", help="skip the make_dataset variant")
+    p.add_argument(
+        "--inference",
+        action="store_true",
+        help="also time inference: model(x, training=False) on --infer-batch tiles of --infer-tile px "
+        "(Keras: unet_tf.inference.make_predict_fn; PyTorch: eval + inference_mode)",
+    )
     p.add_argument("--infer-tile", type=int, default=512)
     p.add_argument("--infer-batch", type=int, default=4)
     p.add_argument("--patch-size", type=int, default=256)
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--threads", type=int, default=2, help="intra-op threads, both frameworks")
     p.add_argument("--inter-threads", type=int, default=2, help="inter-op threads, both frameworks")
-    p.add_argument("--jit-compile", default="auto", type=lambda s: {"true": True, "false": False}.get(s.lower(), s),
-                   help="Keras compile(jit_compile=...): auto (off on CPU), true, false")
-    p.add_argument("--loss", choices=("bce", "train"), default="bce",
-                   help="Keras loss: plain BCE (as the PyTorch reference) or train.py's loss and metrics")
+    p.add_argument(
+        "--jit-compile",
+        default="auto",
+        type=lambda s: {"true": True, "false": False}.get(s.lower(), s),
+        help="Keras compile(jit_compile=...): auto (off on CPU), true, false",
+    )
+    p.add_argument(
+        "--loss",
+        choices=("bce", "train"),
+        default="bce",
+        help="Keras loss: plain BCE (as the PyTorch reference) or train.py's loss and metrics",
+    )
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--steps", type=int, default=4, help="timed steps per round")
     p.add_argument("--warmup", type=int, default=1, help="untimed steps before each timed run")
@@ -583,9 +704,19 @@ def main(argv=None) -> None:
     print(f"total {time.perf_counter() - t0:.0f} s", file=sys.stderr)
     print_table(results, args, peak, clock, clock_src, command)
     if args.json:
-        args.json.write_text(json.dumps({"command": command, "clock_ghz": clock, "peak_gflops": peak,
-                                         "args": {"steps": args.steps, "warmup": args.warmup},
-                                         "results": results}, indent=1) + "\n")
+        args.json.write_text(
+            json.dumps(
+                {
+                    "command": command,
+                    "clock_ghz": clock,
+                    "peak_gflops": peak,
+                    "args": {"steps": args.steps, "warmup": args.warmup},
+                    "results": results,
+                },
+                indent=1,
+            )
+            + "\n"
+        )
 
 
 if __name__ == "__main__":

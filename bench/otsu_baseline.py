@@ -11,6 +11,7 @@ The baseline itself (:func:`otsu_threshold`, :func:`dice_score`,
 :func:`otsu_baseline`) lives here, not in the package: it is a reference to beat,
 not something a user runs (tests/test_synthetic.py imports it from here).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -24,8 +25,11 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout
 
 from unet_tf.synthetic import (  # noqa: E402
-    TEM_CLASS_NAMES, TEM_CLASS_VALUES, generate_tem_image, image_seed)
-
+    TEM_CLASS_NAMES,
+    TEM_CLASS_VALUES,
+    generate_tem_image,
+    image_seed,
+)
 
 # === The naive baseline: one global Otsu threshold per image ===
 
@@ -69,9 +73,12 @@ def dice_score(pred: np.ndarray, target: np.ndarray) -> float:
     return 1.0 if denom == 0 else 2.0 * int(np.logical_and(pred, target).sum()) / denom
 
 
-def otsu_baseline(images: Iterable[np.ndarray], labels: Iterable[np.ndarray],
-                  class_values: Sequence[int] = TEM_CLASS_VALUES,
-                  class_names: Sequence[str] | None = None) -> dict[str, float]:
+def otsu_baseline(
+    images: Iterable[np.ndarray],
+    labels: Iterable[np.ndarray],
+    class_values: Sequence[int] = TEM_CLASS_VALUES,
+    class_names: Sequence[str] | None = None,
+) -> dict[str, float]:
     """Per-class Dice of the most generous single global threshold.
 
     For each image: t = :func:`otsu_threshold` (1024 bins), dark = image < t,
@@ -92,8 +99,7 @@ def otsu_baseline(images: Iterable[np.ndarray], labels: Iterable[np.ndarray],
     """
     values = tuple(int(v) for v in class_values)
     if class_names is None:
-        class_names = (TEM_CLASS_NAMES if values == TEM_CLASS_VALUES
-                       else tuple(f"class_{v}" for v in values))
+        class_names = TEM_CLASS_NAMES if values == TEM_CLASS_VALUES else tuple(f"class_{v}" for v in values)
     scores: list[list[float]] = [[] for _ in values]
     for image, label in zip(images, labels, strict=True):
         image, label = np.asarray(image), np.asarray(label)
@@ -104,12 +110,10 @@ def otsu_baseline(images: Iterable[np.ndarray], labels: Iterable[np.ndarray],
             target = label == v
             if target.any():
                 scores[i].append(max(dice_score(dark, target), dice_score(~dark, target)))
-    return {name: (float(np.mean(s)) if s else float("nan"))
-            for name, s in zip(class_names, scores)}
+    return {name: (float(np.mean(s)) if s else float("nan")) for name, s in zip(class_names, scores)}
 
 
 # === The benchmark ===
-
 
 
 def _load_folder(data_dir: Path, split: str) -> tuple[list[np.ndarray], list[np.ndarray]]:
@@ -130,14 +134,14 @@ def _table(rows: dict[str, dict[str, float]]) -> str:
     lines = [head, "|" + "---|" * (len(TEM_CLASS_NAMES) + 2)]
     for name, scores in rows.items():
         vals = [scores[c] for c in TEM_CLASS_NAMES]
-        lines.append(f"| {name} | " + " | ".join(f"{v:.3f}" for v in vals)
-                     + f" | {np.nanmean(vals):.3f} |")
+        lines.append(f"| {name} | " + " | ".join(f"{v:.3f}" for v in vals) + f" | {np.nanmean(vals):.3f} |")
     return "\n".join(lines)
 
 
 def _save_preview(image: np.ndarray, label: np.ndarray, path: Path) -> None:
     """Image (percentile-stretched gray) and label (one color per class) side by side."""
     import matplotlib
+
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     from matplotlib.colors import ListedColormap
@@ -149,8 +153,7 @@ def _save_preview(image: np.ndarray, label: np.ndarray, path: Path) -> None:
     ax[0].imshow(image, cmap="gray", vmin=lo, vmax=hi)
     ax[0].set_title("synthetic TEM (uint16)")
     ax[1].imshow(index, cmap=ListedColormap(colors), vmin=0, vmax=4, interpolation="nearest")
-    ax[1].set_title("label: " + ", ".join(f"{v} {n}" for v, n in zip(TEM_CLASS_VALUES, TEM_CLASS_NAMES)),
-                    fontsize=8)
+    ax[1].set_title("label: " + ", ".join(f"{v} {n}" for v, n in zip(TEM_CLASS_VALUES, TEM_CLASS_NAMES)), fontsize=8)
     for a in ax:
         a.axis("off")
     fig.tight_layout()
@@ -160,8 +163,9 @@ def _save_preview(image: np.ndarray, label: np.ndarray, path: Path) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--data-dir", type=Path, default=None,
-                        help="existing tem folder (train/, test/); default: generate in memory")
+    parser.add_argument(
+        "--data-dir", type=Path, default=None, help="existing tem folder (train/, test/); default: generate in memory"
+    )
     parser.add_argument("--n-train", type=int, default=12)
     parser.add_argument("--n-test", type=int, default=2)
     parser.add_argument("--size", type=int, default=1024)
@@ -174,14 +178,18 @@ def main() -> None:
         test = _load_folder(args.data_dir, "test")
         source = str(args.data_dir)
     else:  # the same seeds as write_tem_dataset, without touching the disk
-        train = tuple(map(list, zip(*(generate_tem_image(args.size, image_seed(args.seed, 0, i))
-                                      for i in range(args.n_train)))))
-        test = tuple(map(list, zip(*(generate_tem_image(args.size, image_seed(args.seed, 1, i))
-                                     for i in range(args.n_test)))))
+        train = tuple(
+            map(list, zip(*(generate_tem_image(args.size, image_seed(args.seed, 0, i)) for i in range(args.n_train))))
+        )
+        test = tuple(
+            map(list, zip(*(generate_tem_image(args.size, image_seed(args.seed, 1, i)) for i in range(args.n_test))))
+        )
         source = f"generated: {args.n_train} train + {args.n_test} test, {args.size} px, seed {args.seed}"
 
-    rows = {f"test ({len(test[0])})": otsu_baseline(*test),
-            f"all ({len(train[0]) + len(test[0])})": otsu_baseline(train[0] + test[0], train[1] + test[1])}
+    rows = {
+        f"test ({len(test[0])})": otsu_baseline(*test),
+        f"all ({len(train[0]) + len(test[0])})": otsu_baseline(train[0] + test[0], train[1] + test[1]),
+    }
     print(f"Global Otsu baseline, Dice per class (best side per class and image); {source}\n")
     print(_table(rows))
 
@@ -190,8 +198,7 @@ def main() -> None:
         t0 = time.perf_counter()
         generate_tem_image(1024, seed=1000 + k)
         times.append(time.perf_counter() - t0)
-    print(f"\ngenerate_tem_image(1024): median {np.median(times):.2f} s over 3 "
-          f"(min {min(times):.2f} s)")
+    print(f"\ngenerate_tem_image(1024): median {np.median(times):.2f} s over 3 (min {min(times):.2f} s)")
 
     fractions = np.mean([[np.mean(lab == v) for v in TEM_CLASS_VALUES] for lab in train[1] + test[1]], axis=0)
     print("class fractions: " + ", ".join(f"{n} {f:.3f}" for n, f in zip(TEM_CLASS_NAMES, fractions)))

@@ -17,6 +17,7 @@ difference on random input (PyTorch is an optional benchmark dependency:
 
     python bench/torch_reference.py [--base-filters 16] [--upsampling nearest]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -101,8 +102,7 @@ class _KerasLike(nn.Module):
     def _make_residual_unit(self, name: str, c_in: int, filters: int, strides: int = 1) -> None:
         self.add(f"{name}_bn1", _bn(c_in))
         conv1 = StridedSameConv if strides != 1 else nn.Conv2d
-        self.add(f"{name}_conv1", conv1(c_in, filters, 3, stride=strides,
-                                        padding=0 if strides != 1 else 1, bias=False))
+        self.add(f"{name}_conv1", conv1(c_in, filters, 3, stride=strides, padding=0 if strides != 1 else 1, bias=False))
         self.add(f"{name}_bn2", _bn(filters))
         self.add(f"{name}_conv2", nn.Conv2d(filters, filters, 3, padding=1))
         if strides != 1 or c_in != filters:
@@ -126,8 +126,14 @@ class _KerasLike(nn.Module):
 class TorchUNet(_KerasLike):
     """:func:`unet_tf.models.build_unet` (dropout 0, no attention) in PyTorch, NCHW in and out."""
 
-    def __init__(self, n_classes: int = 2, base_filters: int = 32, depth: int = 4,
-                 upsampling: str = "nearest", in_channels: int = 1):
+    def __init__(
+        self,
+        n_classes: int = 2,
+        base_filters: int = 32,
+        depth: int = 4,
+        upsampling: str = "nearest",
+        in_channels: int = 1,
+    ):
         super().__init__()
         if upsampling not in UPSAMPLING_MODES:
             raise ValueError(f"upsampling must be one of {UPSAMPLING_MODES}, got {upsampling!r}")
@@ -162,8 +168,14 @@ class TorchUNet(_KerasLike):
 class TorchResUNet(_KerasLike):
     """:func:`unet_tf.models.build_resunet` (dropout 0, no attention) in PyTorch, NCHW in and out."""
 
-    def __init__(self, n_classes: int = 2, base_filters: int = 64, depth: int = 3,
-                 upsampling: str = "nearest", in_channels: int = 1):
+    def __init__(
+        self,
+        n_classes: int = 2,
+        base_filters: int = 64,
+        depth: int = 3,
+        upsampling: str = "nearest",
+        in_channels: int = 1,
+    ):
         super().__init__()
         if upsampling not in UPSAMPLING_MODES:
             raise ValueError(f"upsampling must be one of {UPSAMPLING_MODES}, got {upsampling!r}")
@@ -181,8 +193,7 @@ class TorchResUNet(_KerasLike):
         c = base_filters * 2**depth
         for i in range(depth, 0, -1):
             filters = base_filters * 2 ** (i - 1)
-            up = self._make_upsample(f"dec{i}_up", c, upsampling,
-                                     filters if upsampling == "transpose" else None)
+            up = self._make_upsample(f"dec{i}_up", c, upsampling, filters if upsampling == "transpose" else None)
             self._make_residual_unit(f"dec{i}", up + widths[i - 1], filters)
             c = filters
         self._make_head(c, n_classes)
@@ -202,8 +213,13 @@ class TorchResUNet(_KerasLike):
         return self._head(x)
 
 
-def build_torch_model(model: str = "unet", n_classes: int = 2, base_filters: int = 16,
-                      depth: int | None = None, upsampling: str = "nearest") -> _KerasLike:
+def build_torch_model(
+    model: str = "unet",
+    n_classes: int = 2,
+    base_filters: int = 16,
+    depth: int | None = None,
+    upsampling: str = "nearest",
+) -> _KerasLike:
     """The PyTorch twin of ``unet_tf.models.build_model`` for ``model`` "unet" or "resunet"."""
     if model == "unet":
         return TorchUNet(n_classes, base_filters, 4 if depth is None else depth, upsampling)
@@ -260,8 +276,14 @@ def load_keras_weights(torch_model: _KerasLike, keras_model) -> None:
                 raise ValueError(f"{layer.name}: PyTorch has a bias, Keras has none")
 
 
-def check_against_keras(model: str = "unet", base_filters: int = 16, depth: int | None = None,
-                        upsampling: str = "nearest", size: int = 64, batch: int = 2) -> dict:
+def check_against_keras(
+    model: str = "unet",
+    base_filters: int = 16,
+    depth: int | None = None,
+    upsampling: str = "nearest",
+    size: int = 64,
+    batch: int = 2,
+) -> dict:
     """Build both, copy the Keras weights across, compare counts and outputs.
 
     Returns the counts of both frameworks and the largest absolute output
@@ -282,8 +304,9 @@ def check_against_keras(model: str = "unet", base_filters: int = 16, depth: int 
     for layer in keras_model.layers:
         if layer.__class__.__name__ == "BatchNormalization":
             n = layer.weights[0].shape[0]
-            layer.set_weights([rng.uniform(0.5, 1.5, n), rng.normal(0, 0.1, n),
-                               rng.normal(0, 0.1, n), rng.uniform(0.5, 1.5, n)])
+            layer.set_weights(
+                [rng.uniform(0.5, 1.5, n), rng.normal(0, 0.1, n), rng.normal(0, 0.1, n), rng.uniform(0.5, 1.5, n)]
+            )
     load_keras_weights(torch_model, keras_model)
     x = rng.random((batch, size, size, 1), dtype=np.float32)
     xt = torch.from_numpy(x).permute(0, 3, 1, 2).contiguous()
@@ -305,8 +328,10 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     ok = True
-    print("| model | base | upsampling | Keras trainable | PyTorch trainable | Keras count_params "
-          "| PyTorch + BN stats | max abs diff (inference / training BN) |")
+    print(
+        "| model | base | upsampling | Keras trainable | PyTorch trainable | Keras count_params "
+        "| PyTorch + BN stats | max abs diff (inference / training BN) |"
+    )
     print("|---|---|---|---|---|---|---|---|")
     for model in args.models:
         for base in args.base_filters:
@@ -314,10 +339,12 @@ def main(argv=None) -> int:
                 r = check_against_keras(model, base, upsampling=up)
                 same = r["keras"] == r["torch"] and max(r["max_abs_diff"].values()) < 1e-3
                 ok &= same
-                print(f"| {model} | {base} | {up} | {r['keras']['trainable']:,} | {r['torch']['trainable']:,} "
-                      f"| {r['keras']['total']:,} | {r['torch']['total']:,} | "
-                      f"{r['max_abs_diff']['inference']:.1e} / {r['max_abs_diff']['training']:.1e} "
-                      f"{'' if same else 'MISMATCH'} |")
+                print(
+                    f"| {model} | {base} | {up} | {r['keras']['trainable']:,} | {r['torch']['trainable']:,} "
+                    f"| {r['keras']['total']:,} | {r['torch']['total']:,} | "
+                    f"{r['max_abs_diff']['inference']:.1e} / {r['max_abs_diff']['training']:.1e} "
+                    f"{'' if same else 'MISMATCH'} |"
+                )
     return 0 if ok else 1
 
 

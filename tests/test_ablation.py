@@ -1,4 +1,5 @@
 """Training-set-size ablation: the grid, the budget, the tables, resuming, and one tiny real grid."""
+
 import csv
 import json
 import math
@@ -8,7 +9,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from unet_tf.ablation import run as ablation  # the module whose train / evaluate_cell the tests replace
 from unet_tf.ablation import (
     Cell,
     cell_schedule,
@@ -24,13 +24,14 @@ from unet_tf.ablation import (
     total_step_budget,
     write_plot,
 )
+from unet_tf.ablation import run as ablation  # the module whose train / evaluate_cell the tests replace
 from unet_tf.cli.train import main as train_main
 from unet_tf.config import RunConfig
+from unet_tf.config import replace_config as replace_cfg
 from unet_tf.datasets import TEM_CLASS_NAMES
 from unet_tf.errors import UserInputError
 from unet_tf.evaluation import Evaluator
 from unet_tf.synthetic import write_tem_dataset
-from unet_tf.config import replace_config as replace_cfg
 
 FOREGROUND = TEM_CLASS_NAMES[1:]
 
@@ -44,10 +45,33 @@ def tem_dir(tmp_path_factory):
 
 def tiny_args(tem_dir, out, *extra):
     return [
-        "--dataset", "tem", "--data-dir", str(tem_dir), "--base-filters", "4", "--depth", "2",
-        "--patch-size", "64", "--patches-per-image", "2", "--batch-size", "2", "--epochs", "1",
-        "--steps-per-epoch", "2", "--out", str(out), "--quiet",
-        "--ablation", "--train-sizes", "2,3", "--augment", "on,off", *extra,
+        "--dataset",
+        "tem",
+        "--data-dir",
+        str(tem_dir),
+        "--base-filters",
+        "4",
+        "--depth",
+        "2",
+        "--patch-size",
+        "64",
+        "--patches-per-image",
+        "2",
+        "--batch-size",
+        "2",
+        "--epochs",
+        "1",
+        "--steps-per-epoch",
+        "2",
+        "--out",
+        str(out),
+        "--quiet",
+        "--ablation",
+        "--train-sizes",
+        "2,3",
+        "--augment",
+        "on,off",
+        *extra,
     ]
 
 
@@ -114,8 +138,10 @@ def test_epochs_budget_is_one_pass_over_each_cells_patches(tem_dir):
 
 def test_scores_come_from_the_per_image_mean_rows():
     names = ("background", "a", "b")
-    t1 = np.array([[0, 1], [1, 2]]); p1 = np.array([[0, 1], [2, 2]])  # a: 2/3, b: 2/3, acc 3/4
-    t2 = np.array([[1, 1], [0, 0]]); p2 = np.array([[1, 0], [0, 0]])  # a: 2/3, b: absent (nan), acc 3/4
+    t1 = np.array([[0, 1], [1, 2]])
+    p1 = np.array([[0, 1], [2, 2]])  # a: 2/3, b: 2/3, acc 3/4
+    t2 = np.array([[1, 1], [0, 0]])
+    p2 = np.array([[1, 0], [0, 0]])  # a: 2/3, b: absent (nan), acc 3/4
     evaluator = Evaluator(names)
     evaluator.add("x", t1, p1)
     evaluator.add("y", t2, p2)
@@ -131,9 +157,20 @@ def fake_rows():
     for size, dices in ((2, (0.5, 0.7)), (8, (0.8, 0.9))):
         for seed, d in enumerate(dices):
             for aug, shift in (("on", 0.0), ("off", -0.1)):
-                rows.append({"model": "unet", "size": size, "augment": aug, "seed": seed, "dice_a": d + shift,
-                             "dice_b": float("nan"), "mean_dice": d + shift, "pixel_accuracy": 0.9,
-                             "steps": 4, "wall_seconds": 2.0})
+                rows.append(
+                    {
+                        "model": "unet",
+                        "size": size,
+                        "augment": aug,
+                        "seed": seed,
+                        "dice_a": d + shift,
+                        "dice_b": float("nan"),
+                        "mean_dice": d + shift,
+                        "pixel_accuracy": 0.9,
+                        "steps": 4,
+                        "wall_seconds": 2.0,
+                    }
+                )
     return rows
 
 
@@ -141,7 +178,12 @@ def test_summary_table_and_plot(tmp_path):
     import matplotlib.image
 
     summary = summarize(fake_rows())
-    assert [(e["augment"], e["size"], e["runs"]) for e in summary] == [("on", 2, 2), ("on", 8, 2), ("off", 2, 2), ("off", 8, 2)]
+    assert [(e["augment"], e["size"], e["runs"]) for e in summary] == [
+        ("on", 2, 2),
+        ("on", 8, 2),
+        ("off", 2, 2),
+        ("off", 8, 2),
+    ]
     first = summary[0]
     assert first["mean_dice_mean"] == pytest.approx(0.6)
     assert first["mean_dice_std"] == pytest.approx(np.std([0.5, 0.7], ddof=1))
@@ -204,8 +246,13 @@ class FakeRuns:
             (run_dir / "backup").mkdir()  # as BackupAndRestore leaves it after an epoch
             raise KeyboardInterrupt
         (run_dir / "best.keras").write_text("")
-        summary = {"epochs_run": cfg.train.epochs, "best_epoch": 1, "n_train_images": len(data.train),
-                   "n_val_images": len(data.val), "wall_seconds": 0.5}
+        summary = {
+            "epochs_run": cfg.train.epochs,
+            "best_epoch": 1,
+            "n_train_images": len(data.train),
+            "n_val_images": len(data.val),
+            "wall_seconds": 0.5,
+        }
         (run_dir / "summary.json").write_text(json.dumps(summary))
         return summary
 
@@ -254,8 +301,14 @@ def test_epochs_budget_uses_one_pass_per_epoch(tem_dir, tmp_path, monkeypatch):
     runs = FakeRuns()
     monkeypatch.setattr(ablation, "train", runs.train)
     monkeypatch.setattr(ablation, "evaluate_cell", runs.evaluate_cell)
-    rows = run_ablation(tiny_cfg(tem_dir, epochs=2), [2, 4], augments=[True], out_dir=tmp_path / "o",
-                        budget="epochs", log=lambda _: None)
+    rows = run_ablation(
+        tiny_cfg(tem_dir, epochs=2),
+        [2, 4],
+        augments=[True],
+        out_dir=tmp_path / "o",
+        budget="epochs",
+        log=lambda _: None,
+    )
     assert [c.train.steps_per_epoch for c in runs.configs] == [None, None]
     assert [c.train.epochs for c in runs.configs] == [2, 2]
     assert [(r["size"], r["n_train"], r["steps"]) for r in rows] == [(2, 1, 2), (4, 3, 6)]
@@ -270,12 +323,18 @@ def test_grid_writes_a_row_per_cell_and_the_reports(grid, tem_dir):
     rows = read_csv(grid / "ablation.csv")
     assert list(rows[0]) == list(row_columns(TEM_CLASS_NAMES))
     assert sorted((r["size"], r["augment"], r["seed"], r["model"]) for r in rows) == [
-        ("2", "off", "0", "unet"), ("2", "on", "0", "unet"), ("3", "off", "0", "unet"), ("3", "on", "0", "unet")]
+        ("2", "off", "0", "unet"),
+        ("2", "on", "0", "unet"),
+        ("3", "off", "0", "unet"),
+        ("3", "on", "0", "unet"),
+    ]
     for row in rows:
         dices = [float(row[f"dice_{c}"]) for c in FOREGROUND]
         assert all(math.isnan(d) or 0 <= d <= 1 for d in dices)
         finite = [d for d in dices if not math.isnan(d)]
-        assert float(row["mean_dice"]) == pytest.approx(np.mean(finite)) if finite else math.isnan(float(row["mean_dice"]))
+        assert (
+            float(row["mean_dice"]) == pytest.approx(np.mean(finite)) if finite else math.isnan(float(row["mean_dice"]))
+        )
         assert 0 <= float(row["pixel_accuracy"]) <= 1
         assert row["steps"] == "2" and row["n_test"] == "1" and int(row["n_train"]) == int(row["size"]) - 1
         assert float(row["wall_seconds"]) >= float(row["train_seconds"]) > 0

@@ -1,4 +1,5 @@
 """The public API: README's example runs, predict_image == predict.py, a light import."""
+
 import os
 import re
 import subprocess
@@ -14,7 +15,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def readme_example() -> str:
     text = (ROOT / "README.md").read_text()
-    section = text[text.index("## Python API"):]
+    section = text[text.index("## Python API") :]
     return re.search(r"```python\n(.*?)```", section, re.S).group(1)
 
 
@@ -32,17 +33,32 @@ def test_readme_python_api_example_runs(tmp_path, monkeypatch):
 
 
 def test_predict_image_equals_predict_py(tmp_path):
+    from test_predict_cli import TEM_NAMES, TEM_VALUES, save_model
+
     from unet_tf.cli.predict import main as predict_main
     from unet_tf.io import read_label
     from unet_tf.synthetic import write_tem_dataset
 
-    from test_predict_cli import TEM_NAMES, TEM_VALUES, save_model
-
     write_tem_dataset(tmp_path / "d", n_train=1, n_test=1, size=96, seed=3)
     weights = save_model(tmp_path / "m.keras", TEM_VALUES, TEM_NAMES)
     image_path = tmp_path / "d" / "test" / "raw_00.tif"
-    assert predict_main(["--weights", str(weights), "--input", str(image_path), "--out", str(tmp_path / "o"),
-                         "--tile", "32", "--overlap", "8"]) == 0
+    assert (
+        predict_main(
+            [
+                "--weights",
+                str(weights),
+                "--input",
+                str(image_path),
+                "--out",
+                str(tmp_path / "o"),
+                "--tile",
+                "32",
+                "--overlap",
+                "8",
+            ]
+        )
+        == 0
+    )
     model = unet_tf.load_model(weights)
     result = unet_tf.predict_image(model, unet_tf.read_image(image_path), tile=32, overlap=8)
     np.testing.assert_array_equal(result.mask, read_label(tmp_path / "o" / "raw_00_mask.tif"))
@@ -51,9 +67,18 @@ def test_predict_image_equals_predict_py(tmp_path):
 
 
 def test_cli_import_leaves_tensorflow_out():
-    code = "import sys, unet_tf, unet_tf.cli.train, unet_tf.cli.predict; print('tensorflow' in sys.modules, 'keras' in sys.modules)"
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT,
-                         env={**os.environ, "PYTHONPATH": str(ROOT)}, check=True).stdout
+    code = (
+        "import sys, unet_tf, unet_tf.cli.train, unet_tf.cli.predict; "
+        "print('tensorflow' in sys.modules, 'keras' in sys.modules)"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        check=True,
+    ).stdout
     assert out.split() == ["False", "False"]
 
 

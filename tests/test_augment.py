@@ -9,13 +9,19 @@ from unet_tf.config import AugmentConfig
 OFF = dict(elastic=False, flip_rot90=False, affine_prob=0.0, intensity_prob=0.0)
 STRONG = {
     "elastic": dict(OFF, elastic=True, elastic_prob=1.0, elastic_alpha=15.0),
-    "affine": dict(
-        OFF, affine_prob=1.0, rotation_deg=30.0, scale_min=0.8, scale_max=1.25, translate_px=10.0
-    ),
+    "affine": dict(OFF, affine_prob=1.0, rotation_deg=30.0, scale_min=0.8, scale_max=1.25, translate_px=10.0),
     "flip_rot90": dict(OFF, flip_rot90=True),
     "combined": dict(
-        elastic=True, elastic_prob=1.0, elastic_alpha=15.0, flip_rot90=True, affine_prob=1.0,
-        rotation_deg=30.0, scale_min=0.8, scale_max=1.25, translate_px=10.0, intensity_prob=0.0,
+        elastic=True,
+        elastic_prob=1.0,
+        elastic_alpha=15.0,
+        flip_rot90=True,
+        affine_prob=1.0,
+        rotation_deg=30.0,
+        scale_min=0.8,
+        scale_max=1.25,
+        translate_px=10.0,
+        intensity_prob=0.0,
     ),
 }
 
@@ -45,11 +51,16 @@ def augment(image, mask, seed, cfg, weight=None):
     """sample_patch of a whole [P, P, 1] example (image, mask[, weight]) centred on it."""
     size = image.shape[0]
     out = A.sample_patch(
-        tf.reshape(tf.cast(image, tf.float32), [-1]), tf.reshape(mask, [-1]),
+        tf.reshape(tf.cast(image, tf.float32), [-1]),
+        tf.reshape(mask, [-1]),
         None if weight is None else tf.reshape(tf.cast(weight, tf.float32), [-1]),
-        tf.constant(0, tf.int64), tf.constant(size, tf.int64), tf.constant(image.shape[1], tf.int64),
+        tf.constant(0, tf.int64),
+        tf.constant(size, tf.int64),
+        tf.constant(image.shape[1], tf.int64),
         tf.constant([(size - 1) / 2, (image.shape[1] - 1) / 2], tf.float32),
-        tf.cast(seed, tf.int64), cfg, size,
+        tf.cast(seed, tf.int64),
+        cfg,
+        size,
     )
     return out if weight is not None else out[:2]
 
@@ -61,8 +72,9 @@ def run(image, mask, seed, **cfg):
 
 
 def dihedral_images(x):
-    return [np.flip(np.rot90(x, k), axes) if axes is not None else np.rot90(x, k)
-            for k in range(4) for axes in (None, 0)]
+    return [
+        np.flip(np.rot90(x, k), axes) if axes is not None else np.rot90(x, k) for k in range(4) for axes in (None, 0)
+    ]
 
 
 # === Coordinates and warps ===
@@ -148,8 +160,9 @@ def test_image_and_mask_stay_aligned(name):
         agree = np.round(xo) == mo
         assert agree.mean() > 0.97, (name, s, agree.mean())
         # exact inside blobs: where the output mask is constant over 5x5
-        interior = (ndimage.maximum_filter(mo, 5, mode="constant", cval=99)
-                    == ndimage.minimum_filter(mo, 5, mode="constant", cval=0))
+        interior = ndimage.maximum_filter(mo, 5, mode="constant", cval=99) == ndimage.minimum_filter(
+            mo, 5, mode="constant", cval=0
+        )
         assert interior.mean() > 0.2  # enough pixels to test
         assert agree[interior].all(), (name, s)
         if name != "flip_rot90":
@@ -167,15 +180,21 @@ def test_weight_map_and_ignore_ids_come_from_the_mask_pixel(name):
     position = np.arange(size * size, dtype=np.float32).reshape(size, size)
     image = np.where(mask == 255, 3, mask).astype(np.float32)
     for s in range(3):
-        x, m, w = augment(tf.constant(image[..., None]), tf.constant(mask[..., None]), [s, 5],
-                          AugmentConfig(**STRONG[name]), weight=tf.constant(position[..., None]))
+        x, m, w = augment(
+            tf.constant(image[..., None]),
+            tf.constant(mask[..., None]),
+            [s, 5],
+            AugmentConfig(**STRONG[name]),
+            weight=tf.constant(position[..., None]),
+        )
         m, w = m.numpy()[..., 0], w.numpy()[..., 0]
         assert w.dtype == np.float32 and np.array_equal(w, np.round(w))  # nearest: no mixing
         np.testing.assert_array_equal(m, mask.ravel()[w.astype(np.int64)])
         assert set(np.unique(m)) <= {0, 1, 2, 255} and (m == 255).any()
         # the image is aligned with both (bilinear: exact inside blobs)
-        interior = (ndimage.maximum_filter(m, 5, mode="constant", cval=255)
-                    == ndimage.minimum_filter(m, 5, mode="constant", cval=0))
+        interior = ndimage.maximum_filter(m, 5, mode="constant", cval=255) == ndimage.minimum_filter(
+            m, 5, mode="constant", cval=0
+        )
         assert interior.mean() > 0.1
         np.testing.assert_array_equal(np.round(x.numpy()[..., 0])[interior], np.where(m == 255, 3, m)[interior])
 
@@ -204,8 +223,7 @@ def test_works_inside_tf_data_map_with_int32_mask():
     x = np.random.default_rng(8).random((4, 32, 32, 1)).astype(np.float32)
     m = (x * 3).astype(np.int32)
     ds = tf.data.Dataset.from_tensor_slices((x, m, np.arange(8).reshape(4, 2)))
-    ds = ds.map(lambda i, k, s: augment(i, k, s, AugmentConfig()),
-                num_parallel_calls=tf.data.AUTOTUNE)
+    ds = ds.map(lambda i, k, s: augment(i, k, s, AugmentConfig()), num_parallel_calls=tf.data.AUTOTUNE)
     outs = list(ds.as_numpy_iterator())
     assert len(outs) == 4
     for xo, mo in outs:

@@ -1,4 +1,5 @@
 """bench/bench_train.py's FLOP count and bench/torch_reference.py's PyTorch twin."""
+
 from __future__ import annotations
 
 import sys
@@ -13,12 +14,18 @@ from bench_train import keras_conv_macs  # noqa: E402
 from unet_tf.models import build_unet  # noqa: E402
 
 
-@pytest.mark.parametrize("upsampling, expected", [
-    # enc1 1->2 and 2->2 at 8x8, bottleneck 2->4 and 4->4 at 4x4, dec1_up, dec1 4->2 and 2->2, head 2->1
-    ("nearest", 64 * 9 * 2 + 64 * 9 * 4 + 16 * 9 * 8 + 16 * 9 * 16 + 64 * 4 * 8 + 64 * 9 * 8 + 64 * 9 * 4 + 64 * 2),
-    # a 2x2 stride-2 transposed conv 4->2: every one of the 4x4 input pixels scatters 2x2x2 outputs
-    ("transpose", 64 * 9 * 2 + 64 * 9 * 4 + 16 * 9 * 8 + 16 * 9 * 16 + 16 * 4 * 8 + 64 * 9 * 8 + 64 * 9 * 4 + 64 * 2),
-])
+@pytest.mark.parametrize(
+    "upsampling, expected",
+    [
+        # enc1 1->2 and 2->2 at 8x8, bottleneck 2->4 and 4->4 at 4x4, dec1_up, dec1 4->2 and 2->2, head 2->1
+        ("nearest", 64 * 9 * 2 + 64 * 9 * 4 + 16 * 9 * 8 + 16 * 9 * 16 + 64 * 4 * 8 + 64 * 9 * 8 + 64 * 9 * 4 + 64 * 2),
+        # a 2x2 stride-2 transposed conv 4->2: every one of the 4x4 input pixels scatters 2x2x2 outputs
+        (
+            "transpose",
+            64 * 9 * 2 + 64 * 9 * 4 + 16 * 9 * 8 + 16 * 9 * 16 + 16 * 4 * 8 + 64 * 9 * 8 + 64 * 9 * 4 + 64 * 2,
+        ),
+    ],
+)
 def test_conv_macs_by_hand(upsampling, expected):
     model = build_unet(n_classes=2, base_filters=2, depth=1, upsampling=upsampling)
     assert keras_conv_macs(model, 8) == expected

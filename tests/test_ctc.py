@@ -3,6 +3,7 @@
 The ground truth is written here from the synthetic movie's known paths and a
 hand-written lineage, independently of the tracking code.
 """
+
 from __future__ import annotations
 
 import os
@@ -13,11 +14,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import tifffile
+from test_tracking import LINEAGE, N_FRAMES, TRACK_OF_LABEL, movie
 
 from unet_tf import ctc, motility
 from unet_tf.errors import UserInputError
-
-from test_tracking import LINEAGE, N_FRAMES, TRACK_OF_LABEL, movie
 
 pytest.importorskip("ctc_metrics")
 
@@ -113,7 +113,9 @@ def test_confusion_matrix_equals_scikit_learns():
     y_pred = rng.choice([0, 5, 7, 41, 900], size=(30, 20)).astype(np.uint16)  # 5, 41, 900 absent from y_true
     expected = confusion_matrix(y_true.ravel(), y_pred.ravel())
     np.testing.assert_array_equal(ctc.confusion_matrix(y_true, y_pred), expected)
-    np.testing.assert_array_equal(ctc.confusion_matrix(y_true, y_true), confusion_matrix(y_true.ravel(), y_true.ravel()))
+    np.testing.assert_array_equal(
+        ctc.confusion_matrix(y_true, y_true), confusion_matrix(y_true.ravel(), y_true.ravel())
+    )
 
 
 def test_mask_names_pad_to_three_or_four_digits():

@@ -1,4 +1,5 @@
 """Layouts give the right pairs; mistakes in folders are named."""
+
 import os
 from pathlib import Path
 

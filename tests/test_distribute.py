@@ -15,6 +15,7 @@ loss is plain BCE, a mean over pixels, so a mean over replicas equals the mean
 over the global batch (an overlap loss such as Tversky is computed per replica
 batch and would differ slightly).
 """
+
 import csv
 import json
 import os
@@ -114,8 +115,18 @@ def test_pipeline_shards_hold_exactly_the_unsharded_patches():
     masks = [(im > 0.5).astype(np.uint8) for im in images]
 
     def patches(training, shard):
-        ds = make_dataset(images, masks, 2, training=training, patch_size=16, batch_size=1, patches_per_image=5,
-                          augment=AugmentConfig() if training else None, seed=3, shard=shard)
+        ds = make_dataset(
+            images,
+            masks,
+            2,
+            training=training,
+            patch_size=16,
+            batch_size=1,
+            patches_per_image=5,
+            augment=AugmentConfig() if training else None,
+            seed=3,
+            shard=shard,
+        )
         return [x.numpy().tobytes() for x, _ in ds]
 
     for training in (True, False):
@@ -142,17 +153,43 @@ def twin_data(tmp_path_factory):
     image = cv2.GaussianBlur((rng.random((64, 64)) * 255).astype(np.uint8), (5, 5), 2)
     for i in range(3):
         mask = np.zeros((64, 64), np.uint8)
-        mask[8 + 10 * i: 30 + 10 * i, 5 + 12 * i: 40 + 5 * i] = 255
+        mask[8 + 10 * i : 30 + 10 * i, 5 + 12 * i : 40 + 5 * i] = 255
         cv2.imwrite(str(root / "images" / f"im{i}.png"), image)
         cv2.imwrite(str(root / "masks" / f"im{i}.png"), mask)
     return root
 
 
 def twin_args(data_dir, epochs=3):
-    return ["--dataset", "folder", "--data-dir", str(data_dir), "--class-values", "0,255", "--patch-size", "64",
-            "--patches-per-image", "1", "--val-fraction", "0.34", "--no-augment", "--oversample-rare", "0",
-            "--base-filters", "4", "--depth", "2", "--epochs", str(epochs), "--steps-per-epoch", "1",
-            "--loss", "bce", "--seed", "0", "--quiet"]
+    return [
+        "--dataset",
+        "folder",
+        "--data-dir",
+        str(data_dir),
+        "--class-values",
+        "0,255",
+        "--patch-size",
+        "64",
+        "--patches-per-image",
+        "1",
+        "--val-fraction",
+        "0.34",
+        "--no-augment",
+        "--oversample-rare",
+        "0",
+        "--base-filters",
+        "4",
+        "--depth",
+        "2",
+        "--epochs",
+        str(epochs),
+        "--steps-per-epoch",
+        "1",
+        "--loss",
+        "bce",
+        "--seed",
+        "0",
+        "--quiet",
+    ]
 
 
 def train_here(args, **extra_callbacks):
@@ -242,10 +279,16 @@ def run_two_workers(args, outs, tmp_dirs):
         env = subprocess_env(
             TF_CONFIG=json.dumps({"cluster": cluster, "task": {"type": "worker", "index": i}}), TMPDIR=str(tmp_dirs[i])
         )
-        procs.append(subprocess.Popen(
-            [sys.executable, str(REPO / "train.py"), *args, "--strategy", "multiworker", "--out", str(outs[i])],
-            cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-        ))
+        procs.append(
+            subprocess.Popen(
+                [sys.executable, str(REPO / "train.py"), *args, "--strategy", "multiworker", "--out", str(outs[i])],
+                cwd=REPO,
+                env=env,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                text=True,
+            )
+        )
     results = wait_all(procs)
     for i, (code, out) in enumerate(results):
         assert code == 0, f"worker {i} failed:\n{out[-4000:]}"
@@ -301,8 +344,14 @@ print("RESULT " + json.dumps({{
 """)
     out_dir = tmp_path / "mirrored"
     t0 = time.perf_counter()
-    proc = subprocess.Popen([sys.executable, str(script), str(out_dir)], cwd=REPO, env=subprocess_env(),
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, str(script), str(out_dir)],
+        cwd=REPO,
+        env=subprocess_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     [(code, out)] = wait_all([proc])
     print(f"mirrored subprocess: {time.perf_counter() - t0:.1f} s")
     assert code == 0, out[-4000:]
@@ -348,9 +397,28 @@ def test_two_workers_on_loopback_train_like_one_process(twin_data, reference, tm
 
     pred = tmp_path / "pred"
     for shard in ("0/2", "1/2"):
-        assert predict_main(["--weights", str(outs[0] / "best.keras"), "--input", str(twin_data / "images"),
-                             "--labels", str(twin_data / "masks"), "--out", str(pred), "--tile", "64", "--overlap", "16",
-                             "--shard", shard, "--no-overlay"]) == 0
+        assert (
+            predict_main(
+                [
+                    "--weights",
+                    str(outs[0] / "best.keras"),
+                    "--input",
+                    str(twin_data / "images"),
+                    "--labels",
+                    str(twin_data / "masks"),
+                    "--out",
+                    str(pred),
+                    "--tile",
+                    "64",
+                    "--overlap",
+                    "16",
+                    "--shard",
+                    shard,
+                    "--no-overlay",
+                ]
+            )
+            == 0
+        )
     names = {p.name for p in pred.iterdir()}
     assert {f"im{i}_mask.tif" for i in range(3)} <= names
     assert {"metrics.shard-0-of-2.csv", "metrics.shard-1-of-2.csv", "objects.shard-1-of-2.csv"} <= names
@@ -373,13 +441,18 @@ def test_two_workers_resume_from_the_chiefs_backup(twin_data, reference, tmp_pat
 
     run = tmp_path / "run"
     with pytest.raises(KeyboardInterrupt):
-        train_here(twin_args(twin_data) + ["--strategy", "none", "--batch-size", "2", "--out", str(run)],
-                   extra_callbacks=[Interrupt()])
+        train_here(
+            twin_args(twin_data) + ["--strategy", "none", "--batch-size", "2", "--out", str(run)],
+            extra_callbacks=[Interrupt()],
+        )
     assert (run / "backup").is_dir() and [int(r["epoch"]) for r in history(run)] == [0]
 
     t0 = time.perf_counter()
-    run_two_workers(twin_args(twin_data) + ["--batch-size", "1", "--resume"],
-                    [run, tmp_path / "worker1"], [tmp_path / "tmp0", tmp_path / "tmp1"])
+    run_two_workers(
+        twin_args(twin_data) + ["--batch-size", "1", "--resume"],
+        [run, tmp_path / "worker1"],
+        [tmp_path / "tmp0", tmp_path / "tmp1"],
+    )
     print(f"two workers, resumed: {time.perf_counter() - t0:.1f} s")
     assert [int(r["epoch"]) for r in history(run)] == [0, 1, 2]
     assert not (run / "backup").exists()

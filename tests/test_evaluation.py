@@ -1,4 +1,5 @@
 """Per-class scores on hand-made masks; mean vs pooled rows; atomic CSV; table text."""
+
 import csv
 import math
 
@@ -15,15 +16,12 @@ def metrics_table(per_image, class_names):
         evaluator.add(name, true_ids, pred_ids)
     return evaluator.rows()
 
+
 BINARY = ("background", "cell")
 
 # IoU = 1/3 case: truth and prediction each hold 2 pixels, 1 shared
-T = np.array([[1, 1, 0],
-              [0, 0, 0],
-              [0, 0, 0]], np.uint8)
-P = np.array([[0, 1, 1],
-              [0, 0, 0],
-              [0, 0, 0]], np.uint8)
+T = np.array([[1, 1, 0], [0, 0, 0], [0, 0, 0]], np.uint8)
+P = np.array([[0, 1, 1], [0, 0, 0], [0, 0, 0]], np.uint8)
 
 
 def test_hand_made_3x3():
@@ -69,8 +67,15 @@ def by_key(rows):
 def test_mean_row_differs_from_pooled_row():
     rows = metrics_table({"A.tif": A, "B.tif": B}, BINARY)
     assert [(r["image"], r["class"]) for r in rows] == [
-        ("A.tif", "background"), ("A.tif", "cell"), ("B.tif", "background"), ("B.tif", "cell"),
-        ("mean", "background"), ("mean", "cell"), ("all", "background"), ("all", "cell")]
+        ("A.tif", "background"),
+        ("A.tif", "cell"),
+        ("B.tif", "background"),
+        ("B.tif", "cell"),
+        ("mean", "background"),
+        ("mean", "cell"),
+        ("all", "background"),
+        ("all", "cell"),
+    ]
     k = by_key(rows)
     assert k["A.tif", "cell"]["dice"] == pytest.approx(2 / 3)
     assert k["B.tif", "cell"]["dice"] == pytest.approx(1.0)
@@ -141,7 +146,7 @@ def test_format_table_is_aligned():
     assert set(lines[1]) <= {"-", " "}
     assert len(lines) == 2 + 6
     end = lines[0].index("dice") + len("dice")  # numbers right-aligned under their header
-    assert [line[end - 6:end] for line in lines[2:4]] == ["0.8000", "0.6667"]
+    assert [line[end - 6 : end] for line in lines[2:4]] == ["0.8000", "0.6667"]
     assert lines[-2].split()[:2] == ["all", "background"]
     assert lines[4].split()[:3] == ["mean", "background", "0.8000"] and lines[4].split()[-3:] == ["-", "-", "-"]
     small = format_table([{"x": "a", "n": 1.5}, {"x": "bb", "n": None}], ("x", "n"), digits=1)

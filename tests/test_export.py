@@ -1,4 +1,5 @@
 """unet-tf-export on tiny models: ONNX and SavedModel match Keras, bioimage.io validates, bad input."""
+
 import json
 import os
 import subprocess
@@ -6,20 +7,25 @@ import sys
 import zipfile
 
 import numpy as np
-
-from unet_tf.model_file import ModelInfo
 import pytest
 import yaml
 
 from unet_tf.cli.export import main as export_main
 from unet_tf.errors import UserInputError
+from unet_tf.model_file import ModelInfo
 
 pytest.importorskip("onnxruntime")
 pytest.importorskip("tf2onnx")
 
 INFO = {
-    "dataset": "folder", "data_dir": None, "label_mode": "values", "patch_size": 64, "size_divisor": 4,
-    "normalize": {"pmin": 2.0, "pmax": 98.0, "clip": False}, "test_images": [], "unet_tf_version": "0.1.0",
+    "dataset": "folder",
+    "data_dir": None,
+    "label_mode": "values",
+    "patch_size": 64,
+    "size_divisor": 4,
+    "normalize": {"pmin": 2.0, "pmax": 98.0, "clip": False},
+    "test_images": [],
+    "unet_tf_version": "0.1.0",
     "model": {"model": "unet", "base_filters": 4, "depth": 2},
 }
 CLASSES = {2: ([0, 255], ["background", "membrane"]), 3: ([0, 50, 100], ["background", "axon", "myelin"])}
@@ -35,10 +41,16 @@ def tiny_model_file(path, n_classes, test_images=()):
 
     keras.utils.set_random_seed(n_classes)
     values, names = CLASSES[n_classes]
-    info = {**INFO, "class_values": values, "class_names": names, "test_images": [list(map(str, t)) for t in test_images]}
+    info = {
+        **INFO,
+        "class_values": values,
+        "class_names": names,
+        "test_images": [list(map(str, t)) for t in test_images],
+    }
     record = getattr(model_file.ModelInfo, "from_dict", None)  # a typed ModelInfo after issue 10
-    model = model_file.attach_info(build_model(ModelConfig(base_filters=4, depth=2), n_classes),
-                                   record(info) if record else info)
+    model = model_file.attach_info(
+        build_model(ModelConfig(base_filters=4, depth=2), n_classes), record(info) if record else info
+    )
     model.save(path)
     return path, info
 
@@ -143,7 +155,10 @@ def test_bioimageio_package_passes_test_model_offline(tmp_path, monkeypatch):
     y_axis = rdf["inputs"][0]["axes"][1]
     assert y_axis["id"] == "y" and y_axis["size"] == {"min": 4, "step": 4}
     step = rdf["inputs"][0]["preprocessing"][0]
-    assert step["id"] == "scale_range" and (step["kwargs"]["min_percentile"], step["kwargs"]["max_percentile"]) == (2, 98)
+    assert step["id"] == "scale_range" and (step["kwargs"]["min_percentile"], step["kwargs"]["max_percentile"]) == (
+        2,
+        98,
+    )
     assert rdf["outputs"][0]["axes"][-1]["channel_names"] == ["membrane"]  # sigmoid head: P(class 1)
     x = np.load(package / "test_input.npy")
     assert x.shape == (1, 80, 80, 1)  # the recorded test image, 80 px, a multiple of 4
@@ -166,7 +181,9 @@ def test_a_foreign_onnx_file_is_a_clear_error(tmp_path, capsys):
 
     io = [helper.make_tensor_value_info(n, TensorProto.FLOAT, [1, 4, 4, 1]) for n in ("x", "y")]
     graph = helper.make_graph([helper.make_node("Identity", ["x"], ["y"])], "foreign", io[:1], io[1:])
-    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8), tmp_path / "foreign.onnx")
+    onnx.save(
+        helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8), tmp_path / "foreign.onnx"
+    )
     with pytest.raises(UserInputError, match="foreign.onnx: an ONNX model, but not one exported by unet_tf"):
         load_onnx(tmp_path / "foreign.onnx")
     assert export_main(["--weights", str(tmp_path / "foreign.onnx"), "--out", str(tmp_path / "out")]) == 2
@@ -179,8 +196,11 @@ def test_a_foreign_onnx_file_is_a_clear_error(tmp_path, capsys):
 @pytest.mark.parametrize("case", ["unknown format", "out is under a file", "out is a file"])
 def test_bad_format_and_unwritable_out_are_one_line_errors(model_files, tmp_path, capsys, case):
     (tmp_path / "file").write_text("x")
-    out = {"unknown format": tmp_path / "out", "out is under a file": tmp_path / "file" / "out",
-           "out is a file": tmp_path / "file"}[case]
+    out = {
+        "unknown format": tmp_path / "out",
+        "out is under a file": tmp_path / "file" / "out",
+        "out is a file": tmp_path / "file",
+    }[case]
     extra = ["--format", "onnx,tflite"] if case == "unknown format" else []
     assert export_main(["--weights", str(model_files[2][0]), "--out", str(out), *extra]) == 2
     err = capsys.readouterr().err.strip()

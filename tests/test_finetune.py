@@ -1,4 +1,5 @@
 """Fine-tuning: weights copied by name (BatchNorm statistics too), head swap, bad parents, frozen encoder."""
+
 import json
 
 import keras
@@ -99,12 +100,18 @@ def test_other_class_count_replaces_only_the_head(parent5):
             np.testing.assert_array_equal(a, b)
 
 
-@pytest.mark.parametrize("cfg, message", [
-    (ModelConfig(base_filters=8, depth=2), "layer enc1_conv1 has kernel 3x3x1x4 in the parent, 3x3x1x8 here"),
-    (ModelConfig(base_filters=4, depth=3), "layer enc3_conv1 is not in the parent"),
-    (ModelConfig(base_filters=4, depth=1), "layer bottleneck_conv1 has kernel 3x3x8x16 in the parent, 3x3x4x8 here"),
-    (ModelConfig(model="resunet", base_filters=4, depth=2), "layer enc1_conv2 has 1 weights in the parent, 2 here"),
-])
+@pytest.mark.parametrize(
+    "cfg, message",
+    [
+        (ModelConfig(base_filters=8, depth=2), "layer enc1_conv1 has kernel 3x3x1x4 in the parent, 3x3x1x8 here"),
+        (ModelConfig(base_filters=4, depth=3), "layer enc3_conv1 is not in the parent"),
+        (
+            ModelConfig(base_filters=4, depth=1),
+            "layer bottleneck_conv1 has kernel 3x3x8x16 in the parent, 3x3x4x8 here",
+        ),
+        (ModelConfig(model="resunet", base_filters=4, depth=2), "layer enc1_conv2 has 1 weights in the parent, 2 here"),
+    ],
+)
 def test_incompatible_architecture_is_one_clear_error_and_copies_nothing(parent5, cfg, message):
     path, _ = parent5
     child = tiny_model(5, cfg, seed=7)
@@ -188,8 +195,13 @@ def test_fine_tuning_run_through_the_training_phases(parent5, tmp_path, monkeypa
     monkeypatch.setattr(training, "compile_model", compile_and_init)
     cfg = replace_config(
         RunConfig(),
-        data={"dataset": "tem", "data_dir": str(tmp_path / "tem"), "patch_size": 32, "patches_per_image": 2,
-              "val_fraction": 0.5},
+        data={
+            "dataset": "tem",
+            "data_dir": str(tmp_path / "tem"),
+            "patch_size": 32,
+            "patches_per_image": 2,
+            "val_fraction": 0.5,
+        },
         model={"base_filters": 4, "depth": 2},
         train={"epochs": 2, "steps_per_epoch": 1, "batch_size": 2, "out": str(tmp_path / "run")},
     )

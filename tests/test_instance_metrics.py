@@ -1,12 +1,19 @@
 """Instance metrics: hand cases, an independent brute-force implementation, stardist if installed."""
+
 import math
 
 import numpy as np
 import pytest
 
 from unet_tf.instance_metrics import (
-    INSTANCE_COLUMNS, THRESHOLDS, InstanceEvaluator, Overlaps, evaluate_instances, instance_counts,
-    match_pairs, overlap_table,
+    INSTANCE_COLUMNS,
+    THRESHOLDS,
+    InstanceEvaluator,
+    Overlaps,
+    evaluate_instances,
+    instance_counts,
+    match_pairs,
+    overlap_table,
 )
 
 
@@ -16,8 +23,8 @@ def hand_case():
     true[0:10, 0:10] = 7
     true[20:30, 0:10] = 3
     pred = np.zeros((50, 50), np.int32)
-    pred[0:10, 0:6] = 1     # 60 / 100 of A
-    pred[20:30, 0:4] = 2    # 40 / 100 of B
+    pred[0:10, 0:6] = 1  # 60 / 100 of A
+    pred[20:30, 0:4] = 2  # 40 / 100 of B
     pred[40:45, 40:45] = 5  # nothing
     return true, pred
 
@@ -52,11 +59,11 @@ def test_perfect_and_empty():
 def test_ignore_drops_predictions_mostly_inside():
     true, pred = hand_case()
     ignore = np.zeros(true.shape, bool)
-    ignore[40:45, 40:43] = True   # 60 % of the stray prediction
-    ignore[20:30, 0:1] = True     # 25 % of prediction 2: kept
+    ignore[40:45, 40:43] = True  # 60 % of the stray prediction
+    ignore[20:30, 0:1] = True  # 25 % of prediction 2: kept
     s = evaluate_instances(true, pred, ignore)
     assert (s["n_pred"], s["n_ignored"], s["tp"], s["fp"], s["fn"]) == (2, 1, 1, 1, 1)
-    ignore[20:30, 0:3] = True     # now 75 % of prediction 2
+    ignore[20:30, 0:3] = True  # now 75 % of prediction 2
     s = evaluate_instances(true, pred, ignore)
     assert (s["n_pred"], s["n_ignored"], s["fp"], s["n_true"]) == (1, 2, 0, 2)
 
@@ -64,8 +71,15 @@ def test_ignore_drops_predictions_mostly_inside():
 def test_hungarian_beats_greedy_below_one_half():
     # A (10 px) meets X (11 px) in 6 px: IoU 0.4, and Y (10 px) in 4 px: 0.25;
     # B (10 px) meets X in 5 px: 0.3125. Greedy by IoU takes A-X and leaves B alone.
-    ov = Overlaps(np.array([1, 2]), np.array([1, 2]), np.array([10, 10]), np.array([11, 10]),
-                  rows=np.array([0, 0, 1]), cols=np.array([0, 1, 0]), inter=np.array([6, 4, 5]))
+    ov = Overlaps(
+        np.array([1, 2]),
+        np.array([1, 2]),
+        np.array([10, 10]),
+        np.array([11, 10]),
+        rows=np.array([0, 0, 1]),
+        cols=np.array([0, 1, 0]),
+        inter=np.array([6, 4, 5]),
+    )
     rows, cols, iou = match_pairs(ov, 0.1)
     assert sorted(zip(rows.tolist(), cols.tolist())) == [(0, 1), (1, 0)]
     assert sorted(iou.tolist()) == pytest.approx([0.25, 0.3125])
@@ -78,7 +92,7 @@ def random_labels(rng, shape=(64, 64), n=12):
     for k in rng.permutation(np.arange(1, 3 * n))[:n]:
         y, x = rng.integers(0, shape[0] - 4), rng.integers(0, shape[1] - 4)
         h, w = rng.integers(3, 16, size=2)
-        labels[y:y + h, x:x + w] = k
+        labels[y : y + h, x : x + w] = k
     return labels
 
 
@@ -91,7 +105,7 @@ def perturbed(rng, true):
         obj = np.roll(true == k, (dy, dx), axis=(0, 1))
         pred[obj] = k + 100
     y, x = rng.integers(0, true.shape[0] - 6, size=2)
-    pred[y:y + 5, x:x + 6] = 999  # a false positive (may cover others)
+    pred[y : y + 5, x : x + 6] = 999  # a false positive (may cover others)
     return pred
 
 
@@ -117,8 +131,13 @@ def brute_force(true, pred):
         tps.append(len(used_t))
     aps = [tp / (t_ids.size + p_ids.size - tp) for tp in tps]
     matched50 = iou[iou > 0.5].sum()
-    return {"tp": tps[0], "ap50": aps[0], "mean_ap": np.mean(aps), "seg": seg / t_ids.size,
-            "pq": matched50 / (tps[0] + 0.5 * (p_ids.size - tps[0]) + 0.5 * (t_ids.size - tps[0]))}
+    return {
+        "tp": tps[0],
+        "ap50": aps[0],
+        "mean_ap": np.mean(aps),
+        "seg": seg / t_ids.size,
+        "pq": matched50 / (tps[0] + 0.5 * (p_ids.size - tps[0]) + 0.5 * (t_ids.size - tps[0])),
+    }
 
 
 def test_against_brute_force_on_random_images():

@@ -1,10 +1,15 @@
 """Probabilities / masks -> instances: seeded watershed, distance-transform split, components."""
+
 import numpy as np
 import pytest
 from scipy import ndimage as ndi
 
 from unet_tf.instances import (
-    fill_label_holes, instances_from_probabilities, label_components, remove_small, renumber,
+    fill_label_holes,
+    instances_from_probabilities,
+    label_components,
+    remove_small,
+    renumber,
     split_touching,
 )
 from unet_tf.targets import instance_target
@@ -37,13 +42,16 @@ def test_split_touching_splits_two_touching_discs(r, separation):
     assert (labels[a & ~b] == left).mean() > 0.95 and (labels[b & ~a] == right).mean() > 0.95
 
 
-@pytest.mark.parametrize("shape_fn", [
-    lambda s: disc(s, 60, 60, 40),
-    lambda s: disc(s, 60, 60, 5),
-    lambda s: ellipse(s, 60, 60, 50, 15, 0.0),
-    lambda s: ellipse(s, 60, 60, 45, 12, 0.6),
-    lambda s: (np.abs(np.indices(s)[0] - 60) < 12) & (np.abs(np.indices(s)[1] - 60) < 50),
-])
+@pytest.mark.parametrize(
+    "shape_fn",
+    [
+        lambda s: disc(s, 60, 60, 40),
+        lambda s: disc(s, 60, 60, 5),
+        lambda s: ellipse(s, 60, 60, 50, 15, 0.0),
+        lambda s: ellipse(s, 60, 60, 45, 12, 0.6),
+        lambda s: (np.abs(np.indices(s)[0] - 60) < 12) & (np.abs(np.indices(s)[1] - 60) < 50),
+    ],
+)
 def test_split_touching_keeps_convex_objects_whole(shape_fn):
     mask = shape_fn((120, 120))
     labels = split_touching(mask)
@@ -70,7 +78,7 @@ def test_split_touching_min_size_and_empty():
 def test_label_components_min_size_and_connectivity():
     mask = np.zeros((10, 10), bool)
     mask[1:4, 1:4] = True
-    mask[4, 4] = True           # touches the square at a corner only
+    mask[4, 4] = True  # touches the square at a corner only
     mask[7:9, 7:9] = True
     assert label_components(mask).max() == 2
     assert label_components(mask, connectivity=4).max() == 3
@@ -81,20 +89,20 @@ def test_label_components_min_size_and_connectivity():
 def test_fill_label_holes_fills_only_single_owner_holes():
     labels = np.zeros((20, 30), np.int32)
     labels[2:10, 2:10] = 3
-    labels[4:8, 4:8] = 0           # hole of object 3 (with pixels far from its rim)
-    labels[2:10, 12:16] = 4        # objects 4 and 5 enclose a pocket together
+    labels[4:8, 4:8] = 0  # hole of object 3 (with pixels far from its rim)
+    labels[2:10, 12:16] = 4  # objects 4 and 5 enclose a pocket together
     labels[2:10, 18:22] = 5
     labels[2:4, 16:18] = 4
     labels[8:10, 16:18] = 5
     labels[12:18, 2:8] = 6
-    labels[14:16, 4:6] = 7         # a nested object inside 6 stays
+    labels[14:16, 4:6] = 7  # a nested object inside 6 stays
     out = fill_label_holes(labels)
     assert (out[4:8, 4:8] == 3).all()
     assert (out[4:8, 16:18] == 0).all()
     assert (out[14:16, 4:6] == 7).all() and (out[12:18, 2:8] > 0).all()
     edge = np.zeros((6, 6), np.int32)
     edge[:, :3] = 1
-    edge[2:4, 0] = 0               # notch open to the image edge: not a hole
+    edge[2:4, 0] = 0  # notch open to the image edge: not a hole
     assert (fill_label_holes(edge)[2:4, 0] == 0).all()
 
 
@@ -107,8 +115,7 @@ def test_renumber_and_remove_small():
 def synthetic_instances(shape=(160, 160)):
     """Seven discs, two pairs of them touching, one small one, one with a hole."""
     labels = np.zeros(shape, np.int32)
-    specs = [(40, 40, 18), (40, 72, 16), (110, 40, 20), (118, 75, 15), (40, 125, 14),
-             (115, 128, 16), (80, 100, 4)]
+    specs = [(40, 40, 18), (40, 72, 16), (110, 40, 20), (118, 75, 15), (40, 125, 14), (115, 128, 16), (80, 100, 4)]
     for k, (cy, cx, r) in enumerate(specs, start=1):
         labels[disc(shape, cy, cx, r) & (labels == 0)] = k
     return labels
@@ -147,7 +154,7 @@ def test_instances_from_probabilities_min_size_and_holes():
     true = synthetic_instances()
     prob = probabilities_from(true)
     hole = disc(true.shape, 110, 40, 3)
-    prob[hole] = [1.0, 0.0, 0.0]          # background hole inside object 3
+    prob[hole] = [1.0, 0.0, 0.0]  # background hole inside object 3
     pred = instances_from_probabilities(prob)
     assert pred.max() == 7 and (pred[hole] == pred[110, 30]).all() and pred[110, 40] > 0
     kept = instances_from_probabilities(prob, fill_holes=False)
@@ -159,7 +166,7 @@ def test_instances_from_probabilities_min_size_and_holes():
 def test_instances_from_probabilities_keeps_seedless_objects_and_checks_shape():
     prob = np.zeros((20, 20, 3), np.float32)
     prob[..., 0] = 1
-    prob[5:8, 5:8] = [0.1, 0.0, 0.9]       # all boundary: no interior seed
+    prob[5:8, 5:8] = [0.1, 0.0, 0.9]  # all boundary: no interior seed
     labels = instances_from_probabilities(prob)
     assert labels.max() == 1 and (labels > 0).sum() == 9
     with pytest.raises(ValueError, match="prob"):

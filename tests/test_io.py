@@ -1,4 +1,5 @@
 """Readers return the file's true dtype and values; writers round-trip atomically."""
+
 import cv2
 import numpy as np
 import pytest

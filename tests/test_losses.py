@@ -1,5 +1,6 @@
 """Losses: hand-computed numbers, agreement with Keras where they coincide,
 finite gradients and a save/load round trip of a compiled model."""
+
 import numpy as np
 import pytest
 
@@ -31,12 +32,8 @@ def as_bhwk(a):
 
 
 # 3x3 binary case: TP = 2, FP = 3, FN = 1
-Y3 = as_bhwk([[1, 1, 1],
-              [0, 0, 0],
-              [0, 0, 0]])
-P3 = as_bhwk([[1, 1, 0],
-              [1, 1, 1],
-              [0, 0, 0]])
+Y3 = as_bhwk([[1, 1, 1], [0, 0, 0], [0, 0, 0]])
+P3 = as_bhwk([[1, 1, 0], [1, 1, 1], [0, 0, 0]])
 
 
 def random_binary(seed, shape=(2, 5, 6, 1)):
@@ -55,6 +52,7 @@ def random_onehot(seed, shape=(2, 4, 5), n_classes=3):
 
 
 # --- Tversky family: hand-computed -------------------------------------------
+
 
 def test_tversky_hand_computed_hard_3x3():
     # TI = TP / (TP + .3 FP + .7 FN) = 2 / (2 + 0.9 + 0.7) = 2 / 3.6 -> loss 1 - 5/9 = 4/9
@@ -98,6 +96,7 @@ def test_multiclass_background_handling():
 
 # --- agreement with Keras ----------------------------------------------------
 
+
 def test_dice_equals_keras_dice_binary():
     y, p = random_binary(2)
     ours = Dice(smooth=0.0)(y, p)
@@ -126,8 +125,7 @@ def test_tversky_equals_keras_tversky_symmetric(ab):
 
 def test_weighted_bce_unit_weight_equals_keras():
     y, p = random_binary(5)
-    assert float(WeightedBCE(1.0)(y, p)) == pytest.approx(
-        float(keras.losses.BinaryCrossentropy()(y, p)), abs=1e-6)
+    assert float(WeightedBCE(1.0)(y, p)) == pytest.approx(float(keras.losses.BinaryCrossentropy()(y, p)), abs=1e-6)
 
 
 def test_weighted_bce_matches_numpy_formula():
@@ -153,7 +151,8 @@ def test_weighted_categorical_ce_matches_numpy_formula():
     expected = -np.mean((w * y * np.log(pc)).sum(-1))
     assert float(WeightedCategoricalCE(w)(y, p)) == pytest.approx(expected, rel=1e-5)
     assert float(WeightedCategoricalCE()(y, p)) == pytest.approx(
-        float(keras.losses.CategoricalCrossentropy()(y, p)), abs=1e-6)
+        float(keras.losses.CategoricalCrossentropy()(y, p)), abs=1e-6
+    )
 
 
 def test_combined_loss_is_weighted_sum_of_parts():
@@ -166,6 +165,7 @@ def test_combined_loss_is_weighted_sum_of_parts():
 
 
 # --- make_loss and helpers ---------------------------------------------------
+
 
 def test_make_loss_unknown_name_lists_valid_names():
     with pytest.raises(UserInputError) as err:
@@ -190,8 +190,7 @@ def test_make_loss_builds_the_named_losses():
     assert type(make_loss("focal_tversky", 2)) is FocalTversky
     assert isinstance(make_loss("ce", 2), WeightedBCE)  # ce/bce: the task's CE
     assert isinstance(make_loss("bce", 4), WeightedCategoricalCE)
-    assert [type(part) for part in make_loss("CE + Dice", 3).losses] == [
-        WeightedCategoricalCE, Dice]
+    assert [type(part) for part in make_loss("CE + Dice", 3).losses] == [WeightedCategoricalCE, Dice]
     # binary: class weights [w0, w1] become pos_weight w1 / w0
     assert make_loss("bce", 2, class_weights=[0.5, 2.0]).pos_weight == 4.0
 
@@ -210,6 +209,7 @@ def test_balance_helpers():
 
 
 # --- gradients ---------------------------------------------------------------
+
 
 @pytest.mark.parametrize("n_classes", [2, 3])
 @pytest.mark.parametrize("name", LOSS_NAMES)
@@ -231,9 +231,13 @@ def test_loss_gradient_finite_at_saturated_predictions(name, n_classes):
 
 # --- serialization -----------------------------------------------------------
 
+
 def test_loss_configs_round_trip():
-    for loss in (make_loss("auto", 2, pos_weight=3.0), make_loss("ce+dice", 4, class_weights=[1, 2, 3, 4]),
-                 FocalTversky(0.4, 0.6, gamma=0.5, smooth=0.5)):
+    for loss in (
+        make_loss("auto", 2, pos_weight=3.0),
+        make_loss("ce+dice", 4, class_weights=[1, 2, 3, 4]),
+        FocalTversky(0.4, 0.6, gamma=0.5, smooth=0.5),
+    ):
         clone = keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(loss))
         assert type(clone) is type(loss)
         assert clone.get_config() == loss.get_config()
@@ -244,8 +248,7 @@ def test_compiled_model_reloads_with_same_loss(tmp_path):
     inp = keras.Input((6, 6, 1))
     out = keras.layers.Conv2D(1, 3, padding="same", activation="sigmoid", name="head")(inp)
     model = keras.Model(inp, out)
-    model.compile(optimizer="adam", loss=make_loss("auto", 2, pos_weight=3.0),
-                  metrics=[DiceScore(2)])
+    model.compile(optimizer="adam", loss=make_loss("auto", 2, pos_weight=3.0), metrics=[DiceScore(2)])
     rng = np.random.default_rng(0)
     x = rng.normal(size=(2, 6, 6, 1)).astype("float32")
     y = (rng.random((2, 6, 6, 1)) < 0.4).astype("float32")
@@ -261,6 +264,7 @@ def test_compiled_model_reloads_with_same_loss(tmp_path):
 
 
 # --- weight channel: border weights and ignored pixels ------------------------
+
 
 def with_weight(y, weight):
     """Append a weight channel [..., 1] to targets [..., K]."""
@@ -279,7 +283,8 @@ def test_weight_two_doubles_that_pixels_cross_entropy():
     y2 = np.concatenate([1 - y, y], -1)
     p2 = np.concatenate([1 - p, p], -1)
     assert float(WeightedCategoricalCE()(with_weight(y2, [[[2.0, 1.0]]]), p2)) == pytest.approx(
-        (2 * np.log(2) + np.log(5)) / 2, rel=1e-6)
+        (2 * np.log(2) + np.log(5)) / 2, rel=1e-6
+    )
 
 
 def test_ignored_pixels_count_in_no_term_hand_computed():
@@ -377,16 +382,34 @@ def test_wrong_channel_count_is_refused():
 def test_configs_saved_before_the_weight_channel_still_load():
     # serialized by the code before this change (unet_tf 'auto' loss, 2 classes, pos_weight 3)
     old = {
-        "module": "unet_tf.losses", "class_name": "CombinedLoss", "registered_name": "unet_tf>CombinedLoss",
+        "module": "unet_tf.losses",
+        "class_name": "CombinedLoss",
+        "registered_name": "unet_tf>CombinedLoss",
         "config": {
-            "name": "bce_tversky", "reduction": "sum_over_batch_size", "weights": [1.0, 1.0],
+            "name": "bce_tversky",
+            "reduction": "sum_over_batch_size",
+            "weights": [1.0, 1.0],
             "losses": [
-                {"module": "unet_tf.losses", "class_name": "WeightedBCE", "registered_name": "unet_tf>WeightedBCE",
-                 "config": {"name": "bce", "reduction": "sum_over_batch_size", "pos_weight": 3.0}},
+                {
+                    "module": "unet_tf.losses",
+                    "class_name": "WeightedBCE",
+                    "registered_name": "unet_tf>WeightedBCE",
+                    "config": {"name": "bce", "reduction": "sum_over_batch_size", "pos_weight": 3.0},
+                },
                 # Tversky lived in unet_tf.losses then: the registered name finds it in overlap_losses
-                {"module": "unet_tf.losses", "class_name": "Tversky", "registered_name": "unet_tf>Tversky",
-                 "config": {"name": "tversky", "reduction": "sum_over_batch_size", "alpha": 0.3, "beta": 0.7,
-                            "smooth": 1.0, "include_background": False}},
+                {
+                    "module": "unet_tf.losses",
+                    "class_name": "Tversky",
+                    "registered_name": "unet_tf>Tversky",
+                    "config": {
+                        "name": "tversky",
+                        "reduction": "sum_over_batch_size",
+                        "alpha": 0.3,
+                        "beta": 0.7,
+                        "smooth": 1.0,
+                        "include_background": False,
+                    },
+                },
             ],
         },
     }
@@ -401,8 +424,10 @@ def test_channel_count_known_only_at_run_time():
     y, p, _, _ = weighted_batch(2, seed=30)
     loss = make_loss("auto", 2, pos_weight=2.0)
     dice = DiceScore(2)
-    relaxed = tf.function(lambda yt, yp: (loss(yt, yp), dice.update_state(yt, yp)),
-                          input_signature=[tf.TensorSpec([None] * 4), tf.TensorSpec([None, None, None, 1])])
+    relaxed = tf.function(
+        lambda yt, yp: (loss(yt, yp), dice.update_state(yt, yp)),
+        input_signature=[tf.TensorSpec([None] * 4), tf.TensorSpec([None, None, None, 1])],
+    )
     for target in (y, y[..., :1]):  # with and without the weight channel
         dice.reset_state()
         got = float(relaxed(target, p)[0])

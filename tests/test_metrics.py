@@ -1,5 +1,6 @@
 """Scores: hand-computed counts, NumPy and streaming Keras metrics agree, and
 the Keras metrics score the whole epoch, not a mean of batches."""
+
 import math
 
 import numpy as np
@@ -36,12 +37,8 @@ def onehot(ids, n_classes):
 
 
 # IoU = 1/3 case: truth and prediction each hold 2 pixels, 1 shared
-T = np.array([[1, 1, 0],
-              [0, 0, 0],
-              [0, 0, 0]])
-P = np.array([[0, 1, 1],
-              [0, 0, 0],
-              [0, 0, 0]])
+T = np.array([[1, 1, 0], [0, 0, 0], [0, 0, 0]])
+P = np.array([[0, 1, 1], [0, 0, 0], [0, 0, 0]])
 
 
 def test_confusion_counts_hand_computed():
@@ -138,8 +135,7 @@ def test_streaming_in_evaluate_batch_by_batch():
     inp = keras.Input((3, 3, 1))
     model = keras.Model(inp, keras.layers.Identity()(inp))  # prediction = input
     model.compile(loss="mse", metrics=[DiceScore(2), IoUScore(2), PixelAccuracy(2)])
-    logs = model.evaluate(np.concatenate([ya, pb]), np.concatenate([ya, yb]),
-                          batch_size=1, verbose=0, return_dict=True)
+    logs = model.evaluate(np.concatenate([ya, pb]), np.concatenate([ya, yb]), batch_size=1, verbose=0, return_dict=True)
     assert logs["dice"] == pytest.approx(4 / 11, abs=1e-6)
     assert logs["iou"] == pytest.approx(2 / 9, abs=1e-6)
     assert logs["pixel_accuracy"] == pytest.approx(11 / 18, abs=1e-6)
@@ -151,8 +147,7 @@ def test_multiclass_streaming_matches_numpy():
     noisy = np.where(rng.random(t.shape) < 0.4, rng.integers(0, 4, t.shape), t)
     probs = onehot(noisy, 4) * 0.7 + 0.075  # argmax = noisy
     y = onehot(t, 4)
-    metrics = [DiceScore(4), IoUScore(4), PixelAccuracy(4)] + [
-        DiceScore(4, class_id=c) for c in range(4)]
+    metrics = [DiceScore(4), IoUScore(4), PixelAccuracy(4)] + [DiceScore(4, class_id=c) for c in range(4)]
     for m in metrics:
         m.update_state(y[:2], probs[:2])
         m.update_state(y[2:], probs[2:])
@@ -175,8 +170,7 @@ def test_metric_config_round_trip():
     clone = keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(m))
     assert type(clone) is DiceScore
     assert clone.get_config() == m.get_config()
-    assert (clone.name, clone.n_classes, clone.class_id, clone.threshold) == (
-        "dice_myelinated_axon", 5, 2, 0.4)
+    assert (clone.name, clone.n_classes, clone.class_id, clone.threshold) == ("dice_myelinated_axon", 5, 2, 0.4)
     with pytest.raises(ValueError):
         DiceScore(3, class_id=3)
 
@@ -230,7 +224,8 @@ def test_keras_metrics_skip_ignored_pixels(n_classes):
         results.append([float(m.result()) for m in metrics])
     assert results[0] == results[1]  # predictions under ignored pixels change nothing
     np.testing.assert_allclose(
-        results[0], [foreground_mean(s["dice"]), foreground_mean(s["iou"]), s["pixel_accuracy"]], atol=1e-6)
+        results[0], [foreground_mean(s["dice"]), foreground_mean(s["iou"]), s["pixel_accuracy"]], atol=1e-6
+    )
     full = PixelAccuracy(n_classes)
     full.update_state(y, probs[1])
     assert float(full.result()) != pytest.approx(results[0][2])  # the ignored pixels did matter

@@ -1,4 +1,5 @@
 """Model builders: shapes, output activations, names, parameter counts, save/load."""
+
 import keras
 import numpy as np
 import pytest
@@ -73,9 +74,7 @@ def test_attention_handles_two_sizes_trains_and_round_trips(builder, tmp_path):
     model.save(path)
     loaded = keras.models.load_model(path)
     x = _image(64, 96)
-    np.testing.assert_array_equal(
-        np.asarray(model(x, training=False)), np.asarray(loaded(x, training=False))
-    )
+    np.testing.assert_array_equal(np.asarray(model(x, training=False)), np.asarray(loaded(x, training=False)))
 
 
 def test_check_input_size():
@@ -93,8 +92,16 @@ def test_layer_names_are_unique_and_informative(builder):
     names = [layer.name for layer in model.layers]
     assert len(names) == len(set(names))
     middle = "bottleneck" if builder is build_unet else "bridge"
-    for expected in ["image", "enc1_conv1", "enc2_conv1", f"{middle}_conv1", "dec1_up",
-                     "dec1_concat", "head_conv", "probabilities"]:
+    for expected in [
+        "image",
+        "enc1_conv1",
+        "enc2_conv1",
+        f"{middle}_conv1",
+        "dec1_up",
+        "dec1_concat",
+        "head_conv",
+        "probabilities",
+    ]:
         assert expected in names
 
 
@@ -116,8 +123,10 @@ def test_unet_parameter_count_matches_the_architecture():
         _double_conv(1, 4)  # enc1: 36 + 16 + 144 + 16
         + _double_conv(4, 8)  # enc2
         + _double_conv(8, 16)  # bottleneck
-        + _conv(2, 16, 8) + _double_conv(16, 8)  # dec2: up-conv, concat 8 + 8
-        + _conv(2, 8, 4) + _double_conv(8, 4)  # dec1: up-conv, concat 4 + 4
+        + _conv(2, 16, 8)
+        + _double_conv(16, 8)  # dec2: up-conv, concat 8 + 8
+        + _conv(2, 8, 4)
+        + _double_conv(8, 4)  # dec1: up-conv, concat 4 + 4
         + _conv(1, 4, 1)  # head
     )
     assert expected == 7637
@@ -131,8 +140,7 @@ def test_unet_parameter_count_matches_the_architecture():
 def test_resunet_depth3_downsamples_three_times():
     model = build_resunet(base_filters=4, depth=3)
     features = keras.Model(
-        model.input,
-        [model.get_layer(n).output for n in ["enc1_add", "enc2_add", "enc3_add", "bridge_add"]],
+        model.input, [model.get_layer(n).output for n in ["enc1_add", "enc2_add", "enc3_add", "bridge_add"]]
     )
     shapes = [tuple(f.shape) for f in features(_image(64, 64, batch=1))]
     assert shapes == [(1, 64, 64, 4), (1, 32, 32, 8), (1, 16, 16, 16), (1, 8, 8, 32)]

@@ -1,4 +1,5 @@
 """Object measurements on shapes with known answers; summaries checked by hand."""
+
 import math
 
 import numpy as np
@@ -15,7 +16,7 @@ def only(rows):
 
 
 def disc(shape, cy, cx, r):
-    yy, xx = np.mgrid[:shape[0], :shape[1]]
+    yy, xx = np.mgrid[: shape[0], : shape[1]]
     return (yy - cy) ** 2 + (xx - cx) ** 2 <= r * r
 
 
@@ -59,7 +60,7 @@ def test_ellipse_eccentricity():
 
 def test_l_shape_solidity_by_hand():
     ids = np.zeros((12, 12), np.uint8)
-    ids[0:10, 0:3] = 1   # vertical bar, 30 px
+    ids[0:10, 0:3] = 1  # vertical bar, 30 px
     ids[7:10, 0:10] = 1  # horizontal bar, 30 px, 9 shared
     row = only(measure_objects(np.pad(ids, 2), NAMES, image_name="L"))
     assert row["area_px"] == 51
@@ -96,7 +97,7 @@ def test_pixel_size_scaling():
     ids[3:10, 5:25] = 1
     px = only(measure_objects(ids, NAMES, image_name="s"))
     um = only(measure_objects(ids, NAMES, image_name="s", pixel_size=0.25))
-    assert um["area_um2"] == pytest.approx(140 * 0.25 ** 2)
+    assert um["area_um2"] == pytest.approx(140 * 0.25**2)
     assert um["equivalent_diameter_um"] == pytest.approx(px["equivalent_diameter_px"] * 0.25)
     assert um["perimeter_um"] == pytest.approx(px["perimeter_px"] * 0.25)
     for col in ("area_px", "centroid_y", "eccentricity", "solidity", "perimeter_px"):
@@ -105,11 +106,11 @@ def test_pixel_size_scaling():
 
 def test_min_size_drops_specks_and_renumbers():
     ids = np.zeros((20, 20), np.uint8)
-    ids[0, 0:2] = 1      # speck, 2 px (first in raster order)
-    ids[2:4, 5:8] = 1    # 6 px
-    ids[8, 8] = 1        # speck, 1 px
+    ids[0, 0:2] = 1  # speck, 2 px (first in raster order)
+    ids[2:4, 5:8] = 1  # 6 px
+    ids[8, 8] = 1  # speck, 1 px
     ids[12:15, 1:3] = 1  # 6 px
-    ids[18, 10:15] = 1   # 5 px: exactly min_size, kept
+    ids[18, 10:15] = 1  # 5 px: exactly min_size, kept
     all_rows = measure_objects(ids, NAMES, image_name="m")
     assert [r["area_px"] for r in all_rows] == [2, 6, 1, 6, 5]
     rows = measure_objects(ids, NAMES, image_name="m", min_size=5)
@@ -157,12 +158,23 @@ def obj(image, cls, area, um2=None):
 
 
 def test_summary_by_hand_with_zero_object_class():
-    rows = [obj("a", "axon", 2), obj("a", "axon", 9), obj("a", "axon", 4),
-            obj("a", "myelin", 6), obj("b", "axon", 8), obj("b", "axon", 6)]
+    rows = [
+        obj("a", "axon", 2),
+        obj("a", "axon", 9),
+        obj("a", "axon", 4),
+        obj("a", "myelin", 6),
+        obj("b", "axon", 8),
+        obj("b", "axon", 6),
+    ]
     out = summarize_objects(rows, NAMES, ["a", "b", "c"])
     assert [(r["image"], r["class"], r["count"]) for r in out] == [
-        ("a", "axon", 3), ("a", "myelin", 1), ("b", "axon", 2), ("b", "myelin", 0),
-        ("c", "axon", 0), ("c", "myelin", 0)]
+        ("a", "axon", 3),
+        ("a", "myelin", 1),
+        ("b", "axon", 2),
+        ("b", "myelin", 0),
+        ("c", "axon", 0),
+        ("c", "myelin", 0),
+    ]
     assert all(set(r) == set(SUMMARY_COLUMNS) for r in out)
     assert (out[0]["mean_area_px"], out[0]["median_area_px"]) == (5.0, 4.0)
     assert (out[1]["mean_area_px"], out[1]["median_area_px"]) == (6.0, 6.0)
@@ -177,8 +189,8 @@ def test_summary_by_hand_with_zero_object_class():
 
 def test_summary_takes_um2_from_rows_and_rejects_unknown_images():
     ids = np.zeros((20, 20), np.uint8)
-    ids[0:2, 0:2] = 1    # 4 px
-    ids[5:9, 5:9] = 1    # 16 px
+    ids[0:2, 0:2] = 1  # 4 px
+    ids[5:9, 5:9] = 1  # 16 px
     ids[15:18, 0:3] = 1  # 9 px
     rows = measure_objects(ids, NAMES, image_name="x", pixel_size=2.0)
     out = summarize_objects(rows, NAMES, ["x"])

@@ -1,14 +1,14 @@
 """OnnxModel: the same probabilities as Keras through predict_tiled, and no TensorFlow."""
+
 import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
-
-from unet_tf.model_file import ModelInfo
 import pytest
 
 from unet_tf.errors import UserInputError
+from unet_tf.model_file import ModelInfo
 
 pytest.importorskip("onnxruntime")
 pytest.importorskip("tf2onnx")
@@ -68,13 +68,19 @@ heavy = sorted(n for n in sys.modules if n.split('.')[0] in ('tensorflow', 'kera
 print(' '.join(heavy[:5]))
 """
 # Imports unet_tf.onnx_model without running unet_tf/__init__.py (which may load Keras).
-STUB_PACKAGE = (f"import types; pkg = types.ModuleType('unet_tf'); pkg.__path__ = [{str(REPO / 'unet_tf')!r}]; "
-                "sys.modules['unet_tf'] = pkg")
+STUB_PACKAGE = (
+    f"import types; pkg = types.ModuleType('unet_tf'); pkg.__path__ = [{str(REPO / 'unet_tf')!r}]; "
+    "sys.modules['unet_tf'] = pkg"
+)
 
 
 def _heavy_modules(exported, prelude: str) -> str:
-    run = subprocess.run([sys.executable, "-c", SCRIPT.format(prelude=prelude), str(exported[1])],
-                         capture_output=True, text=True, cwd=REPO)
+    run = subprocess.run(
+        [sys.executable, "-c", SCRIPT.format(prelude=prelude), str(exported[1])],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+    )
     assert run.returncode == 0, run.stderr[-2000:]
     return run.stdout.strip()
 
@@ -85,8 +91,12 @@ def test_onnx_model_module_imports_no_tensorflow(exported):
 
 @pytest.mark.slow  # the probe imports unet_tf, i.e. TensorFlow until issue 10 lands
 def test_whole_package_path_imports_no_tensorflow(exported):
-    probe = subprocess.run([sys.executable, "-c", "import sys, unet_tf; print('keras' in sys.modules)"],
-                           capture_output=True, text=True, cwd=REPO)
+    probe = subprocess.run(
+        [sys.executable, "-c", "import sys, unet_tf; print('keras' in sys.modules)"],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+    )
     if probe.stdout.strip() == "True":
         pytest.skip("import unet_tf still loads Keras (lazy public API: issue 10)")
     assert _heavy_modules(exported, "") == ""

@@ -61,8 +61,7 @@ def test_encode_weighted_targets_zero_on_ignore():
     assert y[..., :3].tolist() == [[[1, 0, 0], [0, 1, 0]], [[0, 0, 0], [0, 0, 1]]]
     every = tf.constant(np.arange(256, dtype=np.uint8)[:, None])  # the gather table, row by row
     for n_classes in (2, 3, 7):
-        expected = np.concatenate(
-            [encode_targets(every, n_classes).numpy(), (np.arange(256) < n_classes)[:, None]], -1)
+        expected = np.concatenate([encode_targets(every, n_classes).numpy(), (np.arange(256) < n_classes)[:, None]], -1)
         np.testing.assert_array_equal(encode_weighted_targets(every, None, n_classes).numpy(), expected)
     binary = encode_weighted_targets(ids % 2 + tf.cast(ids == IGNORE_ID, tf.uint8) * 254, None, 2).numpy()
     assert binary.tolist() == [[[0, 1], [1, 1]], [[0, 0], [0, 1]]]  # [target, weight]
@@ -91,8 +90,15 @@ def test_rare_class_rule():
 def test_training_batches_shapes_dtypes_and_count(n_classes):
     images, masks = pairs([(70, 90), (40, 50)], n_classes)
     ds = make_dataset(
-        images, masks, n_classes, training=True, patch_size=32, batch_size=4,
-        patches_per_image=5, augment=AugmentConfig(), seed=1,
+        images,
+        masks,
+        n_classes,
+        training=True,
+        patch_size=32,
+        batch_size=4,
+        patches_per_image=5,
+        augment=AugmentConfig(),
+        seed=1,
     )
     got = batches(ds)
     assert [x.shape[0] for x, _ in got] == [4, 4, 2]  # 2 images x 5 patches
@@ -111,22 +117,20 @@ def test_unaugmented_patches_are_exact_crops_of_image_and_mask():
     shape = (60, 75)
     image = np.arange(np.prod(shape), dtype=np.float32).reshape(shape)  # value -> position
     mask = (np.arange(np.prod(shape)).reshape(shape) % 3).astype(np.uint8)
-    ds = make_dataset([image], [mask], 3, training=True, patch_size=32, batch_size=8,
-                      patches_per_image=8, seed=2)
+    ds = make_dataset([image], [mask], 3, training=True, patch_size=32, batch_size=8, patches_per_image=8, seed=2)
     x, y = batches(ds)[0]
     origins = set()
     for xi, yi in zip(x[..., 0], y[..., :3].argmax(-1)):
         r, c = divmod(int(xi[0, 0]), shape[1])
-        np.testing.assert_array_equal(xi, image[r:r + 32, c:c + 32])
-        np.testing.assert_array_equal(yi, mask[r:r + 32, c:c + 32])
+        np.testing.assert_array_equal(xi, image[r : r + 32, c : c + 32])
+        np.testing.assert_array_equal(yi, mask[r : r + 32, c : c + 32])
         origins.add((r, c))
     assert len(origins) > 4  # random positions
 
 
 def test_image_smaller_than_patch_is_reflect_padded():
     image, mask = pairs([(20, 25)], 2, seed=3)
-    ds = make_dataset(image, mask, 2, training=True, patch_size=32, batch_size=2,
-                      patches_per_image=2)
+    ds = make_dataset(image, mask, 2, training=True, patch_size=32, batch_size=2, patches_per_image=2)
     x, y = batches(ds)[0]
     expected = np.pad(image[0], ((6, 6), (4, 3)), mode="reflect")
     np.testing.assert_array_equal(x[0, ..., 0], expected)
@@ -136,23 +140,32 @@ def test_image_smaller_than_patch_is_reflect_padded():
 def test_augmented_patches_keep_image_and_mask_aligned():
     rng = np.random.default_rng(4)
     mask = np.kron(rng.integers(0, 4, (10, 10)), np.ones((16, 16))).astype(np.uint8)
-    ds = make_dataset([mask.astype(np.float32)], [mask], 4, training=True, patch_size=48,
-                      batch_size=8, patches_per_image=8, augment=GEOMETRY_ONLY, seed=5)
+    ds = make_dataset(
+        [mask.astype(np.float32)],
+        [mask],
+        4,
+        training=True,
+        patch_size=48,
+        batch_size=8,
+        patches_per_image=8,
+        augment=GEOMETRY_ONLY,
+        seed=5,
+    )
     x, y = batches(ds)[0]
     ids = y[..., :4].argmax(-1)
     agree = np.round(x[..., 0]) == ids
     # bilinear image vs nearest mask differ only next to label edges
     size = (1, 5, 5)
-    interior = (ndimage.maximum_filter(ids, size, mode="constant", cval=99)
-                == ndimage.minimum_filter(ids, size, mode="constant", cval=-1))  # not at borders
+    interior = ndimage.maximum_filter(ids, size, mode="constant", cval=99) == ndimage.minimum_filter(
+        ids, size, mode="constant", cval=-1
+    )  # not at borders
     assert interior.mean() > 0.3 and agree[interior].all()
     assert agree.mean() > 0.9
 
 
 def test_epochs_differ_and_seed_repeats():
     images, masks = pairs([(80, 80), (50, 70)], 3)
-    kw = dict(training=True, patch_size=32, batch_size=4, patches_per_image=4,
-              augment=AugmentConfig())
+    kw = dict(training=True, patch_size=32, batch_size=4, patches_per_image=4, augment=AugmentConfig())
     ds = make_dataset(images, masks, 3, seed=7, **kw)
     first, second = batches(ds)[0], batches(ds)[0]
     assert not np.array_equal(first[0], second[0])  # a new draw every epoch
@@ -170,8 +183,17 @@ def test_oversampling_finds_a_tiny_rare_blob():
     image = np.zeros(mask.shape, np.float32)
 
     def fraction_with_rare(p):
-        ds = make_dataset([image], [mask], 3, training=True, patch_size=32, batch_size=32,
-                          patches_per_image=64, oversample_rare=p, seed=9)
+        ds = make_dataset(
+            [image],
+            [mask],
+            3,
+            training=True,
+            patch_size=32,
+            batch_size=32,
+            patches_per_image=64,
+            oversample_rare=p,
+            seed=9,
+        )
         return np.mean([np.any(y[..., 2] > 0, axis=(1, 2)).mean() for _, y in batches(ds)])
 
     never, often = fraction_with_rare(0.0), fraction_with_rare(0.9)
@@ -198,8 +220,8 @@ def test_validation_tiles_rebuild_every_image(n_classes):
         rebuilt_m = np.zeros_like(rebuilt_x)
         for t in np.flatnonzero(plan[:, 0] == i):
             r, c = plan[t, 1:]
-            rebuilt_x[r:r + 32, c:c + 32] = x[t, ..., 0]
-            rebuilt_m[r:r + 32, c:c + 32] = ids[t]
+            rebuilt_x[r : r + 32, c : c + 32] = x[t, ..., 0]
+            rebuilt_m[r : r + 32, c : c + 32] = ids[t]
         np.testing.assert_array_equal(rebuilt_x[:h, :w], images[i])
         np.testing.assert_array_equal(rebuilt_m[:h, :w], masks[i])
 
@@ -219,9 +241,18 @@ def instance_example(size=160, seed=11):
 
 def test_weights_and_ignore_stay_aligned_through_elastic_and_affine_warps():
     inst, mask, weight = instance_example()
-    ds = make_dataset([inst.astype(np.float32)], [mask], 4, training=True, patch_size=48,
-                      batch_size=8, patches_per_image=8, augment=GEOMETRY_ONLY, seed=12,
-                      weights=[weight])
+    ds = make_dataset(
+        [inst.astype(np.float32)],
+        [mask],
+        4,
+        training=True,
+        patch_size=48,
+        batch_size=8,
+        patches_per_image=8,
+        augment=GEOMETRY_ONLY,
+        seed=12,
+        weights=[weight],
+    )
     x, y = batches(ds)[0]
     targets, w = y[..., :4], y[..., 4]
     ignored = w == 0
@@ -235,8 +266,9 @@ def test_weights_and_ignore_stay_aligned_through_elastic_and_affine_warps():
     image_id = np.round(x[..., 0])
     agree = np.where(ignored, image_id >= 4, image_id == source_id)
     size = (1, 5, 5)
-    interior = (ndimage.maximum_filter(image_id, size, mode="constant", cval=99)
-                == ndimage.minimum_filter(image_id, size, mode="constant", cval=-1))
+    interior = ndimage.maximum_filter(image_id, size, mode="constant", cval=99) == ndimage.minimum_filter(
+        image_id, size, mode="constant", cval=-1
+    )
     assert interior.mean() > 0.3 and agree[interior].all()
     assert agree.mean() > 0.9
 
@@ -246,12 +278,21 @@ def test_unaugmented_weight_channel_is_the_exact_crop():
     position = np.arange(np.prod(shape), dtype=np.float32).reshape(shape)
     mask = (np.arange(np.prod(shape)).reshape(shape) % 3).astype(np.uint8)
     mask[10:20, 30:60] = IGNORE_ID
-    ds = make_dataset([position], [mask], 3, training=True, patch_size=32, batch_size=8,
-                      patches_per_image=8, seed=13, weights=[position + 1.0])
+    ds = make_dataset(
+        [position],
+        [mask],
+        3,
+        training=True,
+        patch_size=32,
+        batch_size=8,
+        patches_per_image=8,
+        seed=13,
+        weights=[position + 1.0],
+    )
     x, y = batches(ds)[0]
     for xi, yi in zip(x[..., 0], y):
         r, c = divmod(int(xi[0, 0]), shape[1])
-        crop = np.s_[r:r + 32, c:c + 32]
+        crop = np.s_[r : r + 32, c : c + 32]
         expected = np.where(mask[crop] == IGNORE_ID, 0.0, position[crop] + 1.0)
         np.testing.assert_array_equal(yi[..., 3], expected)
         np.testing.assert_array_equal(yi[..., :3].sum(-1), (mask[crop] != IGNORE_ID).astype(float))
@@ -262,8 +303,7 @@ def test_validation_tiles_carry_weights_and_ignore():
     images, masks = pairs(shapes, 2, seed=14)
     masks[0][5:30, 10:20] = IGNORE_ID
     weights = [im * 3.0 + 0.5 for im in images]
-    ds = make_dataset(images, masks, 2, training=False, patch_size=32, batch_size=4,
-                      weights=[weights[0], None])
+    ds = make_dataset(images, masks, 2, training=False, patch_size=32, batch_size=4, weights=[weights[0], None])
     y = np.concatenate([b[1] for b in batches(ds)])
     plan = validation_plan(shapes, 32)
     expected_maps = [np.where(masks[0] == IGNORE_ID, 0.0, weights[0]), np.ones(shapes[1])]
@@ -271,7 +311,7 @@ def test_validation_tiles_carry_weights_and_ignore():
         rebuilt = np.full((max(h, 32), max(w, 32)), np.nan, np.float32)
         for t in np.flatnonzero(plan[:, 0] == i):
             r, c = plan[t, 1:]
-            rebuilt[r:r + 32, c:c + 32] = y[t, ..., 1]
+            rebuilt[r : r + 32, c : c + 32] = y[t, ..., 1]
         np.testing.assert_array_equal(rebuilt[:h, :w], expected_maps[i].astype(np.float32))
 
 
@@ -325,8 +365,17 @@ def test_batch_from_isbi2012_if_available():
         lo, hi = np.percentile(raw, (2, 98))
         images.append((raw - lo) / (hi - lo))
         masks.append((label == 0).astype(np.uint8))  # membrane (0) -> class 1
-    ds = make_dataset(images, masks, 2, training=True, patch_size=128, batch_size=4,
-                      patches_per_image=4, augment=AugmentConfig(), seed=0)
+    ds = make_dataset(
+        images,
+        masks,
+        2,
+        training=True,
+        patch_size=128,
+        batch_size=4,
+        patches_per_image=4,
+        augment=AugmentConfig(),
+        seed=0,
+    )
     x, y = next(iter(ds))
     x, y = x.numpy(), y.numpy()
     assert x.shape == (4, 128, 128, 1) and y.shape == (4, 128, 128, 2)

@@ -1,4 +1,5 @@
 """predict.py end to end on tiny models: outputs, values, evaluation, bad input."""
+
 import csv
 
 import numpy as np
@@ -20,8 +21,13 @@ def save_model(path, class_values, class_names, test_images=()):
     from unet_tf.models import build_model
 
     keras.utils.set_random_seed(0)
-    info = ModelInfo(tuple(class_values), tuple(class_names), patch_size=64, size_divisor=4,
-                     test_images=tuple(tuple(map(str, t)) for t in test_images))
+    info = ModelInfo(
+        tuple(class_values),
+        tuple(class_names),
+        patch_size=64,
+        size_divisor=4,
+        test_images=tuple(tuple(map(str, t)) for t in test_images),
+    )
     model = attach_info(build_model(ModelConfig(base_filters=4, depth=2), len(class_values)), info)
     model.save(path)
     return path
@@ -48,9 +54,25 @@ def tem_model(tmp_path_factory):
 def test_outputs_values_metrics_and_objects(tmp_path, images, tem_model):
     folder, labels = images
     out = tmp_path / "out"
-    code = predict_main(["--weights", str(tem_model), "--input", str(folder), "--labels", str(labels),
-                         "--out", str(out), "--tile", "32", "--overlap", "8", "--save-probabilities",
-                         "--pixel-size", "0.5"])
+    code = predict_main(
+        [
+            "--weights",
+            str(tem_model),
+            "--input",
+            str(folder),
+            "--labels",
+            str(labels),
+            "--out",
+            str(out),
+            "--tile",
+            "32",
+            "--overlap",
+            "8",
+            "--save-probabilities",
+            "--pixel-size",
+            "0.5",
+        ]
+    )
     assert code == 0
     for stem, shape in (("a", (70, 90)), ("b", (64, 64))):
         mask = read_image(out / f"{stem}_mask.tif")
@@ -64,7 +86,11 @@ def test_outputs_values_metrics_and_objects(tmp_path, images, tem_model):
         assert read_image(out / f"{stem}_overlay.png").shape == shape
     with open(out / "metrics.csv") as f:
         rows = list(csv.DictReader(f))
-    assert {(r["image"], r["class"]) for r in rows} >= {("a", "schwann_cell"), ("mean", "background"), ("all", "background")}
+    assert {(r["image"], r["class"]) for r in rows} >= {
+        ("a", "schwann_cell"),
+        ("mean", "background"),
+        ("all", "background"),
+    }
     with open(out / "objects.csv") as f:
         objects = list(csv.DictReader(f))
     assert objects and {o["class"] for o in objects} <= set(TEM_NAMES[1:])
@@ -79,8 +105,22 @@ def test_binary_threshold_and_default_inputs_from_holdout(tmp_path, images):
 
     cv2.imwrite(str(label), np.where(np.arange(70 * 90).reshape(70, 90) % 3, 255, 0).astype(np.uint8))
     weights = save_model(tmp_path / "bin.keras", [255, 0], ["cell", "membrane"], [(folder / "a.tif", label)])
-    code = predict_main(["--weights", str(weights), "--out", str(tmp_path / "lo"), "--tile", "32",
-                         "--overlap", "8", "--threshold", "0.01", "--save-probabilities", "--no-overlay"])
+    code = predict_main(
+        [
+            "--weights",
+            str(weights),
+            "--out",
+            str(tmp_path / "lo"),
+            "--tile",
+            "32",
+            "--overlap",
+            "8",
+            "--threshold",
+            "0.01",
+            "--save-probabilities",
+            "--no-overlay",
+        ]
+    )
     assert code == 0
     assert (tmp_path / "lo" / "metrics.csv").exists()  # evaluated on the held-out image by default
     prob = tifffile.imread(tmp_path / "lo" / "a_prob.tif")[1]
@@ -92,8 +132,20 @@ def test_binary_threshold_and_default_inputs_from_holdout(tmp_path, images):
 def test_unreadable_image_is_skipped_and_reported(tmp_path, images, tem_model, capsys):
     folder, _ = images
     (folder / "broken.tif").write_bytes(b"not a tiff at all")
-    code = predict_main(["--weights", str(tem_model), "--input", str(folder), "--out", str(tmp_path / "o"),
-                         "--tile", "32", "--overlap", "8"])
+    code = predict_main(
+        [
+            "--weights",
+            str(tem_model),
+            "--input",
+            str(folder),
+            "--out",
+            str(tmp_path / "o"),
+            "--tile",
+            "32",
+            "--overlap",
+            "8",
+        ]
+    )
     assert code == 1
     assert "broken.tif" in capsys.readouterr().err
     assert (tmp_path / "o" / "a_mask.tif").exists() and (tmp_path / "o" / "b_mask.tif").exists()
@@ -123,7 +175,9 @@ def test_bad_input_is_one_line(tmp_path, images, tem_model, capsys):
     err = run("--weights", str(tem_model), "--input", str(folder), "--labels", str(labels))
     assert "a_mask.tif: label values 7 are not among" in err
     assert not (tmp_path / "x").exists()  # checked before anything was written
-    assert "multiple of the model's size divisor 4" in run("--weights", str(tem_model), "--input", str(folder), "--tile", "30")
+    assert "multiple of the model's size divisor 4" in run(
+        "--weights", str(tem_model), "--input", str(folder), "--tile", "30"
+    )
 
 
 def test_dsb2018_holdout_is_scored_against_every_nucleus(tmp_path):
@@ -140,17 +194,37 @@ def test_dsb2018_holdout_is_scored_against_every_nucleus(tmp_path):
     masks = []
     for k, (y, x) in enumerate([(5, 5), (30, 30), (45, 10)]):
         m = np.zeros((64, 64), np.uint8)
-        m[y:y + 10, x:x + 12] = 255
+        m[y : y + 10, x : x + 12] = 255
         cv2.imwrite(str(case / "masks" / f"n{k}.png"), m)
         masks.append(case / "masks" / f"n{k}.png")
-    info = ModelInfo((0, 255), ("background", "nucleus"), size_divisor=4, dataset="dsb2018", label_mode="union",
-                     test_images=((str(case / "images" / "c1.png"), *map(str, masks)),))
+    info = ModelInfo(
+        (0, 255),
+        ("background", "nucleus"),
+        size_divisor=4,
+        dataset="dsb2018",
+        label_mode="union",
+        test_images=((str(case / "images" / "c1.png"), *map(str, masks)),),
+    )
     import keras
 
     keras.utils.set_random_seed(0)
     attach_info(build_model(ModelConfig(base_filters=4, depth=2), 2), info).save(tmp_path / "m.keras")
-    assert predict_main(["--weights", str(tmp_path / "m.keras"), "--out", str(tmp_path / "o"),
-                         "--tile", "32", "--overlap", "8", "--no-overlay"]) == 0
+    assert (
+        predict_main(
+            [
+                "--weights",
+                str(tmp_path / "m.keras"),
+                "--out",
+                str(tmp_path / "o"),
+                "--tile",
+                "32",
+                "--overlap",
+                "8",
+                "--no-overlay",
+            ]
+        )
+        == 0
+    )
     with open(tmp_path / "o" / "metrics.csv") as f:
         row = next(r for r in csv.DictReader(f) if r["image"] == "c1" and r["class"] == "nucleus")
     assert int(row["tp"]) + int(row["fn"]) == 3 * 10 * 12  # all three nuclei, not only n0.png
@@ -162,8 +236,14 @@ def test_stack_predicts_page_by_page_like_single_files(tmp_path, tem_model):
     pages = rng.integers(0, 60000, (5, 48, 40)).astype(np.uint16)
     stack = tmp_path / "in" / "stack.tif"
     stack.parent.mkdir()
-    tifffile.imwrite(stack, pages, photometric="minisblack", resolution=(1 / 0.25, 1 / 0.25),
-                     imagej=True, metadata={"unit": "um", "axes": "ZYX"})
+    tifffile.imwrite(
+        stack,
+        pages,
+        photometric="minisblack",
+        resolution=(1 / 0.25, 1 / 0.25),
+        imagej=True,
+        metadata={"unit": "um", "axes": "ZYX"},
+    )
     singles = tmp_path / "singles"
     singles.mkdir()
     for k, page in enumerate(pages):
@@ -190,8 +270,22 @@ def test_label_stack_with_other_page_count_is_an_error(tmp_path, tem_model, caps
     labels = tmp_path / "labels"
     labels.mkdir()
     tifffile.imwrite(labels / "s_mask.tif", np.zeros((2, 32, 32), np.uint8), photometric="minisblack")
-    code = predict_main(["--weights", str(tem_model), "--input", str(stack), "--labels", str(labels),
-                         "--out", str(tmp_path / "o"), "--tile", "32", "--overlap", "8"])
+    code = predict_main(
+        [
+            "--weights",
+            str(tem_model),
+            "--input",
+            str(stack),
+            "--labels",
+            str(labels),
+            "--out",
+            str(tmp_path / "o"),
+            "--tile",
+            "32",
+            "--overlap",
+            "8",
+        ]
+    )
     err = capsys.readouterr().err
     assert code == 2 and "s_mask.tif: 2 page(s), but the image s.tif has 3" in err
     assert not (tmp_path / "o").exists()

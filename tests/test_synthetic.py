@@ -1,5 +1,6 @@
 """Tests of the synthetic TEM generator (images, labels, instance ids), its dataset writer and
 command line, and the Otsu baseline of bench/otsu_baseline.py."""
+
 from __future__ import annotations
 
 import hashlib
@@ -82,12 +83,15 @@ def sha256(*arrays):
     return hashlib.sha256(b"".join(np.ascontiguousarray(a).tobytes() for a in arrays)).hexdigest()
 
 
-@pytest.mark.parametrize("size, seed, expected", [
-    # sha256 of image + label bytes, computed with the generator before instance ids were added
-    # (commit 15dc89f); train/raw_00 of the default dataset is in the README's figures.
-    (1024, image_seed(0, 0, 0), "19db373dfa737eb74fdecc0613e8eefd12cb5b8ca0ce529aede549277ff73e40"),
-    (256, 0, "81e07e24e533a79425ef9071353d7c49621206c17cbc8b55d991055a6e403824"),
-])
+@pytest.mark.parametrize(
+    "size, seed, expected",
+    [
+        # sha256 of image + label bytes, computed with the generator before instance ids were added
+        # (commit 15dc89f); train/raw_00 of the default dataset is in the README's figures.
+        (1024, image_seed(0, 0, 0), "19db373dfa737eb74fdecc0613e8eefd12cb5b8ca0ce529aede549277ff73e40"),
+        (256, 0, "81e07e24e533a79425ef9071353d7c49621206c17cbc8b55d991055a6e403824"),
+    ],
+)
 def test_images_and_labels_unchanged_for_a_seed(size, seed, expected):
     assert sha256(*generate_tem_image(size, seed)) == expected
 
@@ -130,9 +134,19 @@ def test_write_dataset_files_roundtrip_and_stable_prefix(tmp_path):
     info = write_tem_dataset(tmp_path / "a", n_train=2, n_test=1, size=64, seed=5)
     assert info["n_train"] == 2 and info["n_test"] == 1 and info["size"] == [64, 64] and info["files"] == 9
     names = sorted(p.relative_to(tmp_path / "a").as_posix() for p in (tmp_path / "a").rglob("*"))
-    assert names == ["test", "test/inst_00.tif", "test/label_00.tif", "test/raw_00.tif", "train",
-                     "train/inst_00.tif", "train/inst_01.tif", "train/label_00.tif", "train/label_01.tif",
-                     "train/raw_00.tif", "train/raw_01.tif"]
+    assert names == [
+        "test",
+        "test/inst_00.tif",
+        "test/label_00.tif",
+        "test/raw_00.tif",
+        "train",
+        "train/inst_00.tif",
+        "train/inst_01.tif",
+        "train/label_00.tif",
+        "train/label_01.tif",
+        "train/raw_00.tif",
+        "train/raw_01.tif",
+    ]
     raw = tifffile.imread(tmp_path / "a" / "train" / "raw_01.tif")
     lab = tifffile.imread(tmp_path / "a" / "train" / "label_01.tif")
     inst = tifffile.imread(tmp_path / "a" / "train" / "inst_01.tif")
@@ -148,20 +162,26 @@ def test_write_dataset_files_roundtrip_and_stable_prefix(tmp_path):
     # Adding an image keeps the earlier ones; train and test images differ.
     write_tem_dataset(tmp_path / "b", n_train=3, n_test=1, size=64, seed=5)
     for name in ("raw_00.tif", "raw_01.tif", "label_01.tif"):
-        np.testing.assert_array_equal(tifffile.imread(tmp_path / "a" / "train" / name),
-                                      tifffile.imread(tmp_path / "b" / "train" / name))
+        np.testing.assert_array_equal(
+            tifffile.imread(tmp_path / "a" / "train" / name), tifffile.imread(tmp_path / "b" / "train" / name)
+        )
     assert (tmp_path / "b" / "train" / "raw_02.tif").exists()
-    assert not np.array_equal(tifffile.imread(tmp_path / "a" / "test" / "raw_00.tif"),
-                              tifffile.imread(tmp_path / "a" / "train" / "raw_00.tif"))
+    assert not np.array_equal(
+        tifffile.imread(tmp_path / "a" / "test" / "raw_00.tif"),
+        tifffile.imread(tmp_path / "a" / "train" / "raw_00.tif"),
+    )
 
 
 def test_cli_writes_dataset(tmp_path, capsys):
     assert main(["--out", str(tmp_path), "--n-train", "1", "--n-test", "0", "--size", "48"]) == 0
     assert (tmp_path / "train" / "raw_00.tif").exists() and (tmp_path / "train" / "inst_00.tif").exists()
     assert str(tmp_path) in capsys.readouterr().out
-    assert main(["--out", str(tmp_path / "b"), "--n-train", "1", "--n-test", "0", "--size", "48",
-                 "--no-instances"]) == 0
-    assert (tmp_path / "b" / "train" / "label_00.tif").exists() and not (tmp_path / "b" / "train" / "inst_00.tif").exists()
+    assert (
+        main(["--out", str(tmp_path / "b"), "--n-train", "1", "--n-test", "0", "--size", "48", "--no-instances"]) == 0
+    )
+    assert (tmp_path / "b" / "train" / "label_00.tif").exists() and not (
+        tmp_path / "b" / "train" / "inst_00.tif"
+    ).exists()
     with pytest.raises(SystemExit) as exit_info:
         main(["--out", str(tmp_path / "c"), "--size", "8"])
     assert exit_info.value.code == 2 and "size" in capsys.readouterr().err

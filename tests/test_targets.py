@@ -1,4 +1,5 @@
 """Instance targets: 3-class map, separation-border weights, ignore regions from markers."""
+
 import math
 import os
 from pathlib import Path
@@ -7,8 +8,15 @@ import numpy as np
 import pytest
 
 from unet_tf.targets import (
-    IGNORE_ID, border_weights, format_ignore_stats, ignore_from_markers, ignore_stats,
-    instance_target, typical_radius, unannotated_markers, with_ignore,
+    IGNORE_ID,
+    border_weights,
+    format_ignore_stats,
+    ignore_from_markers,
+    ignore_stats,
+    instance_target,
+    typical_radius,
+    unannotated_markers,
+    with_ignore,
 )
 
 
@@ -24,6 +32,7 @@ def test_two_touching_squares_get_a_boundary_between_them():
     assert (t[labels == 0] == 0).all()
     # The interior splits into exactly one component per object.
     from scipy import ndimage as ndi
+
     assert ndi.label(t == 1)[1] == 2
 
 
@@ -34,7 +43,7 @@ def test_lone_square_gets_a_ring_of_the_width(width):
     t = instance_target(labels, boundary_width=width)
     want = np.zeros_like(t)
     want[4:16, 4:16] = 2
-    want[4 + width:16 - width, 4 + width:16 - width] = 1
+    want[4 + width : 16 - width, 4 + width : 16 - width] = 1
     np.testing.assert_array_equal(t, want)
 
 
@@ -67,9 +76,9 @@ def brute_two_nearest(labels):
 def three_objects():
     labels = np.zeros((40, 48), np.int32)
     labels[5:15, 4:14] = 1
-    labels[5:15, 17:27] = 2      # 3 px gap to object 1
+    labels[5:15, 17:27] = 2  # 3 px gap to object 1
     labels[22:34, 10:20] = 5
-    labels[30:36, 40:46] = 8     # far away
+    labels[30:36, 40:46] = 8  # far away
     return labels
 
 
@@ -93,7 +102,7 @@ def test_border_weights_against_brute_force_everywhere():
     labels = three_objects()
     d1, d2 = brute_two_nearest(labels)
     sigma, w0 = 3.0, 7.0
-    want = 1 + w0 * np.exp(-(d1 + d2) ** 2 / (2 * sigma ** 2))
+    want = 1 + w0 * np.exp(-((d1 + d2) ** 2) / (2 * sigma**2))
     got = border_weights(labels, w0=w0, sigma=sigma)
     exact = d2 <= 4 * sigma
     np.testing.assert_allclose(got[exact], want[exact], rtol=1e-5)
@@ -168,6 +177,7 @@ GOWT1 = Path(os.environ.get("UNET_TF_DATA", "data")) / "Fluo-N2DH-GOWT1"
 @pytest.mark.skipif(not (GOWT1 / "01_GT" / "SEG" / "man_seg005.tif").exists(), reason="GOWT1 data absent")
 def test_gowt1_partial_frame_every_marker_is_annotated_or_ignored():
     import tifffile
+
     seg = tifffile.imread(GOWT1 / "01_GT" / "SEG" / "man_seg005.tif")
     markers = tifffile.imread(GOWT1 / "01_GT" / "TRA" / "man_track005.tif")
     ignore = ignore_from_markers(seg, markers)

@@ -1,4 +1,5 @@
 """Pixel size from TIFF metadata, against hand-computed micrometres."""
+
 import numpy as np
 import pytest
 import tifffile
@@ -59,8 +60,13 @@ def test_anisotropic_takes_x_and_says_so(tmp_path):
 )
 def test_imagej_unit_and_resolution(tmp_path, unit, pixels_per_unit, expected_um):
     path = tmp_path / "ij.tif"
-    tifffile.imwrite(path, np.zeros((3, 4, 5), np.uint8), imagej=True,
-                     resolution=(pixels_per_unit, pixels_per_unit), metadata={"unit": unit, "spacing": 7.0})
+    tifffile.imwrite(
+        path,
+        np.zeros((3, 4, 5), np.uint8),
+        imagej=True,
+        resolution=(pixels_per_unit, pixels_per_unit),
+        metadata={"unit": unit, "spacing": 7.0},
+    )
     value, source = pixel_size_um(path)
     assert value == pytest.approx(expected_um) and "ImageJ" in source  # spacing (Z) is not the pixel size
 
@@ -72,17 +78,25 @@ def test_imagej_unknown_unit_gives_none_with_reason(tmp_path):
     assert value is None and "furlong" in reason
 
 
-@pytest.mark.parametrize("meta,expected_um", [
-    ({"PhysicalSizeX": 0.65, "PhysicalSizeY": 0.65}, 0.65),  # unit defaults to um
-    ({"PhysicalSizeX": 650, "PhysicalSizeXUnit": "nm",
-      "PhysicalSizeY": 650, "PhysicalSizeYUnit": "nm"}, 0.65),
-    ({"PhysicalSizeX": 0.001, "PhysicalSizeXUnit": "mm"}, 1.0),
-])
+@pytest.mark.parametrize(
+    "meta,expected_um",
+    [
+        ({"PhysicalSizeX": 0.65, "PhysicalSizeY": 0.65}, 0.65),  # unit defaults to um
+        ({"PhysicalSizeX": 650, "PhysicalSizeXUnit": "nm", "PhysicalSizeY": 650, "PhysicalSizeYUnit": "nm"}, 0.65),
+        ({"PhysicalSizeX": 0.001, "PhysicalSizeXUnit": "mm"}, 1.0),
+    ],
+)
 def test_ome_physical_size(tmp_path, meta, expected_um):
     path = tmp_path / "a.ome.tif"
     # Resolution tags saying otherwise must lose against the OME-XML.
-    tifffile.imwrite(path, np.zeros((2, 4, 5), np.uint16), ome=True, metadata={"axes": "ZYX", **meta},
-                     resolution=(1.0, 1.0), resolutionunit=3)
+    tifffile.imwrite(
+        path,
+        np.zeros((2, 4, 5), np.uint16),
+        ome=True,
+        metadata={"axes": "ZYX", **meta},
+        resolution=(1.0, 1.0),
+        resolutionunit=3,
+    )
     value, source = pixel_size_um(path)
     assert value == pytest.approx(expected_um) and "OME" in source
 

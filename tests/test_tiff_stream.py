@@ -1,4 +1,5 @@
 """Windowed reads equal slices of whole reads; streaming writers equal whole writes and are atomic."""
+
 import cv2
 import numpy as np
 import pytest
@@ -23,13 +24,16 @@ def image():
     return np.random.default_rng(0).integers(0, 65535, size=(300, 170), endpoint=True).astype(np.uint16)
 
 
-@pytest.mark.parametrize("layout", [
-    {"tile": (64, 64)},
-    {"tile": (32, 48), "compression": "zlib"},
-    {"rowsperstrip": 7},
-    {"rowsperstrip": 16, "compression": "zlib", "predictor": True},
-    {"rowsperstrip": 300, "compression": "zlib"},  # one compressed strip: still windowed below 64 MiB
-])
+@pytest.mark.parametrize(
+    "layout",
+    [
+        {"tile": (64, 64)},
+        {"tile": (32, 48), "compression": "zlib"},
+        {"rowsperstrip": 7},
+        {"rowsperstrip": 16, "compression": "zlib", "predictor": True},
+        {"rowsperstrip": 300, "compression": "zlib"},  # one compressed strip: still windowed below 64 MiB
+    ],
+)
 def test_read_window_equals_slice_of_whole_read(tmp_path, image, layout):
     path = tmp_path / "a.tif"
     tifffile.imwrite(path, image, metadata=None, **layout)
@@ -78,15 +82,18 @@ def test_header_shape_and_dtype(tmp_path, image):
 def _bands(array, heights):
     row = 0
     for height in heights:
-        yield array[row:row + height]
+        yield array[row : row + height]
         row += height
 
 
-@pytest.mark.parametrize("shape,heights", [
-    ((300, 170), [37] * 8 + [4]),  # neither side a multiple of the tile; odd band heights
-    ((256, 128), [64, 64, 128]),  # exact multiples
-    ((10, 20), [10]),  # smaller than one tile
-])
+@pytest.mark.parametrize(
+    "shape,heights",
+    [
+        ((300, 170), [37] * 8 + [4]),  # neither side a multiple of the tile; odd band heights
+        ((256, 128), [64, 64, 128]),  # exact multiples
+        ((10, 20), [10]),  # smaller than one tile
+    ],
+)
 def test_band_wise_tiled_writer_equals_whole_array(tmp_path, shape, heights):
     array = np.random.default_rng(1).integers(0, 255, size=shape).astype(np.uint8)
     write_tiled(tmp_path / "pull.tif", _bands(array, heights), shape, np.uint8, tile=64, pixel_size_um=0.3)

@@ -1,4 +1,5 @@
 """predict.py --track's path: frames -> predict_image -> instances -> tracks -> CTC files and scores."""
+
 import numpy as np
 import pytest
 import tifffile
@@ -13,8 +14,13 @@ from unet_tf.timelapse import track_sequence
 class DiscModel:
     """A stand-in network that 'predicts' bright discs perfectly: interior, and a 1 px boundary ring."""
 
-    info = ModelInfo((0, 1, 2), ("background", "interior", "boundary"), size_divisor=4, target="instances",
-                     normalize=ModelInfo((0, 1), ("a", "b")).normalize)
+    info = ModelInfo(
+        (0, 1, 2),
+        ("background", "interior", "boundary"),
+        size_divisor=4,
+        target="instances",
+        normalize=ModelInfo((0, 1), ("a", "b")).normalize,
+    )
 
     def __call__(self, batch):
         fg = batch[..., 0] > 0.5
@@ -69,5 +75,11 @@ def test_gt_folder_without_man_track_is_an_error(tmp_path):
     seq = movie(tmp_path)
     (tmp_path / "bad").mkdir()
     with pytest.raises(UserInputError, match="no TRA/man_track.txt"):
-        track_sequence(DiscModel(), [str(seq)], tmp_path / "res", PredictConfig(tile=32, overlap=8),
-                       TrackConfig(gt=str(tmp_path / "bad")), log=print)
+        track_sequence(
+            DiscModel(),
+            [str(seq)],
+            tmp_path / "res",
+            PredictConfig(tile=32, overlap=8),
+            TrackConfig(gt=str(tmp_path / "bad")),
+            log=print,
+        )

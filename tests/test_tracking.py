@@ -6,6 +6,7 @@ the expected track ids follow from the documented numbering rule (first frame,
 then label order): B=10 -> 1, D=20 -> 2, C=30 -> 3, A=40 -> 4, daughters 31 -> 5
 and 32 -> 6.
 """
+
 from __future__ import annotations
 
 import csv
@@ -163,7 +164,8 @@ def test_outputs_and_motility_tables(tmp_path):
     tracks = motility.track_label_frames(lambda: iter(movie()), out, pixel_size=0.5, frame_interval=2.0)
     assert sorted(p.name for p in out.iterdir()) == sorted(
         [ctc.mask_name(t, N_FRAMES) for t in range(N_FRAMES)]
-        + ["res_track.txt", "tracks.csv", "tracks_summary.csv", "tracks.png"])
+        + ["res_track.txt", "tracks.csv", "tracks_summary.csv", "tracks.png"]
+    )
     rows = [r for r in _read_csv(out / "tracks.csv") if r["track"] == "4"]  # disc A: 5 px per frame
     assert [r["frame"] for r in rows] == [str(t) for t in range(N_FRAMES)]
     assert rows[0]["displacement_px"] == "" and float(rows[1]["displacement_px"]) == pytest.approx(5.0)

@@ -1,4 +1,5 @@
 """Tiny end-to-end training runs: run folder, model file contract, resume, bad input."""
+
 import csv
 import json
 
@@ -6,10 +7,9 @@ import numpy as np
 import pytest
 
 from unet_tf.cli.train import main as train_main
-from unet_tf.config import RunConfig
+from unet_tf.config import RunConfig, replace_config
 from unet_tf.model_file import read_info
 from unet_tf.synthetic import write_tem_dataset
-from unet_tf.config import replace_config
 from unet_tf.training import train
 
 RUN_FILES = {"best.keras", "last.keras", "config.json", "history.csv", "curves.png", "summary.json"}
@@ -26,8 +26,13 @@ def tiny_cfg(tem_dir, out, **train):
     cfg = RunConfig()
     return replace_config(
         cfg,
-        data={"dataset": "tem", "data_dir": str(tem_dir), "patch_size": 64, "patches_per_image": 2,
-              "val_fraction": 0.34},
+        data={
+            "dataset": "tem",
+            "data_dir": str(tem_dir),
+            "patch_size": 64,
+            "patches_per_image": 2,
+            "val_fraction": 0.34,
+        },
         model={"base_filters": 4, "depth": 2},
         train={"epochs": 2, "steps_per_epoch": 2, "batch_size": 2, "out": str(out), **train},
     )
@@ -81,9 +86,30 @@ def test_resume_continues_at_the_interrupted_epoch(tem_dir, tmp_path):
 
 
 def _cli(tem_dir, tmp_path, *extra):
-    return train_main(["--dataset", "tem", "--data-dir", str(tem_dir), "--out", str(tmp_path / "cli"),
-                       "--base-filters", "4", "--depth", "2", "--patch-size", "64", "--epochs", "1",
-                       "--steps-per-epoch", "1", "--batch-size", "2", "--quiet", *extra])
+    return train_main(
+        [
+            "--dataset",
+            "tem",
+            "--data-dir",
+            str(tem_dir),
+            "--out",
+            str(tmp_path / "cli"),
+            "--base-filters",
+            "4",
+            "--depth",
+            "2",
+            "--patch-size",
+            "64",
+            "--epochs",
+            "1",
+            "--steps-per-epoch",
+            "1",
+            "--batch-size",
+            "2",
+            "--quiet",
+            *extra,
+        ]
+    )
 
 
 @pytest.mark.parametrize(
@@ -133,9 +159,12 @@ def test_best_model_written_when_validation_has_no_foreground(tmp_path):
     label[16:40, 20:44] = 255
     spec = DatasetSpec("arrays", (0, 255), ("background", "cell"))
     data = TrainingData(spec, (ArraySample("a", image, label),), (ArraySample("b", image, np.zeros_like(label)),))
-    cfg = replace_config(RunConfig(), data={"patch_size": 32, "patches_per_image": 2},
-                         model={"base_filters": 4, "depth": 2},
-                         train={"epochs": 2, "steps_per_epoch": 1, "batch_size": 2, "out": str(tmp_path / "run")})
+    cfg = replace_config(
+        RunConfig(),
+        data={"patch_size": 32, "patches_per_image": 2},
+        model={"base_filters": 4, "depth": 2},
+        train={"epochs": 2, "steps_per_epoch": 1, "batch_size": 2, "out": str(tmp_path / "run")},
+    )
     lines = []
     summary = train(cfg, data=data, log=lines.append, verbose=0)
     assert (tmp_path / "run" / "best.keras").is_file()

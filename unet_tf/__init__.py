@@ -18,6 +18,7 @@ objects, so ``keras.models.load_model("best.keras")`` works after any of them
 (or after ``import unet_tf.models``); if Keras is already imported when
 unet_tf is, they are registered at once.
 """
+
 from __future__ import annotations
 
 import importlib
@@ -30,19 +31,37 @@ __version__ = "0.1.0"
 
 # public name -> (module, attribute); light ones import no TensorFlow
 _LIGHT = {
-    "RunConfig": "config", "DataConfig": "config", "ModelConfig": "config", "TrainConfig": "config",
-    "NormalizeConfig": "config", "AugmentConfig": "config", "PredictConfig": "config",
-    "AblationConfig": "config", "load_config": "config", "replace_config": "config",
-    "ModelInfo": "model_file", "UserInputError": "errors",
-    "evaluate": "evaluation", "Evaluator": "evaluation", "measure_objects": "morphometry",
-    "percentile_normalize": "preprocessing", "read_image": "io", "read_label": "io",
-    "values_to_ids": "preprocessing", "TrainingData": "datasets",
+    "RunConfig": "config",
+    "DataConfig": "config",
+    "ModelConfig": "config",
+    "TrainConfig": "config",
+    "NormalizeConfig": "config",
+    "AugmentConfig": "config",
+    "PredictConfig": "config",
+    "AblationConfig": "config",
+    "load_config": "config",
+    "replace_config": "config",
+    "ModelInfo": "model_file",
+    "UserInputError": "errors",
+    "evaluate": "evaluation",
+    "Evaluator": "evaluation",
+    "measure_objects": "morphometry",
+    "percentile_normalize": "preprocessing",
+    "read_image": "io",
+    "read_label": "io",
+    "values_to_ids": "preprocessing",
+    "TrainingData": "datasets",
 }
 _MODEL_FACING = {
-    "build_model": "models", "build_unet": "models", "build_resunet": "models",
-    "load_model": "model_file", "read_info": "model_file",
+    "build_model": "models",
+    "build_unet": "models",
+    "build_resunet": "models",
+    "load_model": "model_file",
+    "read_info": "model_file",
     "train": "training",
-    "predict_image": "prediction", "Prediction": "prediction", "predict_files": "prediction",
+    "predict_image": "prediction",
+    "Prediction": "prediction",
+    "predict_files": "prediction",
 }
 __all__ = sorted([*_LIGHT, *_MODEL_FACING, "__version__"])
 

@@ -19,6 +19,7 @@ Everything here is pure TensorFlow (usable inside ``tf.data`` ``map`` with
 ``num_parallel_calls``); randomness comes only from ``tf.random.stateless_*``
 with an explicit ``[2]`` integer seed.
 """
+
 from __future__ import annotations
 
 import math
@@ -31,10 +32,7 @@ from .config import AugmentConfig
 
 
 def sampling_coordinates(
-    out_size: int | tf.Tensor,
-    centre: tf.Tensor,
-    matrix: tf.Tensor | None = None,
-    displacement: tf.Tensor | None = None,
+    out_size: int | tf.Tensor, centre: tf.Tensor, matrix: tf.Tensor | None = None, displacement: tf.Tensor | None = None
 ) -> tf.Tensor:
     """Source coordinates of every output pixel of a square patch.
 
@@ -77,9 +75,7 @@ def reflect_coordinates(coords: tf.Tensor, height: tf.Tensor, width: tf.Tensor) 
     return tf.clip_by_value(c, 0.0, limits)
 
 
-def warp_nearest(
-    flat: tf.Tensor, offset: tf.Tensor, width: tf.Tensor, coords: tf.Tensor
-) -> tf.Tensor:
+def warp_nearest(flat: tf.Tensor, offset: tf.Tensor, width: tf.Tensor, coords: tf.Tensor) -> tf.Tensor:
     """Nearest-neighbour sample of a row-major image stored in a flat tensor.
 
     Args:
@@ -97,11 +93,7 @@ def warp_nearest(
 
 
 def warp_bilinear(
-    flat: tf.Tensor,
-    offset: tf.Tensor,
-    height: tf.Tensor,
-    width: tf.Tensor,
-    coords: tf.Tensor,
+    flat: tf.Tensor, offset: tf.Tensor, height: tf.Tensor, width: tf.Tensor, coords: tf.Tensor
 ) -> tf.Tensor:
     """Bilinear sample (float32 ``[P, P]``) of a float image held in a flat tensor.
 
@@ -141,12 +133,7 @@ def dihedral_matrix(k: tf.Tensor, flip_rows: tf.Tensor, flip_cols: tf.Tensor) ->
     quarter = tf.constant([[0.0, 1.0], [-1.0, 0.0]])  # np.rot90(x, 1)
     rot = tf.switch_case(
         tf.cast(k, tf.int32) % 4,
-        [
-            lambda: tf.eye(2),
-            lambda: quarter,
-            lambda: quarter @ quarter,
-            lambda: quarter @ quarter @ quarter,
-        ],
+        [lambda: tf.eye(2), lambda: quarter, lambda: quarter @ quarter, lambda: quarter @ quarter @ quarter],
     )
     sr = tf.where(tf.cast(flip_rows, tf.bool), -1.0, 1.0)
     sc = tf.where(tf.cast(flip_cols, tf.bool), -1.0, 1.0)
@@ -175,9 +162,7 @@ def gaussian_smooth(field: tf.Tensor, sigma: float) -> tf.Tensor:
     return out[0]
 
 
-def elastic_field(
-    seed: tf.Tensor, out_size: int | tf.Tensor, grid: int, alpha: float, sigma: float
-) -> tf.Tensor:
+def elastic_field(seed: tf.Tensor, out_size: int | tf.Tensor, grid: int, alpha: float, sigma: float) -> tf.Tensor:
     """Smooth random displacement field, float32 ``[P, P, 2]`` in pixels.
 
     A ``grid x grid`` control grid of N(0, alpha) displacements, bicubically
@@ -212,9 +197,7 @@ def intensity_jitter(image: tf.Tensor, seed: tf.Tensor, cfg: AugmentConfig) -> t
     return x
 
 
-def random_geometry(
-    seed: tf.Tensor, cfg: AugmentConfig
-) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor, tf.Tensor]:
+def random_geometry(seed: tf.Tensor, cfg: AugmentConfig) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor, tf.Tensor]:
     """Draw the geometric part of an augmentation.
 
     Returns:
@@ -301,12 +284,7 @@ def sample_patch(
 
 
 def _augmented_coordinates(
-    seed: tf.Tensor,
-    cfg: AugmentConfig,
-    out_size: int,
-    centre: tf.Tensor,
-    height: tf.Tensor,
-    width: tf.Tensor,
+    seed: tf.Tensor, cfg: AugmentConfig, out_size: int, centre: tf.Tensor, height: tf.Tensor, width: tf.Tensor
 ) -> tf.Tensor:
     """float32 ``[P, P, 2]`` source coordinates of a random geometry (elastic,
     affine, rot90/flip) drawn from ``seed``, reflected into the image."""
@@ -315,9 +293,7 @@ def _augmented_coordinates(
     if cfg.elastic and cfg.elastic_prob > 0 and cfg.elastic_alpha > 0:
         field = tf.cond(
             use_elastic,
-            lambda: elastic_field(
-                elastic_seed, out_size, cfg.elastic_grid, cfg.elastic_alpha, cfg.elastic_sigma
-            ),
+            lambda: elastic_field(elastic_seed, out_size, cfg.elastic_grid, cfg.elastic_alpha, cfg.elastic_sigma),
             lambda: tf.zeros([out_size, out_size, 2]),
         )
     coords = sampling_coordinates(out_size, centre + translation, matrix, field)

@@ -6,6 +6,7 @@ lines, ``--config`` files and notebooks fill them by name (see
 silently ignored typo. The name tuples below are the choices the command lines
 offer; this module imports nothing heavy, so ``--help`` stays instant.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -21,8 +22,18 @@ DATASET_NAMES = ("tem", "isbi2012", "folder", "ctc", "dsb2018")
 MODEL_NAMES = ("unet", "resunet")
 UPSAMPLING_NAMES = ("nearest", "bilinear", "transpose")
 STRATEGY_NAMES = ("auto", "none", "mirrored", "multiworker")
-LOSS_NAMES = ("auto", "bce", "bce+tversky", "bce+dice", "tversky", "dice",
-              "focal_tversky", "ce", "ce+tversky", "ce+dice")
+LOSS_NAMES = (
+    "auto",
+    "bce",
+    "bce+tversky",
+    "bce+dice",
+    "tversky",
+    "dice",
+    "focal_tversky",
+    "ce",
+    "ce+tversky",
+    "ce+dice",
+)
 BUDGET_NAMES = ("steps", "epochs")
 TARGET_NAMES = ("auto", "semantic", "instances")
 
@@ -200,9 +211,7 @@ def from_dict(cls: type, values: dict, where: str = "config") -> Any:
     fields = {f.name: f for f in dataclasses.fields(cls)}
     unknown = sorted(set(values) - set(fields))
     if unknown:
-        raise UserInputError(
-            f"{where}: unknown key(s) {', '.join(unknown)}; known: {', '.join(fields)}"
-        )
+        raise UserInputError(f"{where}: unknown key(s) {', '.join(unknown)}; known: {', '.join(fields)}")
     kwargs = {}
     for name, value in values.items():
         f = fields[name]

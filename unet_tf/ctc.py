@@ -27,6 +27,7 @@ that are not 0..n-1 that function maps each pixel through a Python dict
 GOWT1 02). :func:`score_sequence` swaps in :func:`confusion_matrix`, the same
 matrix by ``np.bincount`` (tested equal to scikit-learn's).
 """
+
 from __future__ import annotations
 
 import contextlib

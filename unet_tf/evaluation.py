@@ -30,6 +30,7 @@ Two aggregate rows per class, after the per-image rows:
   tn`` counts over all images, as if the images were one big image. Large
   images weigh more. Counts are the sums.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -67,8 +68,7 @@ def _rows_from_counts(counts: Counts, class_names: Sequence[str]) -> list[dict[s
     return rows
 
 
-def evaluate(true_ids: np.ndarray, pred_ids: np.ndarray,
-             class_names: Sequence[str]) -> list[dict[str, Any]]:
+def evaluate(true_ids: np.ndarray, pred_ids: np.ndarray, class_names: Sequence[str]) -> list[dict[str, Any]]:
     """Per-class scores of one image.
 
     Args:
@@ -117,8 +117,9 @@ class Evaluator:
     def __len__(self) -> int:
         return len(self._names)
 
-    def add(self, image_name: str, true_ids: np.ndarray, pred_ids: np.ndarray,
-            page: int | None = None) -> list[dict[str, Any]]:
+    def add(
+        self, image_name: str, true_ids: np.ndarray, pred_ids: np.ndarray, page: int | None = None
+    ) -> list[dict[str, Any]]:
         """Score one image, or one page of a stack (arrays as in :func:`evaluate`); returns its rows.
 
         Raises ValueError for an (image, page) already added or a reserved

@@ -16,6 +16,7 @@ The encoder is the contracting path and the bottleneck: the layers named
 (Deep ResUNet), see :func:`is_encoder_layer`. The decoder (``dec<i>_*``) and the
 head are trained throughout.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -75,8 +76,9 @@ def check_settings(cfg: TrainConfig, one_device: bool) -> None:
     if epochs and not getattr(cfg, "init_from", None):
         raise UserInputError("--freeze-encoder: needs --init-from (a fresh encoder has nothing worth keeping)")
     if epochs and not one_device:
-        raise UserInputError("--freeze-encoder: works on one device only, not under a tf.distribute strategy "
-                             "(use --strategy none)")
+        raise UserInputError(
+            "--freeze-encoder: works on one device only, not under a tf.distribute strategy (use --strategy none)"
+        )
 
 
 def finetune_config(cfg: RunConfig, one_device: bool, log: Log = print) -> RunConfig:
@@ -196,8 +198,12 @@ def init_from(model: Any, parent_path: str | Path, log: Log = print) -> dict:
         log(f"replaced the head: {n_parent} classes -> {n_here} (initialised fresh; the rest from {path})")
     else:
         log(f"initialised all {copied} weighted layers from {path}")
-    return {"parent": str(path.resolve()), "parent_classes": list(info.class_names),
-            "copied_layers": copied, "head_replaced": replace_head}
+    return {
+        "parent": str(path.resolve()),
+        "parent_classes": list(info.class_names),
+        "copied_layers": copied,
+        "head_replaced": replace_head,
+    }
 
 
 # === Freezing the encoder ===
@@ -232,8 +238,9 @@ class FreezeEncoder(keras.callbacks.Callback):
     def _set(self, frozen: bool) -> None:
         layers = [layer for layer in self.model.layers if is_encoder_layer(layer.name)]
         if not layers:
-            raise UserInputError(f"--freeze-encoder: model '{self.model.name}' has no encoder layers (enc*, "
-                                 "bottleneck*, bridge*)")
+            raise UserInputError(
+                f"--freeze-encoder: model '{self.model.name}' has no encoder layers (enc*, bottleneck*, bridge*)"
+            )
         for layer in layers:
             layer.trainable = not frozen
         self.frozen = frozen
@@ -241,9 +248,10 @@ class FreezeEncoder(keras.callbacks.Callback):
 
     def on_train_begin(self, logs=None):
         if self.epochs and not is_default(self.model.distribute_strategy):
-            # unet_tf.distribute.fit_distributed traces its step once: a switch would not take effect
-            raise UserInputError("--freeze-encoder: works on one device only, not under a tf.distribute strategy "
-                                 "(use --strategy none)")
+            # unet_tf.fitting.fit_distributed traces its step once: a switch would not take effect
+            raise UserInputError(
+                "--freeze-encoder: works on one device only, not under a tf.distribute strategy (use --strategy none)"
+            )
         optimizer = self.model.optimizer
         if self.epochs and not optimizer.built:
             optimizer.build(self.model.trainable_variables)  # all variables: unfreezing later needs their slots
@@ -258,5 +266,14 @@ class FreezeEncoder(keras.callbacks.Callback):
             self._set(False)
 
 
-__all__ = ["parent_model_config", "with_parent_architecture", "check_settings", "finetune_config", "init_from",
-           "FreezeEncoder", "is_encoder_layer", "describe", "HEAD_LAYER"]
+__all__ = [
+    "parent_model_config",
+    "with_parent_architecture",
+    "check_settings",
+    "finetune_config",
+    "init_from",
+    "FreezeEncoder",
+    "is_encoder_layer",
+    "describe",
+    "HEAD_LAYER",
+]

@@ -5,6 +5,7 @@ Several machines (or processes) can share the images of one run:
 :func:`shard_suffix` names its tables ``metrics.shard-i-of-n.csv`` (and so on)
 so that all workers can write into the same folder.
 """
+
 from __future__ import annotations
 
 import glob
@@ -115,6 +116,8 @@ def samples_for(inputs: Sequence[str] | None, labels_dir: str | None, info: Mode
         samples = [Sample(s.image, (lab,) if (lab := find_label(s.image, folder)) else ()) for s in samples]
         missing = [s.image.name for s in samples if not s.labels]
         if missing:
-            print(f"note: no label in {folder} for {', '.join(missing[:5])}{' ...' if len(missing) > 5 else ''}",
-                  file=sys.stderr)
+            print(
+                f"note: no label in {folder} for {', '.join(missing[:5])}{' ...' if len(missing) > 5 else ''}",
+                file=sys.stderr,
+            )
     return samples

@@ -36,6 +36,7 @@ mean over images of each per-image score, NaN skipped) and ``image == "all"``
 all true objects of all images, as the CTC computes it; ``mean_ap`` the mean
 over thresholds of the pooled ``ap``). A ratio with a zero denominator is NaN.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -47,8 +48,24 @@ THRESHOLDS = tuple(round(0.5 + 0.05 * i, 2) for i in range(10))
 """IoU thresholds 0.50, 0.55, ..., 0.95 of ``mean_ap``."""
 
 INSTANCE_COLUMNS = (
-    "image", "n_true", "n_pred", "n_ignored", "tp", "fp", "fn", "precision", "recall", "f1",
-    "ap50", "mean_ap", "sq", "rq", "pq", "seg", "count_error", "count_error_rel",
+    "image",
+    "n_true",
+    "n_pred",
+    "n_ignored",
+    "tp",
+    "fp",
+    "fn",
+    "precision",
+    "recall",
+    "f1",
+    "ap50",
+    "mean_ap",
+    "sq",
+    "rq",
+    "pq",
+    "seg",
+    "count_error",
+    "count_error_rel",
 )
 
 
@@ -173,9 +190,15 @@ class InstanceCounts:
 
     def __add__(self, other: "InstanceCounts") -> "InstanceCounts":
         return InstanceCounts(
-            self.n_true + other.n_true, self.n_pred + other.n_pred, self.n_ignored + other.n_ignored,
-            self.tp + other.tp, self.fp + other.fp, self.fn + other.fn,
-            self.iou_sum + other.iou_sum, self.seg_sum + other.seg_sum)
+            self.n_true + other.n_true,
+            self.n_pred + other.n_pred,
+            self.n_ignored + other.n_ignored,
+            self.tp + other.tp,
+            self.fp + other.fp,
+            self.fn + other.fn,
+            self.iou_sum + other.iou_sum,
+            self.seg_sum + other.seg_sum,
+        )
 
 
 def _seg_sum(overlaps: Overlaps) -> float:
@@ -184,8 +207,9 @@ def _seg_sum(overlaps: Overlaps) -> float:
     return float(overlaps.iou[covers].sum())
 
 
-def instance_counts(true: np.ndarray, pred: np.ndarray, ignore: np.ndarray | None = None,
-                    thresholds: Sequence[float] = THRESHOLDS) -> InstanceCounts:
+def instance_counts(
+    true: np.ndarray, pred: np.ndarray, ignore: np.ndarray | None = None, thresholds: Sequence[float] = THRESHOLDS
+) -> InstanceCounts:
     """Match ``pred`` against ``true`` (int label images, H x W) at every threshold.
 
     Args:
@@ -206,8 +230,7 @@ def instance_counts(true: np.ndarray, pred: np.ndarray, ignore: np.ndarray | Non
         tp[i] = iou.size
         if i == 0:
             iou_sum = float(iou.sum())
-    return InstanceCounts(n_true, n_pred, n_ignored, tp, n_pred - tp, n_true - tp,
-                          iou_sum, _seg_sum(overlaps))
+    return InstanceCounts(n_true, n_pred, n_ignored, tp, n_pred - tp, n_true - tp, iou_sum, _seg_sum(overlaps))
 
 
 # === Scores and rows ===
@@ -224,20 +247,27 @@ def instance_scores(counts: InstanceCounts) -> dict[str, Any]:
     sq = _ratio(counts.iou_sum, tp)
     rq = _ratio(tp, tp + 0.5 * fp + 0.5 * fn)
     return {
-        "n_true": counts.n_true, "n_pred": counts.n_pred, "n_ignored": counts.n_ignored,
-        "tp": tp, "fp": fp, "fn": fn,
-        "precision": _ratio(tp, tp + fp), "recall": _ratio(tp, tp + fn),
-        "f1": _ratio(2 * tp, 2 * tp + fp + fn), "ap50": ap[0],
+        "n_true": counts.n_true,
+        "n_pred": counts.n_pred,
+        "n_ignored": counts.n_ignored,
+        "tp": tp,
+        "fp": fp,
+        "fn": fn,
+        "precision": _ratio(tp, tp + fp),
+        "recall": _ratio(tp, tp + fn),
+        "f1": _ratio(2 * tp, 2 * tp + fp + fn),
+        "ap50": ap[0],
         "mean_ap": float(np.mean(ap)) if not np.isnan(ap).any() else float("nan"),
-        "sq": sq, "rq": rq, "pq": _ratio(counts.iou_sum, tp + 0.5 * fp + 0.5 * fn),
+        "sq": sq,
+        "rq": rq,
+        "pq": _ratio(counts.iou_sum, tp + 0.5 * fp + 0.5 * fn),
         "seg": _ratio(counts.seg_sum, counts.n_true),
         "count_error": counts.n_pred - counts.n_true,
         "count_error_rel": _ratio(counts.n_pred - counts.n_true, counts.n_true),
     }
 
 
-def evaluate_instances(true: np.ndarray, pred: np.ndarray,
-                       ignore: np.ndarray | None = None) -> dict[str, Any]:
+def evaluate_instances(true: np.ndarray, pred: np.ndarray, ignore: np.ndarray | None = None) -> dict[str, Any]:
     """Scores of one image (see the module docstring); keys :data:`INSTANCE_COLUMNS` minus ``image``."""
     return instance_scores(instance_counts(true, pred, ignore))
 
@@ -249,8 +279,7 @@ class InstanceEvaluator:
     names: list[str] = field(default_factory=list)
     counts: list[InstanceCounts] = field(default_factory=list)
 
-    def add(self, name: str, true: np.ndarray, pred: np.ndarray,
-            ignore: np.ndarray | None = None) -> dict[str, Any]:
+    def add(self, name: str, true: np.ndarray, pred: np.ndarray, ignore: np.ndarray | None = None) -> dict[str, Any]:
         """Score one image, remember it, and return its row."""
         counts = instance_counts(true, pred, ignore)
         self.names.append(name)

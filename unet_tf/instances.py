@@ -22,6 +22,7 @@ Every function returns int32 (H, W) labels, 0 background, objects numbered
 after a watershed: in that order of their seeds). Hole filling and small-object
 removal are exposed as :func:`fill_label_holes` and :func:`remove_small`.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -189,8 +190,7 @@ def instances_from_probabilities(
 # === Semantic mask -> instances ===
 
 
-def _component_peaks(dist: np.ndarray, components: np.ndarray, h: float
-                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _component_peaks(dist: np.ndarray, components: np.ndarray, h: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """h-maxima of ``dist`` per component: (markers (H, W), owner component (n,), centres (n, 2)).
 
     Each component is handled in its bounding box: the same maxima as one
@@ -203,8 +203,7 @@ def _component_peaks(dist: np.ndarray, components: np.ndarray, h: float
     owners, centres = [], []
     for k, box in enumerate(ndi.find_objects(components), start=1):
         own = components[box] == k
-        peaks, n = ndi.label(h_maxima(np.where(own, dist[box], 0), h).astype(bool) & own,
-                             structure=_structure(8))
+        peaks, n = ndi.label(h_maxima(np.where(own, dist[box], 0), h).astype(bool) & own, structure=_structure(8))
         if n == 0:
             continue
         markers[box][peaks > 0] = peaks[peaks > 0] + len(owners)
@@ -276,8 +275,11 @@ def split_touching(
         mask = ndi.binary_fill_holes(mask)
     dist = ndi.distance_transform_edt(mask).astype(np.float32)
     components, _ = ndi.label(mask, structure=_structure(8))
-    radius = float(np.median([dist[box][components[box] == k].max()
-                              for k, box in enumerate(ndi.find_objects(components), start=1)]))
+    radius = float(
+        np.median(
+            [dist[box][components[box] == k].max() for k, box in enumerate(ndi.find_objects(components), start=1)]
+        )
+    )
     h = max(1.0, SPLIT_H_FACTOR * radius) if h is None else float(h)
     min_distance = SPLIT_DISTANCE_FACTOR * radius if min_distance is None else float(min_distance)
     markers = _split_seeds(dist, components, h, min_distance)
@@ -288,8 +290,9 @@ def split_touching(
 # === The prediction step ===
 
 
-def instances_for(prob: np.ndarray, ids: np.ndarray, target: str, *, threshold: float = 0.5, min_size: int = 0,
-                  split: bool = False) -> np.ndarray | None:
+def instances_for(
+    prob: np.ndarray, ids: np.ndarray, target: str, *, threshold: float = 0.5, min_size: int = 0, split: bool = False
+) -> np.ndarray | None:
     """The instance labels (int32 (H, W), ids unique over classes) that prediction reports, or None.
 
     ``target == "instances"``: seeded watershed of the background / interior /

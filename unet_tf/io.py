@@ -22,6 +22,7 @@ gray image saved as RGB comes back exactly). This is said once per process.
 Every writer is atomic: it writes a temporary file in the destination folder and
 renames it, so an interrupted run never leaves a half-written output.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -119,9 +120,7 @@ def _existing_image(path: str | Path) -> Path:
     if not path.is_file():
         raise UserInputError(f"{path}: no such file")
     if path.suffix.lower() not in IMAGE_SUFFIXES:
-        raise UserInputError(
-            f"{path}: unknown image type '{path.suffix}'; expected one of {', '.join(IMAGE_SUFFIXES)}"
-        )
+        raise UserInputError(f"{path}: unknown image type '{path.suffix}'; expected one of {', '.join(IMAGE_SUFFIXES)}")
     return path
 
 
@@ -360,10 +359,7 @@ def write_mask(path: str | Path, mask: np.ndarray, pixel_size_um: float | None =
 
 
 def write_tiff(
-    path: str | Path,
-    array: np.ndarray,
-    compression: str | None = "zlib",
-    pixel_size_um: float | None = None,
+    path: str | Path, array: np.ndarray, compression: str | None = "zlib", pixel_size_um: float | None = None
 ) -> Path:
     """Write an array as a TIFF atomically: (H, W) or (bands, H, W), any numeric dtype.
 

@@ -32,6 +32,7 @@ saved as ``.keras`` reloads after ``import unet_tf``):
 The overlap losses live in :mod:`unet_tf.overlap_losses` (imported here, so
 ``unet_tf.losses.Tversky`` etc. still work; the registered names are the same).
 """
+
 from __future__ import annotations
 
 from typing import Any, Sequence
@@ -42,12 +43,7 @@ from keras import ops
 
 from .errors import UserInputError
 from .metrics import split_weight
-from .overlap_losses import (  # noqa: F401  (public here too)
-    Dice,
-    FocalTversky,
-    Tversky,
-    soft_tversky_index,
-)
+from .overlap_losses import Dice, FocalTversky, Tversky, soft_tversky_index  # noqa: F401  (public here too)
 
 _REGISTER = keras.saving.register_keras_serializable(package="unet_tf")
 
@@ -99,8 +95,9 @@ class WeightedBCE(keras.losses.Loss):
     finite at 0 and 1. See :func:`pos_weight_from_fraction`.
     """
 
-    def __init__(self, pos_weight: float = 1.0, name: str = "bce",
-                 reduction: str = "sum_over_batch_size", dtype: Any = None):
+    def __init__(
+        self, pos_weight: float = 1.0, name: str = "bce", reduction: str = "sum_over_batch_size", dtype: Any = None
+    ):
         super().__init__(name=name, reduction=reduction, dtype=dtype)
         self.pos_weight = float(pos_weight)
 
@@ -132,12 +129,15 @@ class WeightedCategoricalCE(keras.losses.Loss):
     :func:`class_weights_from_fractions`.
     """
 
-    def __init__(self, class_weights: Sequence[float] | None = None,
-                 name: str = "ce", reduction: str = "sum_over_batch_size",
-                 dtype: Any = None):
+    def __init__(
+        self,
+        class_weights: Sequence[float] | None = None,
+        name: str = "ce",
+        reduction: str = "sum_over_batch_size",
+        dtype: Any = None,
+    ):
         super().__init__(name=name, reduction=reduction, dtype=dtype)
-        self.class_weights = (None if class_weights is None
-                              else tuple(float(w) for w in class_weights))
+        self.class_weights = None if class_weights is None else tuple(float(w) for w in class_weights)
 
     def call(self, y_true, y_pred):
         y_pred = ops.convert_to_tensor(y_pred)
@@ -146,16 +146,15 @@ class WeightedCategoricalCE(keras.losses.Loss):
         if self.class_weights is not None:
             if y_pred.shape[-1] != len(self.class_weights):
                 raise ValueError(
-                    f"{self.name}: {len(self.class_weights)} class weights for "
-                    f"{y_pred.shape[-1]} output channels")
+                    f"{self.name}: {len(self.class_weights)} class weights for {y_pred.shape[-1]} output channels"
+                )
             w = ops.convert_to_tensor(np.asarray(self.class_weights), dtype=y_pred.dtype)
             ce = ops.sum(y_true * w, axis=-1) * ce
         return weighted_pixel_loss(ce, weight, self.reduction)
 
     def get_config(self):
         config = super().get_config()
-        config["class_weights"] = (None if self.class_weights is None
-                                   else list(self.class_weights))
+        config["class_weights"] = None if self.class_weights is None else list(self.class_weights)
         return config
 
 
@@ -172,11 +171,15 @@ class CombinedLoss(keras.losses.Loss):
     with "_" (``bce_tversky``): TensorFlow name scopes reject "+".
     """
 
-    def __init__(self, losses: Sequence[Any], weights: Sequence[float] | None = None,
-                 name: str | None = None, reduction: str = "sum_over_batch_size",
-                 dtype: Any = None):
-        parts = [keras.saving.deserialize_keras_object(p) if isinstance(p, dict) else p
-                 for p in losses]
+    def __init__(
+        self,
+        losses: Sequence[Any],
+        weights: Sequence[float] | None = None,
+        name: str | None = None,
+        reduction: str = "sum_over_batch_size",
+        dtype: Any = None,
+    ):
+        parts = [keras.saving.deserialize_keras_object(p) if isinstance(p, dict) else p for p in losses]
         if not parts:
             raise ValueError("CombinedLoss needs at least one loss")
         for part in parts:
@@ -185,8 +188,7 @@ class CombinedLoss(keras.losses.Loss):
         weights = [1.0] * len(parts) if weights is None else [float(w) for w in weights]
         if len(weights) != len(parts):
             raise ValueError(f"{len(parts)} losses but {len(weights)} weights")
-        super().__init__(name=name or "_".join(p.name for p in parts),
-                         reduction=reduction, dtype=dtype)
+        super().__init__(name=name or "_".join(p.name for p in parts), reduction=reduction, dtype=dtype)
         self.losses = parts
         self.weights = weights
 
@@ -198,10 +200,9 @@ class CombinedLoss(keras.losses.Loss):
 
     def get_config(self):
         config = super().get_config()
-        config.update({
-            "losses": [keras.saving.serialize_keras_object(p) for p in self.losses],
-            "weights": list(self.weights),
-        })
+        config.update(
+            {"losses": [keras.saving.serialize_keras_object(p) for p in self.losses], "weights": list(self.weights)}
+        )
         return config
 
 
@@ -254,13 +255,29 @@ def class_weights_from_fractions(fractions: Sequence[float], cap: float = 10.0) 
 
 # === By name ===
 
-LOSS_NAMES = ("auto", "bce", "bce+tversky", "bce+dice", "tversky", "dice",
-              "focal_tversky", "ce", "ce+tversky", "ce+dice")
+LOSS_NAMES = (
+    "auto",
+    "bce",
+    "bce+tversky",
+    "bce+dice",
+    "tversky",
+    "dice",
+    "focal_tversky",
+    "ce",
+    "ce+tversky",
+    "ce+dice",
+)
 
 
-def make_loss(name: str, n_classes: int, *, alpha: float = 0.3, beta: float = 0.7,
-              pos_weight: float | None = None,
-              class_weights: Sequence[float] | None = None) -> keras.losses.Loss:
+def make_loss(
+    name: str,
+    n_classes: int,
+    *,
+    alpha: float = 0.3,
+    beta: float = 0.7,
+    pos_weight: float | None = None,
+    class_weights: Sequence[float] | None = None,
+) -> keras.losses.Loss:
     """The loss for ``--loss NAME`` and a task of ``n_classes`` classes.
 
     Names (see ``LOSS_NAMES``): ``auto`` is cross-entropy + Tversky(alpha,
@@ -278,8 +295,7 @@ def make_loss(name: str, n_classes: int, *, alpha: float = 0.3, beta: float = 0.
     """
     key = str(name).strip().lower().replace(" ", "")
     if key not in LOSS_NAMES:
-        raise UserInputError(f"--loss: unknown loss {name!r}; choose one of "
-                             f"{', '.join(LOSS_NAMES)}")
+        raise UserInputError(f"--loss: unknown loss {name!r}; choose one of {', '.join(LOSS_NAMES)}")
     if int(n_classes) < 2:
         raise UserInputError(f"a segmentation task needs at least 2 classes, got {n_classes}")
     binary = int(n_classes) == 2
@@ -294,9 +310,11 @@ def make_loss(name: str, n_classes: int, *, alpha: float = 0.3, beta: float = 0.
         ce = WeightedCategoricalCE(class_weights=class_weights)
 
     first, _, second = ("ce+tversky" if key == "auto" else key).partition("+")
-    overlap = {"tversky": lambda: Tversky(alpha=alpha, beta=beta),
-               "dice": lambda: Dice(),
-               "focal_tversky": lambda: FocalTversky(alpha=alpha, beta=beta)}
+    overlap = {
+        "tversky": lambda: Tversky(alpha=alpha, beta=beta),
+        "dice": lambda: Dice(),
+        "focal_tversky": lambda: FocalTversky(alpha=alpha, beta=beta),
+    }
     if first in overlap:
         return overlap[first]()
     if not second:

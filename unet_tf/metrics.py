@@ -39,6 +39,7 @@ classes ``1 .. C-1`` (background excluded: it dominates the pixel count and
 would hide errors on rare classes); for binary tasks that is the foreground
 class alone.
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -47,6 +48,7 @@ import keras
 from keras import ops
 
 from .scores import confusion_counts, scores_from_counts, tversky_from_counts  # noqa: F401  (one formula, two uses)
+
 
 def split_weight(y_true: Any, n_channels: int | None) -> tuple[Any, Any]:
     """Targets and per-pixel weights from ``y_true`` of K or K + 1 channels.
@@ -77,7 +79,8 @@ def split_weight(y_true: Any, n_channels: int | None) -> tuple[Any, Any]:
         return y_true[..., :n_channels], y_true[..., n_channels]
     raise ValueError(
         f"y_true has {have} channels for {n_channels} output channels: expected "
-        f"{n_channels} (targets) or {n_channels + 1} (targets and a weight channel)")
+        f"{n_channels} (targets) or {n_channels + 1} (targets and a weight channel)"
+    )
 
 
 # === Keras: streaming metrics ===
@@ -95,9 +98,14 @@ class _ConfusionCountsMetric(keras.metrics.Metric):
     2**53 pixels). ``sample_weight`` is not supported.
     """
 
-    def __init__(self, n_classes: int, threshold: float = 0.5,
-                 class_id: int | None = None, name: str | None = None,
-                 dtype: Any = None):
+    def __init__(
+        self,
+        n_classes: int,
+        threshold: float = 0.5,
+        class_id: int | None = None,
+        name: str | None = None,
+        dtype: Any = None,
+    ):
         super().__init__(name=name, dtype=dtype)
         n_classes = int(n_classes)
         if n_classes < 2:
@@ -107,14 +115,10 @@ class _ConfusionCountsMetric(keras.metrics.Metric):
         self.n_classes = n_classes
         self.threshold = float(threshold)
         self.class_id = None if class_id is None else int(class_id)
-        self.tp = self.add_variable(shape=(n_classes,), initializer="zeros",
-                                    dtype="float64", name="tp")
-        self.fp = self.add_variable(shape=(n_classes,), initializer="zeros",
-                                    dtype="float64", name="fp")
-        self.fn = self.add_variable(shape=(n_classes,), initializer="zeros",
-                                    dtype="float64", name="fn")
-        self.tn = self.add_variable(shape=(n_classes,), initializer="zeros",
-                                    dtype="float64", name="tn")
+        self.tp = self.add_variable(shape=(n_classes,), initializer="zeros", dtype="float64", name="tp")
+        self.fp = self.add_variable(shape=(n_classes,), initializer="zeros", dtype="float64", name="fp")
+        self.fn = self.add_variable(shape=(n_classes,), initializer="zeros", dtype="float64", name="fn")
+        self.tn = self.add_variable(shape=(n_classes,), initializer="zeros", dtype="float64", name="tn")
 
     def _class_ids(self, y_true, y_pred):
         """Flat int32 class ids ``[N]`` of truth and hard prediction; ignored
@@ -125,15 +129,12 @@ class _ConfusionCountsMetric(keras.metrics.Metric):
         y_true, weight = split_weight(y_true, k)
         if k == 1:
             if self.n_classes != 2:
-                raise ValueError(
-                    f"{self.name}: one output channel means a binary task, "
-                    f"but n_classes={self.n_classes}")
+                raise ValueError(f"{self.name}: one output channel means a binary task, but n_classes={self.n_classes}")
             true_ids = ops.cast(y_true > 0.5, "int32")
             pred_ids = ops.cast(y_pred > self.threshold, "int32")
         else:
             if k is not None and k != self.n_classes:
-                raise ValueError(
-                    f"{self.name}: {k} output channels but n_classes={self.n_classes}")
+                raise ValueError(f"{self.name}: {k} output channels but n_classes={self.n_classes}")
             true_ids = ops.cast(ops.argmax(y_true, axis=-1), "int32")
             pred_ids = ops.cast(ops.argmax(y_pred, axis=-1), "int32")
         if k == 1:
@@ -181,8 +182,7 @@ class _ConfusionCountsMetric(keras.metrics.Metric):
 
     def get_config(self):
         config = super().get_config()
-        config.update({"n_classes": self.n_classes, "threshold": self.threshold,
-                       "class_id": self.class_id})
+        config.update({"n_classes": self.n_classes, "threshold": self.threshold, "class_id": self.class_id})
         return config
 
 
@@ -197,10 +197,10 @@ class DiceScore(_ConfusionCountsMetric):
     ``reset_state`` (Keras resets at each epoch / evaluate call).
     """
 
-    def __init__(self, n_classes: int, name: str = "dice", threshold: float = 0.5,
-                 class_id: int | None = None, dtype: Any = None):
-        super().__init__(n_classes, threshold=threshold, class_id=class_id,
-                         name=name, dtype=dtype)
+    def __init__(
+        self, n_classes: int, name: str = "dice", threshold: float = 0.5, class_id: int | None = None, dtype: Any = None
+    ):
+        super().__init__(n_classes, threshold=threshold, class_id=class_id, name=name, dtype=dtype)
 
     def result(self):
         tp, fp, fn, _ = self._counts()
@@ -211,10 +211,10 @@ class DiceScore(_ConfusionCountsMetric):
 class IoUScore(_ConfusionCountsMetric):
     """Dataset-level IoU (Jaccard) ``tp / (tp + fp + fn)``; else as :class:`DiceScore`."""
 
-    def __init__(self, n_classes: int, name: str = "iou", threshold: float = 0.5,
-                 class_id: int | None = None, dtype: Any = None):
-        super().__init__(n_classes, threshold=threshold, class_id=class_id,
-                         name=name, dtype=dtype)
+    def __init__(
+        self, n_classes: int, name: str = "iou", threshold: float = 0.5, class_id: int | None = None, dtype: Any = None
+    ):
+        super().__init__(n_classes, threshold=threshold, class_id=class_id, name=name, dtype=dtype)
 
     def result(self):
         tp, fp, fn, _ = self._counts()
@@ -225,12 +225,17 @@ class IoUScore(_ConfusionCountsMetric):
 class PixelAccuracy(_ConfusionCountsMetric):
     """Fraction of pixels whose hard predicted class equals the true class."""
 
-    def __init__(self, n_classes: int, name: str = "pixel_accuracy",
-                 threshold: float = 0.5, dtype: Any = None, class_id: None = None):
+    def __init__(
+        self,
+        n_classes: int,
+        name: str = "pixel_accuracy",
+        threshold: float = 0.5,
+        dtype: Any = None,
+        class_id: None = None,
+    ):
         if class_id is not None:
             raise ValueError("PixelAccuracy has no per-class form; class_id must be None")
-        super().__init__(n_classes, threshold=threshold, class_id=None,
-                         name=name, dtype=dtype)
+        super().__init__(n_classes, threshold=threshold, class_id=None, name=name, dtype=dtype)
 
     def result(self):
         tp, fp, fn, tn = self._counts()

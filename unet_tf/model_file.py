@@ -11,6 +11,7 @@ and read back with :func:`read_info`; files of older format versions load.
 Keras is imported only by the functions that need it, so the dataclass is
 usable where TensorFlow is not installed (ONNX models carry the same dict).
 """
+
 from __future__ import annotations
 
 import zipfile
@@ -18,8 +19,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .datasets import DatasetSpec
 from .config import ModelConfig, NormalizeConfig, from_dict, to_dict
+from .datasets import DatasetSpec
 from .errors import UserInputError
 
 INFO_LAYER = "unet_tf_info"  # the name of models.info_layer.InfoLayer in every model
@@ -68,8 +69,9 @@ class ModelInfo:
 
     def __post_init__(self):
         if len(self.class_values) != len(self.class_names) or len(self.class_values) < 2:
-            raise ValueError(f"class_values {self.class_values} and class_names {self.class_names}: "
-                             "need the same number, at least 2")
+            raise ValueError(
+                f"class_values {self.class_values} and class_names {self.class_names}: need the same number, at least 2"
+            )
         if self.target not in TARGETS:
             raise ValueError(f"target must be one of {TARGETS}, got {self.target!r}")
 
@@ -80,8 +82,15 @@ class ModelInfo:
     @property
     def spec(self):
         """The :class:`unet_tf.datasets.DatasetSpec` that reads label files for this model."""
-        return DatasetSpec(self.dataset, self.class_values, self.class_names, self.label_mode, self.target,
-                           self.boundary_width, self.ignore_value)
+        return DatasetSpec(
+            self.dataset,
+            self.class_values,
+            self.class_names,
+            self.label_mode,
+            self.target,
+            self.boundary_width,
+            self.ignore_value,
+        )
 
     def to_dict(self) -> dict:
         """Plain JSON-able dict (the Keras layer config, ONNX metadata, rdf.yaml)."""
@@ -93,8 +102,9 @@ class ModelInfo:
         values = dict(values)
         version = int(values.get("format", 1))
         if version > FORMAT_VERSION:
-            raise UserInputError(f"model info format {version} is newer than this unet_tf understands "
-                                 f"({FORMAT_VERSION}); update unet_tf")
+            raise UserInputError(
+                f"model info format {version} is newer than this unet_tf understands ({FORMAT_VERSION}); update unet_tf"
+            )
         values["format"] = FORMAT_VERSION
         values["test_images"] = [tuple(row) for row in values.get("test_images") or ()]
         return from_dict(cls, values, "model info")

@@ -34,6 +34,7 @@ integer coordinates, origin at the top-left pixel):
 The ``_um`` / ``_um2`` columns are filled only when ``pixel_size`` (micrometres
 per pixel) is given; otherwise they hold ``None`` (an empty CSV cell).
 """
+
 from __future__ import annotations
 
 import math
@@ -45,13 +46,29 @@ import numpy as np
 from scipy import ndimage
 
 OBJECT_COLUMNS = (
-    "image", "page", "class", "object_id", "area_px", "area_um2", "centroid_y", "centroid_x",
-    "bbox_y0", "bbox_x0", "bbox_y1", "bbox_x1", "equivalent_diameter_px", "equivalent_diameter_um",
-    "perimeter_px", "perimeter_um", "eccentricity", "solidity", "mean_intensity", "max_intensity", "pixel_size_um",
+    "image",
+    "page",
+    "class",
+    "object_id",
+    "area_px",
+    "area_um2",
+    "centroid_y",
+    "centroid_x",
+    "bbox_y0",
+    "bbox_x0",
+    "bbox_y1",
+    "bbox_x1",
+    "equivalent_diameter_px",
+    "equivalent_diameter_um",
+    "perimeter_px",
+    "perimeter_um",
+    "eccentricity",
+    "solidity",
+    "mean_intensity",
+    "max_intensity",
+    "pixel_size_um",
 )
-SUMMARY_COLUMNS = (
-    "image", "class", "count", "mean_area_px", "median_area_px", "mean_area_um2", "median_area_um2",
-)
+SUMMARY_COLUMNS = ("image", "class", "count", "mean_area_px", "median_area_px", "mean_area_um2", "median_area_um2")
 
 
 # === Per-object measurements ===
@@ -106,7 +123,7 @@ def _moments(labels: np.ndarray, n: int, y0: np.ndarray, x0: np.ndarray) -> dict
 def _eccentricity(vyy: np.ndarray, vxx: np.ndarray, vxy: np.ndarray) -> np.ndarray:
     """``sqrt(1 - l2/l1)`` of the 2x2 covariance eigenvalues, element-wise; 0 where l1 == 0."""
     half_trace = (vyy + vxx) / 2
-    root = np.sqrt(((vyy - vxx) / 2) ** 2 + vxy ** 2)
+    root = np.sqrt(((vyy - vxx) / 2) ** 2 + vxy**2)
     l1 = half_trace + root
     l2 = np.maximum(half_trace - root, 0.0)
     with np.errstate(divide="ignore", invalid="ignore"):
@@ -169,9 +186,16 @@ def _intensities(labels: np.ndarray, n: int, image: np.ndarray | None) -> tuple[
     return np.concatenate([[np.nan], mean]), np.concatenate([[np.nan], top])
 
 
-def measure_labels(labels: np.ndarray, n: int, *, image_name: str, class_name: str,
-                   pixel_size: float | None = None, min_size: int = 0,
-                   image: np.ndarray | None = None) -> list[dict[str, Any]]:
+def measure_labels(
+    labels: np.ndarray,
+    n: int,
+    *,
+    image_name: str,
+    class_name: str,
+    pixel_size: float | None = None,
+    min_size: int = 0,
+    image: np.ndarray | None = None,
+) -> list[dict[str, Any]]:
     """One row per object of a label image (ids 1..n, 0 background) of one class.
 
     ``image``: the raw image, for the mean/max intensity columns (None: NaN).
@@ -190,16 +214,31 @@ def measure_labels(labels: np.ndarray, n: int, *, image_name: str, class_name: s
         perimeter, convex_area = _contour_shape(labels[slices[k - 1]] == k)
         area = int(m["area"][k])
         diameter = math.sqrt(4.0 * area / math.pi)
-        rows.append({
-            "image": image_name, "page": None, "class": class_name, "object_id": object_id,
-            "area_px": area, "area_um2": _scaled(area, pixel_size, 2),
-            "centroid_y": float(m["cy"][k]), "centroid_x": float(m["cx"][k]),
-            "bbox_y0": int(y0[k]), "bbox_x0": int(x0[k]), "bbox_y1": int(y1[k]), "bbox_x1": int(x1[k]),
-            "equivalent_diameter_px": diameter, "equivalent_diameter_um": _scaled(diameter, pixel_size),
-            "perimeter_px": perimeter, "perimeter_um": _scaled(perimeter, pixel_size),
-            "eccentricity": float(ecc[k]), "solidity": area / convex_area,
-            "mean_intensity": float(mean_i[k]), "max_intensity": float(max_i[k]), "pixel_size_um": pixel_size,
-        })
+        rows.append(
+            {
+                "image": image_name,
+                "page": None,
+                "class": class_name,
+                "object_id": object_id,
+                "area_px": area,
+                "area_um2": _scaled(area, pixel_size, 2),
+                "centroid_y": float(m["cy"][k]),
+                "centroid_x": float(m["cx"][k]),
+                "bbox_y0": int(y0[k]),
+                "bbox_x0": int(x0[k]),
+                "bbox_y1": int(y1[k]),
+                "bbox_x1": int(x1[k]),
+                "equivalent_diameter_px": diameter,
+                "equivalent_diameter_um": _scaled(diameter, pixel_size),
+                "perimeter_px": perimeter,
+                "perimeter_um": _scaled(perimeter, pixel_size),
+                "eccentricity": float(ecc[k]),
+                "solidity": area / convex_area,
+                "mean_intensity": float(mean_i[k]),
+                "max_intensity": float(max_i[k]),
+                "pixel_size_um": pixel_size,
+            }
+        )
     return rows
 
 
@@ -249,8 +288,15 @@ def measure_objects(
         else:
             labels, n = _renumbered(np.where(ids == c, instances, 0))
         if n:
-            rows += measure_labels(labels, n, image_name=image_name, class_name=class_names[c],
-                                   pixel_size=pixel_size, min_size=min_size, image=image)
+            rows += measure_labels(
+                labels,
+                n,
+                image_name=image_name,
+                class_name=class_names[c],
+                pixel_size=pixel_size,
+                min_size=min_size,
+                image=image,
+            )
     return rows
 
 
@@ -315,8 +361,8 @@ def summarize_objects(
         row["mean_area_px"] = float(np.mean(values)) if values else nan
         row["median_area_px"] = float(statistics.median(values)) if values else nan
         if pixel_size is not None:
-            row["mean_area_um2"] = row["mean_area_px"] * pixel_size ** 2
-            row["median_area_um2"] = row["median_area_px"] * pixel_size ** 2
+            row["mean_area_um2"] = row["mean_area_px"] * pixel_size**2
+            row["median_area_um2"] = row["median_area_px"] * pixel_size**2
         elif has_um:
             um = areas_um2[key]
             if len(um) != len(values):

@@ -15,6 +15,7 @@ frames, see :mod:`unet_tf.tracking`):
   ``_per_min`` twin (``speed_um_per_min`` when both are given, else
   ``speed_px_per_min``).
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -26,7 +27,6 @@ from .ctc import write_ctc_mask, write_res_track
 from .io import atomic_path
 from .tables import write_csv
 from .tracking import Tracks, link, object_table
-
 
 
 def _steps(objects: dict[str, np.ndarray]) -> np.ndarray:
@@ -48,8 +48,9 @@ def _length_unit(pixel_size: float | None) -> str:
     return "um" if pixel_size else "px"
 
 
-def track_rows(tracks: Tracks, *, pixel_size: float | None = None,
-               frame_interval: float | None = None) -> tuple[list[dict[str, Any]], list[str]]:
+def track_rows(
+    tracks: Tracks, *, pixel_size: float | None = None, frame_interval: float | None = None
+) -> tuple[list[dict[str, Any]], list[str]]:
     """Rows of ``tracks.csv`` (one per object, by track then frame) and their columns.
 
     Args:
@@ -71,8 +72,12 @@ def track_rows(tracks: Tracks, *, pixel_size: float | None = None,
         row = {c: obj[c][i].item() for c in ("track", "frame", "label", "y", "x", "area", "mean_intensity") if c in obj}
         row["displacement_px"] = _num(step[i])
         if pixel_size:
-            row.update(y_um=row["y"] * pixel_size, x_um=row["x"] * pixel_size,
-                       area_um2=row["area"] * pixel_size**2, displacement_um=_num(step[i] * pixel_size))
+            row.update(
+                y_um=row["y"] * pixel_size,
+                x_um=row["x"] * pixel_size,
+                area_um2=row["area"] * pixel_size**2,
+                displacement_um=_num(step[i] * pixel_size),
+            )
         if frame_interval:
             row[columns[-1]] = _num(step[i] * (pixel_size or 1.0) / frame_interval)
         rows.append(row)
@@ -86,15 +91,22 @@ def _summary_row(tracks: Tracks, index: int, step: np.ndarray, rows: np.ndarray)
     net = float(np.hypot(y[-1] - y[0], x[-1] - x[0]))
     length = int(rows.size)
     return {
-        "track": label, "parent": parent, "start": str(tracks.start[index]), "first_frame": first,
-        "last_frame": last, "length": length, "path_length_px": path, "net_displacement_px": net,
+        "track": label,
+        "parent": parent,
+        "start": str(tracks.start[index]),
+        "first_frame": first,
+        "last_frame": last,
+        "length": length,
+        "path_length_px": path,
+        "net_displacement_px": net,
         "mean_speed_px_per_frame": path / (length - 1) if length > 1 else None,
         "straightness": net / path if path > 0 else None,
     }
 
 
-def summary_rows(tracks: Tracks, *, pixel_size: float | None = None,
-                 frame_interval: float | None = None) -> tuple[list[dict[str, Any]], list[str]]:
+def summary_rows(
+    tracks: Tracks, *, pixel_size: float | None = None, frame_interval: float | None = None
+) -> tuple[list[dict[str, Any]], list[str]]:
     """Rows of ``tracks_summary.csv`` (one per track, by track id) and their columns.
 
     Args:
@@ -102,8 +114,18 @@ def summary_rows(tracks: Tracks, *, pixel_size: float | None = None,
         pixel_size: float, micrometres per pixel, or None.
         frame_interval: float, minutes between frames, or None.
     """
-    columns = ["track", "parent", "start", "first_frame", "last_frame", "length", "path_length_px",
-               "net_displacement_px", "mean_speed_px_per_frame", "straightness"]
+    columns = [
+        "track",
+        "parent",
+        "start",
+        "first_frame",
+        "last_frame",
+        "length",
+        "path_length_px",
+        "net_displacement_px",
+        "mean_speed_px_per_frame",
+        "straightness",
+    ]
     if pixel_size:
         columns += ["path_length_um", "net_displacement_um", "mean_speed_um_per_frame"]
     speed_min = f"mean_speed_{_length_unit(pixel_size)}_per_min"
@@ -117,17 +139,20 @@ def summary_rows(tracks: Tracks, *, pixel_size: float | None = None,
         row = _summary_row(tracks, index, step, np.arange(lo, hi))
         speed = row["mean_speed_px_per_frame"]
         if pixel_size:
-            row.update(path_length_um=row["path_length_px"] * pixel_size,
-                       net_displacement_um=row["net_displacement_px"] * pixel_size,
-                       mean_speed_um_per_frame=None if speed is None else speed * pixel_size)
+            row.update(
+                path_length_um=row["path_length_px"] * pixel_size,
+                net_displacement_um=row["net_displacement_px"] * pixel_size,
+                mean_speed_um_per_frame=None if speed is None else speed * pixel_size,
+            )
         if frame_interval:
             row[speed_min] = None if speed is None else speed * (pixel_size or 1.0) / frame_interval
         rows.append(row)
     return rows, columns
 
 
-def write_track_tables(tracks: Tracks, out_dir: str | Path, *, pixel_size: float | None = None,
-                       frame_interval: float | None = None) -> dict[str, Path]:
+def write_track_tables(
+    tracks: Tracks, out_dir: str | Path, *, pixel_size: float | None = None, frame_interval: float | None = None
+) -> dict[str, Path]:
     """Write ``tracks.csv`` and ``tracks_summary.csv`` into ``out_dir`` atomically.
 
     Returns:
@@ -136,8 +161,10 @@ def write_track_tables(tracks: Tracks, out_dir: str | Path, *, pixel_size: float
     out_dir = Path(out_dir)
     per_object = track_rows(tracks, pixel_size=pixel_size, frame_interval=frame_interval)
     per_track = summary_rows(tracks, pixel_size=pixel_size, frame_interval=frame_interval)
-    return {"tracks": write_csv(out_dir / "tracks.csv", *per_object),
-            "summary": write_csv(out_dir / "tracks_summary.csv", *per_track)}
+    return {
+        "tracks": write_csv(out_dir / "tracks.csv", *per_object),
+        "summary": write_csv(out_dir / "tracks_summary.csv", *per_track),
+    }
 
 
 def plot_tracks(tracks: Tracks, background: np.ndarray, path: str | Path) -> Path:
@@ -186,9 +213,15 @@ def plot_tracks(tracks: Tracks, background: np.ndarray, path: str | Path) -> Pat
     return Path(path)
 
 
-def write_outputs(tracks: Tracks, frames: Iterable[np.ndarray], out_dir: str | Path, *,
-                  background: np.ndarray | None = None, pixel_size: float | None = None,
-                  frame_interval: float | None = None) -> dict[str, Path]:
+def write_outputs(
+    tracks: Tracks,
+    frames: Iterable[np.ndarray],
+    out_dir: str | Path,
+    *,
+    background: np.ndarray | None = None,
+    pixel_size: float | None = None,
+    frame_interval: float | None = None,
+) -> dict[str, Path]:
     """Write the CTC result and the motility tables and plot into ``out_dir``.
 
     Args:
@@ -222,10 +255,18 @@ def write_outputs(tracks: Tracks, frames: Iterable[np.ndarray], out_dir: str | P
     return paths
 
 
-def track_label_frames(frames: Callable[[], Iterable[np.ndarray]], out_dir: str | Path, *,
-                       names: Sequence[str] | None = None, max_distance: float = 30.0, max_gap: int = 2,
-                       divisions: bool = True, background: np.ndarray | None = None,
-                       pixel_size: float | None = None, frame_interval: float | None = None) -> Tracks:
+def track_label_frames(
+    frames: Callable[[], Iterable[np.ndarray]],
+    out_dir: str | Path,
+    *,
+    names: Sequence[str] | None = None,
+    max_distance: float = 30.0,
+    max_gap: int = 2,
+    divisions: bool = True,
+    background: np.ndarray | None = None,
+    pixel_size: float | None = None,
+    frame_interval: float | None = None,
+) -> Tracks:
     """Track instance label frames that can be read twice, and write every output.
 
     Args:
@@ -241,6 +282,7 @@ def track_label_frames(frames: Callable[[], Iterable[np.ndarray]], out_dir: str 
     """
     tables = [object_table(t, labels, name=names[t] if names else "") for t, labels in enumerate(frames())]
     tracks = link(tables, max_distance=max_distance, max_gap=max_gap, divisions=divisions, source=str(out_dir))
-    write_outputs(tracks, frames(), out_dir, background=background, pixel_size=pixel_size,
-                  frame_interval=frame_interval)
+    write_outputs(
+        tracks, frames(), out_dir, background=background, pixel_size=pixel_size, frame_interval=frame_interval
+    )
     return tracks

@@ -10,6 +10,7 @@ straight from C++ to file descriptor 2, before absl logging is initialised:
 import and query, and replays what was captured if either fails.
 ``UNET_TF_TF_LOGS=1`` shows everything.
 """
+
 from __future__ import annotations
 
 import contextlib

@@ -11,6 +11,7 @@ This module imports neither TensorFlow nor Keras: only NumPy and onnxruntime.
 An :class:`OnnxModel` is a ``predict_fn`` for
 :func:`unet_tf.inference.predict_tiled`.
 """
+
 from __future__ import annotations
 
 import json
@@ -40,8 +41,10 @@ def metadata_props(info: dict) -> dict[str, str]:
 def info_from_metadata(props: dict[str, str], source: str | Path = "ONNX file") -> dict:
     """The info dict stored by :func:`metadata_props`; UserInputError naming ``source`` if absent."""
     if props.get(TAG_KEY) != TAG or INFO_KEY not in props:
-        raise UserInputError(f"{source}: an ONNX model, but not one exported by unet_tf (no '{TAG_KEY}: {TAG}' "
-                             "metadata); unet_tf reads the ONNX files that unet-tf-export writes")
+        raise UserInputError(
+            f"{source}: an ONNX model, but not one exported by unet_tf (no '{TAG_KEY}: {TAG}' "
+            "metadata); unet_tf reads the ONNX files that unet-tf-export writes"
+        )
     try:
         info = json.loads(props[INFO_KEY])
     except json.JSONDecodeError as exc:

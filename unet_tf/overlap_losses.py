@@ -20,6 +20,7 @@ covers most pixels and its near-perfect index would dilute the signal from
 rare classes; the cross-entropy term still trains it. A binary output has
 one channel, the foreground, which is always used.
 """
+
 from __future__ import annotations
 
 from typing import Any, Sequence
@@ -35,9 +36,9 @@ _REGISTER = keras.saving.register_keras_serializable(package="unet_tf")
 # === Functional core ===
 
 
-def soft_tversky_index(y_true, y_pred, alpha: float, beta: float,
-                       axis: Sequence[int] | None = None, smooth: float = 1.0,
-                       keep=None):
+def soft_tversky_index(
+    y_true, y_pred, alpha: float, beta: float, axis: Sequence[int] | None = None, smooth: float = 1.0, keep=None
+):
     """Soft Tversky index ``(TP + s) / (TP + alpha*FP + beta*FN + s)``.
 
     Args:
@@ -94,9 +95,16 @@ class Tversky(keras.losses.Loss):
     negatives and beta to false positives, the reverse of this class.
     """
 
-    def __init__(self, alpha: float = 0.3, beta: float = 0.7, smooth: float = 1.0,
-                 include_background: bool = False, name: str = "tversky",
-                 reduction: str = "sum_over_batch_size", dtype: Any = None):
+    def __init__(
+        self,
+        alpha: float = 0.3,
+        beta: float = 0.7,
+        smooth: float = 1.0,
+        include_background: bool = False,
+        name: str = "tversky",
+        reduction: str = "sum_over_batch_size",
+        dtype: Any = None,
+    ):
         super().__init__(name=name, reduction=reduction, dtype=dtype)
         self.alpha = float(alpha)
         self.beta = float(beta)
@@ -109,16 +117,21 @@ class Tversky(keras.losses.Loss):
         y_true, weight = split_weight(y_true, y_pred.shape[-1])
         keep = None if weight is None else ops.cast(weight > 0, y_pred.dtype)
         y_true, y_pred = _scored_channels(y_true, y_pred, self.include_background)
-        return soft_tversky_index(y_true, y_pred, self.alpha, self.beta,
-                                  smooth=self.smooth, keep=keep)
+        return soft_tversky_index(y_true, y_pred, self.alpha, self.beta, smooth=self.smooth, keep=keep)
 
     def call(self, y_true, y_pred):
         return 1.0 - ops.mean(self.index(y_true, y_pred))
 
     def get_config(self):
         config = super().get_config()
-        config.update({"alpha": self.alpha, "beta": self.beta, "smooth": self.smooth,
-                       "include_background": self.include_background})
+        config.update(
+            {
+                "alpha": self.alpha,
+                "beta": self.beta,
+                "smooth": self.smooth,
+                "include_background": self.include_background,
+            }
+        )
         return config
 
 
@@ -129,12 +142,23 @@ class Dice(Tversky):
     :class:`Tversky` with ``alpha = beta = 0.5``.
     """
 
-    def __init__(self, smooth: float = 1.0, include_background: bool = False,
-                 name: str = "dice", reduction: str = "sum_over_batch_size",
-                 dtype: Any = None):
-        super().__init__(alpha=0.5, beta=0.5, smooth=smooth,
-                         include_background=include_background, name=name,
-                         reduction=reduction, dtype=dtype)
+    def __init__(
+        self,
+        smooth: float = 1.0,
+        include_background: bool = False,
+        name: str = "dice",
+        reduction: str = "sum_over_batch_size",
+        dtype: Any = None,
+    ):
+        super().__init__(
+            alpha=0.5,
+            beta=0.5,
+            smooth=smooth,
+            include_background=include_background,
+            name=name,
+            reduction=reduction,
+            dtype=dtype,
+        )
 
     def get_config(self):
         config = super().get_config()
@@ -153,13 +177,26 @@ class FocalTversky(Tversky):
     the gradient of the power stays finite at a perfect prediction.
     """
 
-    def __init__(self, alpha: float = 0.3, beta: float = 0.7, gamma: float = 0.75,
-                 smooth: float = 1.0, include_background: bool = False,
-                 name: str = "focal_tversky", reduction: str = "sum_over_batch_size",
-                 dtype: Any = None):
-        super().__init__(alpha=alpha, beta=beta, smooth=smooth,
-                         include_background=include_background, name=name,
-                         reduction=reduction, dtype=dtype)
+    def __init__(
+        self,
+        alpha: float = 0.3,
+        beta: float = 0.7,
+        gamma: float = 0.75,
+        smooth: float = 1.0,
+        include_background: bool = False,
+        name: str = "focal_tversky",
+        reduction: str = "sum_over_batch_size",
+        dtype: Any = None,
+    ):
+        super().__init__(
+            alpha=alpha,
+            beta=beta,
+            smooth=smooth,
+            include_background=include_background,
+            name=name,
+            reduction=reduction,
+            dtype=dtype,
+        )
         self.gamma = float(gamma)
 
     def call(self, y_true, y_pred):

@@ -1,4 +1,5 @@
 """Overlays: classes coloured over the image, with a legend, written as PNG."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -13,8 +14,16 @@ from .preprocessing import percentile_normalize
 
 # Class colours (RGB) for overlays; class 0 (background) is left uncoloured.
 PALETTE = (
-    (230, 25, 75), (60, 180, 75), (255, 225, 25), (0, 130, 200), (245, 130, 48),
-    (145, 30, 180), (70, 240, 240), (240, 50, 230), (210, 245, 60), (250, 190, 212),
+    (230, 25, 75),
+    (60, 180, 75),
+    (255, 225, 25),
+    (0, 130, 200),
+    (245, 130, 48),
+    (145, 30, 180),
+    (70, 240, 240),
+    (240, 50, 230),
+    (210, 245, 60),
+    (250, 190, 212),
 )
 
 
@@ -26,8 +35,13 @@ def instance_outlines(instances: np.ndarray) -> np.ndarray:
     return edge & (instances > 0)
 
 
-def overlay_image(image: np.ndarray, ids: np.ndarray, class_names: Sequence[str], alpha: float = 0.45,
-                  instances: np.ndarray | None = None) -> np.ndarray:
+def overlay_image(
+    image: np.ndarray,
+    ids: np.ndarray,
+    class_names: Sequence[str],
+    alpha: float = 0.45,
+    instances: np.ndarray | None = None,
+) -> np.ndarray:
     """RGB uint8 (H, W, 3): gray image with classes 1.. coloured, a legend box, and instance outlines (white)."""
     gray = np.clip(percentile_normalize(image, 1, 99.5), 0, 1)
     rgb = np.repeat((gray * 255).astype(np.uint8)[..., None], 3, axis=-1)
@@ -44,8 +58,16 @@ def overlay_image(image: np.ndarray, ids: np.ndarray, class_names: Sequence[str]
     for c in range(1, len(class_names)):
         y = pad + (c - 1) * line
         cv2.rectangle(rgb, (pad, y + 2), (pad + line - 6, y + line - 4), tuple(int(v) for v in colours[c]), -1)
-        cv2.putText(rgb, class_names[c], (2 * pad + line - 6, y + line - 6), cv2.FONT_HERSHEY_SIMPLEX,
-                    0.5 * scale, (0, 0, 0), max(1, int(scale)), cv2.LINE_AA)
+        cv2.putText(
+            rgb,
+            class_names[c],
+            (2 * pad + line - 6, y + line - 6),
+            cv2.FONT_HERSHEY_SIMPLEX,
+            0.5 * scale,
+            (0, 0, 0),
+            max(1, int(scale)),
+            cv2.LINE_AA,
+        )
     return rgb
 
 

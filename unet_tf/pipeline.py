@@ -24,6 +24,7 @@ last batch may be smaller) and each pass over the dataset draws new patches
 ``model.fit(ds, epochs=E)`` needs no ``steps_per_epoch``; the whole run is
 repeatable from ``seed``. ``ds.repeat()`` also draws anew each repetition.
 """
+
 from __future__ import annotations
 
 from typing import NamedTuple, Sequence
@@ -45,7 +46,6 @@ from .pipeline_inputs import (  # noqa: F401  (public here too: callers import t
     tile_origins,
     validation_plan,
 )
-
 
 
 class PackedImages(NamedTuple):
@@ -88,9 +88,7 @@ def target_table(n_classes: int) -> np.ndarray:
     return table
 
 
-def encode_weighted_targets(
-    mask_ids: tf.Tensor, weight: tf.Tensor | None, n_classes: int
-) -> tf.Tensor:
+def encode_weighted_targets(mask_ids: tf.Tensor, weight: tf.Tensor | None, n_classes: int) -> tf.Tensor:
     """uint8 class ids ``[..., 1]`` and weights -> float32 ``[..., K + 1]``.
 
     Channels ``0..K-1``: :func:`encode_targets`; channel ``K``: ``weight``
@@ -106,9 +104,7 @@ def encode_weighted_targets(
 
 
 def pack_images(
-    images: Sequence[np.ndarray],
-    masks: Sequence[np.ndarray],
-    weights: Sequence[np.ndarray] | None = None,
+    images: Sequence[np.ndarray], masks: Sequence[np.ndarray], weights: Sequence[np.ndarray] | None = None
 ) -> PackedImages:
     """Copy 2-D images (as float32), masks (as uint8) and, when given, weight
     maps (as float32) into flat tensors."""
@@ -134,9 +130,7 @@ def pack_images(
 # === Datasets ===
 
 
-def _patch_origin(
-    size: tf.Tensor, patch_size: int, fraction: tf.Tensor
-) -> tf.Tensor:
+def _patch_origin(size: tf.Tensor, patch_size: int, fraction: tf.Tensor) -> tf.Tensor:
     """int64 start of a patch along an axis of ``size`` px: uniform over the
     positions that fit, or centred (reflect-padded) when the axis is shorter."""
     room = size - patch_size
@@ -197,13 +191,10 @@ def _training_dataset(
         if use_rare:
             jitter = tf.random.stateless_uniform([2], seeds[1], -(p // 4), p // 4 + 1, dtype=tf.int64)
             go_rare = tf.logical_and(
-                tf.random.stateless_uniform([], seeds[2]) < oversample_rare,
-                tf.reduce_any(cand_table[index, :, 1] > 0),
+                tf.random.stateless_uniform([], seeds[2]) < oversample_rare, tf.reduce_any(cand_table[index, :, 1] > 0)
             )
             origin = tf.cond(
-                go_rare,
-                lambda: _rare_origin(cand_coords, cand_table, index, shape[1], u, jitter, p),
-                lambda: origin,
+                go_rare, lambda: _rare_origin(cand_coords, cand_table, index, shape[1], u, jitter, p), lambda: origin
             )
             # keep the patch inside images that are large enough
             origin = tf.where(shape >= p, tf.clip_by_value(origin, 0, tf.maximum(shape - p, 0)), origin)
@@ -230,15 +221,21 @@ def _cut(
     patches of image ``index`` (see :func:`unet_tf.augment.sample_patch`)."""
     shape = packed.shapes[index]
     image, mask, weight = sample_patch(
-        packed.images, packed.masks, packed.weights, packed.offsets[index],
-        shape[0], shape[1], centre, seed, augment, patch_size,
+        packed.images,
+        packed.masks,
+        packed.weights,
+        packed.offsets[index],
+        shape[0],
+        shape[1],
+        centre,
+        seed,
+        augment,
+        patch_size,
     )
     return (image, mask) if weight is None else (image, mask, weight)
 
 
-def _validation_dataset(
-    packed: PackedImages, patch_size: int, shard: tuple[int, int] = (0, 1)
-) -> tf.data.Dataset:
+def _validation_dataset(packed: PackedImages, patch_size: int, shard: tuple[int, int] = (0, 1)) -> tf.data.Dataset:
     """Unbatched tiles of :func:`validation_plan` (rows ``i, i+n, ...`` with
     ``shard=(i, n)``), no augmentation; elements as :func:`_training_dataset`."""
     shapes = [tuple(s) for s in packed.shapes.numpy().tolist()]
@@ -254,11 +251,7 @@ def _validation_dataset(
 
 
 def _candidates(
-    masks: Sequence[np.ndarray],
-    n_classes: int,
-    oversample_rare: float,
-    rare_classes: Sequence[int] | None,
-    seed: int,
+    masks: Sequence[np.ndarray], n_classes: int, oversample_rare: float, rare_classes: Sequence[int] | None, seed: int
 ) -> tuple[np.ndarray, np.ndarray] | None:
     """:func:`rare_candidates` of the rare classes (default
     :func:`rare_classes_from_counts`), or None without oversampling."""
@@ -324,8 +317,9 @@ def make_dataset(
     packed = pack_images(images, masks, weights)
     if training:
         candidates = _candidates(masks, n_classes, oversample_rare, rare_classes, seed)
-        ds = _training_dataset(packed, len(images), patch_size, patches_per_image, augment,
-                               oversample_rare, candidates, seed, shard).batch(batch_size)
+        ds = _training_dataset(
+            packed, len(images), patch_size, patches_per_image, augment, oversample_rare, candidates, seed, shard
+        ).batch(batch_size)
     else:  # cache the uint8 ids (and weights), not the float targets
         ds = _validation_dataset(packed, patch_size, shard).batch(batch_size).cache()
     ds = ds.map(lambda x, m, *w: (x, encode_weighted_targets(m, w[0] if w else None, n_classes)))

@@ -5,6 +5,7 @@ centre candidates. Importing it does not load TensorFlow.
 :data:`IGNORE_ID` (255) is the class id of pixels that count in no loss term
 and no metric; it is counted in no class and never chosen as a patch centre.
 """
+
 from __future__ import annotations
 
 from typing import Sequence
@@ -105,14 +106,9 @@ def check_settings(
     if patch_size < 16:
         raise UserInputError(f"patch size must be at least 16, got {patch_size}")
     if not 2 <= n_classes <= IGNORE_ID:
-        raise UserInputError(
-            f"number of classes must be 2..{IGNORE_ID} (id {IGNORE_ID} means ignore), got {n_classes}"
-        )
+        raise UserInputError(f"number of classes must be 2..{IGNORE_ID} (id {IGNORE_ID} means ignore), got {n_classes}")
     if batch_size < 1 or patches_per_image < 1:
-        raise UserInputError(
-            f"batch size and patches per image must be >= 1, got {batch_size}, "
-            f"{patches_per_image}"
-        )
+        raise UserInputError(f"batch size and patches per image must be >= 1, got {batch_size}, {patches_per_image}")
     if not 0.0 <= oversample_rare <= 1.0:
         raise UserInputError(f"oversample_rare must be in [0, 1], got {oversample_rare}")
     if not 0 <= shard[0] < shard[1]:
@@ -138,15 +134,12 @@ def check_pair(i: int, im: np.ndarray, m: np.ndarray, n_classes: int) -> tuple[n
     if bad_ids.any():
         bad = np.unique(m[bad_ids])[:5]
         raise UserInputError(
-            f"mask {i}: class ids {bad.tolist()} outside 0..{n_classes - 1} "
-            f"(and {IGNORE_ID} = ignore)"
+            f"mask {i}: class ids {bad.tolist()} outside 0..{n_classes - 1} (and {IGNORE_ID} = ignore)"
         )
     return im.astype(np.float32, copy=False), m.astype(np.uint8, copy=False)
 
 
-def check_weights(
-    weights: Sequence[np.ndarray | None], images: Sequence[np.ndarray]
-) -> list[np.ndarray]:
+def check_weights(weights: Sequence[np.ndarray | None], images: Sequence[np.ndarray]) -> list[np.ndarray]:
     """One finite, non-negative float32 map per image (None entries: all 1), or a
     UserInputError naming the map."""
     if len(weights) != len(images):

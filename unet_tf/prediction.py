@@ -9,9 +9,9 @@ image, with a legend) and optionally ``<stem>_prob.tif`` (float32, one band per
 class); for the whole run ``objects.csv`` and ``objects_summary.csv``, and with
 ground truth ``metrics.csv``. Every file is written atomically.
 """
+
 from __future__ import annotations
 
-import contextlib
 import time
 import weakref
 from dataclasses import dataclass, replace
@@ -24,19 +24,18 @@ from .config import PredictConfig
 from .datasets import Sample, read_class_ids, read_instances
 from .errors import UserInputError
 from .evaluation import Evaluator
-from .instance_metrics import INSTANCE_COLUMNS, InstanceEvaluator
-from .instances import instances_for
 from .inference import ProgressBar, ProgressFn, check_tiling, make_predict_fn, predict_tiled, probabilities_to_ids
 from .inputs import check_output_names, shard_suffix
-from .io import iter_pages, mask_dtype, page_count, read_image, write_mask, write_tiff
+from .instance_metrics import INSTANCE_COLUMNS, InstanceEvaluator
+from .instances import instances_for
+from .io import iter_pages, page_count, read_image
 from .model_file import ModelInfo, read_info
 from .morphometry import OBJECT_COLUMNS, SUMMARY_COLUMNS, measure_objects, summarize_objects
-from .overlay import overlay_image, write_png
+from .outputs import ImageOutputs, probability_bands, write_outputs  # noqa: F401  (public here too)
 from .preprocessing import ids_to_values, percentile_normalize
 from .tables import format_table, write_csv
 from .targets import IGNORE_ID
 from .tiff_meta import pixel_size_um
-from .tiff_stream import StackWriter
 
 
 @dataclass(frozen=True)
@@ -126,82 +125,20 @@ def predict_image(
     norm = info.normalize
     normalized = percentile_normalize(image, norm.pmin, norm.pmax, clip=norm.clip)
     prob = predict_tiled(
-        predict_fn, normalized, tile=config.tile, overlap=config.overlap, batch_size=config.batch_size,
-        size_divisor=info.size_divisor, tta=config.tta, progress=progress,
+        predict_fn,
+        normalized,
+        tile=config.tile,
+        overlap=config.overlap,
+        batch_size=config.batch_size,
+        size_divisor=info.size_divisor,
+        tta=config.tta,
+        progress=progress,
     )
     ids = probabilities_to_ids(prob, config.threshold)
-    instances = instances_for(prob, ids, info.target, threshold=config.threshold, min_size=config.min_size,
-                              split=config.split_touching)
+    instances = instances_for(
+        prob, ids, info.target, threshold=config.threshold, min_size=config.min_size, split=config.split_touching
+    )
     return Prediction(prob, ids, ids_to_values(ids, info.class_values), instances)
-
-
-def probability_bands(prob: np.ndarray) -> np.ndarray:
-    """(K', H, W) float32 bands of a probability map: both classes for a binary model."""
-    bands = np.concatenate([1 - prob, prob], axis=-1) if prob.shape[-1] == 1 else prob
-    return np.moveaxis(bands, -1, 0).astype(np.float32)
-
-
-class ImageOutputs:
-    """The files of one input, a single image or a stack: mask, overlay(s), probabilities.
-
-    A stack of N pages gives ``<name>_mask.tif`` with N pages (and
-    ``<name>_prob.tif`` with K' pages per input page, page-major) written one
-    page at a time; overlays are ``<name>_overlay.png`` for one page and
-    ``<name>_overlay_pNNN.png`` (1-based) for a stack. Files appear complete
-    on a clean exit of the ``with`` block, or not at all.
-    """
-
-    def __init__(self, out_dir: Path, name: str, n_pages: int, info: ModelInfo, config: PredictConfig,
-                 pixel_size: float | None = None):
-        self.out_dir, self.name, self.n_pages = out_dir, name, n_pages
-        self.info, self.config, self.pixel_size = info, config, pixel_size
-        self.stack = contextlib.ExitStack()
-        self.mask_writer = self.prob_writer = self.instance_writer = None
-
-    def __enter__(self) -> "ImageOutputs":
-        if self.n_pages > 1:
-            dtype = mask_dtype(max(self.info.class_values))
-            self.mask_writer = self.stack.enter_context(
-                StackWriter(self.out_dir / f"{self.name}_mask.tif", self.n_pages, dtype, self.pixel_size))
-            if self.config.save_probabilities:
-                bands = 2 if self.info.n_classes == 2 else self.info.n_classes
-                self.prob_writer = self.stack.enter_context(StackWriter(
-                    self.out_dir / f"{self.name}_prob.tif", self.n_pages * bands, np.float32, self.pixel_size))
-            if self.info.target == "instances" or self.config.split_touching:
-                self.instance_writer = self.stack.enter_context(StackWriter(
-                    self.out_dir / f"{self.name}_instances.tif", self.n_pages, np.uint16, self.pixel_size))
-        return self
-
-    def add(self, page: int | None, image: np.ndarray, result: Prediction) -> None:
-        """Write (or append) the outputs of one page; ``page`` None for a single image."""
-        base = self.name if page is None else f"{self.name}_p{page + 1:03d}"
-        if self.config.overlay:
-            rgb = overlay_image(image, result.ids, self.info.class_names, instances=result.instances)
-            write_png(self.out_dir / f"{base}_overlay.png", rgb)
-        if self.mask_writer is None:
-            write_mask(self.out_dir / f"{self.name}_mask.tif", result.mask, self.pixel_size)
-            if result.instances is not None:
-                write_mask(self.out_dir / f"{self.name}_instances.tif", result.instances, self.pixel_size)
-            if self.config.save_probabilities:
-                write_tiff(self.out_dir / f"{self.name}_prob.tif", probability_bands(result.probabilities),
-                           pixel_size_um=self.pixel_size)
-            return
-        self.mask_writer.append(result.mask)
-        if self.instance_writer is not None:
-            self.instance_writer.append(result.instances)
-        if self.prob_writer is not None:
-            for band in probability_bands(result.probabilities):
-                self.prob_writer.append(band)
-
-    def __exit__(self, *exc) -> None:
-        self.stack.__exit__(*exc)
-
-
-def write_outputs(out_dir: Path, name: str, image: np.ndarray, result: Prediction,
-                  info: ModelInfo, config: PredictConfig, pixel_size: float | None = None) -> None:
-    """The files of a single image, exactly as ``predict.py`` writes them."""
-    with ImageOutputs(out_dir, name, 1, info, config, pixel_size) as outputs:
-        outputs.add(None, image, result)
 
 
 def _prepare(samples: Sequence[Sample], info: ModelInfo, out_dir: Path, config: PredictConfig) -> None:
@@ -213,8 +150,9 @@ def _prepare(samples: Sequence[Sample], info: ModelInfo, out_dir: Path, config: 
             pages = page_count(sample.image)
             for label in sample.labels:
                 if page_count(label) != pages:
-                    raise UserInputError(f"{label}: {page_count(label)} page(s), but the image {sample.image.name} "
-                                         f"has {pages}")
+                    raise UserInputError(
+                        f"{label}: {page_count(label)} page(s), but the image {sample.image.name} has {pages}"
+                    )
             for page in range(pages) if pages > 1 else (None,):
                 read_class_ids(replace(sample, page=page), info.spec)
     try:
@@ -231,8 +169,11 @@ def _pixel_size(path: Path, config: PredictConfig, said: set, log: Callable[[str
         value, source = pixel_size_um(path)
     if (value, source) not in said:
         said.add((value, source))
-        log(f"pixel size: {value:g} µm ({source}; {path.name})" if value else
-            f"pixel size: unknown for {path.name} ({source}); give --pixel-size for µm columns")
+        log(
+            f"pixel size: {value:g} µm ({source}; {path.name})"
+            if value
+            else f"pixel size: unknown for {path.name} ({source}); give --pixel-size for µm columns"
+        )
     return value
 
 
@@ -244,37 +185,49 @@ def _pages(path: Path, n_pages: int):
         yield from enumerate(iter_pages(path))
 
 
-def _score(sample: Sample, page: int | None, result: Prediction, info: ModelInfo, scores: Scores,
-           log: Callable[[str], None]) -> bool:
+def _score(
+    sample: Sample, page: int | None, result: Prediction, info: ModelInfo, scores: Scores, log: Callable[[str], None]
+) -> bool:
     """Add the image's scores to ``scores``; False when its label does not fit."""
     truth = read_class_ids(replace(sample, page=page), info.spec)
     if truth.shape != result.ids.shape:
-        log(f"error: {sample.labels[0]}: label size {truth.shape[1]}x{truth.shape[0]} differs from image "
-            f"{result.ids.shape[1]}x{result.ids.shape[0]} (not evaluated)")
+        log(
+            f"error: {sample.labels[0]}: label size {truth.shape[1]}x{truth.shape[0]} differs from image "
+            f"{result.ids.shape[1]}x{result.ids.shape[0]} (not evaluated)"
+        )
         return False
     scores.semantic.add(sample.image.stem, truth, result.ids, page=None if page is None else page + 1)
     if info.target == "instances":
         paged = replace(sample, page=page)
         name = sample.image.stem if page is None else f"{sample.image.stem}:p{page + 1}"
         ignore = truth == IGNORE_ID
-        scores.instances.add(name, read_instances(paged, info.spec), result.instances,
-                                ignore if ignore.any() else None)
+        scores.instances.add(name, read_instances(paged, info.spec), result.instances, ignore if ignore.any() else None)
     return True
 
 
-def _objects(result: Prediction, info: ModelInfo, image: np.ndarray, name: str, pixel_size: float | None,
-             min_size: int) -> list[dict]:
+def _objects(
+    result: Prediction, info: ModelInfo, image: np.ndarray, name: str, pixel_size: float | None, min_size: int
+) -> list[dict]:
     """Object rows: one per instance (instance model: class "object") or per connected component of a class."""
     if info.target == "instances":
         ids, names = (result.instances > 0).astype(np.uint8), ("background", "object")
     else:
         ids, names = result.ids, info.class_names
-    return measure_objects(ids, names, image_name=name, pixel_size=pixel_size, min_size=min_size,
-                           instances=result.instances, image=image)
+    return measure_objects(
+        ids, names, image_name=name, pixel_size=pixel_size, min_size=min_size, instances=result.instances, image=image
+    )
 
 
-def _predict_sample(model: Any, sample: Sample, label: str, out_dir: Path, config: PredictConfig,
-                    scores: Scores, pixel_size: float | None, log: Callable[[str], None]) -> tuple[list, bool]:
+def _predict_sample(
+    model: Any,
+    sample: Sample,
+    label: str,
+    out_dir: Path,
+    config: PredictConfig,
+    scores: Scores,
+    pixel_size: float | None,
+    log: Callable[[str], None],
+) -> tuple[list, bool]:
     """Segment one image or stack, write its files; (object rows, whether its labels fitted)."""
     info = engine(model)[1]
     n_pages = page_count(sample.image)
@@ -294,8 +247,15 @@ def _predict_sample(model: Any, sample: Sample, label: str, out_dir: Path, confi
     return rows, fitted
 
 
-def _write_tables(out_dir: Path, objects: list[dict], done: list[str], scores: Scores,
-                  info: ModelInfo, config: PredictConfig, log: Callable[[str], None]) -> list[dict]:
+def _write_tables(
+    out_dir: Path,
+    objects: list[dict],
+    done: list[str],
+    scores: Scores,
+    info: ModelInfo,
+    config: PredictConfig,
+    log: Callable[[str], None],
+) -> list[dict]:
     tag = shard_suffix(*config.shard)
     if done:
         write_csv(out_dir / f"objects{tag}.csv", objects, OBJECT_COLUMNS)

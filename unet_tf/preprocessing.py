@@ -1,4 +1,5 @@
 """Pure NumPy preprocessing: percentile contrast stretching and label mapping."""
+
 from __future__ import annotations
 
 from pathlib import Path

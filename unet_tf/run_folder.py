@@ -1,5 +1,6 @@
 """The run folder of a training: config.json, history.csv -> curves.png, summary.json (best.keras and
 last.keras are written by the checkpoints)."""
+
 from __future__ import annotations
 
 import csv
@@ -47,8 +48,7 @@ def _sample_name(sample: Sample | ArraySample) -> str:
     return str(sample.image) if isinstance(sample, Sample) else sample.name
 
 
-def write_config(run_dir: Path, out_dir: Path, cfg: RunConfig, data: TrainingData, balance,
-                 layout: dict) -> None:
+def write_config(run_dir: Path, out_dir: Path, cfg: RunConfig, data: TrainingData, balance, layout: dict) -> None:
     """``config.json``: every setting, and what the run resolved them to."""
     resolved = to_dict(cfg)
     resolved["train"]["out"] = str(out_dir)
@@ -101,8 +101,9 @@ def _best_epoch(hist: dict[str, list[float]]) -> int:
     return int(np.nanargmin(loss)) if loss.size and np.isfinite(loss).any() else -1
 
 
-def write_summary(run_dir: Path, out_dir: Path, model: keras.Model, data: TrainingData,
-                  rate: dict, wall: float, layout: dict | None) -> dict:
+def write_summary(
+    run_dir: Path, out_dir: Path, model: keras.Model, data: TrainingData, rate: dict, wall: float, layout: dict | None
+) -> dict:
     """Plot the curves and write ``summary.json`` (best epoch and its validation scores)."""
     hist = read_history(run_dir / "history.csv")
     plot_curves(hist, run_dir / "curves.png")

@@ -3,18 +3,17 @@
 Pure NumPy (no TensorFlow), so evaluation works where only the ONNX runtime is
 installed. :mod:`unet_tf.metrics` wraps the same formulas as Keras metrics.
 """
+
 from __future__ import annotations
 
 from typing import Any
 
 import numpy as np
 
-
 # === The shared formula ===
 
 
-def tversky_from_counts(tp: Any, fp: Any, fn: Any, alpha: float, beta: float,
-                        smooth: float = 0.0) -> Any:
+def tversky_from_counts(tp: Any, fp: Any, fn: Any, alpha: float, beta: float, smooth: float = 0.0) -> Any:
     """Tversky index ``(tp + s) / (tp + alpha*fp + beta*fn + s)``.
 
     Plain arithmetic, so it works on NumPy arrays, Python numbers and Keras /
@@ -27,9 +26,9 @@ def tversky_from_counts(tp: Any, fp: Any, fn: Any, alpha: float, beta: float,
     return (tp + smooth) / (tp + alpha * fp + beta * fn + smooth)
 
 
-def confusion_counts(y_true_ids: np.ndarray, y_pred_ids: np.ndarray, n_classes: int,
-                     ignore_id: int | None = None
-                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+def confusion_counts(
+    y_true_ids: np.ndarray, y_pred_ids: np.ndarray, n_classes: int, ignore_id: int | None = None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Per-class one-vs-rest counts of two integer class maps.
 
     Args:
@@ -56,9 +55,7 @@ def confusion_counts(y_true_ids: np.ndarray, y_pred_ids: np.ndarray, n_classes: 
         t, p = t[keep], p[keep]
     for what, a in (("truth", t), ("prediction", p)):
         if a.size and (a.min() < 0 or a.max() >= n_classes):
-            raise ValueError(
-                f"{what} holds class ids outside [0, {n_classes}): "
-                f"min {a.min()}, max {a.max()}")
+            raise ValueError(f"{what} holds class ids outside [0, {n_classes}): min {a.min()}, max {a.max()}")
     # A small index dtype keeps this fast on 5000 x 5500 masks (int64: ~10x slower).
     index_dtype = np.uint16 if n_classes * n_classes <= 65536 else np.int64
     index = t.astype(index_dtype) * index_dtype(n_classes) + p.astype(index_dtype)
@@ -71,8 +68,7 @@ def confusion_counts(y_true_ids: np.ndarray, y_pred_ids: np.ndarray, n_classes: 
     return tp, fp, fn, tn
 
 
-def scores_from_counts(tp: np.ndarray, fp: np.ndarray, fn: np.ndarray,
-                       tn: np.ndarray) -> dict[str, Any]:
+def scores_from_counts(tp: np.ndarray, fp: np.ndarray, fn: np.ndarray, tn: np.ndarray) -> dict[str, Any]:
     """Scores from per-class counts (see the module docstring for formulas).
 
     Dice, IoU, precision and recall are all :func:`tversky_from_counts` with

@@ -4,6 +4,7 @@ One place for: the CSV cell format (``None`` -> empty, NaN -> ``nan``, floats
 at full precision), the printed table, the NaN-skipping mean, and the column
 name of a per-class score.
 """
+
 from __future__ import annotations
 
 import csv

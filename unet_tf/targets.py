@@ -17,6 +17,7 @@ patch sampler and the augmentation carry the results like any other mask.
 Instance label images are 2-D non-negative integer arrays (H, W): 0 is
 background, every other value one object (ids need not be consecutive).
 """
+
 from __future__ import annotations
 
 import math
@@ -36,8 +37,7 @@ MARKER_MARGIN_FACTOR = 0.8
 def _check_labels(labels: np.ndarray, name: str) -> np.ndarray:
     labels = np.asarray(labels)
     if labels.ndim != 2 or not np.issubdtype(labels.dtype, np.integer):
-        raise ValueError(f"{name} must be a 2-D integer label image, got shape {labels.shape} "
-                         f"dtype {labels.dtype}")
+        raise ValueError(f"{name} must be a 2-D integer label image, got shape {labels.shape} dtype {labels.dtype}")
     if labels.size and labels.min() < 0:
         raise ValueError(f"{name} must hold ids >= 0, got minimum {labels.min()}")
     return labels
@@ -123,8 +123,10 @@ def nearest_two_distances(instances: np.ndarray, cutoff: float) -> tuple[np.ndar
         if box is None:
             continue
         ys, xs = box
-        sl = (slice(max(ys.start - m, 0), min(ys.stop + m, height)),
-              slice(max(xs.start - m, 0), min(xs.stop + m, width)))
+        sl = (
+            slice(max(ys.start - m, 0), min(ys.stop + m, height)),
+            slice(max(xs.start - m, 0), min(xs.stop + m, width)),
+        )
         dist = ndi.distance_transform_edt(instances[sl] != k).astype(np.float32)
         b1, b2 = d1[sl], d2[sl]
         np.minimum(b2, np.maximum(b1, dist), out=b2)
@@ -132,14 +134,19 @@ def nearest_two_distances(instances: np.ndarray, cutoff: float) -> tuple[np.ndar
     return d1, d2
 
 
-def border_weights(instances: np.ndarray, w0: float = 10.0, sigma: float = 5.0, *,
-                   background_only: bool = False, cutoff: float | None = None) -> np.ndarray:
+def border_weights(
+    instances: np.ndarray,
+    w0: float = 10.0,
+    sigma: float = 5.0,
+    *,
+    background_only: bool = False,
+    cutoff: float | None = None,
+) -> np.ndarray:
     """Per-pixel loss weight ``1 + w0 * exp(-(d1 + d2)^2 / (2 sigma^2))`` (Ronneberger et al. 2015, eq. 2).
 
     ``d1``, ``d2``: Euclidean distances (px, between pixel centres) to the
     nearest and second-nearest object (:func:`nearest_two_distances`). The
-    class-balance term ``w_c`` of the paper is 1 here: class balance is the
-    loss's business.
+    paper's class-balance term ``w_c`` is 1 here: the loss balances classes.
 
     Inside objects: by default the term is computed everywhere, as the paper's
     formula is written: on a pixel of object ``k`` the distance to ``k`` is 0,
@@ -207,8 +214,7 @@ def unannotated_markers(seg: np.ndarray, markers: np.ndarray) -> np.ndarray:
     its marker, an unannotated one 0 %).
     """
     ids, counts = np.unique(markers[markers > 0], return_counts=True)
-    covered = np.bincount(np.searchsorted(ids, markers[(markers > 0) & (seg > 0)]),
-                          minlength=ids.size)
+    covered = np.bincount(np.searchsorted(ids, markers[(markers > 0) & (seg > 0)]), minlength=ids.size)
     return ids[2 * covered < counts].astype(np.int64)
 
 
@@ -283,6 +289,8 @@ def ignore_stats(ignores: Iterable[np.ndarray]) -> dict[str, int]:
 def format_ignore_stats(stats: dict[str, int]) -> str:
     """One line, e.g. ``30 annotated frames: 4 full, 26 partial; 1.2 % of pixels ignored (377,487 px)``."""
     share = 100.0 * stats["ignored_pixels"] / stats["pixels"] if stats["pixels"] else 0.0
-    return (f"{stats['frames']} annotated frames: {stats['full_frames']} full, "
-            f"{stats['partial_frames']} partial; {share:.1f} % of pixels ignored "
-            f"({stats['ignored_pixels']:,} px)")
+    return (
+        f"{stats['frames']} annotated frames: {stats['full_frames']} full, "
+        f"{stats['partial_frames']} partial; {share:.1f} % of pixels ignored "
+        f"({stats['ignored_pixels']:,} px)"
+    )

@@ -22,6 +22,7 @@ BigTIFF files) reads the ImageJ description too. The description carries no
 ``images=`` entry, so every page stays its own IFD (compressed, written one
 page at a time) and ImageJ reads the stack IFD by IFD.
 """
+
 from __future__ import annotations
 
 import math
@@ -31,14 +32,31 @@ from pathlib import Path
 
 # Micrometres per unit. Keys are lower-case; both micro signs (U+00B5, U+03BC).
 _UM_PER_UNIT = {
-    "m": 1e6, "meter": 1e6, "metre": 1e6,
-    "cm": 1e4, "centimeter": 1e4, "centimetre": 1e4,
-    "mm": 1e3, "millimeter": 1e3, "millimetre": 1e3,
-    "um": 1.0, "\u00b5m": 1.0, "\u03bcm": 1.0, "micron": 1.0, "microns": 1.0,
-    "micrometer": 1.0, "micrometre": 1.0,
-    "nm": 1e-3, "nanometer": 1e-3, "nanometre": 1e-3,
-    "pm": 1e-6, "\u00e5": 1e-4, "angstrom": 1e-4,
-    "in": 25400.0, "inch": 25400.0, "ft": 304800.0,
+    "m": 1e6,
+    "meter": 1e6,
+    "metre": 1e6,
+    "cm": 1e4,
+    "centimeter": 1e4,
+    "centimetre": 1e4,
+    "mm": 1e3,
+    "millimeter": 1e3,
+    "millimetre": 1e3,
+    "um": 1.0,
+    "\u00b5m": 1.0,
+    "\u03bcm": 1.0,
+    "micron": 1.0,
+    "microns": 1.0,
+    "micrometer": 1.0,
+    "micrometre": 1.0,
+    "nm": 1e-3,
+    "nanometer": 1e-3,
+    "nanometre": 1e-3,
+    "pm": 1e-6,
+    "\u00e5": 1e-4,
+    "angstrom": 1e-4,
+    "in": 25400.0,
+    "inch": 25400.0,
+    "ft": 304800.0,
 }
 _NO_UNIT = {"", "pixel", "pixels", "px", "none"}
 # ResolutionUnit tag: 2 inch, 3 cm; 4 mm and 5 µm are tifffile's extensions.

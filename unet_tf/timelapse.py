@@ -8,6 +8,7 @@ thresholds behave the same) and is reduced to an object table; the frame's
 instance labels wait in a temporary file for the second pass that relabels
 them with track ids. Memory holds one frame and the tables, never a stack.
 """
+
 from __future__ import annotations
 
 import tempfile
@@ -22,10 +23,10 @@ from .ctc import score_sequence
 from .errors import UserInputError
 from .inputs import expand_inputs
 from .io import iter_pages, page_count, read_image, read_label, write_mask
+from .motility import write_outputs
 from .prediction import engine, predict_image
 from .tables import format_table, write_csv
 from .tiff_meta import pixel_size_um
-from .motility import write_outputs
 from .tracking import link, object_table
 
 TRACKING_COLUMNS = ("sequence", "DET", "SEG", "TRA", "frames", "tracks", "seconds_per_frame")
@@ -38,8 +39,10 @@ def sequence_frames(inputs: Sequence[str]) -> tuple[str, int, Callable[[], Itera
         stack = paths[0]
         return stack.stem, page_count(stack), lambda: iter_pages(stack)
     if any(page_count(p) > 1 for p in paths):
-        raise UserInputError(f"{next(p for p in paths if page_count(p) > 1)}: a stack among single frames; give one "
-                             "stack or a folder of frames")
+        raise UserInputError(
+            f"{next(p for p in paths if page_count(p) > 1)}: a stack among single frames; give one "
+            "stack or a folder of frames"
+        )
     name = Path(inputs[0]).name if len(inputs) == 1 and Path(inputs[0]).is_dir() else paths[0].parent.name
     return name, len(paths), lambda: (read_image(p) for p in paths)
 
@@ -58,15 +61,17 @@ def ground_truth_folder(inputs: Sequence[str], options: TrackConfig) -> Path | N
     return None
 
 
-def _segment_frames(model: Any, frames: Iterator[np.ndarray], n: int, config: PredictConfig, scratch: Path,
-                    log: Callable[[str], None]) -> tuple[list, np.ndarray]:
+def _segment_frames(
+    model: Any, frames: Iterator[np.ndarray], n: int, config: PredictConfig, scratch: Path, log: Callable[[str], None]
+) -> tuple[list, np.ndarray]:
     """Pass 1: instances of every frame (kept in ``scratch``) and their object tables; (tables, last frame)."""
     tables, last = [], None
     for t, image in enumerate(frames):
         result = predict_image(model, image, config)
         if result.instances is None:
-            raise UserInputError("--track: needs objects: use an instance model (ctc, dsb2018, --target instances) "
-                                 "or --split-touching")
+            raise UserInputError(
+                "--track: needs objects: use an instance model (ctc, dsb2018, --target instances) or --split-touching"
+            )
         write_mask(scratch / f"{t:05d}.tif", result.instances)
         tables.append(object_table(t, result.instances, image, name=f"frame {t}"))
         last = image
@@ -75,8 +80,14 @@ def _segment_frames(model: Any, frames: Iterator[np.ndarray], n: int, config: Pr
     return tables, last
 
 
-def track_sequence(model: Any, inputs: Sequence[str], out_dir: str | Path, config: PredictConfig = PredictConfig(),
-                   options: TrackConfig = TrackConfig(), log: Callable[[str], None] = print) -> dict:
+def track_sequence(
+    model: Any,
+    inputs: Sequence[str],
+    out_dir: str | Path,
+    config: PredictConfig = PredictConfig(),
+    options: TrackConfig = TrackConfig(),
+    log: Callable[[str], None] = print,
+) -> dict:
     """Segment, link and write a time-lapse; score it when ground truth is known. Returns the metrics row.
 
     Outputs in ``out_dir``: ``maskTTT.tif`` + ``res_track.txt`` (the CTC result
@@ -92,11 +103,13 @@ def track_sequence(model: Any, inputs: Sequence[str], out_dir: str | Path, confi
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="unet_tf-track-") as scratch:
         tables, last = _segment_frames(model, frames(), n, config, Path(scratch), log)
-        tracks = link(tables, max_distance=options.max_distance, max_gap=options.max_gap,
-                      divisions=options.divisions, source=name)
+        tracks = link(
+            tables, max_distance=options.max_distance, max_gap=options.max_gap, divisions=options.divisions, source=name
+        )
         labels = (read_label(Path(scratch) / f"{t:05d}.tif") for t in range(n))
-        write_outputs(tracks, labels, out_dir, background=last, pixel_size=pixel_size,
-                      frame_interval=options.frame_interval)
+        write_outputs(
+            tracks, labels, out_dir, background=last, pixel_size=pixel_size, frame_interval=options.frame_interval
+        )
     seconds = (time.perf_counter() - t0) / n
     row = {"sequence": name, "frames": n, "tracks": len(tracks.lineage), "seconds_per_frame": round(seconds, 3)}
     log(f"{n} frames, {row['tracks']} tracks ({seconds:.2f} s per frame); outputs in {out_dir}")

@@ -36,6 +36,7 @@ markers themselves (max_gap 2) gave TRA 0.9997 on 02 and 0.9994 on 01 at 30 px;
 60 px: 0.9994 / 0.9995 / 0.9999 (60 px is the first to catch a division whose
 daughter lands 58 px from its mother).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -79,8 +80,9 @@ class ObjectTable:
         return f"frame {self.frame}" + (f" ({self.name})" if self.name else "")
 
 
-def object_table(frame_index: int, labels: np.ndarray, intensity: np.ndarray | None = None,
-                 *, name: str = "") -> ObjectTable:
+def object_table(
+    frame_index: int, labels: np.ndarray, intensity: np.ndarray | None = None, *, name: str = ""
+) -> ObjectTable:
     """Measure every object of one instance label frame.
 
     Args:
@@ -95,8 +97,9 @@ def object_table(frame_index: int, labels: np.ndarray, intensity: np.ndarray | N
     labels = np.asarray(labels)
     where = f"frame {frame_index}" + (f" ({name})" if name else "")
     if labels.ndim != 2 or not np.issubdtype(labels.dtype, np.integer):
-        raise UserInputError(f"{where}: expected a 2-D integer label image, got shape {labels.shape}, "
-                             f"dtype {labels.dtype}")
+        raise UserInputError(
+            f"{where}: expected a 2-D integer label image, got shape {labels.shape}, dtype {labels.dtype}"
+        )
     if labels.size and labels.min() < 0:
         raise UserInputError(f"{where}: label image has negative ids (min {labels.min()}); ids must be >= 0")
     if intensity is not None and np.shape(intensity) != labels.shape:
@@ -108,10 +111,14 @@ def object_table(frame_index: int, labels: np.ndarray, intensity: np.ndarray | N
     if intensity is not None:
         mean = np.bincount(inverse, np.asarray(intensity, dtype=np.float64)[rows, cols], len(ids)) / area
     return ObjectTable(
-        frame=int(frame_index), shape=(int(labels.shape[0]), int(labels.shape[1])),
-        label=ids.astype(np.int64), y=np.bincount(inverse, rows, len(ids)) / area,
-        x=np.bincount(inverse, cols, len(ids)) / area, area=area.astype(np.int64),
-        mean_intensity=mean, name=name,
+        frame=int(frame_index),
+        shape=(int(labels.shape[0]), int(labels.shape[1])),
+        label=ids.astype(np.int64),
+        y=np.bincount(inverse, rows, len(ids)) / area,
+        x=np.bincount(inverse, cols, len(ids)) / area,
+        area=area.astype(np.int64),
+        mean_intensity=mean,
+        name=name,
     )
 
 
@@ -205,13 +212,19 @@ def laptrack_model(max_distance: float = 30.0, max_gap: int = 2, divisions: bool
         raise ValueError(f"max_gap must be >= 0 frames; received max_gap={max_gap}")
     cutoff = float(max_distance) ** 2
     return LapTrack(
-        metric="sqeuclidean", cutoff=cutoff,
-        gap_closing_metric="sqeuclidean", gap_closing_cutoff=cutoff if max_gap else False,
+        metric="sqeuclidean",
+        cutoff=cutoff,
+        gap_closing_metric="sqeuclidean",
+        gap_closing_cutoff=cutoff if max_gap else False,
         gap_closing_max_frame_count=max_gap + 1,
-        splitting_metric="sqeuclidean", splitting_cutoff=cutoff if divisions else False,
+        splitting_metric="sqeuclidean",
+        splitting_cutoff=cutoff if divisions else False,
         merging_cutoff=False,
-        track_start_cost=cutoff, track_end_cost=cutoff, segment_start_cost=cutoff,
-        segment_end_cost=cutoff, no_splitting_cost=cutoff,
+        track_start_cost=cutoff,
+        track_end_cost=cutoff,
+        segment_start_cost=cutoff,
+        segment_end_cost=cutoff,
+        no_splitting_cost=cutoff,
     )
 
 
@@ -247,8 +260,14 @@ def _assign_tracks(graph_nodes, n_successors) -> tuple[dict, list[list[int]], li
     return track_of, lineage, start
 
 
-def link(tables: Sequence[ObjectTable], *, max_distance: float = 30.0, max_gap: int = 2,
-         divisions: bool = True, source: str = "sequence") -> Tracks:
+def link(
+    tables: Sequence[ObjectTable],
+    *,
+    max_distance: float = 30.0,
+    max_gap: int = 2,
+    divisions: bool = True,
+    source: str = "sequence",
+) -> Tracks:
     """Link per-frame objects into tracks with laptrack (LAP, gap closing, divisions).
 
     Args:
@@ -281,8 +300,13 @@ def link(tables: Sequence[ObjectTable], *, max_distance: float = 30.0, max_gap: 
     objects["track"] = np.array([track_of[node] for node, _ in graph_nodes], dtype=np.int64)
     order = np.lexsort((objects["frame"], objects["track"]))
     objects = {c: objects[c][order] for c in ("track", "frame", *columns)}
-    return Tracks(shape=tables[0].shape, n_frames=len(tables), objects=objects,
-                  lineage=np.array(lineage, dtype=np.int64).reshape(-1, 4), start=np.array(start, dtype=str))
+    return Tracks(
+        shape=tables[0].shape,
+        n_frames=len(tables),
+        objects=objects,
+        lineage=np.array(lineage, dtype=np.int64).reshape(-1, 4),
+        start=np.array(start, dtype=str),
+    )
 
 
 # === Outputs (pass 2) ===

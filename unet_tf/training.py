@@ -5,10 +5,11 @@ notebooks and the tests. It reads as the phases of a run (nnU-Net's
 ``run_training`` is the model)::
 
     resolve data -> load arrays -> class balance -> model info -> compile
-    -> callbacks -> fit (unet_tf.distribute.fit) -> run folder
+    -> callbacks -> fit (unet_tf.fitting.fit) -> run folder
 
 Each phase is a short function below, usable on its own.
 """
+
 from __future__ import annotations
 
 import math
@@ -24,18 +25,19 @@ import numpy as np
 from . import __version__
 from .config import RunConfig, steps_per_pass
 from .datasets import DatasetSpec, TrainingData, load_pairs, read_border_weights, resolve_data
-from .distribute import WorkerInfo, cluster_note, fit, is_default, make_strategy, strategy_scope, worker_info
+from .distribute import WorkerInfo, cluster_note, is_default, make_strategy, strategy_scope, worker_info
 from .errors import UserInputError
 from .finetune import FreezeEncoder, finetune_config, init_from
+from .fitting import fit
 from .io import atomic_path
 from .losses import class_weights_from_fractions, make_loss, pos_weight_from_fraction
 from .metrics import DiceScore, IoUScore, PixelAccuracy
 from .model_file import ModelInfo, attach_info
 from .models import build_model, check_input_size, resolved_depth
 from .pipeline import class_counts, make_dataset, rare_classes_from_counts
-from .targets import IGNORE_ID, format_ignore_stats, ignore_stats
 from .run_folder import default_run_dir, prepare_run_dir, write_config, write_summary
 from .tables import score_column
+from .targets import IGNORE_ID, format_ignore_stats, ignore_stats
 
 Log = Callable[[str], None]
 
@@ -103,8 +105,10 @@ def load_arrays(data: TrainingData, cfg: RunConfig, log: Log) -> Arrays:
     val = load_pairs(data.val, data.spec, norm.pmin, norm.pmax, norm.clip)
     weights = (None, None)
     if data.spec.target == "instances" and d.border_weight > 0:
-        weights = tuple([read_border_weights(s, data.spec, d.border_weight, d.border_sigma) for s in side]
-                        for side in (data.train, data.val))
+        weights = tuple(
+            [read_border_weights(s, data.spec, d.border_weight, d.border_sigma) for s in side]
+            for side in (data.train, data.val)
+        )
         log(f"separation-border weights: w0 {d.border_weight:g}, sigma {d.border_sigma:g} px")
     ignored = [m == IGNORE_ID for m in train[1] + val[1]]
     if any(np.any(i) for i in ignored):
@@ -165,8 +169,14 @@ def compile_model(cfg: RunConfig, info: ModelInfo, spec: DatasetSpec, balance: B
     """Build the network with its info layer and compile it (call inside the strategy's scope)."""
     model = attach_info(build_model(cfg.model, spec.n_classes), info)
     t = cfg.train
-    loss = make_loss(t.loss, spec.n_classes, alpha=t.tversky_alpha, beta=t.tversky_beta,
-                     pos_weight=balance.pos_weight, class_weights=balance.class_weights)
+    loss = make_loss(
+        t.loss,
+        spec.n_classes,
+        alpha=t.tversky_alpha,
+        beta=t.tversky_beta,
+        pos_weight=balance.pos_weight,
+        class_weights=balance.class_weights,
+    )
     # the learning rate is used as given, whatever the number of replicas
     model.compile(optimizer=keras.optimizers.Adam(t.lr), loss=loss, metrics=build_metrics(spec))
     return model
@@ -181,13 +191,16 @@ def choose_monitor(val_masks: Sequence[np.ndarray], log: Log) -> tuple[str, str]
     """
     if any(np.any((m > 0) & (m != IGNORE_ID)) for m in val_masks):
         return "val_dice", "max"
-    log("note: the validation images hold no foreground, so validation Dice is undefined: best.keras and early "
-        "stopping follow the validation loss instead")
+    log(
+        "note: the validation images hold no foreground, so validation Dice is undefined: best.keras and early "
+        "stopping follow the validation loss instead"
+    )
     return "val_loss", "min"
 
 
-def make_callbacks(cfg: RunConfig, run_dir: Path, monitor: tuple[str, str] = ("val_dice", "max"),
-                   extra: Sequence = ()) -> list:
+def make_callbacks(
+    cfg: RunConfig, run_dir: Path, monitor: tuple[str, str] = ("val_dice", "max"), extra: Sequence = ()
+) -> list:
     """Checkpoints (best by ``monitor``, last), early stopping, LR plateau, CSV log, resume backup."""
     t = cfg.train
     metric, mode = monitor
@@ -216,15 +229,32 @@ def patch_datasets(cfg: RunConfig, arrays: Arrays, spec: DatasetSpec, balance: B
 
     def train_dataset(shard: tuple[int, int] = (0, 1)):
         return make_dataset(
-            arrays.train_images, arrays.train_masks, spec.n_classes, training=True,
-            patch_size=d.patch_size, batch_size=batch, patches_per_image=d.patches_per_image,
-            augment=d.augment, oversample_rare=d.oversample_rare if rare else 0.0,
-            rare_classes=rare or None, seed=cfg.train.seed, shard=shard, weights=arrays.train_weights,
+            arrays.train_images,
+            arrays.train_masks,
+            spec.n_classes,
+            training=True,
+            patch_size=d.patch_size,
+            batch_size=batch,
+            patches_per_image=d.patches_per_image,
+            augment=d.augment,
+            oversample_rare=d.oversample_rare if rare else 0.0,
+            rare_classes=rare or None,
+            seed=cfg.train.seed,
+            shard=shard,
+            weights=arrays.train_weights,
         )
 
     def val_dataset(shard: tuple[int, int] = (0, 1)):
-        return make_dataset(arrays.val_images, arrays.val_masks, spec.n_classes, training=False,
-                            patch_size=d.patch_size, batch_size=batch, shard=shard, weights=arrays.val_weights)
+        return make_dataset(
+            arrays.val_images,
+            arrays.val_masks,
+            spec.n_classes,
+            training=False,
+            patch_size=d.patch_size,
+            batch_size=batch,
+            shard=shard,
+            weights=arrays.val_weights,
+        )
 
     return train_dataset, val_dataset
 
@@ -277,8 +307,12 @@ def _layout(cfg: RunConfig, strategy, worker: WorkerInfo | None) -> dict | None:
     if is_default(strategy):
         return None
     replicas = strategy.num_replicas_in_sync
-    return {"strategy": cfg.train.strategy, "replicas": replicas,
-            "global_batch_size": cfg.train.batch_size * replicas, "workers": worker.count if worker else 1}
+    return {
+        "strategy": cfg.train.strategy,
+        "replicas": replicas,
+        "global_batch_size": cfg.train.batch_size * replicas,
+        "workers": worker.count if worker else 1,
+    }
 
 
 def _train(cfg, data, log, verbose, extra_callbacks, strategy, worker, scratch: Path | None = None) -> dict:
@@ -292,8 +326,10 @@ def _train(cfg, data, log, verbose, extra_callbacks, strategy, worker, scratch: 
     arrays = load_arrays(data, cfg, log)
     n_patches = len(arrays.train_images) * cfg.data.patches_per_image
     if worker and n_patches < worker.count:
-        raise UserInputError(f"{n_patches} training patches per epoch are fewer than the {worker.count} workers: "
-                             "raise --patches-per-image")
+        raise UserInputError(
+            f"{n_patches} training patches per epoch are fewer than the {worker.count} workers: "
+            "raise --patches-per-image"
+        )
     balance = class_balance(arrays.train_masks, data.spec, log)
     keras.utils.set_random_seed(cfg.train.seed)
     with strategy_scope(strategy):  # variables of model, optimizer and metrics live on every replica
@@ -302,16 +338,25 @@ def _train(cfg, data, log, verbose, extra_callbacks, strategy, worker, scratch: 
     layout = _layout(cfg, strategy, worker)
     one_device = {"replicas": 1, "global_batch_size": cfg.train.batch_size, "workers": 1}
     write_config(run_dir, out_dir, cfg, data, balance, {**(layout or one_device), "parent": parent})
-    log(f"training {cfg.model.model} (base {cfg.model.base_filters}, {model.count_params():,} parameters) on "
+    log(
+        f"training {cfg.model.model} (base {cfg.model.base_filters}, {model.count_params():,} parameters) on "
         f"{data.spec.n_classes} classes {list(data.spec.class_names)}; run folder {out_dir}"
-        f"{' (written by the chief)' if scratch else ''}")
+        f"{' (written by the chief)' if scratch else ''}"
+    )
     batch = layout["global_batch_size"] if layout else cfg.train.batch_size
     steps = cfg.train.steps_per_epoch or steps_per_pass(len(arrays.train_images), cfg.data.patches_per_image, batch)
     t0 = time.perf_counter()
-    history = fit(strategy, model, *patch_datasets(cfg, arrays, data.spec, balance), epochs=cfg.train.epochs,
-                  steps_per_epoch=cfg.train.steps_per_epoch, pass_steps=steps,
-                  callbacks=make_callbacks(cfg, run_dir, choose_monitor(arrays.val_masks, log), extra_callbacks),
-                  verbose=verbose, log=log)
+    history = fit(
+        strategy,
+        model,
+        *patch_datasets(cfg, arrays, data.spec, balance),
+        epochs=cfg.train.epochs,
+        steps_per_epoch=cfg.train.steps_per_epoch,
+        pass_steps=steps,
+        callbacks=make_callbacks(cfg, run_dir, choose_monitor(arrays.val_masks, log), extra_callbacks),
+        verbose=verbose,
+        log=log,
+    )
     wall = time.perf_counter() - t0
     if any(not math.isfinite(v) for v in history.history.get("loss", [])):
         raise UserInputError("training diverged (NaN loss); try a smaller --lr")
@@ -319,5 +364,14 @@ def _train(cfg, data, log, verbose, extra_callbacks, strategy, worker, scratch: 
     return write_summary(run_dir, out_dir, model, data, rate, wall, layout)
 
 
-__all__ = ["train", "load_arrays", "class_balance", "model_info_for", "compile_model", "make_callbacks",
-           "patch_datasets", "AtomicModelCheckpoint", "TimeLimit"]
+__all__ = [
+    "train",
+    "load_arrays",
+    "class_balance",
+    "model_info_for",
+    "compile_model",
+    "make_callbacks",
+    "patch_datasets",
+    "AtomicModelCheckpoint",
+    "TimeLimit",
+]

@@ -34,6 +34,7 @@ Modules: :mod:`.plan` (the grid and the budget, pure), :mod:`.report` (rows,
 summary, table, plot), :mod:`.run` (the images, training and testing a cell,
 the grid loop).
 """
+
 from __future__ import annotations
 
 from .plan import (
@@ -64,8 +65,30 @@ from .report import (
 from .run import AblationData, evaluate_cell, resolve_pool, run_ablation, run_cell
 
 __all__ = [
-    "AblationData", "BUDGETS", "Cell", "Schedule", "cell_config", "cell_schedule", "column_name",
-    "evaluate_cell", "markdown_table", "n_train_images", "nanmean", "nanstd", "on_off", "pass_steps",
-    "plan_grid", "read_rows", "resolve_pool", "row_columns", "run_ablation", "run_cell", "scores_from_metrics",
-    "summarize", "total_step_budget", "write_plot", "write_reports", "write_rows",
+    "AblationData",
+    "BUDGETS",
+    "Cell",
+    "Schedule",
+    "cell_config",
+    "cell_schedule",
+    "column_name",
+    "evaluate_cell",
+    "markdown_table",
+    "n_train_images",
+    "nanmean",
+    "nanstd",
+    "on_off",
+    "pass_steps",
+    "plan_grid",
+    "read_rows",
+    "resolve_pool",
+    "row_columns",
+    "run_ablation",
+    "run_cell",
+    "scores_from_metrics",
+    "summarize",
+    "total_step_budget",
+    "write_plot",
+    "write_reports",
+    "write_rows",
 ]

@@ -6,6 +6,7 @@ reads images. Repeat ``r`` of the grid uses seed ``base seed + r``. Budget
 fixed-epoch protocol of the literature (one epoch = one pass over
 ``patches_per_image x images`` patches).
 """
+
 from __future__ import annotations
 
 import math

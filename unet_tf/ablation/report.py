@@ -5,6 +5,7 @@ model, augmentation and size (mean and std over repeats, NaN skipped);
 ``markdown_table`` and ``write_plot`` show the summary. The NaN-skipping mean,
 the column namer and the CSV writer are :mod:`unet_tf.tables`'.
 """
+
 from __future__ import annotations
 
 import csv
@@ -21,8 +22,18 @@ ROW_KEY = ("model", "size", "augment", "seed")
 _INT_COLUMNS = {"size", "seed", "n_train", "n_val", "n_test", "epochs", "steps", "best_epoch"}
 _TEXT_COLUMNS = {"model", "augment", "run_dir"}
 _TAIL_COLUMNS = (
-    "mean_dice", "pixel_accuracy", "n_train", "n_val", "n_test", "epochs", "steps", "best_epoch",
-    "train_seconds", "test_seconds", "wall_seconds", "run_dir",
+    "mean_dice",
+    "pixel_accuracy",
+    "n_train",
+    "n_val",
+    "n_test",
+    "epochs",
+    "steps",
+    "best_epoch",
+    "train_seconds",
+    "test_seconds",
+    "wall_seconds",
+    "run_dir",
 )
 
 
@@ -119,7 +130,9 @@ def summarize(rows: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
     for row in sort_rows(rows):
         groups.setdefault((row["model"], row["augment"], int(row["size"])), []).append(row)
     out = []
-    for (model, augment, size), members in sorted(groups.items(), key=lambda kv: (kv[0][0], kv[0][1] != "on", kv[0][2])):
+    for (model, augment, size), members in sorted(
+        groups.items(), key=lambda kv: (kv[0][0], kv[0][1] != "on", kv[0][2])
+    ):
         entry: dict[str, Any] = {"model": model, "augment": augment, "size": size, "runs": len(members)}
         for col in score_columns(members):
             values = [_float(r.get(col)) for r in members]
@@ -141,12 +154,20 @@ def markdown_table(summary: Sequence[Mapping[str, Any]]) -> str:
     """The summary as a Markdown table: mean ± std over repeats (no ± with one repeat)."""
     if not summary:
         return "(no finished cells)\n"
-    classes = [k[len("dice_"):-len("_mean")] for k in summary[0] if k.startswith("dice_") and k.endswith("_mean")]
+    classes = [k[len("dice_") : -len("_mean")] for k in summary[0] if k.startswith("dice_") and k.endswith("_mean")]
     header = ["model", "augment", "images", "runs", "mean Dice", *(f"Dice {c}" for c in classes), "pixel accuracy"]
-    lines = ["| " + " | ".join(header) + " |", "|" + "|".join(["---", "---", "--:", "--:"] + ["--:"] * (len(header) - 4)) + "|"]
+    lines = [
+        "| " + " | ".join(header) + " |",
+        "|" + "|".join(["---", "---", "--:", "--:"] + ["--:"] * (len(header) - 4)) + "|",
+    ]
     for e in summary:
-        cells = [str(e["model"]), str(e["augment"]), str(e["size"]), str(e["runs"]),
-                 _pm(e["mean_dice_mean"], e["mean_dice_std"])]
+        cells = [
+            str(e["model"]),
+            str(e["augment"]),
+            str(e["size"]),
+            str(e["runs"]),
+            _pm(e["mean_dice_mean"], e["mean_dice_std"]),
+        ]
         cells += [_pm(e[f"dice_{c}_mean"], e[f"dice_{c}_std"]) for c in classes]
         cells.append(_pm(e.get("pixel_accuracy_mean", math.nan), e.get("pixel_accuracy_std", math.nan)))
         lines.append("| " + " | ".join(cells) + " |")
@@ -192,22 +213,36 @@ def write_plot(rows: Sequence[Mapping[str, Any]], path: str | Path, title: str |
     return Path(path)
 
 
-def _plot_line(ax, summary: Sequence[Mapping[str, Any]], rows: Sequence[Mapping[str, Any]],
-               group: tuple[str, str], shift: float, label: str) -> None:
+def _plot_line(
+    ax,
+    summary: Sequence[Mapping[str, Any]],
+    rows: Sequence[Mapping[str, Any]],
+    group: tuple[str, str],
+    shift: float,
+    label: str,
+) -> None:
     """One model/augmentation: the summary means with std bars, each run as a faint dot (x scaled by ``shift``)."""
     entries = [e for e in summary if (e["model"], e["augment"]) == group]
     x = np.array([e["size"] for e in entries], float) * shift
     y = np.array([e["mean_dice_mean"] for e in entries])
     err = np.nan_to_num(np.array([e["mean_dice_std"] for e in entries]))
-    line = ax.errorbar(x, y, yerr=err, marker="o", capsize=3, label=label,
-                       linestyle="-" if group[1] == "on" else "--")
+    line = ax.errorbar(x, y, yerr=err, marker="o", capsize=3, label=label, linestyle="-" if group[1] == "on" else "--")
     runs = [r for r in rows if (r["model"], r["augment"]) == group]
-    ax.scatter([int(r["size"]) * shift for r in runs], [_float(r.get("mean_dice")) for r in runs],
-               s=10, alpha=0.35, color=line[0].get_color())
+    ax.scatter(
+        [int(r["size"]) * shift for r in runs],
+        [_float(r.get("mean_dice")) for r in runs],
+        s=10,
+        alpha=0.35,
+        color=line[0].get_color(),
+    )
 
 
 def write_reports(
-    rows: Sequence[Mapping[str, Any]], out_dir: Path, class_names: Sequence[str], note: str = "", title: str | None = None
+    rows: Sequence[Mapping[str, Any]],
+    out_dir: Path,
+    class_names: Sequence[str],
+    note: str = "",
+    title: str | None = None,
 ) -> None:
     """``ablation.csv``, ``ablation_summary.csv``, ``ablation.md`` and ``ablation.png``."""
     write_rows(out_dir / "ablation.csv", rows, class_names)

@@ -1,11 +1,11 @@
 """Running the ablation grid: check the request, resolve the images, train and test every cell.
 
-:func:`run_ablation` is the entry point (``train.py --ablation`` calls it).
-Each cell trains exactly like ``train.py --train-size N --seed S`` and is tested
-on the same held-out images (:func:`resolve_pool`); ``ablation.csv`` gets its
-row as soon as the cell is done, so a rerun skips finished cells and resumes an
-interrupted training from its last epoch.
+:func:`run_ablation` (``train.py --ablation``): each cell trains like ``train.py
+--train-size N --seed S``, is tested on the same held-out images
+(:func:`resolve_pool`) and gets its ``ablation.csv`` row when done, so a rerun
+skips finished cells and resumes an interrupted training.
 """
+
 from __future__ import annotations
 
 import json
@@ -29,7 +29,15 @@ from ..models import MODELS, check_input_size, resolved_depth
 from ..prediction import predict_files
 from ..training import train
 from .plan import (
-    BUDGETS, Cell, Schedule, cell_config, cell_schedule, n_train_images, on_off, pass_steps, plan_grid,
+    BUDGETS,
+    Cell,
+    Schedule,
+    cell_config,
+    cell_schedule,
+    n_train_images,
+    on_off,
+    pass_steps,
+    plan_grid,
     total_step_budget,
 )
 from .report import read_rows, row_key, scores_from_metrics, sort_rows, write_reports
@@ -87,8 +95,14 @@ def grid_settings(cfg: RunConfig, data_dir: Path, budget: str, schedule_steps: i
     """What every cell shares: base settings minus what varies per cell, and the budget."""
     settings = cfgmod.to_dict(cfg)
     settings["data"]["data_dir"] = str(data_dir.resolve())
-    for section, key in (("data", "train_size"), ("model", "model"), ("train", "seed"), ("train", "out"),
-                         ("train", "resume"), ("train", "early_stopping_patience")):
+    for section, key in (
+        ("data", "train_size"),
+        ("model", "model"),
+        ("train", "seed"),
+        ("train", "out"),
+        ("train", "resume"),
+        ("train", "early_stopping_patience"),
+    ):
         settings[section].pop(key, None)
     settings["data"]["augment"].pop("enabled", None)
     settings["budget"] = {"kind": budget, "total_steps": schedule_steps}
@@ -134,8 +148,9 @@ def _clear_keras() -> None:
     keras.backend.clear_session()
 
 
-def train_cell(base: RunConfig, cell: Cell, schedule: Schedule, run_dir: Path,
-               log: Log = print, verbose: int | str = "auto") -> tuple[dict[str, Any], float]:
+def train_cell(
+    base: RunConfig, cell: Cell, schedule: Schedule, run_dir: Path, log: Log = print, verbose: int | str = "auto"
+) -> tuple[dict[str, Any], float]:
     """Train one cell into ``run_dir`` (resume an interrupted training, reuse a finished one).
 
     Returns:
@@ -159,8 +174,13 @@ def train_cell(base: RunConfig, cell: Cell, schedule: Schedule, run_dir: Path,
 
 
 def run_cell(
-    base: RunConfig, cell: Cell, schedule: Schedule, out_dir: Path, data: AblationData,
-    log: Log = print, verbose: int | str = "auto",
+    base: RunConfig,
+    cell: Cell,
+    schedule: Schedule,
+    out_dir: Path,
+    data: AblationData,
+    log: Log = print,
+    verbose: int | str = "auto",
 ) -> dict[str, Any]:
     """Train (or resume, or reuse a finished training of) one cell, test it; its row."""
     run_dir = out_dir / "cells" / cell.name
@@ -173,7 +193,10 @@ def run_cell(
     n_train = int(summary.get("n_train_images") or n_train_images(cell.size, base.data.val_fraction))
     per_epoch = schedule.steps_per_epoch or pass_steps(n_train, base.data.patches_per_image, base.train.batch_size)
     return {
-        "model": cell.model, "size": cell.size, "augment": on_off(cell.augment), "seed": cell.seed,
+        "model": cell.model,
+        "size": cell.size,
+        "augment": on_off(cell.augment),
+        "seed": cell.seed,
         **scores_from_metrics(metrics, data.class_names),
         "n_train": n_train,
         "n_val": summary.get("n_val_images"),
@@ -239,8 +262,11 @@ def check_request(req: AblationRequest) -> None:
     if base.data.train_size is not None:
         raise UserInputError("--train-size: the ablation sets it per cell; give --train-sizes instead")
     for model in req.models:
-        check_input_size(base.data.patch_size, resolved_depth(replace_config(base, model={"model": model}).model),
-                         f"--patch-size (model {model})")
+        check_input_size(
+            base.data.patch_size,
+            resolved_depth(replace_config(base, model={"model": model}).model),
+            f"--patch-size (model {model})",
+        )
 
 
 def check_pool(req: AblationRequest, data: AblationData) -> None:
@@ -264,10 +290,15 @@ def plan_request(req: AblationRequest, log: Log = print) -> GridPlan:
     largest = schedules[max(sizes)]
     settings = grid_settings(base, data.data_dir, req.budget, largest.total_steps if total else None)
     check_settings(req.out_dir / "ablation.json", settings)
-    budget_text = (f"{largest.total_steps} steps per cell ({largest.epochs} epochs x {largest.steps_per_epoch})"
-                   if req.budget == "steps" else f"{base.train.epochs} epochs of one pass over the cell's patches")
-    note = (f"Test Dice on {len(data.test)} held-out image(s) (per-image mean), mean ± std over repeats; "
-            f"budget: {budget_text}; data: {data.data_dir}.")
+    budget_text = (
+        f"{largest.total_steps} steps per cell ({largest.epochs} epochs x {largest.steps_per_epoch})"
+        if req.budget == "steps"
+        else f"{base.train.epochs} epochs of one pass over the cell's patches"
+    )
+    note = (
+        f"Test Dice on {len(data.test)} held-out image(s) (per-image mean), mean ± std over repeats; "
+        f"budget: {budget_text}; data: {data.data_dir}."
+    )
     title = f"test Dice on {len(data.test)} held-out image(s); bars: std over seeds"
     cells = tuple(plan_grid(sizes, req.augments, req.models, req.repeats, base.train.seed))
     return GridPlan(data, schedules, cells, settings, budget_text, note, title)
@@ -277,14 +308,21 @@ def describe_grid(req: AblationRequest, plan: GridPlan) -> str:
     """The opening log line: the grid's shape, the pool, the test images, the budget and the output."""
     data = plan.data
     test_names = ", ".join(s.image.name for s in data.test[:4]) + (" ..." if len(data.test) > 4 else "")
-    return (f"ablation: {len(plan.cells)} cells ({len(set(req.sizes))} sizes x {len(set(req.augments))} "
-            f"augmentation x {len(req.models)} model(s) x {req.repeats} repeat(s)); pool of {len(data.pool)} "
-            f"images; test on {len(data.test)} image(s) ({test_names}); budget {plan.budget_text}; "
-            f"output {req.out_dir}")
+    return (
+        f"ablation: {len(plan.cells)} cells ({len(set(req.sizes))} sizes x {len(set(req.augments))} "
+        f"augmentation x {len(req.models)} model(s) x {req.repeats} repeat(s)); pool of {len(data.pool)} "
+        f"images; test on {len(data.test)} image(s) ({test_names}); budget {plan.budget_text}; "
+        f"output {req.out_dir}"
+    )
 
 
-def run_cells(req: AblationRequest, plan: GridPlan, rows: dict[tuple, dict[str, Any]],
-              log: Log = print, verbose: int | str = "auto") -> None:
+def run_cells(
+    req: AblationRequest,
+    plan: GridPlan,
+    rows: dict[tuple, dict[str, Any]],
+    log: Log = print,
+    verbose: int | str = "auto",
+) -> None:
     """Run every cell without a row in ``rows`` (adding its row), rewriting the reports after each."""
     cells, data = plan.cells, plan.data
     wall_times = [float(r["wall_seconds"]) for r in rows.values() if r.get("wall_seconds") is not None]
@@ -293,7 +331,7 @@ def run_cells(req: AblationRequest, plan: GridPlan, rows: dict[tuple, dict[str, 
         if cell.key in rows:
             log(f"{prefix}: finished before, skip")
             continue
-        remaining = sum(1 for c in cells[index - 1:] if c.key not in rows)
+        remaining = sum(1 for c in cells[index - 1 :] if c.key not in rows)
         eta = f" (about {format_duration(np.mean(wall_times) * remaining)} left)" if wall_times else ""
         log(f"{prefix} ...{eta}")
         row = run_cell(req.base, cell, plan.schedules[cell.size], req.out_dir, data, log=log, verbose=verbose)
@@ -336,8 +374,16 @@ def run_ablation(
     Returns:
         list of dict, the rows of ``ablation.csv`` sorted by model, size, augmentation, seed.
     """
-    req = AblationRequest(base_cfg, tuple(sizes), tuple(augments), tuple(models or (base_cfg.model.model,)),
-                          repeats, Path(out_dir), budget, budget_steps)
+    req = AblationRequest(
+        base_cfg,
+        tuple(sizes),
+        tuple(augments),
+        tuple(models or (base_cfg.model.model,)),
+        repeats,
+        Path(out_dir),
+        budget,
+        budget_steps,
+    )
     check_request(req)
     plan = plan_request(req, log)
     req.out_dir.mkdir(parents=True, exist_ok=True)
@@ -348,6 +394,8 @@ def run_ablation(
     run_cells(req, plan, rows, log, verbose)
     write_reports(list(rows.values()), req.out_dir, plan.data.class_names, plan.note, plan.title)
     out = req.out_dir
-    log(f"ablation done: {out / 'ablation.csv'}, {out / 'ablation_summary.csv'}, "
-        f"{out / 'ablation.md'}, {out / 'ablation.png'}")
+    log(
+        f"ablation done: {out / 'ablation.csv'}, {out / 'ablation_summary.csv'}, "
+        f"{out / 'ablation.md'}, {out / 'ablation.png'}"
+    )
     return sort_rows(rows.values())

@@ -1,4 +1,5 @@
 """What every command line shares: one-line errors and comma lists."""
+
 from __future__ import annotations
 
 import argparse

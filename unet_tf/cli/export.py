@@ -1,4 +1,5 @@
 """``unet-tf-export --weights best.keras --out DIR``: ONNX, SavedModel, bioimage.io package."""
+
 from __future__ import annotations
 
 import argparse
@@ -16,8 +17,11 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     p.add_argument("--weights", required=True, help="a best.keras / last.keras written by train.py")
-    p.add_argument("--out", required=True, help="output folder: model.onnx, savedmodel/, bioimageio/ and "
-                   "bioimageio.zip (same-named entries are replaced)")
+    p.add_argument(
+        "--out",
+        required=True,
+        help="output folder: model.onnx, savedmodel/, bioimageio/ and bioimageio.zip (same-named entries are replaced)",
+    )
     p.add_argument("--format", default=FORMATS, help=f"comma-separated subset of {FORMATS}")
     return p
 

@@ -1,4 +1,5 @@
 """``python predict.py --weights best.keras``: segment images at full resolution."""
+
 from __future__ import annotations
 
 import argparse
@@ -21,6 +22,32 @@ def shard_arg(text: str) -> tuple[int, int]:
     return index, count
 
 
+def _track_args(p: argparse.ArgumentParser, t: TrackConfig) -> None:
+    g = p.add_argument_group(
+        "time-lapse",
+        "--track: the inputs are ONE time-lapse (a folder of frames sorted by "
+        "name, a Cell Tracking Challenge sequence folder, or a multi-page TIFF); every frame is "
+        "segmented into objects and the objects are linked over time (laptrack)",
+    )
+    g.add_argument(
+        "--track",
+        action="store_true",
+        help="track objects through the frames: writes maskTTT.tif and "
+        "res_track.txt (CTC format), tracks.csv, tracks_summary.csv, tracks.png",
+    )
+    g.add_argument(
+        "--max-distance", type=float, default=t.max_distance, help="largest move of an object between frames, px"
+    )
+    g.add_argument("--max-gap", type=int, default=t.max_gap, help="frames an object may be missed and still be linked")
+    g.add_argument("--no-divisions", action="store_true", help="do not detect cell divisions")
+    g.add_argument("--frame-interval", type=float, help="minutes between frames: speeds in tracks.csv per minute")
+    g.add_argument(
+        "--gt",
+        help="Cell Tracking Challenge ground truth (NN_GT folder) to score DET, SEG, TRA "
+        "(default: the NN_GT folder beside a sequence folder NN, if any)",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     d, t = PredictConfig(), TrackConfig()
     p = argparse.ArgumentParser(
@@ -28,47 +55,63 @@ def build_parser() -> argparse.ArgumentParser:
         description="Segment images with a model trained by train.py: masks, overlays, metrics, objects.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    p.add_argument("--weights", required=True, help="a best.keras / last.keras written by train.py, or the model.onnx "
-                   "of unet-tf-export (runs on onnxruntime, without TensorFlow)")
-    p.add_argument("--input", nargs="+", help="image files, folders or globs (default: the test images of the "
-                   "dataset the model was trained on)")
+    p.add_argument(
+        "--weights",
+        required=True,
+        help="a best.keras / last.keras written by train.py, or the model.onnx "
+        "of unet-tf-export (runs on onnxruntime, without TensorFlow)",
+    )
+    p.add_argument(
+        "--input",
+        nargs="+",
+        help="image files, folders or globs (default: the test images of the dataset the model was trained on)",
+    )
     p.add_argument("--out", help="output folder (default: <weights folder>/predictions)")
     p.add_argument("--labels", help="folder of ground-truth masks (matched by name): writes metrics.csv")
     p.add_argument("--tile", type=int, default=d.tile, help="tile side in px (a multiple of the model's size divisor)")
     p.add_argument("--overlap", type=int, default=d.overlap, help="overlap of neighbouring tiles in px")
     p.add_argument("--batch-size", type=int, default=d.batch_size, help="tiles per model call")
     p.add_argument("--tta", action="store_true", help="8-fold dihedral test-time augmentation (8x slower)")
-    p.add_argument("--threshold", type=float, default=d.threshold, help="foreground probability threshold of binary models")
-    p.add_argument("--save-probabilities", action="store_true", help="also write <stem>_prob.tif (float32, a band per class)")
+    p.add_argument(
+        "--threshold", type=float, default=d.threshold, help="foreground probability threshold of binary models"
+    )
+    p.add_argument(
+        "--save-probabilities", action="store_true", help="also write <stem>_prob.tif (float32, a band per class)"
+    )
     p.add_argument("--no-overlay", action="store_true", help="do not write <stem>_overlay.png")
     p.add_argument("--pixel-size", type=float, help="pixel size in µm: adds µm and µm² columns to objects.csv")
     p.add_argument("--min-size", type=int, default=d.min_size, help="drop objects smaller than this many pixels")
-    p.add_argument("--split-touching", action="store_true", help="semantic models: split touching objects of a class "
-                   "by a distance-transform watershed; writes <stem>_instances.tif and one objects.csv row per object "
-                   "(instance models always do)")
-    g = p.add_argument_group("time-lapse", "--track: the inputs are ONE time-lapse (a folder of frames sorted by "
-                             "name, a Cell Tracking Challenge sequence folder, or a multi-page TIFF); every frame is "
-                             "segmented into objects and the objects are linked over time (laptrack)")
-    g.add_argument("--track", action="store_true", help="track objects through the frames: writes maskTTT.tif and "
-                   "res_track.txt (CTC format), tracks.csv, tracks_summary.csv, tracks.png")
-    g.add_argument("--max-distance", type=float, default=t.max_distance, help="largest move of an object between frames, px")
-    g.add_argument("--max-gap", type=int, default=t.max_gap, help="frames an object may be missed and still be linked")
-    g.add_argument("--no-divisions", action="store_true", help="do not detect cell divisions")
-    g.add_argument("--frame-interval", type=float, help="minutes between frames: speeds in tracks.csv per minute")
-    g.add_argument("--gt", help="Cell Tracking Challenge ground truth (NN_GT folder) to score DET, SEG, TRA "
-                   "(default: the NN_GT folder beside a sequence folder NN, if any)")
-    p.add_argument("--shard", type=shard_arg, metavar="i/n",
-                   help="segment only every n-th image of the sorted inputs, starting at image i (0-based): run "
-                   "0/n .. n-1/n on n machines with the same --out; the tables of shard i are then "
-                   "metrics.shard-i-of-n.csv, objects.shard-i-of-n.csv and objects_summary.shard-i-of-n.csv")
+    p.add_argument(
+        "--split-touching",
+        action="store_true",
+        help="semantic models: split touching objects of a class "
+        "by a distance-transform watershed; writes <stem>_instances.tif and one objects.csv row per object "
+        "(instance models always do)",
+    )
+    _track_args(p, t)
+    p.add_argument(
+        "--shard",
+        type=shard_arg,
+        metavar="i/n",
+        help="segment only every n-th image of the sorted inputs, starting at image i (0-based): run "
+        "0/n .. n-1/n on n machines with the same --out; the tables of shard i are then "
+        "metrics.shard-i-of-n.csv, objects.shard-i-of-n.csv and objects_summary.shard-i-of-n.csv",
+    )
     return p
 
 
 def config_from_args(args: argparse.Namespace) -> PredictConfig:
     return PredictConfig(
-        tile=args.tile, overlap=args.overlap, batch_size=args.batch_size, tta=args.tta,
-        threshold=args.threshold, save_probabilities=args.save_probabilities, overlay=not args.no_overlay,
-        pixel_size=args.pixel_size, min_size=args.min_size, split_touching=args.split_touching,
+        tile=args.tile,
+        overlap=args.overlap,
+        batch_size=args.batch_size,
+        tta=args.tta,
+        threshold=args.threshold,
+        save_probabilities=args.save_probabilities,
+        overlay=not args.no_overlay,
+        pixel_size=args.pixel_size,
+        min_size=args.min_size,
+        split_touching=args.split_touching,
         shard=args.shard or (0, 1),
     )
 
@@ -92,8 +135,13 @@ def _track(model, args: argparse.Namespace, config: PredictConfig) -> int:
 
     if not args.input:
         raise UserInputError("--track: give the time-lapse with --input (a folder of frames or a multi-page TIFF)")
-    options = TrackConfig(max_distance=args.max_distance, max_gap=args.max_gap, divisions=not args.no_divisions,
-                           frame_interval=args.frame_interval, gt=args.gt)
+    options = TrackConfig(
+        max_distance=args.max_distance,
+        max_gap=args.max_gap,
+        divisions=not args.no_divisions,
+        frame_interval=args.frame_interval,
+        gt=args.gt,
+    )
     out = Path(args.out) if args.out else Path(args.weights).parent / "tracks"
     track_sequence(model, args.input, out, config, options)
     return 0

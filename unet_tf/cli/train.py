@@ -3,6 +3,7 @@
 TensorFlow is imported only after the arguments are parsed, so ``--help`` and
 argument errors are quick.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -10,13 +11,13 @@ import sys
 
 from ..config import (
     BUDGET_NAMES,
-    AblationConfig,
     DATASET_NAMES,
     LOSS_NAMES,
     MODEL_NAMES,
     STRATEGY_NAMES,
     TARGET_NAMES,
     UPSAMPLING_NAMES,
+    AblationConfig,
     DataConfig,
     ModelConfig,
     RunConfig,
@@ -43,16 +44,32 @@ def on_off_list(text: str) -> tuple[bool, ...]:
 def _data_args(p: argparse.ArgumentParser, d: DataConfig) -> None:
     g = p.add_argument_group("data")
     g.add_argument("--dataset", help=f"layout: {', '.join(DATASET_NAMES)} (default {d.dataset})")
-    g.add_argument("--data-dir", help="dataset folder (default $UNET_TF_DATA/<dataset>, UNET_TF_DATA defaults to data/)")
+    g.add_argument(
+        "--data-dir", help="dataset folder (default $UNET_TF_DATA/<dataset>, UNET_TF_DATA defaults to data/)"
+    )
     g.add_argument("--class-values", type=int_list, help="label values of the classes, class 0 first, e.g. 0,255")
     g.add_argument("--class-names", type=str_list, help="names of the classes, comma separated")
     g.add_argument("--train-size", type=int, help="use only N training images, chosen by the seed (default all)")
-    g.add_argument("--holdout", type=int, help="keep the last N labelled training images (by name) out of training "
-                   "as the test set; predict.py then evaluates on them by default (default 0)")
-    g.add_argument("--val-fraction", type=float, help=f"fraction of training images held out for validation (default {d.val_fraction})")
+    g.add_argument(
+        "--holdout",
+        type=int,
+        help="keep the last N labelled training images (by name) out of training "
+        "as the test set; predict.py then evaluates on them by default (default 0)",
+    )
+    g.add_argument(
+        "--val-fraction",
+        type=float,
+        help=f"fraction of training images held out for validation (default {d.val_fraction})",
+    )
     g.add_argument("--patch-size", type=int, help=f"training patch side in px (default {d.patch_size})")
-    g.add_argument("--patches-per-image", type=int, help=f"random patches per image per epoch (default {d.patches_per_image})")
-    g.add_argument("--oversample-rare", type=float, help=f"probability a patch is centred on a rare class (default {d.oversample_rare})")
+    g.add_argument(
+        "--patches-per-image", type=int, help=f"random patches per image per epoch (default {d.patches_per_image})"
+    )
+    g.add_argument(
+        "--oversample-rare",
+        type=float,
+        help=f"probability a patch is centred on a rare class (default {d.oversample_rare})",
+    )
     g.add_argument("--pmin", type=float, help=f"lower percentile of contrast stretching (default {d.normalize.pmin})")
     g.add_argument("--pmax", type=float, help=f"upper percentile of contrast stretching (default {d.normalize.pmax})")
     g.add_argument("--no-augment", action="store_true", help="turn every augmentation off")
@@ -64,16 +81,30 @@ def _object_args(p: argparse.ArgumentParser, d: DataConfig) -> None:
         "instance segmentation: the network learns background / interior / boundary of each object, and "
         "prediction splits touching objects; partial annotations count only where annotated",
     )
-    g.add_argument("--target", choices=TARGET_NAMES, help="what the network learns: auto means instances for ctc and "
-                   "dsb2018 (and folder with --instance-masks), semantic otherwise (default auto)")
+    g.add_argument(
+        "--target",
+        choices=TARGET_NAMES,
+        help="what the network learns: auto means instances for ctc and "
+        "dsb2018 (and folder with --instance-masks), semantic otherwise (default auto)",
+    )
     g.add_argument("--instance-masks", action="store_true", help="folder layout: each mask holds one id per object")
-    g.add_argument("--boundary-width", type=int, help=f"px of an object's edge that form its boundary class "
-                   f"(default {d.boundary_width})")
-    g.add_argument("--border-weight", type=float, help="w0 of the U-Net separation-border loss weight between "
-                   f"touching objects; 0 = off (default {d.border_weight:g})")
+    g.add_argument(
+        "--boundary-width",
+        type=int,
+        help=f"px of an object's edge that form its boundary class (default {d.boundary_width})",
+    )
+    g.add_argument(
+        "--border-weight",
+        type=float,
+        help="w0 of the U-Net separation-border loss weight between "
+        f"touching objects; 0 = off (default {d.border_weight:g})",
+    )
     g.add_argument("--border-sigma", type=float, help=f"sigma of that weight in px (default {d.border_sigma:g})")
-    g.add_argument("--ignore-value", type=int, help="folder layout: label value of pixels that count in no loss and "
-                   "no metric (unannotated regions)")
+    g.add_argument(
+        "--ignore-value",
+        type=int,
+        help="folder layout: label value of pixels that count in no loss and no metric (unannotated regions)",
+    )
 
 
 def _model_args(p: argparse.ArgumentParser, m: ModelConfig) -> None:
@@ -89,7 +120,11 @@ def _model_args(p: argparse.ArgumentParser, m: ModelConfig) -> None:
 def _training_args(p: argparse.ArgumentParser, t: TrainConfig) -> None:
     g = p.add_argument_group("training")
     g.add_argument("--epochs", type=int, help=f"maximum epochs (default {t.epochs})")
-    g.add_argument("--steps-per-epoch", type=int, help="optimizer steps per epoch (default: one pass over patches-per-image x images)")
+    g.add_argument(
+        "--steps-per-epoch",
+        type=int,
+        help="optimizer steps per epoch (default: one pass over patches-per-image x images)",
+    )
     g.add_argument("--batch-size", type=int, help=f"patches per step (default {t.batch_size})")
     g.add_argument("--lr", type=float, help=f"Adam learning rate (default {t.lr})")
     g.add_argument("--loss", choices=LOSS_NAMES, help="auto: weighted BCE/CE + Tversky (default auto)")
@@ -98,22 +133,36 @@ def _training_args(p: argparse.ArgumentParser, t: TrainConfig) -> None:
     g.add_argument("--max-minutes", type=float, help="stop after the epoch that crosses this wall time")
     g.add_argument("--seed", type=int, help=f"seed of subset, split, patches, augmentation, weights (default {t.seed})")
     g.add_argument("--out", help="run folder (default runs/<dataset>-<model>-<time>)")
-    g.add_argument("--resume", action="store_true", help="continue an interrupted run in --out from its last finished epoch")
+    g.add_argument(
+        "--resume", action="store_true", help="continue an interrupted run in --out from its last finished epoch"
+    )
     g.add_argument("--tensorboard", action="store_true", help="also write TensorBoard logs")
-    g.add_argument("--init-from", metavar="MODEL.keras", help="fine-tune: start from a trained model's weights and "
-                   "architecture; another class count replaces its head (said); the run records the parent")
-    g.add_argument("--freeze-encoder", dest="freeze_encoder_epochs", type=int, metavar="N",
-                   help="with --init-from: train only the decoder and head for the first N epochs (default 0)")
+    g.add_argument(
+        "--init-from",
+        metavar="MODEL.keras",
+        help="fine-tune: start from a trained model's weights and "
+        "architecture; another class count replaces its head (said); the run records the parent",
+    )
+    g.add_argument(
+        "--freeze-encoder",
+        dest="freeze_encoder_epochs",
+        type=int,
+        metavar="N",
+        help="with --init-from: train only the decoder and head for the first N epochs (default 0)",
+    )
     g = p.add_argument_group(
         "scale out",
         "tf.distribute: with R replicas (GPUs, or machines x GPUs) a step takes --batch-size patches on each "
         "replica, R x --batch-size in all; --lr is used as given (scale it yourself for the linear-scaling rule)",
     )
-    g.add_argument("--strategy", choices=STRATEGY_NAMES,
-                   help="auto: all GPUs of this machine when it has more than one, else one device; none: one "
-                   "device; mirrored: all GPUs of this machine; multiworker: the machines listed in the TF_CONFIG "
-                   "environment variable (start the same command on each; worker 0 writes the run folder) "
-                   f"(default {t.strategy})")
+    g.add_argument(
+        "--strategy",
+        choices=STRATEGY_NAMES,
+        help="auto: all GPUs of this machine when it has more than one, else one device; none: one "
+        "device; mirrored: all GPUs of this machine; multiworker: the machines listed in the TF_CONFIG "
+        "environment variable (start the same command on each; worker 0 writes the run folder) "
+        f"(default {t.strategy})",
+    )
 
 
 def _ablation_args(p: argparse.ArgumentParser) -> None:
@@ -125,15 +174,33 @@ def _ablation_args(p: argparse.ArgumentParser) -> None:
         "the same command again skips finished runs",
     )
     g.add_argument("--ablation", action="store_true", help="run the training-set-size ablation grid")
-    g.add_argument("--train-sizes", type=int_list, metavar="N,N,...", help="labelled images per run (training + validation), e.g. 5,10,25,50")
-    g.add_argument("--augment", dest="augment_settings", type=on_off_list, metavar="on,off",
-                   help="augmentation settings to compare: on, off or on,off (default on,off; off with --no-augment)")
+    g.add_argument(
+        "--train-sizes",
+        type=int_list,
+        metavar="N,N,...",
+        help="labelled images per run (training + validation), e.g. 5,10,25,50",
+    )
+    g.add_argument(
+        "--augment",
+        dest="augment_settings",
+        type=on_off_list,
+        metavar="on,off",
+        help="augmentation settings to compare: on, off or on,off (default on,off; off with --no-augment)",
+    )
     g.add_argument("--repeats", type=int, metavar="R", help="runs per setting, seeds --seed, --seed+1, ... (default 1)")
-    g.add_argument("--ablation-models", type=str_list, metavar="MODEL,...", help="architectures to compare, e.g. unet,resunet (default --model)")
-    g.add_argument("--budget", choices=BUDGET_NAMES,
-                   help="steps: every run gets the same optimizer steps (--epochs x --steps-per-epoch, or "
-                   "--budget-steps; without either, --epochs passes over the largest size); epochs: --epochs "
-                   "passes over each run's own patches (default steps)")
+    g.add_argument(
+        "--ablation-models",
+        type=str_list,
+        metavar="MODEL,...",
+        help="architectures to compare, e.g. unet,resunet (default --model)",
+    )
+    g.add_argument(
+        "--budget",
+        choices=BUDGET_NAMES,
+        help="steps: every run gets the same optimizer steps (--epochs x --steps-per-epoch, or "
+        "--budget-steps; without either, --epochs passes over the largest size); epochs: --epochs "
+        "passes over each run's own patches (default steps)",
+    )
     g.add_argument("--budget-steps", type=int, metavar="N", help="optimizer steps of every run under --budget steps")
 
 
@@ -149,7 +216,11 @@ def build_parser() -> argparse.ArgumentParser:
     _model_args(p, ModelConfig())
     _training_args(p, TrainConfig())
     _ablation_args(p)
-    p.add_argument("--config", help="YAML or JSON file of settings (flat keys like epochs: 5, or sections data/model/train); flags override it")
+    p.add_argument(
+        "--config",
+        help="YAML or JSON file of settings (flat keys like epochs: 5, or sections data/model/train); "
+        "flags override it",
+    )
     p.add_argument("--quiet", action="store_true", help="no per-step progress bar (one line per epoch)")
     return p
 
@@ -164,14 +235,21 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
 
 
 _ABLATION_FLAGS = {
-    "ablation": "--ablation", "train_sizes": "--train-sizes", "augment_settings": "--augment",
-    "repeats": "--repeats", "ablation_models": "--ablation-models", "budget": "--budget",
+    "ablation": "--ablation",
+    "train_sizes": "--train-sizes",
+    "augment_settings": "--augment",
+    "repeats": "--repeats",
+    "ablation_models": "--ablation-models",
+    "budget": "--budget",
     "budget_steps": "--budget-steps",
 }
 
 
 def pop_ablation_args(args: argparse.Namespace) -> dict:
-    """Remove the ablation flags from ``args`` (the rest is the run configuration); a flag without --ablation is an error."""
+    """Remove the ablation flags from ``args`` (the rest is the run configuration).
+
+    A flag without --ablation is an error.
+    """
     values = {dest: vars(args).pop(dest) for dest in list(_ABLATION_FLAGS) if dest in vars(args)}
     if values and not values.get("ablation"):
         raise UserInputError(f"{_ABLATION_FLAGS[next(iter(values))]}: needs --ablation")
@@ -198,8 +276,17 @@ def run_ablation_from_args(cfg: RunConfig, grid: AblationConfig, quiet: bool) ->
     from ..ablation import run_ablation
 
     out = cfg.train.out or f"runs/ablation-{cfg.data.dataset}"
-    run_ablation(cfg, sizes=grid.train_sizes, augments=grid.augment, models=grid.models, repeats=grid.repeats,
-                 out_dir=out, budget=grid.budget, budget_steps=grid.budget_steps, verbose=2 if quiet else "auto")
+    run_ablation(
+        cfg,
+        sizes=grid.train_sizes,
+        augments=grid.augment,
+        models=grid.models,
+        repeats=grid.repeats,
+        out_dir=out,
+        budget=grid.budget,
+        budget_steps=grid.budget_steps,
+        verbose=2 if quiet else "auto",
+    )
     return 0
 
 

@@ -16,6 +16,7 @@ dsb2018     ``ID/images/ID.png`` + ``ID/masks/*.png``                      masks
 training, prediction and the ablation); :mod:`.splits` chooses subsets,
 validation and test images and resolves a run's :class:`TrainingData`.
 """
+
 from ..config import DATASET_NAMES
 from .labels import load_image, load_pairs, read_border_weights, read_class_ids, read_instances
 from .layouts import (
@@ -27,8 +28,8 @@ from .layouts import (
     dataset_spec,
     default_data_dir,
     default_data_root,
-    list_samples,
     instance_spec,
+    list_samples,
     mask_key,
     resolve_target,
 )
@@ -44,9 +45,30 @@ from .splits import (
 )
 
 __all__ = [
-    "DATASET_NAMES", "TEM_CLASS_NAMES", "TEM_CLASS_VALUES", "ArraySample", "DatasetSpec", "Sample",
-    "TrainingData", "choose_subset", "dataset_spec", "default_data_dir", "default_data_root",
-    "ensure_demo_data", "labelled_pool", "list_samples", "load_image", "load_pairs", "mask_key",
-    "read_class_ids", "read_instances", "read_border_weights", "instance_spec", "resolve_target",
-    "run_spec", "resolve_data", "split_holdout", "split_train_val",
+    "DATASET_NAMES",
+    "TEM_CLASS_NAMES",
+    "TEM_CLASS_VALUES",
+    "ArraySample",
+    "DatasetSpec",
+    "Sample",
+    "TrainingData",
+    "choose_subset",
+    "dataset_spec",
+    "default_data_dir",
+    "default_data_root",
+    "ensure_demo_data",
+    "labelled_pool",
+    "list_samples",
+    "load_image",
+    "load_pairs",
+    "mask_key",
+    "read_class_ids",
+    "read_instances",
+    "read_border_weights",
+    "instance_spec",
+    "resolve_target",
+    "run_spec",
+    "resolve_data",
+    "split_holdout",
+    "split_train_val",
 ]

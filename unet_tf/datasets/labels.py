@@ -1,4 +1,5 @@
 """One label reader for training, prediction and the ablation: label files -> class ids; images -> normalized arrays."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -60,8 +61,10 @@ def read_instances(sample: Sample | ArraySample, spec: DatasetSpec) -> np.ndarra
         out[out == spec.ignore_value] = 0
     values = np.unique(out[out > 0])
     if values.size == 1 and ndimage.label(out > 0)[1] > 1:
-        raise UserInputError(f"{_where(sample)}: every object has the same value {values[0]}: these look like class "
-                             "values, not one id per object (use --target semantic, or label each object)")
+        raise UserInputError(
+            f"{_where(sample)}: every object has the same value {values[0]}: these look like class "
+            "values, not one id per object (use --target semantic, or label each object)"
+        )
     return out
 
 
@@ -103,12 +106,13 @@ def read_class_ids(sample: Sample | ArraySample, spec: DatasetSpec) -> np.ndarra
 
 
 def read_border_weights(sample: Sample | ArraySample, spec: DatasetSpec, w0: float, sigma: float) -> np.ndarray:
-    """U-Net separation-border weights (float32 (H, W)) of a sample's objects (:func:`unet_tf.targets.border_weights`)."""
+    """Separation-border weights, float32 (H, W), of a sample's objects (:func:`unet_tf.targets.border_weights`)."""
     return border_weights(read_instances(sample, spec), w0, sigma)
 
 
-def load_image(sample: Path | Sample | ArraySample, pmin: float = 2.0, pmax: float = 98.0,
-               clip: bool = False) -> np.ndarray:
+def load_image(
+    sample: Path | Sample | ArraySample, pmin: float = 2.0, pmax: float = 98.0, clip: bool = False
+) -> np.ndarray:
     """Read (or take) and percentile-normalize one image: (H, W) float32."""
     if isinstance(sample, ArraySample):
         image, where = np.asarray(sample.image), sample.name
@@ -124,7 +128,11 @@ def load_image(sample: Path | Sample | ArraySample, pmin: float = 2.0, pmax: flo
 
 
 def load_pairs(
-    samples: Sequence[Sample | ArraySample], spec: DatasetSpec, pmin: float = 2.0, pmax: float = 98.0, clip: bool = False
+    samples: Sequence[Sample | ArraySample],
+    spec: DatasetSpec,
+    pmin: float = 2.0,
+    pmax: float = 98.0,
+    clip: bool = False,
 ) -> tuple[list[np.ndarray], list[np.ndarray]]:
     """Normalized images (float32) and class-id masks (uint8) of labelled samples."""
     images, masks = [], []

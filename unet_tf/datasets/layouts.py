@@ -1,4 +1,5 @@
 """Named dataset layouts -> samples (image + label files) and their classes (:class:`DatasetSpec`)."""
+
 from __future__ import annotations
 
 import os
@@ -13,7 +14,6 @@ from ..config import DATASET_NAMES
 from ..errors import UserInputError
 from ..io import is_image_file, page_count, read_label
 from ..synthetic import TEM_CLASS_NAMES, TEM_CLASS_VALUES
-
 
 _MASK_SUFFIXES = ("_mask", "_masks", "_label", "_labels", "_seg", "_gt", "-mask", "-label")
 
@@ -182,7 +182,9 @@ def ctc_markers(seg: Path) -> Path:
 def _ctc(root: Path, split: str) -> list[Sample]:
     if split != "train":
         raise UserInputError(f"{root}: the ctc layout has no test split; give images with --input")
-    sequences = sorted(p for p in root.iterdir() if p.is_dir() and re.fullmatch(r"\d+", p.name)) if root.is_dir() else []
+    sequences = (
+        sorted(p for p in root.iterdir() if p.is_dir() and re.fullmatch(r"\d+", p.name)) if root.is_dir() else []
+    )
     samples = []
     for seq in sequences:
         seg_dir = root / f"{seq.name}_GT" / "SEG"
@@ -198,8 +200,10 @@ def _ctc(root: Path, split: str) -> list[Sample]:
                 raise UserInputError(f"{seg}: no frame t{match[1]}.tif in {seq}")
             marker = ctc_markers(seg)
             if not marker.is_file():
-                raise UserInputError(f"{seg}: no TRA marker file {marker}: without markers the unannotated nuclei "
-                                     "of a partial SEG frame cannot be told from background")
+                raise UserInputError(
+                    f"{seg}: no TRA marker file {marker}: without markers the unannotated nuclei "
+                    "of a partial SEG frame cannot be told from background"
+                )
             samples.append(Sample(frame, (seg,), markers=marker))
     return _require(samples, root, "annotated frames (NN/tNNN.tif with NN_GT/SEG/man_segNNN.tif)")
 
@@ -218,7 +222,9 @@ def _dsb2018(root: Path, split: str) -> list[Sample]:
         if split == "test" and masks:
             continue
         samples.append(Sample(image, masks))
-    return _require(samples, root, f"{split} cases (ID/images/ID.png" + (" with ID/masks/*.png)" if split == "train" else ")"))
+    return _require(
+        samples, root, f"{split} cases (ID/images/ID.png" + (" with ID/masks/*.png)" if split == "train" else ")")
+    )
 
 
 _LAYOUTS = {"tem": _tem, "isbi2012": _isbi2012, "folder": _folder, "ctc": _ctc, "dsb2018": _dsb2018}
@@ -245,8 +251,9 @@ def expand_pages(samples: Sequence[Sample]) -> list[Sample]:
             continue
         for path in (*sample.labels, *((sample.markers,) if sample.markers else ())):
             if page_count(path) != pages:
-                raise UserInputError(f"{path}: {page_count(path)} page(s), but the image stack {sample.image.name} "
-                                     f"has {pages}")
+                raise UserInputError(
+                    f"{path}: {page_count(path)} page(s), but the image stack {sample.image.name} has {pages}"
+                )
         out += [replace(sample, page=k) for k in range(pages)]
     return out
 
@@ -293,7 +300,9 @@ def dataset_spec(
             )
         spec = DatasetSpec(spec.name, spec.class_values, tuple(class_names), spec.label_mode)
     if len(spec.class_names) != spec.n_classes:
-        spec = DatasetSpec(spec.name, spec.class_values, tuple(f"class_{v}" for v in spec.class_values), spec.label_mode)
+        spec = DatasetSpec(
+            spec.name, spec.class_values, tuple(f"class_{v}" for v in spec.class_values), spec.label_mode
+        )
     if spec.n_classes < 2:
         raise UserInputError(f"{name}: need at least 2 classes, got values {list(spec.class_values)}")
     if len(set(spec.class_values)) != spec.n_classes:
@@ -323,8 +332,9 @@ def instance_spec(spec: DatasetSpec, boundary_width: int = 2) -> DatasetSpec:
     if boundary_width < 1:
         raise UserInputError(f"--boundary-width {boundary_width}: must be at least 1 px")
     mode = "union" if spec.label_mode == "union" else "instances"
-    return DatasetSpec(spec.name, INSTANCE_CLASS_VALUES, INSTANCE_CLASS_NAMES, mode, "instances", boundary_width,
-                       spec.ignore_value)
+    return DatasetSpec(
+        spec.name, INSTANCE_CLASS_VALUES, INSTANCE_CLASS_NAMES, mode, "instances", boundary_width, spec.ignore_value
+    )
 
 
 def with_ignore_value(spec: DatasetSpec, value: int | None) -> DatasetSpec:
@@ -332,10 +342,12 @@ def with_ignore_value(spec: DatasetSpec, value: int | None) -> DatasetSpec:
     if value is None:
         return spec
     if value in spec.class_values:
-        raise UserInputError(f"--ignore-value {value}: is also the value of class "
-                             f"'{spec.class_names[spec.class_values.index(value)]}'")
-    return DatasetSpec(spec.name, spec.class_values, spec.class_names, spec.label_mode, spec.target,
-                       spec.boundary_width, value)
+        raise UserInputError(
+            f"--ignore-value {value}: is also the value of class '{spec.class_names[spec.class_values.index(value)]}'"
+        )
+    return DatasetSpec(
+        spec.name, spec.class_values, spec.class_names, spec.label_mode, spec.target, spec.boundary_width, value
+    )
 
 
 def _values_in_masks(samples: Sequence[Sample], ignore_value: int | None = None) -> tuple[int, ...]:

@@ -5,6 +5,7 @@ samples of a run (the dataset layout's files, the ``--train-size`` subset, the
 validation split by image, the ``--holdout`` test images);
 :meth:`TrainingData.from_arrays` does the same for images already in memory.
 """
+
 from __future__ import annotations
 
 import time
@@ -84,8 +85,10 @@ def split_holdout(samples: Sequence[Sample], holdout: int) -> tuple[list[Sample]
     """(rest, test): the last ``holdout`` samples by name are the fixed test set."""
     samples = list(samples)
     if holdout < 0 or holdout >= len(samples):
-        raise UserInputError(f"--holdout {holdout}: the dataset has {len(samples)} labelled images; keep at least one to train")
-    return (samples[: len(samples) - holdout], samples[len(samples) - holdout:]) if holdout else (samples, [])
+        raise UserInputError(
+            f"--holdout {holdout}: the dataset has {len(samples)} labelled images; keep at least one to train"
+        )
+    return (samples[: len(samples) - holdout], samples[len(samples) - holdout :]) if holdout else (samples, [])
 
 
 @dataclass(frozen=True)
@@ -137,12 +140,14 @@ class TrainingData:
             (2, 1)
         """
         if len(images) != len(masks) or not images:
-            raise UserInputError(f"from_arrays: {len(images)} images and {len(masks)} masks; need the same "
-                                 "number, at least one")
+            raise UserInputError(
+                f"from_arrays: {len(images)} images and {len(masks)} masks; need the same number, at least one"
+            )
         spec = dataset_spec("folder", class_values, class_names)
         spec = DatasetSpec("arrays", spec.class_values, spec.class_names, spec.label_mode)
-        samples = [ArraySample(f"array_{i:03d}", np.asarray(im), np.asarray(m))
-                   for i, (im, m) in enumerate(zip(images, masks))]
+        samples = [
+            ArraySample(f"array_{i:03d}", np.asarray(im), np.asarray(m)) for i, (im, m) in enumerate(zip(images, masks))
+        ]
         train, val = split_train_val(samples, val_fraction, seed)
         return cls(spec, tuple(train), tuple(val or train))
 

@@ -18,6 +18,7 @@ difference above :data:`ATOL` is an :class:`ExportCheckError`. Everything is
 written into a temporary folder beside ``out`` and moved into place only when
 all formats have been written and checked: a failure leaves nothing behind.
 """
+
 from __future__ import annotations
 
 import json
@@ -29,8 +30,8 @@ from typing import Callable, Sequence
 import numpy as np
 
 from ..errors import UserInputError
-from .checks import ExportCheckError, custom_layers  # noqa: F401  (public here)
 from ..onnx_model import load_onnx, metadata_props
+from .checks import ExportCheckError, custom_layers  # noqa: F401  (public here)
 
 FORMATS = ("onnx", "savedmodel", "bioimageio")
 ONNX_OPSET = 17
@@ -54,8 +55,9 @@ def load_for_export(weights: str | Path):
 
     if Path(weights).suffix.lower() == ".onnx":
         load_onnx(weights)  # a foreign ONNX file: UserInputError "not one exported by unet_tf"
-        raise UserInputError(f"{weights}: already an ONNX export of unet_tf; --weights takes the .keras "
-                             "file it came from (best.keras)")
+        raise UserInputError(
+            f"{weights}: already an ONNX export of unet_tf; --weights takes the .keras file it came from (best.keras)"
+        )
     model, info = model_file.load_model_and_info(weights)
     return model_file.bare_network(model), info_dict(info)
 
@@ -65,8 +67,10 @@ def parse_formats(text: str | Sequence[str]) -> tuple[str, ...]:
     names = [v.strip().lower() for v in (text.split(",") if isinstance(text, str) else text) if v.strip()]
     unknown = [n for n in names if n not in FORMATS]
     if unknown or not names:
-        raise UserInputError(f"--format {','.join(names) or repr(text)}: unknown format "
-                             f"{', '.join(unknown) or '(none given)'}; choose from {', '.join(FORMATS)}")
+        raise UserInputError(
+            f"--format {','.join(names) or repr(text)}: unknown format "
+            f"{', '.join(unknown) or '(none given)'}; choose from {', '.join(FORMATS)}"
+        )
     return tuple(dict.fromkeys(names))
 
 
@@ -161,8 +165,9 @@ def check_savedmodel(bare, path: Path, size_divisor: int, log: Log) -> float:
     import tensorflow as tf
 
     loaded = tf.saved_model.load(str(path))
-    diff = max_difference(keras_reference(bare), lambda x: loaded.serve(x)["probabilities"].numpy(),
-                          check_sizes(size_divisor))
+    diff = max_difference(
+        keras_reference(bare), lambda x: loaded.serve(x)["probabilities"].numpy(), check_sizes(size_divisor)
+    )
     return _check("SavedModel (tf.saved_model.load)", diff, path, log)
 
 
@@ -195,8 +200,9 @@ def _publish(staging: Path, names: Sequence[str], out: Path) -> list[Path]:
     return done
 
 
-def export_model(weights: str | Path, out: str | Path, formats: Sequence[str] = FORMATS,
-                 log: Log = print) -> list[Path]:
+def export_model(
+    weights: str | Path, out: str | Path, formats: Sequence[str] = FORMATS, log: Log = print
+) -> list[Path]:
     """Export ``weights`` (a unet_tf ``.keras``) to ``out`` in ``formats``; returns the written paths.
 
     Args:
@@ -249,4 +255,3 @@ def _write_all(bare, info: dict, staging: Path, formats: Sequence[str], log: Log
     for name in names:
         log(f"wrote {name}")
     return names
-

@@ -1,4 +1,5 @@
 """``python -m unet_tf.export``: the same as ``unet-tf-export``."""
+
 import sys
 
 from ..cli.export import main

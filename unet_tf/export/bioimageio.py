@@ -13,6 +13,7 @@ that ITS preprocessing (``scale_range`` with the model's percentiles) plus each
 weights format reproduces unet_tf's prediction. Validation runs offline
 (nothing in the package is a URL). The folder is zipped as ``<folder>.zip``.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -27,8 +28,11 @@ import numpy as np
 from ..errors import UserInputError
 
 TEST_SIDE = 256
-UNET_CITATION = {"text": "Ronneberger, Fischer and Brox. U-Net: Convolutional Networks for Biomedical "
-                         "Image Segmentation. MICCAI 2015.", "doi": "10.1007/978-3-319-24574-4_28"}
+UNET_CITATION = {
+    "text": "Ronneberger, Fischer and Brox. U-Net: Convolutional Networks for Biomedical "
+    "Image Segmentation. MICCAI 2015.",
+    "doi": "10.1007/978-3-319-24574-4_28",
+}
 
 
 def _sha256(path: Path) -> str:
@@ -45,7 +49,7 @@ def crop_for_test(image: np.ndarray, size_divisor: int, side: int = TEST_SIDE) -
     image = np.pad(image, pad, mode="reflect") if any(p[1] for p in pad) else image
     h, w = (min(side, n) // size_divisor * size_divisor for n in image.shape)
     y0, x0 = (image.shape[0] - h) // 2, (image.shape[1] - w) // 2
-    return image[y0:y0 + h, x0:x0 + w]
+    return image[y0 : y0 + h, x0 : x0 + w]
 
 
 def test_image(info: dict, side: int = TEST_SIDE) -> tuple[np.ndarray, str]:
@@ -75,8 +79,19 @@ def test_tensors(bare, info: dict, image: np.ndarray) -> tuple[np.ndarray, np.nd
     return raw[None, :, :, None], output
 
 
-COVER_COLOURS = np.array([(230, 25, 75), (60, 180, 75), (255, 225, 25), (0, 130, 200), (245, 130, 48),
-                          (145, 30, 180), (70, 240, 240), (240, 50, 230)], np.float32)  # RGB, classes 1, 2, ...
+COVER_COLOURS = np.array(
+    [
+        (230, 25, 75),
+        (60, 180, 75),
+        (255, 225, 25),
+        (0, 130, 200),
+        (245, 130, 48),
+        (145, 30, 180),
+        (70, 240, 240),
+        (240, 50, 230),
+    ],
+    np.float32,
+)  # RGB, classes 1, 2, ...
 
 
 def cover_image(image: np.ndarray, ids: np.ndarray, alpha: float = 0.45) -> np.ndarray:
@@ -118,9 +133,17 @@ def _axes(size_divisor: int, channels: list[str], output: bool) -> list[dict]:
 
 
 def _preprocessing(normalize: dict) -> list[dict]:
-    steps = [{"id": "scale_range", "kwargs": {
-        "axes": ["y", "x"], "min_percentile": float(normalize.get("pmin", 2.0)),
-        "max_percentile": float(normalize.get("pmax", 98.0)), "eps": 1e-20}}]
+    steps = [
+        {
+            "id": "scale_range",
+            "kwargs": {
+                "axes": ["y", "x"],
+                "min_percentile": float(normalize.get("pmin", 2.0)),
+                "max_percentile": float(normalize.get("pmax", 98.0)),
+                "eps": 1e-20,
+            },
+        }
+    ]
     if normalize.get("clip"):
         steps.append({"id": "clip", "kwargs": {"min": 0.0, "max": 1.0}})
     return steps
@@ -141,12 +164,14 @@ def _weights(folder: Path, has_keras: bool) -> dict:
     opset = max(o.version for o in onnx.load(str(folder / "model.onnx")).opset_import if o.domain in ("", "ai.onnx"))
     weights = {
         "onnx": _file(folder, "model.onnx", opset_version=opset, parent=root),
-        "tensorflow_saved_model_bundle": _file(folder, "tf_saved_model.zip", tensorflow_version=tf.__version__,
-                                               **({"parent": root} if has_keras else {})),
+        "tensorflow_saved_model_bundle": _file(
+            folder, "tf_saved_model.zip", tensorflow_version=tf.__version__, **({"parent": root} if has_keras else {})
+        ),
     }
     if has_keras:
-        weights["keras_v3"] = _file(folder, "model.keras", keras_version=keras.__version__,
-                                    backend=["tensorflow", tf.__version__])
+        weights["keras_v3"] = _file(
+            folder, "model.keras", keras_version=keras.__version__, backend=["tensorflow", tf.__version__]
+        )
     return weights
 
 
@@ -158,18 +183,38 @@ def _tensors(info: dict, folder: Path) -> dict:
     else:
         meaning = "softmax, one channel per class"
     return {
-        "inputs": [{"id": "raw", "description": "2-D gray image, raw intensities",
-                    "axes": _axes(divisor, ["raw"], False), "test_tensor": _file(folder, "test_input.npy"),
-                    "data": {"type": "float32"}, "preprocessing": _preprocessing(info.get("normalize") or {})}],
-        "outputs": [{"id": "probabilities", "description": f"class probabilities ({meaning})",
-                     "axes": _axes(divisor, output_channels(info), True),
-                     "test_tensor": _file(folder, "test_output.npy"),
-                     "data": {"type": "float32", "range": [0.0, 1.0]}}],
+        "inputs": [
+            {
+                "id": "raw",
+                "description": "2-D gray image, raw intensities",
+                "axes": _axes(divisor, ["raw"], False),
+                "test_tensor": _file(folder, "test_input.npy"),
+                "data": {"type": "float32"},
+                "preprocessing": _preprocessing(info.get("normalize") or {}),
+            }
+        ],
+        "outputs": [
+            {
+                "id": "probabilities",
+                "description": f"class probabilities ({meaning})",
+                "axes": _axes(divisor, output_channels(info), True),
+                "test_tensor": _file(folder, "test_output.npy"),
+                "data": {"type": "float32", "range": [0.0, 1.0]},
+            }
+        ],
     }
 
 
-CONFIG_KEYS = ("class_values", "class_names", "normalize", "patch_size", "size_divisor", "label_mode", "model",
-               "unet_tf_version")
+CONFIG_KEYS = (
+    "class_values",
+    "class_names",
+    "normalize",
+    "patch_size",
+    "size_divisor",
+    "label_mode",
+    "model",
+    "unet_tf_version",
+)
 
 
 def rdf(info: dict, folder: Path, has_keras: bool) -> dict:
@@ -179,13 +224,17 @@ def rdf(info: dict, folder: Path, has_keras: bool) -> dict:
     names = [str(n) for n in info["class_names"]]
     arch, dataset = (info.get("model") or {}).get("model", "unet"), info.get("dataset", "folder")
     return {
-        "type": "model", "format_version": ModelDescr.implemented_format_version,
+        "type": "model",
+        "format_version": ModelDescr.implemented_format_version,
         "name": f"unet_tf {arch} {dataset} {len(names)} classes",
         "description": f"{arch} segmentation of {', '.join(names)} ({dataset} data), "
-                       f"trained with unet_tf {info.get('unet_tf_version', '')}".strip(),
-        "authors": [{"name": "unet_tf user"}], "cite": [UNET_CITATION], "license": "MIT",
+        f"trained with unet_tf {info.get('unet_tf_version', '')}".strip(),
+        "authors": [{"name": "unet_tf user"}],
+        "cite": [UNET_CITATION],
+        "license": "MIT",
         "tags": ["unet", "segmentation", "2d", "unet_tf", "electron-microscopy" if dataset == "tem" else "microscopy"],
-        "documentation": {"source": "README.md"}, "covers": [_file(folder, "cover.png")],
+        "documentation": {"source": "README.md"},
+        "covers": [_file(folder, "cover.png")],
         **_tensors(info, folder),
         "weights": _weights(folder, has_keras),
         "config": {"unet_tf": {k: info.get(k) for k in CONFIG_KEYS}},
@@ -227,25 +276,38 @@ def readme(info: dict, source: str, checks: dict[str, float], results: dict[str,
     values = ", ".join(f"{v} = {n}" for v, n in zip(info["class_values"], info["class_names"]))
     norm = info.get("normalize") or {}
     lines = [
-        "# unet_tf segmentation model", "",
+        "# unet_tf segmentation model",
+        "",
         f"A {(info.get('model') or {}).get('model', 'unet')} trained with unet_tf {info.get('unet_tf_version', '')} "
-        f"on `{info.get('dataset', 'folder')}` data.", "",
+        f"on `{info.get('dataset', 'folder')}` data.",
+        "",
         f"- Classes (label value = name): {values}.",
         f"- Output `probabilities`: {', '.join(output_channels(info))} "
-        + ("(the probability of the foreground class; threshold 0.5)." if len(info["class_names"]) == 2
-           else "(argmax gives the class)."),
+        + (
+            "(the probability of the foreground class; threshold 0.5)."
+            if len(info["class_names"]) == 2
+            else "(argmax gives the class)."
+        ),
         f"- Input `raw`: one gray channel; height and width multiples of {info['size_divisor']}; "
         f"trained on {info.get('patch_size')} px patches.",
         f"- Preprocessing: percentiles {norm.get('pmin', 2.0)} / {norm.get('pmax', 98.0)} of each image "
-        f"map to 0 / 1{' (clipped)' if norm.get('clip') else ''}.", "",
-        "## Validation", "",
+        f"map to 0 / 1{' (clipped)' if norm.get('clip') else ''}.",
+        "",
+        "## Validation",
+        "",
         f"Test input: {source}. The expected output was computed by unet_tf (its own normalization and the "
-        "Keras network).", "",
-        "| check | result |", "|---|---|",
+        "Keras network).",
+        "",
+        "| check | result |",
+        "|---|---|",
         *[f"| {name} vs Keras, two random inputs | max abs difference {diff:.1e} |" for name, diff in checks.items()],
-        *[f"| bioimageio.core {bioimageio.core.__version__} `test_model`, {fmt} | {result} |"
-          for fmt, result in results.items()],
-        "", "Re-run with `bioimageio test rdf.yaml`.", "",
+        *[
+            f"| bioimageio.core {bioimageio.core.__version__} `test_model`, {fmt} | {result} |"
+            for fmt, result in results.items()
+        ],
+        "",
+        "Re-run with `bioimageio test rdf.yaml`.",
+        "",
     ]
     return "\n".join(lines)
 
@@ -259,8 +321,9 @@ def zip_folder(folder: Path, path: Path) -> Path:
     return path
 
 
-def write_package(bare, info: dict, folder: Path, onnx_path: Path, savedmodel: Path,
-                  checks: dict[str, float], log=print) -> tuple[Path, Path]:
+def write_package(
+    bare, info: dict, folder: Path, onnx_path: Path, savedmodel: Path, checks: dict[str, float], log=print
+) -> tuple[Path, Path]:
     """Write and validate the package ``folder`` and ``folder.zip``; returns both paths.
 
     Args:

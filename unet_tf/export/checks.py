@@ -1,4 +1,5 @@
 """What the exporter and the bioimage.io packager share: the check error and the custom-layer test."""
+
 from __future__ import annotations
 
 from ..errors import UserInputError
@@ -10,5 +11,8 @@ class ExportCheckError(UserInputError):
 
 def custom_layers(model) -> list[str]:
     """Names of the layers of ``model`` that are not plain Keras layers (they need unet_tf to load)."""
-    return [f"{layer.name} ({type(layer).__name__})" for layer in model.layers
-            if not type(layer).__module__.startswith("keras.")]
+    return [
+        f"{layer.name} ({type(layer).__name__})"
+        for layer in model.layers
+        if not type(layer).__module__.startswith("keras.")
+    ]

@@ -1,4 +1,5 @@
 """Model builders: ``build_model(cfg, n_classes)`` picks the U-Net or the Deep ResUNet."""
+
 from __future__ import annotations
 
 from ..config import ModelConfig
@@ -30,8 +31,7 @@ def check_input_size(size: int, depth: int, what: str = "patch size") -> None:
         return
     suggestion = max(factor, round(size / factor) * factor)
     raise UserInputError(
-        f"{what} {size} is not divisible by 2**{depth} = {factor} "
-        f"(the model's depth {depth}); use e.g. {suggestion}"
+        f"{what} {size} is not divisible by 2**{depth} = {factor} (the model's depth {depth}); use e.g. {suggestion}"
     )
 
 
@@ -55,9 +55,7 @@ def build_model(cfg: ModelConfig, n_classes: int):
     if cfg.model not in MODELS:
         raise UserInputError(f"model {cfg.model!r} is unknown; choose one of {', '.join(MODELS)}")
     if cfg.upsampling not in UPSAMPLING_MODES:
-        raise UserInputError(
-            f"upsampling {cfg.upsampling!r} is unknown; choose one of {', '.join(UPSAMPLING_MODES)}"
-        )
+        raise UserInputError(f"upsampling {cfg.upsampling!r} is unknown; choose one of {', '.join(UPSAMPLING_MODES)}")
     depth = resolved_depth(cfg)
     if depth < 1:
         raise UserInputError(f"depth must be at least 1, got {depth}")

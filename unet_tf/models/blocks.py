@@ -6,6 +6,7 @@ creates is named ``f"{name}_<part>"`` so model summaries read like prose.
 The two small reshape layers are registered so that models holding them save
 to and load from ``.keras`` files with only ``import unet_tf``.
 """
+
 from __future__ import annotations
 
 import keras
@@ -52,12 +53,7 @@ class UnflattenSpatial(layers.Layer):
 
 
 def apply_conv_block(
-    x,
-    filters: int,
-    kernel_size: int = 3,
-    n_convs: int = 2,
-    batch_norm: bool = True,
-    name: str = "conv_block",
+    x, filters: int, kernel_size: int = 3, n_convs: int = 2, batch_norm: bool = True, name: str = "conv_block"
 ):
     """``n_convs`` x (conv ``kernel_size`` same padding -> BatchNorm -> ReLU).
 
@@ -92,16 +88,14 @@ def apply_upsample(x, mode: str = "nearest", filters: int | None = None, name: s
     """
     if mode == "transpose":
         filters = filters if filters is not None else x.shape[-1]
-        return layers.Conv2DTranspose(
-            filters, 2, strides=2, padding="same", kernel_initializer="he_normal", name=name
-        )(x)
+        return layers.Conv2DTranspose(filters, 2, strides=2, padding="same", kernel_initializer="he_normal", name=name)(
+            x
+        )
     if mode not in ("nearest", "bilinear"):
         raise ValueError(f"upsampling must be one of {', '.join(UPSAMPLING_MODES)}, got {mode!r}")
     x = layers.UpSampling2D(2, interpolation=mode, name=name)(x)
     if filters is not None:
-        x = layers.Conv2D(
-            filters, 2, padding="same", kernel_initializer="he_normal", name=f"{name}_conv"
-        )(x)
+        x = layers.Conv2D(filters, 2, padding="same", kernel_initializer="he_normal", name=f"{name}_conv")(x)
     return x
 
 
@@ -118,18 +112,21 @@ def apply_residual_unit(x, filters: int, strides: int = 1, name: str = "res"):
     y = layers.BatchNormalization(momentum=BN_MOMENTUM, name=f"{name}_bn1")(x)
     y = layers.ReLU(name=f"{name}_relu1")(y)
     y = layers.Conv2D(
-        filters, 3, strides=strides, padding="same", use_bias=False,
-        kernel_initializer="he_normal", name=f"{name}_conv1",
+        filters,
+        3,
+        strides=strides,
+        padding="same",
+        use_bias=False,
+        kernel_initializer="he_normal",
+        name=f"{name}_conv1",
     )(y)
     y = layers.BatchNormalization(momentum=BN_MOMENTUM, name=f"{name}_bn2")(y)
     y = layers.ReLU(name=f"{name}_relu2")(y)
-    y = layers.Conv2D(
-        filters, 3, padding="same", kernel_initializer="he_normal", name=f"{name}_conv2"
-    )(y)
+    y = layers.Conv2D(filters, 3, padding="same", kernel_initializer="he_normal", name=f"{name}_conv2")(y)
     if strides != 1 or x.shape[-1] != filters:
-        shortcut = layers.Conv2D(
-            filters, 1, strides=strides, kernel_initializer="he_normal", name=f"{name}_shortcut"
-        )(x)
+        shortcut = layers.Conv2D(filters, 1, strides=strides, kernel_initializer="he_normal", name=f"{name}_shortcut")(
+            x
+        )
     return layers.Add(name=f"{name}_add")([y, shortcut])
 
 
@@ -139,15 +136,12 @@ def apply_residual_stem(x, filters: int, name: str = "enc1"):
     Shapes: ``(B, H, W, C) -> (B, H, W, filters)``.
     Layers: ``{name}_conv1``, ``_bn1``, ``_relu1``, ``_conv2``, ``_shortcut``, ``_add``.
     """
-    y = layers.Conv2D(
-        filters, 3, padding="same", use_bias=False, kernel_initializer="he_normal",
-        name=f"{name}_conv1",
-    )(x)
+    y = layers.Conv2D(filters, 3, padding="same", use_bias=False, kernel_initializer="he_normal", name=f"{name}_conv1")(
+        x
+    )
     y = layers.BatchNormalization(momentum=BN_MOMENTUM, name=f"{name}_bn1")(y)
     y = layers.ReLU(name=f"{name}_relu1")(y)
-    y = layers.Conv2D(
-        filters, 3, padding="same", kernel_initializer="he_normal", name=f"{name}_conv2"
-    )(y)
+    y = layers.Conv2D(filters, 3, padding="same", kernel_initializer="he_normal", name=f"{name}_conv2")(y)
     shortcut = layers.Conv2D(filters, 1, kernel_initializer="he_normal", name=f"{name}_shortcut")(x)
     return layers.Add(name=f"{name}_add")([y, shortcut])
 
@@ -165,9 +159,7 @@ def apply_self_attention(x, num_heads: int = 4, key_dim: int | None = None, name
     if key_dim is None:
         key_dim = max(channels // num_heads, 4)
     tokens = FlattenSpatial(name=f"{name}_flatten")(x)
-    attended = layers.MultiHeadAttention(num_heads=num_heads, key_dim=key_dim, name=f"{name}_mha")(
-        tokens, tokens
-    )
+    attended = layers.MultiHeadAttention(num_heads=num_heads, key_dim=key_dim, name=f"{name}_mha")(tokens, tokens)
     tokens = layers.Add(name=f"{name}_add")([tokens, attended])
     tokens = layers.LayerNormalization(name=f"{name}_norm")(tokens)
     return UnflattenSpatial(name=f"{name}_unflatten")([tokens, x])

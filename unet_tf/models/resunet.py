@@ -1,4 +1,5 @@
 """Deep Residual U-Net (Zhang, Liu & Wang 2018, "Road Extraction by Deep Residual U-Net")."""
+
 from __future__ import annotations
 
 import keras
@@ -63,9 +64,7 @@ def build_resunet(
 
     for i in range(depth, 0, -1):
         filters = base_filters * 2 ** (i - 1)
-        x = apply_upsample(
-            x, upsampling, filters=filters if upsampling == "transpose" else None, name=f"dec{i}_up"
-        )
+        x = apply_upsample(x, upsampling, filters=filters if upsampling == "transpose" else None, name=f"dec{i}_up")
         x = layers.Concatenate(name=f"dec{i}_concat")([x, skips[i - 1]])
         x = apply_residual_unit(x, filters, name=f"dec{i}")
 

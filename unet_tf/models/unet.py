@@ -1,16 +1,11 @@
 """The classic U-Net (Ronneberger, Fischer & Brox 2015) with same padding."""
+
 from __future__ import annotations
 
 import keras
 from keras import layers
 
-from .blocks import (
-    UPSAMPLING_MODES,
-    apply_conv_block,
-    apply_head,
-    apply_self_attention,
-    apply_upsample,
-)
+from .blocks import UPSAMPLING_MODES, apply_conv_block, apply_head, apply_self_attention, apply_upsample
 
 
 def build_unet(

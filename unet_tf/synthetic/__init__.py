@@ -39,6 +39,7 @@ Modules: :mod:`.shapes` (geometry, materials, the canvas), :mod:`.drawing`
 :func:`generate_tem_sample`), :mod:`.dataset` (:func:`write_tem_dataset`); the
 command line is :mod:`unet_tf.cli.synthetic`.
 """
+
 from __future__ import annotations
 
 from .dataset import image_seed, write_tem_dataset

@@ -1,4 +1,5 @@
 """Writing the synthetic `tem` dataset: raw images, class labels and instance ids per split."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -16,8 +17,9 @@ def image_seed(seed: int, split: int, index: int) -> int:
     return int(np.random.SeedSequence([seed, split, index]).generate_state(1)[0])
 
 
-def write_tem_dataset(root: str | Path, n_train: int = 12, n_test: int = 2,
-                      size: int = 1024, seed: int = 0, instances: bool = True) -> dict:
+def write_tem_dataset(
+    root: str | Path, n_train: int = 12, n_test: int = 2, size: int = 1024, seed: int = 0, instances: bool = True
+) -> dict:
     """Write the synthetic `tem` dataset under ``root``.
 
     Layout: ``root/train/raw_XX.tif`` + ``root/train/label_XX.tif`` (+
@@ -56,5 +58,11 @@ def write_tem_dataset(root: str | Path, n_train: int = 12, n_test: int = 2,
             files.append(write_tiff(folder / f"label_{stem}.tif", sample.label))
             if instances:
                 files.append(write_tiff(folder / f"inst_{stem}.tif", sample.instances))
-    return {"root": str(root), "n_train": n_train, "n_test": n_test,
-            "size": list(hw), "seed": seed, "files": len(files)}
+    return {
+        "root": str(root),
+        "n_train": n_train,
+        "n_test": n_test,
+        "size": list(hw),
+        "seed": seed,
+        "files": len(files),
+    }

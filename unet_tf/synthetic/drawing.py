@@ -7,16 +7,40 @@ objects by greedy random packing of bounding circles. Every random number
 comes from the one generator passed in, in a fixed order: the same seed gives
 the same image (changing the order of the calls changes every image).
 """
+
 from __future__ import annotations
 
 import numpy as np
 
 from .shapes import (
-    BG, M_AXO, M_ENDO, M_HETERO, M_LUMEN, M_MEMBRANE, M_MITO, M_MYELIN, M_NUC, M_RBC, M_REMAK, M_SCYTO,
-    M_SPLIT, M_UNMY, MYEL, SCHWANN, UNMY, VESSEL, Canvas, Shape, bbox, claim, pack_ok, paint, random_shape,
-    shape_rho, wrap,
+    BG,
+    M_AXO,
+    M_ENDO,
+    M_HETERO,
+    M_LUMEN,
+    M_MEMBRANE,
+    M_MITO,
+    M_MYELIN,
+    M_NUC,
+    M_RBC,
+    M_REMAK,
+    M_SCYTO,
+    M_SPLIT,
+    M_UNMY,
+    MYEL,
+    SCHWANN,
+    UNMY,
+    VESSEL,
+    Canvas,
+    Shape,
+    bbox,
+    claim,
+    pack_ok,
+    paint,
+    random_shape,
+    shape_rho,
+    wrap,
 )
-
 
 # === Object renderers (each writes material, label, instance and offset into the canvas) ===
 
@@ -32,8 +56,7 @@ def draw_vessel(cv: Canvas, rng: np.random.Generator, s: Shape) -> None:
     wall = rng.uniform(0.12, 0.25) * r_mean + rng.uniform(2.0, 4.0)
     for _ in range(rng.integers(1, 4)):  # endothelial nuclei bulge into the lumen
         ang = rng.uniform(-np.pi, np.pi)
-        wall = wall + rng.uniform(0.08, 0.22) * r_mean * np.exp(
-            -(wrap(phi - ang) / rng.uniform(0.25, 0.45)) ** 2)
+        wall = wall + rng.uniform(0.08, 0.22) * r_mean * np.exp(-((wrap(phi - ang) / rng.uniform(0.25, 0.45)) ** 2))
     lumen = won & (rho < 1.0 - wall / r_mean)
     mat = cv.material[sl]
     mat[won] = M_ENDO
@@ -45,8 +68,9 @@ def draw_vessel(cv: Canvas, rng: np.random.Generator, s: Shape) -> None:
         r_lum = max(2.0, r_mean - float(np.mean(wall)))
         ang = rng.uniform(0, 2 * np.pi)
         off = rng.uniform(0, 0.35) * r_lum
-        rbc = random_shape(rng, s.cy + off * np.sin(ang), s.cx + off * np.cos(ang),
-                           rng.uniform(0.4, 0.65) * r_lum, 1.6, 0.05)
+        rbc = random_shape(
+            rng, s.cy + off * np.sin(ang), s.cx + off * np.cos(ang), rng.uniform(0.4, 0.65) * r_lum, 1.6, 0.05
+        )
         rho_rbc, _ = shape_rho(rbc, sl)
         mat[lumen & (rho_rbc < 1.0)] = M_RBC
 
@@ -120,8 +144,9 @@ def draw_fiber(cv: Canvas, rng: np.random.Generator, s: Shape) -> None:
         mat[won & ~axo & band] = M_SPLIT
 
 
-def draw_nucleus(cv: Canvas, rng: np.random.Generator, host: Shape, ang: float,
-                 half_len: float, half_thick: float, gap: float) -> None:
+def draw_nucleus(
+    cv: Canvas, rng: np.random.Generator, host: Shape, ang: float, half_len: float, half_thick: float, gap: float
+) -> None:
     """Schwann nucleus: a crescent hugging ``host`` outside its boundary at angle
     ``ang``, with a thin cytoplasm rim; chromatin with rim heterochromatin (one instance)."""
     r_host = np.sqrt(host.a * host.b)
@@ -156,8 +181,7 @@ def nucleus_params(rng: np.random.Generator, r_host: float) -> tuple[float, floa
     return rng.uniform(-np.pi, np.pi), half_len, half_thick, rng.uniform(0.5, 2.0)
 
 
-def nucleus_circles(s: Shape, ang: float, half_len: float, half_thick: float,
-                    gap: float) -> np.ndarray:
+def nucleus_circles(s: Shape, ang: float, half_len: float, half_thick: float, gap: float) -> np.ndarray:
     """Three circles (y, x, r) covering a nucleus crescent, for packing."""
     r_host = np.sqrt(s.a * s.b)
     phi = ang + np.array([-0.6, 0.0, 0.6]) * half_len / r_host
@@ -165,8 +189,7 @@ def nucleus_circles(s: Shape, ang: float, half_len: float, half_thick: float,
     scale = 1.0 + (gap + half_thick) / np.hypot(u, v)
     u, v = u * scale, v * scale
     c, sn = np.cos(s.theta), np.sin(s.theta)
-    return np.stack([s.cy + u * sn + v * c, s.cx + u * c - v * sn,
-                     np.full(3, half_thick + 0.45 * half_len)], axis=1)
+    return np.stack([s.cy + u * sn + v * c, s.cx + u * c - v * sn, np.full(3, half_thick + 0.45 * half_len)], axis=1)
 
 
 class Packer:
@@ -197,7 +220,7 @@ class Packer:
         k = len(ys)
         if self.n + k > len(self.circles):
             return False
-        self.circles[self.n:self.n + k] = np.stack([ys, xs, rs], axis=1)
+        self.circles[self.n : self.n + k] = np.stack([ys, xs, rs], axis=1)
         self.n += k
         return True
 
@@ -214,8 +237,8 @@ def layout_and_draw(cv: Canvas, rng: np.random.Generator) -> int:
         int, the number of myelinated fibres placed (each one instance of the canvas).
     """
     h, w = cv.label.shape
-    area = h * w / 1024.0 ** 2
-    n_cand = int(np.ceil(8.0 * h * w / (np.pi * 18.0 ** 2)))  # fiber candidates
+    area = h * w / 1024.0**2
+    n_cand = int(np.ceil(8.0 * h * w / (np.pi * 18.0**2)))  # fiber candidates
     packer = Packer(rng, (h, w), 4 * n_cand + 400)
     place_vessels(cv, rng, packer, area)
     place_remak_bundles(cv, rng, packer, area)
@@ -256,8 +279,7 @@ def place_fibres(cv: Canvas, rng: np.random.Generator, packer: Packer, n_cand: i
     always does (placed fully inside the image). Returns the number of fibres placed."""
     h, w = packer.h, packer.w
     large = rng.random(n_cand) < 0.35
-    radii = np.where(large, rng.lognormal(np.log(30.0), 0.22, n_cand),
-                     rng.lognormal(np.log(15.0), 0.28, n_cand))
+    radii = np.where(large, rng.lognormal(np.log(30.0), 0.22, n_cand), rng.lognormal(np.log(15.0), 0.28, n_cand))
     radii = np.sort(np.clip(radii, 6.0, 0.2 * packer.short))[::-1]
     first, placed = True, 0
     for r in radii:

@@ -1,4 +1,5 @@
 """One synthetic TEM image: layout, texture, microscope; with its class and instance labels."""
+
 from __future__ import annotations
 
 from typing import NamedTuple
@@ -52,6 +53,7 @@ def low_freq(rng: np.random.Generator, shape: tuple[int, int], cells: float) -> 
     Random values on a coarse grid, interpolated separably with Gaussian
     weights (two small matrix products: fast for any image size).
     """
+
     def weights(n: int) -> np.ndarray:  # (n, g) row-normalized Gaussian weights
         g = int(np.ceil(n / cells)) + 3
         nodes = (np.arange(g) - 1.0) * cells
@@ -83,8 +85,7 @@ def texture(cv: Canvas, rng: np.random.Generator, hw: tuple[int, int]) -> np.nda
     low = low_freq(rng, hw, 120.0)
     base = BASE + rng.normal(0.0, 0.02, BASE.shape).astype(np.float32)  # contrast jitter
     m = cv.material
-    return (base[m] + AMP_FINE[m] * fine + AMP_BLOB[m] * cv.blob
-            + AMP_COLL[m] * collagen + AMP_LOW[m] * low + cv.offset)
+    return base[m] + AMP_FINE[m] * fine + AMP_BLOB[m] * cv.blob + AMP_COLL[m] * collagen + AMP_LOW[m] * low + cv.offset
 
 
 def microscope(x: np.ndarray, rng: np.random.Generator, hw: tuple[int, int]) -> np.ndarray:

@@ -6,6 +6,7 @@ looks), its class value (the label) and its instance id (which object it
 belongs to). Pixels go to the object with the smallest normalized distance
 (:func:`claim`), so touching objects meet along a flattened contact.
 """
+
 from __future__ import annotations
 
 from typing import NamedTuple
@@ -20,22 +21,29 @@ BG, VESSEL, MYEL, UNMY, SCHWANN = TEM_CLASS_VALUES
 
 # Materials (what a pixel looks like; finer than the classes).
 (
-    M_ECM, M_MYELIN, M_AXO, M_UNMY, M_REMAK, M_LUMEN, M_ENDO, M_RBC,
-    M_NUC, M_HETERO, M_SCYTO, M_MEMBRANE, M_MITO, M_SPLIT,
+    M_ECM,
+    M_MYELIN,
+    M_AXO,
+    M_UNMY,
+    M_REMAK,
+    M_LUMEN,
+    M_ENDO,
+    M_RBC,
+    M_NUC,
+    M_HETERO,
+    M_SCYTO,
+    M_MEMBRANE,
+    M_MITO,
+    M_SPLIT,
 ) = range(14)
 # Per material: base brightness (0 = black, 1 = white), amplitude of the fine
 # speckle, of the blob/chromatin field, of the collagen streak field and of the
 # low-frequency field.
-BASE = np.array([0.56, 0.15, 0.74, 0.71, 0.46, 0.79, 0.36, 0.19,
-                 0.50, 0.21, 0.47, 0.38, 0.42, 0.34], np.float32)
-AMP_FINE = np.array([0.05, 0.02, 0.045, 0.03, 0.04, 0.015, 0.04, 0.02,
-                     0.06, 0.03, 0.04, 0.02, 0.03, 0.02], np.float32)
-AMP_BLOB = np.array([0.0, 0.0, 0.0, 0.0, 0.02, 0.01, 0.03, 0.0,
-                     0.05, 0.02, 0.02, 0.0, 0.0, 0.0], np.float32)
-AMP_COLL = np.array([0.07, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0,
-                     0.0, 0.0, 0.0, 0.0, 0.0, 0.0], np.float32)
-AMP_LOW = np.array([0.05, 0.015, 0.03, 0.03, 0.03, 0.03, 0.02, 0.01,
-                    0.02, 0.01, 0.02, 0.01, 0.01, 0.01], np.float32)
+BASE = np.array([0.56, 0.15, 0.74, 0.71, 0.46, 0.79, 0.36, 0.19, 0.50, 0.21, 0.47, 0.38, 0.42, 0.34], np.float32)
+AMP_FINE = np.array([0.05, 0.02, 0.045, 0.03, 0.04, 0.015, 0.04, 0.02, 0.06, 0.03, 0.04, 0.02, 0.03, 0.02], np.float32)
+AMP_BLOB = np.array([0.0, 0.0, 0.0, 0.0, 0.02, 0.01, 0.03, 0.0, 0.05, 0.02, 0.02, 0.0, 0.0, 0.0], np.float32)
+AMP_COLL = np.array([0.07, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0], np.float32)
+AMP_LOW = np.array([0.05, 0.015, 0.03, 0.03, 0.03, 0.03, 0.02, 0.01, 0.02, 0.01, 0.02, 0.01, 0.01, 0.01], np.float32)
 
 
 class Shape(NamedTuple):
@@ -98,14 +106,14 @@ def paint(cv: Canvas, sl, mask: np.ndarray, class_value: int) -> int:
     return ident
 
 
-def random_shape(rng: np.random.Generator, cy: float, cx: float, radius: float,
-                 max_aspect: float, wobble: float, n_harm: int = 4) -> Shape:
+def random_shape(
+    rng: np.random.Generator, cy: float, cx: float, radius: float, max_aspect: float, wobble: float, n_harm: int = 4
+) -> Shape:
     """A random perturbed ellipse of mean radius ``radius`` (pixels)."""
     q = 1.0 + (max_aspect - 1.0) * rng.random() ** 2  # mostly round
     amps = tuple(float(rng.normal(0.0, wobble / k)) for k in range(2, 2 + n_harm))
     phases = tuple(float(p) for p in rng.uniform(0, 2 * np.pi, n_harm))
-    return Shape(cy, cx, radius * np.sqrt(q), radius / np.sqrt(q),
-                 float(rng.uniform(0, np.pi)), amps, phases)
+    return Shape(cy, cx, radius * np.sqrt(q), radius / np.sqrt(q), float(rng.uniform(0, np.pi)), amps, phases)
 
 
 def bbox(shape_hw: tuple[int, int], cy: float, cx: float, r: float):
@@ -153,8 +161,7 @@ def claim(cv: Canvas, sl, rho_t: np.ndarray) -> np.ndarray:
     return won
 
 
-def pack_ok(circles: np.ndarray, n: int, cy: np.ndarray, cx: np.ndarray,
-            r: np.ndarray) -> bool:
+def pack_ok(circles: np.ndarray, n: int, cy: np.ndarray, cx: np.ndarray, r: np.ndarray) -> bool:
     """True if the new circles (cy, cx, r) overlap none of ``circles[:n]``.
 
     ``circles`` is float64 (capacity, 3) rows of (y, x, radius + margin).
