@@ -24,12 +24,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout
 
-from unet_tf.synthetic import (  # noqa: E402
-    TEM_CLASS_NAMES,
-    TEM_CLASS_VALUES,
-    generate_tem_image,
-    image_seed,
-)
+from unet_tf.synthetic import TEM_CLASS_NAMES, TEM_CLASS_VALUES, generate_tem_image, image_seed  # noqa: E402
 
 # === The naive baseline: one global Otsu threshold per image ===
 

@@ -14,7 +14,6 @@ from unet_tf.ablation import (
     cell_schedule,
     markdown_table,
     n_train_images,
-    pass_steps,
     plan_grid,
     resolve_pool,
     row_columns,
@@ -26,7 +25,7 @@ from unet_tf.ablation import (
 )
 from unet_tf.ablation import run as ablation  # the module whose train / evaluate_cell the tests replace
 from unet_tf.cli.train import main as train_main
-from unet_tf.config import RunConfig
+from unet_tf.config import RunConfig, steps_per_pass
 from unet_tf.config import replace_config as replace_cfg
 from unet_tf.datasets import TEM_CLASS_NAMES
 from unet_tf.errors import UserInputError
@@ -125,7 +124,7 @@ def test_steps_budget_gives_every_size_the_same_total_steps(tem_dir):
     assert cell_schedule(cfg, 5, "steps", 2).epochs == 2  # fewer steps than epochs: 1 step per epoch
     # no steps per epoch in the base: epochs passes over the largest size's training images
     free = tiny_cfg(tem_dir, epochs=3, steps_per_epoch=None)
-    assert total_step_budget(free, [2, 10]) == 3 * pass_steps(n_train_images(10, 0.2), 2, 2) == 3 * 8
+    assert total_step_budget(free, [2, 10]) == 3 * steps_per_pass(n_train_images(10, 0.2), 2, 2) == 3 * 8
 
 
 def test_epochs_budget_is_one_pass_over_each_cells_patches(tem_dir):

@@ -45,7 +45,6 @@ from .plan import (
     cell_schedule,
     n_train_images,
     on_off,
-    pass_steps,
     plan_grid,
     total_step_budget,
 )
@@ -78,7 +77,6 @@ __all__ = [
     "nanmean",
     "nanstd",
     "on_off",
-    "pass_steps",
     "plan_grid",
     "read_rows",
     "resolve_pool",

@@ -14,7 +14,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Sequence
 
-from ..config import RunConfig, replace_config
+from ..config import RunConfig, replace_config, steps_per_pass
 from ..datasets import split_train_val
 from ..errors import UserInputError
 
@@ -107,11 +107,6 @@ def n_train_images(size: int, val_fraction: float) -> int:
     return len(train)
 
 
-def pass_steps(n_images: int, patches_per_image: int, batch_size: int) -> int:
-    """Steps of one pass over ``patches_per_image x n_images`` patches (the last batch may be short)."""
-    return max(1, math.ceil(n_images * patches_per_image / batch_size))
-
-
 def total_step_budget(cfg: RunConfig, sizes: Sequence[int], budget_steps: int | None = None) -> int:
     """Optimizer steps of every cell under the ``steps`` budget.
 
@@ -125,7 +120,7 @@ def total_step_budget(cfg: RunConfig, sizes: Sequence[int], budget_steps: int | 
     if t.steps_per_epoch:
         return t.epochs * t.steps_per_epoch
     largest = n_train_images(max(sizes), d.val_fraction)
-    return t.epochs * pass_steps(largest, d.patches_per_image, t.batch_size)
+    return t.epochs * steps_per_pass(largest, d.patches_per_image, t.batch_size)
 
 
 def cell_schedule(cfg: RunConfig, size: int, budget: str, total_steps: int | None = None) -> Schedule:
@@ -143,7 +138,7 @@ def cell_schedule(cfg: RunConfig, size: int, budget: str, total_steps: int | Non
         per_epoch = math.ceil(total_steps / epochs)
         return Schedule(epochs, per_epoch, epochs * per_epoch)
     if budget == "epochs":
-        per_pass = pass_steps(n_train_images(size, d.val_fraction), d.patches_per_image, t.batch_size)
+        per_pass = steps_per_pass(n_train_images(size, d.val_fraction), d.patches_per_image, t.batch_size)
         return Schedule(t.epochs, None, t.epochs * per_pass)
     raise UserInputError(f"--budget {budget}: choose one of {', '.join(BUDGETS)}")
 

@@ -18,9 +18,8 @@ from typing import Any, Callable, Mapping, Sequence
 import keras
 import numpy as np
 
-# The training and prediction side of the package (plan.py imports config and datasets too).
 from .. import config as cfgmod
-from ..config import PredictConfig, RunConfig, replace_config
+from ..config import PredictConfig, RunConfig, replace_config, steps_per_pass
 from ..datasets import Sample, labelled_pool, list_samples, resolve_data
 from ..errors import UserInputError
 from ..io import atomic_path
@@ -36,7 +35,6 @@ from .plan import (
     cell_schedule,
     n_train_images,
     on_off,
-    pass_steps,
     plan_grid,
     total_step_budget,
 )
@@ -191,7 +189,7 @@ def run_cell(
     _clear_keras()
     epochs_run = int(summary.get("epochs_run") or 0)
     n_train = int(summary.get("n_train_images") or n_train_images(cell.size, base.data.val_fraction))
-    per_epoch = schedule.steps_per_epoch or pass_steps(n_train, base.data.patches_per_image, base.train.batch_size)
+    per_epoch = schedule.steps_per_epoch or steps_per_pass(n_train, base.data.patches_per_image, base.train.batch_size)
     return {
         "model": cell.model,
         "size": cell.size,
