@@ -102,10 +102,12 @@ def test_upload_see_overlay_download_mask_as_predict_py(app, tmp_path):
             page.get_by_role("button", name="cells_mask.tif").click()
         got = tmp_path / "downloaded_mask.tif"
         download.value.save_as(got)
-        page.wait_for_timeout(500)
+        suggested = download.value.suggested_filename
+        page.set_viewport_size({"width": 1400, "height": 2400})  # the page scrolls inside: show it all
+        page.wait_for_timeout(1000)
         shot = tmp_path / "app_page.png"
         page.screenshot(path=str(shot), full_page=True)
         browser.close()
     save_artefact(shot)
-    assert download.value.suggested_filename == "cells_mask.tif"
+    assert suggested == "cells_mask.tif"
     assert got.read_bytes() == (tmp_path / "cli" / "cells_mask.tif").read_bytes()

@@ -248,6 +248,7 @@ def show_downloads(results: list[Segmented], r: Segmented, tables: dict[str, byt
         columns[i % 4].download_button(name, data, file_name=name, mime=mime[Path(name).suffix],
                                        key=f"download_{name}", on_click="ignore")
     everything = {name: data for res in results for name, data in res.files.items()} | tables
+    st.session_state["downloads"] = everything  # what the buttons serve (read by tests)
     st.download_button(f"Everything ({len(everything)} files, .zip)", lambda: logic.zip_bytes(everything),
                        file_name="unet_tf_results.zip", mime="application/zip", type="primary",
                        key="download_zip", on_click="ignore")
