@@ -312,7 +312,8 @@ def area_histogram(objects: Sequence[Mapping[str, Any]], bins: int = 20) -> list
     edges = np.geomspace(lo, hi, n + 1) if hi > 100 * lo else np.linspace(lo, hi, n + 1)
     if hi == lo:
         edges = np.array([lo - 0.5, hi + 0.5])
-    rows = [{"area (px)": f"{a:,.0f}–{b:,.0f}"} for a, b in zip(edges[:-1], edges[1:])]
+    text = lambda v: f"{v:,.0f}" if v >= 10 else f"{v:.2g}"  # noqa: E731
+    rows = [{"area (px)": f"{text(a)}–{text(b)}"} for a, b in zip(edges[:-1], edges[1:])]
     for name in dict.fromkeys(o["class"] for o in objects):
         counts, _ = np.histogram([o["area_px"] for o in objects if o["class"] == name], bins=edges)
         for row, count in zip(rows, counts):

@@ -159,21 +159,41 @@ def segment_all(model_key: str, model, info, uploads: list, config: PredictConfi
     return results
 
 
-def read_truths(results: list[Segmented], uploads: list, info) -> dict[str, Any]:
-    """stem -> class ids of the matching label upload; mismatches shown as errors."""
+def read_truths(results: list[Segmented], uploads: list, info) -> tuple[dict[str, Any], list[tuple[str, str]]]:
+    """(stem -> class ids of the matching label upload, [(st.error or st.warning, message)])."""
     by_name = {u.name: u for u in uploads}
     pairs = logic.pair_labels([r.name for r in results], list(by_name))
-    truths = {}
+    truths, notes = {}, []
     for r in results:
         if r.name in pairs:
             upload = by_name[pairs[r.name]]
             try:
                 truths[r.stem] = logic.read_upload_label(upload.name, upload.getvalue(), info, r.image.shape)
             except UserInputError as exc:
-                st.error(f"{exc} (not evaluated)")
+                notes.append(("error", f"{exc} (not evaluated)"))
     for name in sorted(set(by_name) - set(pairs.values())):
-        st.warning(f"{name}: no uploaded image matches this label's name (not used)")
-    return truths
+        notes.append(("warning", f"{name}: no uploaded image matches this label's name (not used)"))
+    return truths, notes
+
+
+def scores_and_tables(results: list[Segmented], labels: list, info, config: PredictConfig):
+    """(Evaluator, predict.py's table files), kept in the session until results, labels or options change."""
+    from unet_tf.evaluation import Evaluator
+
+    key = (tuple(id(r) for r in results), tuple((u.file_id, u.name) for u in labels), config)
+    cached = st.session_state.get("tables")
+    if cached is None or cached[0] != key:
+        truths, notes = read_truths(results, labels, info) if labels else ({}, [])
+        evaluator = Evaluator(info.class_names)
+        for res in results:
+            if res.stem in truths:
+                evaluator.add(res.stem, truths[res.stem], res.result.ids)
+        objects = [row for res in results for row in objects_of(res, info, config)]
+        tables = logic.table_files(objects, [res.stem for res in results], evaluator, info, config)
+        cached = st.session_state["tables"] = (key, evaluator, tables, notes)
+    for kind, message in cached[3]:
+        getattr(st, kind)(message)
+    return cached[1], cached[2]
 
 
 # === Results ===
@@ -255,15 +275,7 @@ def show_downloads(results: list[Segmented], r: Segmented, tables: dict[str, byt
 
 
 def show_results(results: list[Segmented], labels: list, info, config: PredictConfig) -> None:
-    from unet_tf.evaluation import Evaluator
-
-    truths = read_truths(results, labels, info) if labels else {}
-    evaluator = Evaluator(info.class_names)
-    for res in results:
-        if res.stem in truths:
-            evaluator.add(res.stem, truths[res.stem], res.result.ids)
-    objects = [row for res in results for row in objects_of(res, info, config)]
-    tables = logic.table_files(objects, [res.stem for res in results], evaluator, info, config)
+    evaluator, tables = scores_and_tables(results, labels, info, config)
     names = [res.name for res in results]
     shown = st.selectbox("Image", names, key="shown") if len(results) > 1 else names[0]
     r = results[names.index(shown)]
