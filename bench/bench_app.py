@@ -144,7 +144,6 @@ def poll_health(url: str, stop: threading.Event, latencies: list) -> None:
 
 def responsiveness(args, runs: Path, image_path: Path, port: int = 8599) -> dict:
     from playwright.sync_api import sync_playwright
-
     from test_app_browser import wait_until_healthy
 
     url = f"http://127.0.0.1:{port}"
@@ -190,6 +189,7 @@ def responsiveness(args, runs: Path, image_path: Path, port: int = 8599) -> dict
 def main(argv=None) -> None:
     args = parse_args(argv)
     from bench_predict import write_synthetic
+
     from unet_tf.model_file import load_model_and_info
 
     with tempfile.TemporaryDirectory(prefix="bench_app_") as folder:

@@ -11,10 +11,11 @@ import zipfile
 import numpy as np
 import pytest
 import tifffile
-
 from test_predict_cli import TEM_NAMES, TEM_VALUES, save_model
+
 from unet_tf.app import PAGE, logic
-from unet_tf.cli.app import app_environment, main as app_main, streamlit_command
+from unet_tf.cli.app import app_environment, streamlit_command
+from unet_tf.cli.app import main as app_main
 from unet_tf.errors import UserInputError
 
 AppTest = pytest.importorskip("streamlit.testing.v1", reason="streamlit is not installed").AppTest

@@ -19,7 +19,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import tifffile
-
 from test_predict_cli import TEM_NAMES, TEM_VALUES, save_model
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
@@ -58,20 +57,19 @@ def app(tmp_path):
     save_model(run / "best.keras", TEM_VALUES, TEM_NAMES)
     (run / "summary.json").write_text(json.dumps({"best": {"dice": 0.5}}))
     port = free_port()
-    log = open(tmp_path / "app.log", "w")
-    process = subprocess.Popen([sys.executable, "-m", "unet_tf.app", "--port", str(port), "--runs",
-                                str(tmp_path / "runs")], cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
-    try:
-        wait_until_healthy(url, process)
-        yield url, run
-    finally:
-        process.terminate()
+    with open(tmp_path / "app.log", "w") as log:
+        process = subprocess.Popen([sys.executable, "-m", "unet_tf.app", "--port", str(port), "--runs",
+                                    str(tmp_path / "runs")], cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
         try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-        log.close()
+            wait_until_healthy(url, process)
+            yield url, run
+        finally:
+            process.terminate()
+            try:
+                process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                process.kill()
 
 
 def save_artefact(path: Path) -> None:

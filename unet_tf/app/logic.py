@@ -13,13 +13,15 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import io
+import itertools
 import json
 import math
 import tempfile
 import zipfile
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -294,8 +296,12 @@ def legend(class_names: Sequence[str]) -> list[tuple[str, str]]:
     """(class name, ``#rrggbb``) of each foreground class, in the overlay's colours."""
     from ..overlay import PALETTE
 
-    return [(name, "#%02x%02x%02x" % PALETTE[(c - 1) % len(PALETTE)])
+    return [(name, "#{:02x}{:02x}{:02x}".format(*PALETTE[(c - 1) % len(PALETTE)]))
             for c, name in enumerate(class_names) if c > 0]
+
+
+def _area_text(value: float) -> str:
+    return f"{value:,.0f}" if value >= 10 else f"{value:.2g}"
 
 
 def area_histogram(objects: Sequence[Mapping[str, Any]], bins: int = 20) -> list[dict[str, Any]]:
@@ -312,8 +318,7 @@ def area_histogram(objects: Sequence[Mapping[str, Any]], bins: int = 20) -> list
     edges = np.geomspace(lo, hi, n + 1) if hi > 100 * lo else np.linspace(lo, hi, n + 1)
     if hi == lo:
         edges = np.array([lo - 0.5, hi + 0.5])
-    text = lambda v: f"{v:,.0f}" if v >= 10 else f"{v:.2g}"  # noqa: E731
-    rows = [{"area (px)": f"{text(a)}–{text(b)}"} for a, b in zip(edges[:-1], edges[1:])]
+    rows = [{"area (px)": f"{_area_text(a)}–{_area_text(b)}"} for a, b in itertools.pairwise(edges)]
     for name in dict.fromkeys(o["class"] for o in objects):
         counts, _ = np.histogram([o["area_px"] for o in objects if o["class"] == name], bins=edges)
         for row, count in zip(rows, counts):

@@ -224,9 +224,9 @@ def show_images(r: Segmented, info) -> None:
     note = f" · shown at 1/{step}, predicted at full resolution" if step > 1 else ""
     left, right = st.columns(2)
     left.image(logic.gray_preview(r.image, step), caption=f"{r.name} · {w}×{h} px · {r.image.dtype}{note}",
-               width="stretch")
+               width="stretch", output_format="JPEG")
     right.image(logic.overlay_preview(r.image, r.result.ids, info.class_names, opacity, step),
-                caption="Segmentation", width="stretch")
+                caption="Segmentation", width="stretch", output_format="JPEG")
     chips = " ".join(f'<span style="background:{colour};border-radius:3px;padding:0 .6em">&nbsp;</span> {name}'
                      for name, colour in logic.legend(info.class_names))
     st.markdown(f"**Classes:** {chips}", unsafe_allow_html=True)

@@ -13,8 +13,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from .common import run_main
 from ..errors import UserInputError
+from .common import run_main
 
 HOST = "127.0.0.1"
 
