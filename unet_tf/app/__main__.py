@@ -1,0 +1,6 @@
+"""``python -m unet_tf.app [--port N] [--runs DIR]``: the same as ``unet-tf-app``."""
+import sys
+
+from ..cli.app import main
+
+sys.exit(main())
