@@ -140,7 +140,7 @@ def test_user_mistakes_are_errors_naming_the_file(runs, image, tmp_path, monkeyp
     shown = errors(at)
     assert any(m.startswith("notes.txt: unknown image type '.txt'") for m in shown), shown
     assert any(m.startswith("broken.png: not a readable image") for m in shown), shown
-    assert any(m.startswith("stack.tif: is a multi-page TIFF (3 pages)") for m in shown), shown
+    assert any(m.startswith("stack.tif: is a multi-page TIFF stack (3 pages)") for m in shown), shown
     assert any(m.startswith("a_mask.tif: label values 7 are not among") for m in shown), shown
     assert not any("/tmp" in m or "Traceback" in m for m in shown), shown
     assert at.session_state["downloads"]["a_mask.tif"]  # the good image was still segmented
@@ -160,15 +160,20 @@ def test_user_mistakes_are_errors_naming_the_file(runs, image, tmp_path, monkeyp
     assert not at.exception and "downloads" in at.session_state  # keeps serving: segments with the upload
 
 
-def test_instances_checkbox_lights_up_with_the_instance_update(runs, monkeypatch):
-    import unet_tf.prediction
-
+def test_instances_checkbox_splits_touching_objects_like_predict_py(runs, image, tmp_path, monkeypatch):
     at = start(runs, monkeypatch)
-    assert at.sidebar.checkbox(key="instances").disabled
-    assert "needs the instance segmentation update" in " ".join(c.value for c in at.sidebar.caption)
-    monkeypatch.setattr(unet_tf.prediction, "predict_instances", lambda *a, **k: None, raising=False)
-    at.run()
-    assert not at.sidebar.checkbox(key="instances").disabled
+    at.sidebar.selectbox(key="model").select_index(0)
+    assert not at.sidebar.checkbox(key="instances").disabled  # a semantic model: --split-touching on demand
+    at.sidebar.slider(key="threshold").set_value(0.01)
+    at.sidebar.checkbox(key="instances").check()
+    at.file_uploader(key="images").set_value(("a.tif", image.read_bytes(), "image/tiff")).run()
+    assert not at.exception and not errors(at)
+    out = tmp_path / "cli"
+    predict_py(runs / "cells-unet-b" / "best.keras", image, out, "--threshold", "0.01", "--split-touching")
+    files = at.session_state["downloads"]
+    assert "a_instances.tif" in files
+    for name, data in files.items():
+        assert data == (out / name).read_bytes(), name  # instances and one object row per instance included
 
 
 # === Helpers without Streamlit ===

@@ -205,7 +205,7 @@ def _score(
     return True
 
 
-def _objects(
+def object_rows(
     result: Prediction, info: ModelInfo, image: np.ndarray, name: str, pixel_size: float | None, min_size: int
 ) -> list[dict]:
     """Object rows: one per instance (instance model: class "object") or per connected component of a class."""
@@ -242,7 +242,7 @@ def _predict_sample(
             outputs.add(number, image, result)
             if sample.labels:
                 fitted &= _score(sample, number, result, info, scores, log)
-            objects = _objects(result, info, image, sample.image.stem, pixel_size, config.min_size)
+            objects = object_rows(result, info, image, sample.image.stem, pixel_size, config.min_size)
             rows += [{**row, "page": None if number is None else number + 1} for row in objects]
     return rows, fitted
 

@@ -198,11 +198,11 @@ def predict_config(**options: Any) -> PredictConfig:
 
 def image_files(name: str, image: np.ndarray, result: Any, info: ModelInfo,
                 config: PredictConfig) -> dict[str, bytes]:
-    """``<name>_mask.tif``, ``<name>_overlay.png``, ``<name>_prob.tif``: predict.py's writer, as bytes."""
+    """``<name>_mask.tif``, ``_overlay.png``, ``_prob.tif`` (and ``_instances.tif``): predict.py's writer, as bytes."""
     from ..prediction import write_outputs
 
     with tempfile.TemporaryDirectory(prefix="unet_tf_app_") as folder:
-        write_outputs(Path(folder), name, image, result, info, config)
+        write_outputs(Path(folder), name, image, result, info, config, config.pixel_size)
         return {p.name: p.read_bytes() for p in sorted(Path(folder).iterdir())}
 
 
@@ -234,16 +234,6 @@ def zip_bytes(files: Mapping[str, bytes]) -> bytes:
             archive.writestr(zipfile.ZipInfo(name, ZIP_TIME), data,
                              zipfile.ZIP_STORED if packed else zipfile.ZIP_DEFLATED)
     return buffer.getvalue()
-
-
-def instances_function() -> Callable | None:
-    """The instance-segmentation entry of :mod:`unet_tf.prediction`, once it has one (issue 11)."""
-    from .. import prediction
-
-    for name in ("predict_instances", "instances_from_probabilities"):
-        if hasattr(prediction, name):
-            return getattr(prediction, name)
-    return None
 
 
 # === What the page shows ===

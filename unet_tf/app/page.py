@@ -99,14 +99,16 @@ def choose_options(info) -> PredictConfig | None:
     pixel = side.number_input("Pixel size (µm/px; 0 = not given)", min_value=0.0, value=d.pixel_size or 0.0,
                               format="%.4f", key="pixel_size")
     min_size = side.number_input("Minimum object size (px)", min_value=0, value=d.min_size, key="min_size")
-    supported = logic.instances_function() is not None
-    side.checkbox("Instances (one id per object)", value=False, disabled=not supported, key="instances",
-                  help=None if supported else "needs the instance segmentation update")
-    if not supported:
-        side.caption("Instances: needs the instance segmentation update.")
+    instance_model = info.target == "instances"
+    instances = side.checkbox(
+        "Instances (one id per object)", value=instance_model, disabled=instance_model, key="instances",
+        help="an instance model always splits objects" if instance_model
+        else "split touching objects of a class (predict.py --split-touching)",
+    )
     try:
         config = logic.predict_config(tile=int(tile), overlap=int(overlap), tta=bool(tta), threshold=float(threshold),
-                                      pixel_size=float(pixel) or None, min_size=int(min_size))
+                                      pixel_size=float(pixel) or None, min_size=int(min_size),
+                                      split_touching=bool(instances) and not instance_model)
         check_tiling(config.tile, config.overlap, div, config.batch_size)
     except UserInputError as exc:
         st.error(f"Options: {exc}")
@@ -136,7 +138,7 @@ def predict_one(model, info, name: str, data: bytes, config: PredictConfig) -> S
 def segment_all(model_key: str, model, info, uploads: list, config: PredictConfig) -> list[Segmented]:
     """Each upload segmented once per (model, content, prediction options); errors shown, others go on."""
     cache = st.session_state.setdefault("segmented", {})
-    settings = replace(config, pixel_size=None, min_size=0)  # these only change the tables
+    settings = config  # every option can change the files (pixel size: their resolution tags)
     results, used, stems = [], set(), {}
     for upload in uploads:
         stem = Path(upload.name).stem
@@ -200,13 +202,12 @@ def scores_and_tables(results: list[Segmented], labels: list, info, config: Pred
 
 
 def objects_of(r: Segmented, info, config: PredictConfig) -> list[dict]:
-    """predict.py's object rows of one image, cached per (pixel size, minimum size)."""
-    from unet_tf.morphometry import measure_objects
+    """predict.py's object rows of one image (one per instance where there are instances)."""
+    from unet_tf.prediction import object_rows
 
     key = (config.pixel_size, config.min_size)
     if key not in r.objects:
-        r.objects[key] = measure_objects(r.result.ids, info.class_names, image_name=r.stem,
-                                     pixel_size=config.pixel_size, min_size=config.min_size)
+        r.objects[key] = object_rows(r.result, info, r.image, r.stem, config.pixel_size, config.min_size)
     return r.objects[key]
 
 
