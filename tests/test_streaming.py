@@ -35,10 +35,13 @@ def binary_model():
 
 @pytest.fixture(scope="module")
 def big_tiff(tmp_path_factory):
-    """A ~2000 x 1500 uint16 image with structure, stored tiled + compressed (read in windows)."""
-    from unet_tf.synthetic import generate_tem_image
+    """A ~2000 x 1500 uint16 image with blobs and noise, stored tiled + compressed (read in windows)."""
+    import cv2
 
-    image = generate_tem_image((2000, 1500), seed=1)[0]
+    rng = np.random.default_rng(1)
+    coarse = rng.random((2000 // 40, 1500 // 40), dtype=np.float32)
+    image = cv2.resize(coarse, (1500, 2000), interpolation=cv2.INTER_CUBIC) * 40000
+    image = np.clip(image + rng.normal(8000, 1500, image.shape), 0, 65535).astype(np.uint16)
     path = tmp_path_factory.mktemp("in") / "big.tif"
     tifffile.imwrite(path, image, tile=(256, 256), compression="zlib")
     return path, image
@@ -128,6 +131,13 @@ def test_band_objects_equal_measure_objects_for_any_band_split():
         for a, b in zip(edges[:-1], edges[1:]):
             acc.add(ids[a:b])
         assert_same_objects(acc.rows(), want)
+    # above the buffer cap the tall object is cut into pieces that add up to its area
+    acc = BandObjects(NAMES, 80, image_name="x", max_pixels=80 * 40)
+    for a in range(0, 120, 30):
+        acc.add(ids[a:a + 30])
+    rows = acc.rows()
+    assert len(rows) > len(measure_objects(ids, NAMES))
+    assert sum(r["area_px"] for r in rows) == int((ids > 0).sum())
 
 
 def test_object_crossing_a_band_edge_is_counted_once_with_its_area():
@@ -137,11 +147,13 @@ def test_object_crossing_a_band_edge_is_counted_once_with_its_area():
     ids[2:15, 8:10] = 1  # right arm
     ids[13:15, 2:10] = 1  # the bottom of the U, below the edge at row 10
     ids[17:19, 0:3] = 2  # another class, entirely in band 2
+    ids[5, 11] = 2  # finished in band 1 while its rows are kept for the open U: measured once
     acc = BandObjects(NAMES, 12)
     acc.add(ids[:10])
     acc.add(ids[10:])
     rows = acc.rows()
-    assert [(r["class"], r["object_id"], r["area_px"]) for r in rows] == [("a", 1, 13 * 4 + 2 * 4), ("b", 1, 6)]
+    assert [(r["class"], r["object_id"], r["area_px"]) for r in rows] == [
+        ("a", 1, 13 * 4 + 2 * 4), ("b", 1, 1), ("b", 2, 6)]
     assert (rows[0]["bbox_y0"], rows[0]["bbox_y1"], rows[0]["bbox_x0"], rows[0]["bbox_x1"]) == (2, 15, 2, 10)
 
 

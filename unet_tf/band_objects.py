@@ -20,9 +20,13 @@ by ``min_size`` and numbered. Integer columns, perimeter, eccentricity and
 solidity equal those of ``measure_objects`` exactly; ``centroid_y`` within
 1e-9 px (the buffer offset is added after the mean instead of before).
 
-Memory: the buffer, i.e. one band plus the rows of the open objects (an
-object as tall as the image keeps every row from its top down: the price of
-measuring its perimeter and convex hull exactly).
+Memory: the buffer, i.e. one band plus the rows of the open objects, about
+10 bytes per buffered pixel while labelling. An object as tall as the image
+would keep every row from its top down (the price of measuring its perimeter
+and convex hull exactly), so the buffer is capped at ``max_pixels``: when the
+rows kept would exceed it, every object in the buffer is measured as it is and
+the buffer emptied, so an object that tall is cut there into pieces, each a row
+of the table (said once). Below the cap the table is exact.
 """
 from __future__ import annotations
 
@@ -31,7 +35,10 @@ from typing import Any, Sequence
 import numpy as np
 from scipy import ndimage
 
+from .io import _say_once
 from .morphometry import _structure, measure_labels
+
+MAX_PIXELS = 2**25  # buffer cap: ~330 MiB while labelling
 
 
 class BandObjects:
@@ -41,11 +48,13 @@ class BandObjects:
         class_names: names of classes 0..C-1 (class 0 the background, never measured).
         width: int, the mask width W.
         image_name, pixel_size, min_size, connectivity: as ``measure_objects``.
+        max_pixels: int, the buffer cap (see the module docstring). Default MAX_PIXELS (2**25).
     """
 
     def __init__(self, class_names: Sequence[str], width: int, *, image_name: str = "image",
-                 pixel_size: float | None = None, min_size: int = 0, connectivity: int = 8):
-        self.class_names, self.width = tuple(class_names), int(width)
+                 pixel_size: float | None = None, min_size: int = 0, connectivity: int = 8,
+                 max_pixels: int = MAX_PIXELS):
+        self.class_names, self.width, self.max_pixels = tuple(class_names), int(width), max_pixels
         self.image_name, self.pixel_size, self.min_size = image_name, pixel_size, min_size
         self.structure = _structure(connectivity)
         self.buffer = np.zeros((0, self.width), np.uint8)
@@ -62,7 +71,11 @@ class BandObjects:
             raise ValueError(f"ids hold {ids.max()}, outside [0, {len(self.class_names)})")
         self.pending = np.concatenate([self.pending, ids.astype(np.uint8)])
         if len(self.pending) >= max(len(self.buffer), 1):  # amortized: relabel at most 2x the pixels
-            self._scan(final=False)
+            cut = (len(self.buffer) + len(self.pending)) * self.width > self.max_pixels
+            if cut:
+                _say_once(f"{self.image_name}: objects taller than {self.max_pixels // self.width} rows "
+                          "are cut into pieces in the object table (streamed prediction)")
+            self._scan(final=cut)
 
     def rows(self) -> list[dict[str, Any]]:
         """Finish (the last rows close every open object) and return the table rows."""
@@ -94,7 +107,7 @@ class BandObjects:
             if is_open.any():
                 keep_from = min(keep_from, int(tops[is_open[1:]].min()))
             self._measure(labels, n, ~is_open, c, tops)
-            if is_open.any():  # finished objects may lie in kept rows: erase them, never measure twice
+            if not final:  # finished objects may lie in rows kept for any class: erase, never measure twice
                 buffer[~is_open[labels] & (labels > 0)] = 0
         self.buffer = buffer[keep_from:]
         self.row0 += keep_from
