@@ -60,7 +60,8 @@ class BandObjects:
         self.buffer = np.zeros((0, self.width), np.uint8)
         self.row0 = 0  # image row of buffer[0]
         self.pending = np.zeros((0, self.width), np.uint8)  # rows not yet labelled
-        self.found: list[tuple[int, int, dict[str, Any]]] = []  # (class id, first pixel, row)
+        self.found: list[tuple[int, int, tuple]] = []  # (class id, first pixel, row values): 3x less than dicts
+        self.keys: tuple[str, ...] = ()
 
     def add(self, ids: np.ndarray) -> None:
         """Append (h, W) class ids (the next rows of the mask)."""
@@ -82,10 +83,12 @@ class BandObjects:
         self._scan(final=True)
         out: list[dict[str, Any]] = []
         for c in range(1, len(self.class_names)):
-            mine = sorted((first, row) for cls, first, row in self.found if cls == c)
-            kept = [row for _, row in mine if row["area_px"] >= max(self.min_size, 1)]
+            mine = sorted((first, values) for cls, first, values in self.found if cls == c)
+            kept = [dict(zip(self.keys, values)) for _, values in mine]
+            kept = [row for row in kept if row["area_px"] >= max(self.min_size, 1)]
             for object_id, row in enumerate(kept, 1):
-                out.append({**row, "object_id": object_id})
+                row["object_id"] = object_id
+                out.append(row)
         return out
 
     def _scan(self, final: bool) -> None:
@@ -129,4 +132,5 @@ class BandObjects:
             row["centroid_y"] += self.row0
             row["bbox_y0"] += self.row0
             row["bbox_y1"] += self.row0
-            self.found.append((c, (self.row0 + top) * self.width + first_x, row))
+            self.keys = tuple(row)
+            self.found.append((c, (self.row0 + top) * self.width + first_x, tuple(row.values())))
