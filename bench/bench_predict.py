@@ -72,6 +72,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--stand-in-model", action="store_true",
                    help="replace the network by a cheap NumPy function (sigmoid of the input): measures "
                         "the pipeline alone (reading, tiling, blending, writing, objects) and its memory")
+    p.add_argument("--no-objects", action="store_true", help="skip the object table (prediction + mask only)")
     p.add_argument("--child", type=Path, help=argparse.SUPPRESS)  # internal: one run on this TIFF
     p.add_argument("--mode", choices=MODES, default="stream", help=argparse.SUPPRESS)
     return p.parse_args(argv)
@@ -107,7 +108,7 @@ def child_command(args: argparse.Namespace, path: Path, mode: str) -> list[str]:
     return [sys.executable, __file__, "--child", str(path), "--mode", mode, "--tile", str(args.tile),
             "--overlap", str(args.overlap), "--batch-size", str(args.batch_size),
             "--base-filters", str(args.base_filters), "--depth", str(args.depth)] + (
-            ["--stand-in-model"] if args.stand_in_model else [])
+            ["--stand-in-model"] if args.stand_in_model else []) + (["--no-objects"] if args.no_objects else [])
 
 
 def run_parent(args: argparse.Namespace) -> None:
@@ -137,7 +138,7 @@ def print_table(rows: list[dict], args: argparse.Namespace) -> None:
              else f"U-Net base {args.base_filters}, depth {args.depth}, random weights")
     print(f"{model}, 2 classes; {args.dtype} input "
           f"(tiled zlib TIFF); tile {args.tile}, overlap {args.overlap}, batch {args.batch_size}; "
-          f"mask + object table written; {os.cpu_count()} CPU cores.\n")
+          f"mask{'' if args.no_objects else ' + object table'} written; {os.cpu_count()} CPU cores.\n")
     head = ["image (HxW)", "mode", "tiles", "objects", "total s", "model s", "non-model share", "s / MPix",
             "RSS before image MB", "peak RSS MB"]
     print("| " + " | ".join(head) + " |")
@@ -172,7 +173,7 @@ def build(args: argparse.Namespace):
     return attach_info(net, info)
 
 
-def run_whole(model, predict_fn, path: Path, config, progress) -> int:
+def run_whole(model, predict_fn, path: Path, config, progress, objects: bool = True) -> int | str:
     """predict.py's whole-image path for one file: read, predict, write the mask, objects."""
     from unet_tf import prediction
     from unet_tf.io import read_image, write_mask
@@ -182,7 +183,7 @@ def run_whole(model, predict_fn, path: Path, config, progress) -> int:
     prediction._PREDICT_FNS[model] = predict_fn  # the timed function
     result = prediction.predict_image(model, image, config, progress=progress)
     write_mask(path.with_name(path.stem + "_mask.tif"), result.mask)
-    return len(measure_objects(result.ids, ("background", "foreground")))
+    return len(measure_objects(result.ids, ("background", "foreground"))) if objects else "-"
 
 
 def run_child(args: argparse.Namespace) -> None:
@@ -216,10 +217,10 @@ def run_child(args: argparse.Namespace) -> None:
     t0 = time.perf_counter()
     if args.mode == "stream":
         result = predict_file_streaming(timed_fn, info, args.child, args.child.parent, args.child.stem + "_s",
-                                        config, progress=progress)
-        n_objects = len(result["objects"])
+                                        config, progress=progress, measure=not args.no_objects)
+        n_objects = len(result["objects"]) if not args.no_objects else "-"
     else:
-        n_objects = run_whole(model, timed_fn, args.child, config, progress)
+        n_objects = run_whole(model, timed_fn, args.child, config, progress, not args.no_objects)
     total = time.perf_counter() - t0
     height, width = (int(n) for n in args.child.stem.split("_")[-1].split("x"))
     print(json.dumps({

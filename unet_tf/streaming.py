@@ -188,12 +188,14 @@ def _join_pages(pages: list[Path], path: Path, shape: tuple[int, int], tile: int
                          photometric="minisblack", metadata=None)
 
 
-def _write_band(rows: np.ndarray, writers: dict[str, Any], objects: BandObjects,
+def _write_band(rows: np.ndarray, writers: dict[str, Any], objects: BandObjects | None,
                 info: ModelInfo, config: PredictConfig) -> None:
     """One finished band of probabilities -> mask rows, probability rows, objects."""
     ids = probabilities_to_ids(rows, config.threshold)
-    writers["mask"].write_band(ids_to_values(ids, info.class_values).astype(writers["mask"].dtype))
-    objects.add(ids)
+    table = np.asarray(info.class_values, writers["mask"].dtype)  # values in the mask dtype, not int64
+    writers["mask"].write_band(ids_to_values(ids, table))
+    if objects is not None:
+        objects.add(ids)
     if writers["prob"]:
         bands = [1 - rows[..., 0], rows[..., 0]] if rows.shape[-1] == 1 else np.moveaxis(rows, -1, 0)
         for writer, band in zip(writers["prob"], bands):
@@ -208,6 +210,8 @@ def predict_file_streaming(
     name: str,
     config: PredictConfig = PredictConfig(),
     progress: ProgressFn | None = None,
+    *,
+    measure: bool = True,
 ) -> dict:
     """Segment one single-page image file band by band; write its mask (and probabilities).
 
@@ -219,9 +223,10 @@ def predict_file_streaming(
         name: str, the output stem.
         config: PredictConfig; ``overlay`` is ignored (no overlay when streaming).
         progress: optional ``progress(done_tiles, total_tiles)``.
+        measure: bool, compute the object table. Default True.
 
     Returns:
-        dict: ``shape`` (H, W), ``objects`` (rows as ``measure_objects``),
+        dict: ``shape`` (H, W), ``objects`` (rows as ``measure_objects``; [] without ``measure``),
         ``percentiles`` (lo, hi), ``exact_percentiles`` (bool), ``outputs``
         (paths written), ``seconds``.
     """
@@ -239,14 +244,14 @@ def predict_file_streaming(
             size_divisor=info.size_divisor, tta=config.tta, progress=progress,
         )
         objects = BandObjects(info.class_names, shape[1], image_name=name, pixel_size=config.pixel_size,
-                              min_size=config.min_size)
+                              min_size=config.min_size) if measure else None
         outputs = _stream_outputs(bands, out_dir, name, shape, info, config, objects)
-    return {"shape": shape, "objects": objects.rows(), "percentiles": (lo, hi), "exact_percentiles": exact,
+    return {"shape": shape, "objects": objects.rows() if measure else [], "percentiles": (lo, hi), "exact_percentiles": exact,
             "outputs": outputs, "seconds": time.perf_counter() - t0}
 
 
 def _stream_outputs(bands, out_dir: Path, name: str, shape, info: ModelInfo, config: PredictConfig,
-                    objects: BandObjects) -> list[Path]:
+                    objects: BandObjects | None) -> list[Path]:
     """Drain ``bands`` into the mask (and probability) writers; the paths written."""
     mask_path = out_dir / f"{name}_mask.tif"
     k = 1 if info.n_classes == 2 else info.n_classes
