@@ -17,142 +17,36 @@ tile sees the same pooling grid as a whole-image pass: a U-Net's max-pooling and
 upsampling are only shift-equivariant for shifts by multiples of ``2**depth``,
 and aligned tiles leave no seams from that source.
 
+Streaming: :func:`predict_bands` runs the tile loop one band of tile rows at a
+time, reading input rows through a callable and yielding finished output rows,
+so memory is O(tile x W); :func:`predict_tiled` is that loop over an array.
+
 Pure functions: :func:`tile_starts`, :func:`plan_tiles`, :func:`tiling_padding`,
-:func:`window_line`, :func:`blending_window`, :func:`reflect_indices`,
-:func:`probabilities_to_ids`. TensorFlow is imported
-only inside :func:`make_predict_fn`.
+:func:`window_line`, :func:`blending_window`, :func:`reflect_indices` (in
+``unet_tf.tiling``, re-exported here), :func:`probabilities_to_ids`.
+TensorFlow is imported only inside :func:`make_predict_fn`.
 """
 from __future__ import annotations
 
-import functools
-import math
 import sys
-from typing import Callable, TextIO
+from typing import Callable, Iterator, TextIO
 
 import numpy as np
 
 from .errors import UserInputError
+from .tiling import (  # noqa: F401  (re-exported: the tiling plan is part of this module's API)
+    WINDOWS,
+    blending_window,
+    plan_tiles,
+    reflect_indices,
+    tile_starts,
+    tiling_padding,
+    window_line,
+)
 
 PredictFn = Callable[[np.ndarray], np.ndarray]
 ProgressFn = Callable[[int, int], None]
-
-WINDOWS = ("gaussian", "cosine")
-
-
-# === Tiling plan ===
-
-
-def tile_starts(length: int, tile: int, overlap: int, align: int = 1) -> list[int]:
-    """Origins of tiles of size ``tile`` covering ``[0, length)`` along one axis.
-
-    Neighbouring tiles overlap by at least ``overlap`` px; the tiles are spread
-    as evenly as possible, the first starts at 0 and the last ends exactly at
-    ``length``. With ``length <= tile`` the answer is ``[0]`` (the caller pads).
-    With ``align > 1`` every origin is a multiple of ``align``; then
-    ``length - tile`` must be a multiple of ``align`` and ``overlap`` at most
-    ``tile - align``. (nnU-Net's ``compute_steps_for_sliding_window``, in
-    integer units of ``align``.)
-    """
-    if tile < 1 or align < 1:
-        raise ValueError(f"tile and align must be positive, got tile={tile}, align={align}")
-    if not 0 <= overlap < tile:
-        raise ValueError(f"overlap must be in [0, tile={tile}), got {overlap}")
-    if length <= tile:
-        return [0]
-    span = length - tile
-    if span % align:
-        raise ValueError(f"length - tile = {span} is not a multiple of align={align}")
-    max_step = (tile - overlap) // align  # in units of align
-    if max_step < 1:
-        raise ValueError(f"overlap {overlap} leaves no step of {align} px within tile {tile}")
-    units = span // align
-    gaps = -(-units // max_step)
-    # round(i * units / gaps) for i = 0..gaps: steps are floor or ceil of
-    # units / gaps <= max_step, exact integers, last = units.
-    return [align * ((2 * i * units + gaps) // (2 * gaps)) for i in range(gaps + 1)]
-
-
-def plan_tiles(shape: tuple[int, int], tile: int, overlap: int, align: int = 1) -> list[tuple[int, int]]:
-    """(y, x) origins of the ``tile`` x ``tile`` tiles covering an image of ``shape`` (H, W)."""
-    ys = tile_starts(shape[0], tile, overlap, align)
-    xs = tile_starts(shape[1], tile, overlap, align)
-    return [(y, x) for y in ys for x in xs]
-
-
-def tiling_padding(
-    shape: tuple[int, int], tile: int, overlap: int, size_divisor: int = 1
-) -> tuple[tuple[int, int], tuple[int, int]]:
-    """``((top, bottom), (left, right))`` padding that :func:`predict_tiled` applies.
-
-    ``margin = ceil(overlap / 2)`` rounded up to a multiple of ``size_divisor``
-    on every side; bottom and right get more so that each padded side is at
-    least ``tile`` and a multiple of ``size_divisor``.
-    """
-    margin = -(-math.ceil(overlap / 2) // size_divisor) * size_divisor
-    pads = []
-    for n in shape:
-        padded = max(tile, -(-(n + 2 * margin) // size_divisor) * size_divisor)
-        pads.append((margin, padded - n - margin))
-    return pads[0], pads[1]
-
-
-# === Blending window ===
-
-
-@functools.lru_cache(maxsize=16)
-def window_line(tile: int, kind: str = "gaussian", sigma_scale: float = 1 / 8, floor: float = 1e-4) -> np.ndarray:
-    """One axis of :func:`blending_window`: (tile,) float64, read-only, cached.
-
-    ``gaussian``: ``exp(-d**2 / (2 sigma**2))`` with ``sigma = sigma_scale *
-    tile`` and ``d`` the distance of a pixel centre from the tile centre
-    (nnU-Net's importance map; at the tile border it is exp(-8) = 3.4e-4).
-    ``cosine``: the Hann window ``sin(pi (i + 1/2) / tile)**2``. Symmetric,
-    scaled to a maximum of 1 and raised to at least ``floor``.
-    """
-    if tile < 1:
-        raise ValueError(f"tile must be positive, got {tile}")
-    if not 0 < floor <= 1:
-        raise ValueError(f"floor must be in (0, 1], got {floor}")
-    centres = np.arange(tile, dtype=np.float64) + 0.5
-    if kind == "gaussian":
-        sigma = sigma_scale * tile
-        line = np.exp(-((centres - tile / 2) ** 2) / (2 * sigma**2))
-    elif kind == "cosine":
-        line = np.sin(np.pi * centres / tile) ** 2
-    else:
-        raise ValueError(f"window must be one of {', '.join(WINDOWS)}, got {kind!r}")
-    line = np.maximum(line / line.max(), floor)
-    line.flags.writeable = False
-    return line
-
-
-@functools.lru_cache(maxsize=16)
-def blending_window(tile: int, kind: str = "gaussian", sigma_scale: float = 1 / 8, floor: float = 1e-4) -> np.ndarray:
-    """Importance window (tile, tile) float32, read-only, cached.
-
-    The outer product of :func:`window_line` with itself: maximum 1 at the
-    centre, symmetric under rot90 and flips, at least ``floor**2`` (1e-8)
-    everywhere, so tile borders still count where no other tile covers them
-    (nnU-Net floors its map the same way). Being separable, the sum of the
-    windows over a grid of tiles is the outer product of two 1-D sums, which is
-    how :func:`predict_tiled` keeps its weights in O(H + W) memory.
-    """
-    line = window_line(tile, kind, sigma_scale, floor)
-    window = np.outer(line, line).astype(np.float32)
-    window.flags.writeable = False
-    return window
-
-
-def reflect_indices(start: int, size: int, n: int) -> np.ndarray:
-    """Indices into an axis of length ``n`` for positions ``start .. start+size-1``
-    of its reflect-padded extension (``np.pad(mode="reflect")``, edge not repeated,
-    repeated as often as needed)."""
-    index = np.arange(start, start + size)
-    if n == 1:
-        return np.zeros(size, np.intp)
-    period = 2 * (n - 1)
-    index = index % period
-    return np.where(index >= n, period - index, index)
+RowReader = Callable[[int, int], np.ndarray]
 
 
 # === Test-time augmentation: the 8 symmetries of the square ===
@@ -215,6 +109,168 @@ def check_tiling(tile: int, overlap: int, size_divisor: int, batch_size: int = 1
         raise UserInputError(f"batch size must be at least 1, got {batch_size}")
 
 
+def _axis_weight_sums(starts: list[int], tile: int, n: int, line: np.ndarray) -> np.ndarray:
+    """(n,) float64 sum of the 1-D windows of tiles at ``starts`` (image coordinates, may be < 0)."""
+    sums = np.zeros(n)
+    for s in starts:
+        a, b = max(s, 0), min(s + tile, n)
+        sums[a:b] += line[a - s : b - s]
+    return sums
+
+
+def _predict_batch(predict_fn: PredictFn, batch: np.ndarray, tta: bool) -> np.ndarray:
+    """(B, T, T, K) float32 prediction of a batch, averaged over the 8 symmetries with ``tta``."""
+    transforms = DIHEDRAL if tta else DIHEDRAL[:1]
+    pred = None
+    for k, flip in transforms:
+        result = np.asarray(predict_fn(_dihedral(batch, k, flip)), dtype=np.float32)
+        if result.ndim != 4 or result.shape[:3] != batch.shape[:3]:
+            raise ValueError(
+                f"predict_fn returned shape {result.shape} for a batch of shape {batch.shape}; "
+                f"expected ({batch.shape[0]}, {batch.shape[1]}, {batch.shape[2]}, K)"
+            )
+        result = _dihedral_inverse(result, k, flip)
+        pred = result.copy() if pred is None else np.add(pred, result, out=pred)
+    if tta:
+        pred /= len(transforms)
+    return pred
+
+
+def _tiles(read_rows: RowReader, shape: tuple[int, int], ys: list[int], xs: list[int], tile: int):
+    """Yield ``(row_index, y, x, tile_pixels)`` in raster order; one tile row of input at a time.
+
+    The input rows of tile row ``j`` are ``reflect_indices(ys[j], tile, H)``: one
+    ``read_rows`` call for the rows they span, then a gather (the virtual
+    reflect padding); columns are gathered the same way per tile.
+    """
+    height, width = shape
+    for j, y in enumerate(ys):
+        if 0 <= y and y + tile <= height:
+            band = np.asarray(read_rows(y, y + tile))
+        else:
+            index = reflect_indices(y, tile, height)
+            lo = int(index.min())
+            band = np.asarray(read_rows(lo, int(index.max()) + 1))[index - lo]
+        if band.shape != (tile, width):
+            raise ValueError(f"read_rows returned shape {band.shape}, expected ({tile} rows, {width})")
+        for x in xs:
+            if 0 <= x and x + tile <= width:
+                yield j, y, x, band[:, x : x + tile]
+            else:
+                yield j, y, x, band[:, reflect_indices(x, tile, width)]
+
+
+def predict_bands(
+    predict_fn: PredictFn,
+    read_rows: RowReader,
+    shape: tuple[int, int],
+    *,
+    tile: int = 512,
+    overlap: int = 64,
+    batch_size: int = 4,
+    size_divisor: int = 16,
+    tta: bool = False,
+    window: str = "gaussian",
+    progress: ProgressFn | None = None,
+) -> Iterator[tuple[int, np.ndarray]]:
+    """Blended probabilities of a 2-D image, yielded as finished row bands ``(row0, (h, W, K) float32)``.
+
+    The tiles and blending of :func:`predict_tiled` (same plan, same batches,
+    same sums in the same order, so the rows are bit-identical to its result),
+    but one band of tile rows at a time: when the first tile of a new tile row
+    comes out of the network, the rows above its origin are final, divided by
+    the weight sums and yielded; the rows shared with the new tile row stay in
+    the accumulator. Bands follow each other top to bottom and cover
+    ``[0, H)`` exactly.
+
+    Args:
+        predict_fn: float32 (batch_size, tile, tile, 1) -> (batch_size, tile, tile, K).
+        read_rows: ``read_rows(row0, row1)`` -> (row1 - row0, W) normalized rows
+            of the image (any numeric dtype; cast to float32 per tile). Called
+            once per tile row with ``0 <= row0 < row1 <= H``, at most ``tile``
+            rows, top to bottom (rows shared by two tile rows are asked twice).
+        shape: (H, W) of the image.
+        tile, overlap, batch_size, size_divisor, tta, window, progress: as
+            :func:`predict_tiled`.
+
+    Memory: one tile row of input (tile, W), the accumulator (tile, W, K)
+    float32, one batch and its prediction, the band being yielded.
+    """
+    height, width = (int(n) for n in shape)
+    if height < 1 or width < 1:
+        raise ValueError(f"shape must be (H, W) with H, W >= 1, got shape={shape}")
+    check_tiling(tile, overlap, size_divisor, batch_size)
+    (top, bottom), (left, right) = tiling_padding((height, width), tile, overlap, size_divisor)
+    ys = [y - top for y in tile_starts(top + height + bottom, tile, overlap, size_divisor)]
+    xs = [x - left for x in tile_starts(left + width + right, tile, overlap, size_divisor)]
+    line = window_line(tile, window)
+    # The window is separable and the plan a grid: the 2-D weight sum is outer(sum_y, sum_x).
+    sums = (_axis_weight_sums(ys, tile, height, line).astype(np.float32),
+            _axis_weight_sums(xs, tile, width, line).astype(np.float32))
+    tiles = _tiles(read_rows, (height, width), ys, xs, tile)
+    blend = _Blender(blending_window(tile, window)[:, :, None], sums, tile)
+    return _band_loop(predict_fn, tiles, len(ys) * len(xs), blend, batch_size, tta, progress)
+
+
+class _Blender:
+    """The accumulator of :func:`predict_bands`: image rows ``[done, done + tile)`` x W x K."""
+
+    def __init__(self, weights: np.ndarray, sums: tuple[np.ndarray, np.ndarray], tile: int):
+        self.weights, (self.sum_y, self.sum_x), self.tile = weights, sums, tile
+        self.height, self.width = len(self.sum_y), len(self.sum_x)
+        self.done, self.buffer = 0, None
+
+    def add(self, pred: np.ndarray, y: int, x: int) -> None:
+        """Add one (tile, tile, K) prediction whose origin is (y, x); y >= done - tile."""
+        if self.buffer is None:
+            self.buffer = np.zeros((self.tile, self.width, pred.shape[-1]), np.float32)
+        y0, y1, x0, x1 = max(y, 0), min(y + self.tile, self.height), max(x, 0), min(x + self.tile, self.width)
+        if y0 < y1 and x0 < x1:
+            inside = (slice(y0 - y, y1 - y), slice(x0 - x, x1 - x))
+            self.buffer[y0 - self.done : y1 - self.done, x0:x1] += pred[inside] * self.weights[inside]
+
+    def flush(self, stop: int) -> tuple[int, np.ndarray] | None:
+        """Rows ``[done, stop)`` divided by the weight sums (no later tile may touch them)."""
+        stop = min(stop, self.height)
+        n = stop - self.done
+        if n <= 0:
+            return None
+        rows = self.buffer[:n].copy()
+        # every pixel is covered by a tile, so both sums are >= floor > 0
+        rows /= self.sum_y[self.done : stop, None, None]
+        rows /= self.sum_x[None, :, None]
+        self.buffer[:-n] = self.buffer[n:].copy()
+        self.buffer[-n:] = 0.0
+        row0, self.done = self.done, stop
+        return row0, rows
+
+
+def _band_loop(predict_fn, tiles, total, blend: _Blender, batch_size, tta, progress):
+    """Batches of tiles -> network -> blender; yields each band as soon as it is final."""
+    batch = np.zeros((batch_size, blend.tile, blend.tile, 1), np.float32)
+    done, current_row = 0, 0
+    while done < total:
+        chunk = []
+        for i, (j, y, x, pixels) in zip(range(batch_size), tiles):
+            batch[i, :, :, 0] = pixels
+            chunk.append((j, y, x))
+        batch[len(chunk) :] = 0.0
+        pred = _predict_batch(predict_fn, batch, tta)
+        for i, (j, y, x) in enumerate(chunk):
+            if j != current_row:  # the first tile of a new tile row: the rows above it are final
+                band = blend.flush(y)
+                if band is not None:
+                    yield band
+                current_row = j
+            blend.add(pred[i], y, x)
+        done += len(chunk)
+        if progress is not None:
+            progress(done, total)
+    band = blend.flush(blend.height)
+    if band is not None:
+        yield band
+
+
 def predict_tiled(
     predict_fn: PredictFn,
     image: np.ndarray,
@@ -240,66 +296,21 @@ def predict_tiled(
     versions of every tile (8 calls per batch). ``progress(done, total)`` is
     called after each batch with counts of tiles.
 
-    Memory: the (H, W, K) float32 result, one batch of tiles and its
-    prediction, two 1-D weight sums; nothing else of image size.
+    The bands of :func:`predict_bands` over the whole array, stacked. Memory:
+    the (H, W, K) float32 result plus what :func:`predict_bands` holds.
     """
     image = np.asarray(image)
     if image.ndim != 2 or image.size == 0:
         raise ValueError(f"image must be a non-empty 2-D array (H, W), got shape {image.shape}")
-    check_tiling(tile, overlap, size_divisor, batch_size)
-    height, width = image.shape
-    (top, bottom), (left, right) = tiling_padding(image.shape, tile, overlap, size_divisor)
-    ys = tile_starts(top + height + bottom, tile, overlap, size_divisor)
-    xs = tile_starts(left + width + right, tile, overlap, size_divisor)
-    origins = [(y - top, x - left) for y in ys for x in xs]  # in image coordinates, may be < 0
-    total = len(origins)
-
-    # Weight sums: the window is separable and the plan a grid, so the 2-D sum
-    # is outer(sum_y, sum_x); only the image part is kept.
-    line = window_line(tile, window)
-    weights = blending_window(tile, window)[:, :, None]
-    sum_y, sum_x = np.zeros(height), np.zeros(width)
-    for sums, starts, pad, n in ((sum_y, ys, top, height), (sum_x, xs, left, width)):
-        for s in starts:
-            a, b = max(s - pad, 0), min(s - pad + tile, n)
-            sums[a:b] += line[a - (s - pad) : b - (s - pad)]
-
-    batch = np.zeros((batch_size, tile, tile, 1), np.float32)
-    out: np.ndarray | None = None  # (H, W, K), allocated once K is known
-    transforms = DIHEDRAL if tta else DIHEDRAL[:1]
-    for first in range(0, total, batch_size):
-        chunk = origins[first : first + batch_size]
-        for i, (y, x) in enumerate(chunk):
-            if 0 <= y and y + tile <= height and 0 <= x and x + tile <= width:
-                batch[i, :, :, 0] = image[y : y + tile, x : x + tile]
-            else:
-                batch[i, :, :, 0] = image[np.ix_(reflect_indices(y, tile, height), reflect_indices(x, tile, width))]
-        batch[len(chunk) :] = 0.0
-        pred = None
-        for k, flip in transforms:
-            result = np.asarray(predict_fn(_dihedral(batch, k, flip)), dtype=np.float32)
-            if result.ndim != 4 or result.shape[:3] != batch.shape[:3]:
-                raise ValueError(
-                    f"predict_fn returned shape {result.shape} for a batch of shape {batch.shape}; "
-                    f"expected ({batch_size}, {tile}, {tile}, K)"
-                )
-            result = _dihedral_inverse(result, k, flip)
-            pred = result.copy() if pred is None else np.add(pred, result, out=pred)
-        if tta:
-            pred /= len(transforms)
+    bands = predict_bands(
+        predict_fn, lambda row0, row1: image[row0:row1], image.shape, tile=tile, overlap=overlap,
+        batch_size=batch_size, size_divisor=size_divisor, tta=tta, window=window, progress=progress,
+    )
+    out: np.ndarray | None = None
+    for row0, rows in bands:
         if out is None:
-            out = np.zeros((height, width, pred.shape[-1]), np.float32)
-        for i, (y, x) in enumerate(chunk):
-            y0, y1, x0, x1 = max(y, 0), min(y + tile, height), max(x, 0), min(x + tile, width)
-            if y0 < y1 and x0 < x1:
-                inside = (slice(y0 - y, y1 - y), slice(x0 - x, x1 - x))
-                out[y0:y1, x0:x1] += pred[i][inside] * weights[inside]
-        if progress is not None:
-            progress(first + len(chunk), total)
-
-    # every pixel is covered by a tile, so both sums are >= floor > 0
-    out /= sum_y.astype(np.float32)[:, None, None]
-    out /= sum_x.astype(np.float32)[None, :, None]
+            out = np.empty(image.shape + rows.shape[-1:], np.float32)
+        out[row0 : row0 + len(rows)] = rows
     return out
 
 
