@@ -21,6 +21,7 @@ weights; the image is bench_predict's synthetic 16-bit blobs.
 
     python bench/bench_app.py --size 2048 --repeats 3 --browser
 """
+
 from __future__ import annotations
 
 import argparse
@@ -40,13 +41,21 @@ import tifffile
 REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO), str(REPO / "bench"), str(REPO / "tests")]
 
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--no-first-run", "--disable-sync"]
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--no-first-run",
+    "--disable-sync",
+]
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
+    )
     p.add_argument("--size", type=int, default=2048, help="image side in px")
     p.add_argument("--repeats", type=int, default=3, help="timed runs of each caller")
     p.add_argument("--browser", action="store_true", help="also measure responsiveness in Chromium")
@@ -129,8 +138,12 @@ def whole_page(runs: Path, image_path: Path) -> dict:
     rerun = time.perf_counter() - t0
     assert not at.exception and not at.error, [e.value for e in at.error]
     objects = len(at.dataframe[2].value)
-    return {"page_load_s": first, "page_predict_run_s": predicting, "page_rerun_opacity_s": rerun,
-            "page_objects_in_table": objects}
+    return {
+        "page_load_s": first,
+        "page_predict_run_s": predicting,
+        "page_rerun_opacity_s": rerun,
+        "page_objects_in_table": objects,
+    }
 
 
 def poll_health(url: str, stop: threading.Event, latencies: list) -> None:
@@ -147,8 +160,12 @@ def responsiveness(args, runs: Path, image_path: Path, port: int = 8599) -> dict
     from test_app_browser import wait_until_healthy
 
     url = f"http://127.0.0.1:{port}"
-    server = subprocess.Popen([sys.executable, "-m", "unet_tf.app", "--port", str(port), "--runs", str(runs)],
-                              cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    server = subprocess.Popen(
+        [sys.executable, "-m", "unet_tf.app", "--port", str(port), "--runs", str(runs)],
+        cwd=REPO,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         wait_until_healthy(url, server)
         with sync_playwright() as p:
@@ -160,7 +177,8 @@ def responsiveness(args, runs: Path, image_path: Path, port: int = 8599) -> dict
             stop = threading.Event()
             t0 = time.perf_counter()
             first.get_by_role("region", name="Images (TIFF").locator('input[type="file"]').set_input_files(
-                str(image_path))
+                str(image_path)
+            )
             first.get_by_text(re.compile(r"scan\.tif: (tile|predicting)")).wait_for(timeout=600_000)  # progress bar
             poller = threading.Thread(target=poll_health, args=(url, stop, latencies))
             poller.start()
@@ -179,11 +197,15 @@ def responsiveness(args, runs: Path, image_path: Path, port: int = 8599) -> dict
     finally:
         server.terminate()
         server.wait(timeout=30)
-    return {"browser_upload_to_results_s": total, "second_session_page_s": second_load,
-            "second_session_while_predicting": still_predicting, "health_polls": len(latencies),
-            "health_median_ms": 1000 * statistics.median(lat for _, lat in latencies),
-            "health_max_ms": 1000 * max(lat for _, lat in latencies),
-            "health_slow_polls (s after upload, ms)": slow}
+    return {
+        "browser_upload_to_results_s": total,
+        "second_session_page_s": second_load,
+        "second_session_while_predicting": still_predicting,
+        "health_polls": len(latencies),
+        "health_median_ms": 1000 * statistics.median(lat for _, lat in latencies),
+        "health_max_ms": 1000 * max(lat for _, lat in latencies),
+        "health_slow_polls (s after upload, ms)": slow,
+    }
 
 
 def main(argv=None) -> None:

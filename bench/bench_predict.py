@@ -25,6 +25,7 @@ benchmark holds a 30k x 30k image.
     python bench/bench_predict.py --sizes 1024 4971x5521 8192 16384 30000
     python bench/bench_predict.py --sizes 2048 --modes stream
 """
+
 from __future__ import annotations
 
 import argparse
@@ -58,20 +59,30 @@ def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(
         description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
     )
-    p.add_argument("--sizes", nargs="+", type=parse_size, default=[(1024, 1024), (4971, 5521), (8192, 8192)],
-                   metavar="N|HxW", help="image sizes (rows x columns)")
+    p.add_argument(
+        "--sizes",
+        nargs="+",
+        type=parse_size,
+        default=[(1024, 1024), (4971, 5521), (8192, 8192)],
+        metavar="N|HxW",
+        help="image sizes (rows x columns)",
+    )
     p.add_argument("--modes", nargs="+", choices=MODES, default=list(MODES))
-    p.add_argument("--whole-max-mpix", type=float, default=70.0,
-                   help="run the whole-image path only up to this many megapixels")
+    p.add_argument(
+        "--whole-max-mpix", type=float, default=70.0, help="run the whole-image path only up to this many megapixels"
+    )
     p.add_argument("--dtype", choices=("uint8", "uint16"), default="uint8")
     p.add_argument("--tile", type=int, default=512)
     p.add_argument("--overlap", type=int, default=64)
     p.add_argument("--batch-size", type=int, default=4)
     p.add_argument("--base-filters", type=int, default=16)
     p.add_argument("--depth", type=int, default=4)
-    p.add_argument("--stand-in-model", action="store_true",
-                   help="replace the network by a cheap NumPy function (sigmoid of the input): measures "
-                        "the pipeline alone (reading, tiling, blending, writing, objects) and its memory")
+    p.add_argument(
+        "--stand-in-model",
+        action="store_true",
+        help="replace the network by a cheap NumPy function (sigmoid of the input): measures "
+        "the pipeline alone (reading, tiling, blending, writing, objects) and its memory",
+    )
     p.add_argument("--no-objects", action="store_true", help="skip the object table (prediction + mask only)")
     p.add_argument("--child", type=Path, help=argparse.SUPPRESS)  # internal: one run on this TIFF
     p.add_argument("--mode", choices=MODES, default="stream", help=argparse.SUPPRESS)
@@ -105,10 +116,28 @@ def write_synthetic(path: Path, shape: tuple[int, int], dtype: str) -> None:
 
 
 def child_command(args: argparse.Namespace, path: Path, mode: str) -> list[str]:
-    return [sys.executable, __file__, "--child", str(path), "--mode", mode, "--tile", str(args.tile),
-            "--overlap", str(args.overlap), "--batch-size", str(args.batch_size),
-            "--base-filters", str(args.base_filters), "--depth", str(args.depth)] + (
-            ["--stand-in-model"] if args.stand_in_model else []) + (["--no-objects"] if args.no_objects else [])
+    return (
+        [
+            sys.executable,
+            __file__,
+            "--child",
+            str(path),
+            "--mode",
+            mode,
+            "--tile",
+            str(args.tile),
+            "--overlap",
+            str(args.overlap),
+            "--batch-size",
+            str(args.batch_size),
+            "--base-filters",
+            str(args.base_filters),
+            "--depth",
+            str(args.depth),
+        ]
+        + (["--stand-in-model"] if args.stand_in_model else [])
+        + (["--no-objects"] if args.no_objects else [])
+    )
 
 
 def run_parent(args: argparse.Namespace) -> None:
@@ -134,19 +163,43 @@ def run_parent(args: argparse.Namespace) -> None:
 
 def print_table(rows: list[dict], args: argparse.Namespace) -> None:
     print(f"\n`python bench/bench_predict.py {' '.join(sys.argv[1:])}`\n")
-    model = ("a NumPy stand-in for the network (sigmoid of the input)" if args.stand_in_model
-             else f"U-Net base {args.base_filters}, depth {args.depth}, random weights")
-    print(f"{model}, 2 classes; {args.dtype} input "
-          f"(tiled zlib TIFF); tile {args.tile}, overlap {args.overlap}, batch {args.batch_size}; "
-          f"mask{'' if args.no_objects else ' + object table'} written; {os.cpu_count()} CPU cores.\n")
-    head = ["image (HxW)", "mode", "tiles", "objects", "total s", "model s", "non-model share", "s / MPix",
-            "RSS before image MB", "peak RSS MB"]
+    model = (
+        "a NumPy stand-in for the network (sigmoid of the input)"
+        if args.stand_in_model
+        else f"U-Net base {args.base_filters}, depth {args.depth}, random weights"
+    )
+    print(
+        f"{model}, 2 classes; {args.dtype} input "
+        f"(tiled zlib TIFF); tile {args.tile}, overlap {args.overlap}, batch {args.batch_size}; "
+        f"mask{'' if args.no_objects else ' + object table'} written; {os.cpu_count()} CPU cores.\n"
+    )
+    head = [
+        "image (HxW)",
+        "mode",
+        "tiles",
+        "objects",
+        "total s",
+        "model s",
+        "non-model share",
+        "s / MPix",
+        "RSS before image MB",
+        "peak RSS MB",
+    ]
     print("| " + " | ".join(head) + " |")
     print("|" + "---|" * len(head))
     for r in rows:
-        cells = [r["size"], r["mode"], r["tiles"], r["objects"], f"{r['total_s']:.1f}", f"{r['model_s']:.1f}",
-                 f"{100 * (r['total_s'] - r['model_s']) / r['total_s']:.1f} %",
-                 f"{r['total_s'] / r['mpix']:.2f}", f"{r['baseline_rss_mb']:.0f}", f"{r['peak_rss_mb']:.0f}"]
+        cells = [
+            r["size"],
+            r["mode"],
+            r["tiles"],
+            r["objects"],
+            f"{r['total_s']:.1f}",
+            f"{r['model_s']:.1f}",
+            f"{100 * (r['total_s'] - r['model_s']) / r['total_s']:.1f} %",
+            f"{r['total_s'] / r['mpix']:.2f}",
+            f"{r['baseline_rss_mb']:.0f}",
+            f"{r['peak_rss_mb']:.0f}",
+        ]
         print("| " + " | ".join(str(c) for c in cells) + " |")
 
 
@@ -196,8 +249,10 @@ def run_child(args: argparse.Namespace) -> None:
     model = build(args)
     predict_fn, info = engine(model)
     if args.stand_in_model:
+
         def predict_fn(x):
             return 1 / (1 + np.exp(4 - 8 * x))  # foreground where the normalized input is > 0.5
+
     batch = np.random.default_rng(0).random((args.batch_size, args.tile, args.tile, 1), dtype=np.float32)
     predict_fn(batch)  # trace and warm up (predict.py pays this once per run)
     import rasterio  # noqa: F401  (one-time reader/writer imports, paid once per predict.py run)
@@ -216,18 +271,36 @@ def run_child(args: argparse.Namespace) -> None:
     progress = lambda done, total: tiles.__setitem__(0, total)  # noqa: E731
     t0 = time.perf_counter()
     if args.mode == "stream":
-        result = predict_file_streaming(timed_fn, info, args.child, args.child.parent, args.child.stem + "_s",
-                                        config, progress=progress, measure=not args.no_objects)
+        result = predict_file_streaming(
+            timed_fn,
+            info,
+            args.child,
+            args.child.parent,
+            args.child.stem + "_s",
+            config,
+            progress=progress,
+            measure=not args.no_objects,
+        )
         n_objects = len(result["objects"]) if not args.no_objects else "-"
     else:
         n_objects = run_whole(model, timed_fn, args.child, config, progress, not args.no_objects)
     total = time.perf_counter() - t0
     height, width = (int(n) for n in args.child.stem.split("_")[-1].split("x"))
-    print(json.dumps({
-        "size": f"{height}x{width}", "mode": args.mode, "tiles": tiles[0], "objects": n_objects,
-        "total_s": total, "model_s": model_time[0], "mpix": height * width / 1e6,
-        "peak_rss_mb": peak_rss_mb(), "baseline_rss_mb": baseline_rss,
-    }))
+    print(
+        json.dumps(
+            {
+                "size": f"{height}x{width}",
+                "mode": args.mode,
+                "tiles": tiles[0],
+                "objects": n_objects,
+                "total_s": total,
+                "model_s": model_time[0],
+                "mpix": height * width / 1e6,
+                "peak_rss_mb": peak_rss_mb(),
+                "baseline_rss_mb": baseline_rss,
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

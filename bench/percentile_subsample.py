@@ -10,6 +10,7 @@ share of pixels whose mask changes under a tiny random U-Net (base 4, depth 2,
 
     UNET_TF_DATA=/work/shared/data python bench/percentile_subsample.py
 """
+
 from __future__ import annotations
 
 import glob

@@ -4,6 +4,7 @@ The page's files are compared byte for byte with what predict.py writes for
 the same model, image and options; every user mistake must end as an
 ``st.error`` naming the file, with the page still serving.
 """
+
 import io
 import json
 import zipfile
@@ -58,8 +59,12 @@ def start(runs, monkeypatch) -> AppTest:
 def predict_py(weights, image, out, *args) -> None:
     from unet_tf.cli.predict import main as predict_main
 
-    assert predict_main(["--weights", str(weights), "--input", str(image), "--out", str(out),
-                         "--save-probabilities", *args]) == 0
+    assert (
+        predict_main(
+            ["--weights", str(weights), "--input", str(image), "--out", str(out), "--save-probabilities", *args]
+        )
+        == 0
+    )
 
 
 def errors(at) -> list[str]:
@@ -72,8 +77,10 @@ def errors(at) -> list[str]:
 def test_choose_model_upload_threshold_and_files_as_predict_py(runs, image, tmp_path, monkeypatch):
     at = start(runs, monkeypatch)
     labels = at.sidebar.selectbox(key="model").options
-    assert labels == ["cells-unet-b · folder · 2 classes · Dice n/a",
-                      "tem-unet-a · folder · 5 classes · val. Dice 0.610"]
+    assert labels == [
+        "cells-unet-b · folder · 2 classes · Dice n/a",
+        "tem-unet-a · folder · 5 classes · val. Dice 0.610",
+    ]
     at.sidebar.selectbox(key="model").select_index(0).run()
     assert not at.sidebar.slider(key="threshold").disabled  # binary model: the threshold applies
     at.file_uploader(key="images").set_value(("a.tif", image.read_bytes(), "image/tiff")).run()
@@ -106,19 +113,24 @@ def test_label_gives_metrics_table_as_predict_py(runs, image, tmp_path, monkeypa
     at.sidebar.selectbox(key="model").select_index(1)
     at.sidebar.number_input(key="pixel_size").set_value(0.5)
     at.file_uploader(key="images").set_value(("a.tif", image.read_bytes(), "image/tiff"))
-    at.file_uploader(key="labels").set_value(("a_mask.tif", (tmp_path / "labels" / "a_mask.tif").read_bytes(),
-                                              "image/tiff")).run()
+    at.file_uploader(key="labels").set_value(
+        ("a_mask.tif", (tmp_path / "labels" / "a_mask.tif").read_bytes(), "image/tiff")
+    ).run()
     assert not at.exception and not errors(at)
     assert at.sidebar.slider(key="threshold").disabled  # 5 classes: no threshold
     out = tmp_path / "cli"
-    predict_py(runs / "tem-unet-a" / "best.keras", image, out, "--labels", str(tmp_path / "labels"),
-               "--pixel-size", "0.5")
+    predict_py(
+        runs / "tem-unet-a" / "best.keras", image, out, "--labels", str(tmp_path / "labels"), "--pixel-size", "0.5"
+    )
     files = at.session_state["downloads"]
     for name in ("metrics.csv", "objects.csv", "objects_summary.csv", "a_mask.tif"):
         assert files[name] == (out / name).read_bytes(), name
     evaluator = Evaluator(TEM_NAMES)
-    evaluator.add("a", (truth[..., None] == np.array(TEM_VALUES)).argmax(-1),
-                  (tifffile.imread(out / "a_mask.tif")[..., None] == np.array(TEM_VALUES)).argmax(-1))
+    evaluator.add(
+        "a",
+        (truth[..., None] == np.array(TEM_VALUES)).argmax(-1),
+        (tifffile.imread(out / "a_mask.tif")[..., None] == np.array(TEM_VALUES)).argmax(-1),
+    )
     assert at.code[0].value == evaluator.format_table()
     assert "area_um2" in at.dataframe[2].value.columns  # µm columns shown once a pixel size is given
 
@@ -130,12 +142,17 @@ def test_user_mistakes_are_errors_naming_the_file(runs, image, tmp_path, monkeyp
     at.sidebar.selectbox(key="model").select_index(1)
     stack = io.BytesIO()
     tifffile.imwrite(stack, np.zeros((3, 16, 20), np.uint8), photometric="minisblack")
-    at.file_uploader(key="images").set_value([
-        ("notes.txt", b"hello", "text/plain"), ("broken.png", b"not a png", "image/png"),
-        ("stack.tif", stack.getvalue(), "image/tiff"), ("a.tif", image.read_bytes(), "image/tiff"),
-    ])
+    at.file_uploader(key="images").set_value(
+        [
+            ("notes.txt", b"hello", "text/plain"),
+            ("broken.png", b"not a png", "image/png"),
+            ("stack.tif", stack.getvalue(), "image/tiff"),
+            ("a.tif", image.read_bytes(), "image/tiff"),
+        ]
+    )
     at.file_uploader(key="labels").set_value(
-        ("a_mask.tif", tiff_bytes(np.full((72, 88), 7, np.uint8)), "image/tiff")).run()
+        ("a_mask.tif", tiff_bytes(np.full((72, 88), 7, np.uint8)), "image/tiff")
+    ).run()
     assert not at.exception
     shown = errors(at)
     assert any(m.startswith("notes.txt: unknown image type '.txt'") for m in shown), shown
@@ -149,7 +166,11 @@ def test_user_mistakes_are_errors_naming_the_file(runs, image, tmp_path, monkeyp
     plain = keras.Sequential([keras.Input((None, None, 1)), keras.layers.Conv2D(1, 1)])
     plain.save(tmp_path / "plain.keras")
     for name, data, message in (
-        ("plain.keras", (tmp_path / "plain.keras").read_bytes(), "plain.keras: a Keras model, but not one written by unet_tf"),
+        (
+            "plain.keras",
+            (tmp_path / "plain.keras").read_bytes(),
+            "plain.keras: a Keras model, but not one written by unet_tf",
+        ),
         ("junk.keras", b"hello", "junk.keras: not a .keras model file"),
     ):
         at.sidebar.file_uploader(key="model_file").set_value((name, data, "application/octet-stream")).run()
@@ -206,7 +227,9 @@ def test_uploads_are_read_at_full_depth_and_errors_name_the_upload():
 def test_pair_labels_matches_like_predict_py():
     images = ["a.tif", "raw_01.tif", "b.png"]
     assert logic.pair_labels(images, ["a_mask.png", "label_01.tif", "zzz.png"]) == {
-        "a.tif": "a_mask.png", "raw_01.tif": "label_01.tif"}
+        "a.tif": "a_mask.png",
+        "raw_01.tif": "label_01.tif",
+    }
     assert logic.pair_labels(["scan.tif"], ["truth.png"]) == {"scan.tif": "truth.png"}
 
 
@@ -219,7 +242,10 @@ def test_class_areas_histogram_and_zip():
     info = ModelInfo((0, 50, 100), ("bg", "a", "b"))
     rows = logic.class_areas(ids, info, pixel_size=0.5)
     assert [(r["class"], r["value"], r["pixels"], r["percent"], r["area_um2"]) for r in rows] == [
-        ("bg", 0, 17, 85.0, 4.25), ("a", 50, 2, 10.0, 0.5), ("b", 100, 1, 5.0, 0.25)]
+        ("bg", 0, 17, 85.0, 4.25),
+        ("a", 50, 2, 10.0, 0.5),
+        ("b", 100, 1, 5.0, 0.25),
+    ]
     objects = [{"class": "a", "area_px": a} for a in (1, 2, 2, 9)] + [{"class": "b", "area_px": 5}]
     hist = logic.area_histogram(objects, bins=4)
     assert [h["area (px)"] for h in hist] == ["1–3", "3–5", "5–7", "7–9"]

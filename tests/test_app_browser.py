@@ -6,6 +6,7 @@ screenshot of the page is kept under tmp_path, and under ``$UNET_TF_ARTIFACTS``
 when that is set. Skipped only when Chromium or Playwright is missing (CI
 installs both).
 """
+
 import json
 import os
 import shutil
@@ -24,8 +25,15 @@ from test_predict_cli import TEM_NAMES, TEM_VALUES, save_model
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed")
 pytestmark = pytest.mark.skipif(not Path(CHROMIUM).is_file(), reason="chromium is not installed")
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--no-first-run", "--disable-sync"]
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--no-first-run",
+    "--disable-sync",
+]
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -59,8 +67,12 @@ def app(tmp_path):
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     with open(tmp_path / "app.log", "w") as log:
-        process = subprocess.Popen([sys.executable, "-m", "unet_tf.app", "--port", str(port), "--runs",
-                                    str(tmp_path / "runs")], cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
+        process = subprocess.Popen(
+            [sys.executable, "-m", "unet_tf.app", "--port", str(port), "--runs", str(tmp_path / "runs")],
+            cwd=ROOT,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
         try:
             wait_until_healthy(url, process)
             yield url, run
@@ -85,8 +97,9 @@ def test_upload_see_overlay_download_mask_as_predict_py(app, tmp_path):
     url, run = app
     image = tmp_path / "cells.tif"
     tifffile.imwrite(image, np.random.default_rng(3).integers(0, 60000, (96, 128)).astype(np.uint16))
-    assert predict_main(["--weights", str(run / "best.keras"), "--input", str(image),
-                         "--out", str(tmp_path / "cli")]) == 0
+    assert (
+        predict_main(["--weights", str(run / "best.keras"), "--input", str(image), "--out", str(tmp_path / "cli")]) == 0
+    )
     with sync_api.sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         page = browser.new_page(viewport={"width": 1400, "height": 1000}, accept_downloads=True)

@@ -1,4 +1,5 @@
 """Tiling plan, blending window, tiled prediction (against a whole-image pass), TTA, ids, progress."""
+
 from __future__ import annotations
 
 import io
@@ -19,7 +20,6 @@ from unet_tf.inference import (
     tile_starts,
     tiling_padding,
 )
-
 
 # === Tiling plan ===
 
@@ -116,8 +116,9 @@ def test_reflect_indices_match_np_pad(n, start, size):
 
 def test_predict_tiled_normalizes_a_constant_prediction():
     image = np.zeros((150, 97), np.float32)
-    out = predict_tiled(lambda b: np.full(b.shape[:3] + (2,), 0.37, np.float32), image, tile=32, overlap=8,
-                        batch_size=3, size_divisor=8)
+    out = predict_tiled(
+        lambda b: np.full(b.shape[:3] + (2,), 0.37, np.float32), image, tile=32, overlap=8, batch_size=3, size_divisor=8
+    )
     np.testing.assert_allclose(out, 0.37, rtol=1e-6)
 
 
@@ -272,9 +273,7 @@ def test_probabilities_to_ids():
     binary = np.array([[0.1, 0.5], [0.51, 0.9]], np.float32)[..., None]
     np.testing.assert_array_equal(probabilities_to_ids(binary), [[0, 0], [1, 1]])
     np.testing.assert_array_equal(probabilities_to_ids(binary, threshold=0.05), [[1, 1], [1, 1]])
-    multi = np.array(
-        [[[0.7, 0.2, 0.1], [0.1, 0.3, 0.6]], [[0.2, 0.5, 0.3], [0.3, 0.3, 0.4]]], np.float32
-    )
+    multi = np.array([[[0.7, 0.2, 0.1], [0.1, 0.3, 0.6]], [[0.2, 0.5, 0.3], [0.3, 0.3, 0.4]]], np.float32)
     ids = probabilities_to_ids(multi)
     assert ids.dtype == np.uint8
     np.testing.assert_array_equal(ids, [[0, 2], [1, 2]])

@@ -289,3 +289,16 @@ def test_label_stack_with_other_page_count_is_an_error(tmp_path, tem_model, caps
     err = capsys.readouterr().err
     assert code == 2 and "s_mask.tif: 2 page(s), but the image s.tif has 3" in err
     assert not (tmp_path / "o").exists()
+
+
+def test_stream_flag_writes_the_whole_image_mask(tmp_path, tem_model):
+    """predict.py --stream (band-wise, memory O(band x width)) gives the whole-image path's mask and objects."""
+    image = tmp_path / "big.tif"
+    tifffile.imwrite(image, np.random.default_rng(7).integers(0, 60000, (200, 150)).astype(np.uint16))
+    common = ["--weights", str(tem_model), "--input", str(image), "--tile", "32", "--overlap", "8", "--no-overlay"]
+    assert predict_main([*common, "--out", str(tmp_path / "whole")]) == 0
+    assert predict_main([*common, "--out", str(tmp_path / "stream"), "--stream"]) == 0
+    whole, streamed = (tifffile.imread(tmp_path / d / "big_mask.tif") for d in ("whole", "stream"))
+    np.testing.assert_array_equal(whole, streamed)
+    counts = [len((tmp_path / d / "objects.csv").read_text().splitlines()) for d in ("whole", "stream")]
+    assert counts[0] == counts[1] > 1

@@ -1,4 +1,5 @@
 """Streaming prediction: identical to the whole-image path, objects across band edges, bad input."""
+
 import functools
 
 import numpy as np
@@ -93,8 +94,9 @@ def test_exact_percentiles_equal_numpy(dtype):
         x = rng.integers(info.min, info.max, n, endpoint=True).astype(dtype)
         hist = np.bincount(x.astype(np.int64) - info.min, minlength=2 ** (8 * x.itemsize))
         for q in ((2.0, 98.0), (0.0, 100.0), (1.0, 99.8), (33.3, 66.7)):
-            np.testing.assert_array_equal(streaming.exact_percentiles(hist, int(info.min), x.dtype, q),
-                                          np.percentile(x, q))
+            np.testing.assert_array_equal(
+                streaming.exact_percentiles(hist, int(info.min), x.dtype, q), np.percentile(x, q)
+            )
 
 
 def test_image_percentiles_exact_for_integers_and_subsampled_for_floats(tmp_path, monkeypatch):
@@ -134,7 +136,7 @@ def test_band_objects_equal_measure_objects_for_any_band_split():
     # above the buffer cap the tall object is cut into pieces that add up to its area
     acc = BandObjects(NAMES, 80, image_name="x", max_pixels=80 * 40)
     for a in range(0, 120, 30):
-        acc.add(ids[a:a + 30])
+        acc.add(ids[a : a + 30])
     rows = acc.rows()
     assert len(rows) > len(measure_objects(ids, NAMES))
     assert sum(r["area_px"] for r in rows) == int((ids > 0).sum())
@@ -153,7 +155,10 @@ def test_object_crossing_a_band_edge_is_counted_once_with_its_area():
     acc.add(ids[10:])
     rows = acc.rows()
     assert [(r["class"], r["object_id"], r["area_px"]) for r in rows] == [
-        ("a", 1, 13 * 4 + 2 * 4), ("b", 1, 1), ("b", 2, 6)]
+        ("a", 1, 13 * 4 + 2 * 4),
+        ("b", 1, 1),
+        ("b", 2, 6),
+    ]
     assert (rows[0]["bbox_y0"], rows[0]["bbox_y1"], rows[0]["bbox_x0"], rows[0]["bbox_x1"]) == (2, 15, 2, 10)
 
 

@@ -9,8 +9,8 @@ Objects touching the last row are *open*: their rows stay in the buffer and are
 labelled again with the next band, so an object crossing any number of band
 edges is measured once, whole. Then the rows above the highest open object are
 dropped, and finished objects left in the kept rows are erased (they cannot
-touch any later pixel), so each object is measured once. The new band is at least as tall as the buffer, so re-labelling costs
-O(pixels) overall even when one object spans the whole image.
+touch any later pixel), so each object is measured once. The new band is at
+least as tall as the buffer, so re-labelling costs O(pixels) overall even when one object spans the whole image.
 
 Each object is measured with ``morphometry.measure_labels`` on the buffer (the
 same crop, contour and moments as on the whole mask) and shifted to image rows.
@@ -28,6 +28,7 @@ rows kept would exceed it, every object in the buffer is measured as it is and
 the buffer emptied, so an object that tall is cut there into pieces, each a row
 of the table (said once). Below the cap the table is exact.
 """
+
 from __future__ import annotations
 
 from typing import Any, Sequence
@@ -35,7 +36,7 @@ from typing import Any, Sequence
 import numpy as np
 from scipy import ndimage
 
-from .io import _say_once
+from .io import say_once
 from .morphometry import _structure, measure_labels
 
 MAX_PIXELS = 2**25  # buffer cap: ~330 MiB while labelling
@@ -51,9 +52,17 @@ class BandObjects:
         max_pixels: int, the buffer cap (see the module docstring). Default MAX_PIXELS (2**25).
     """
 
-    def __init__(self, class_names: Sequence[str], width: int, *, image_name: str = "image",
-                 pixel_size: float | None = None, min_size: int = 0, connectivity: int = 8,
-                 max_pixels: int = MAX_PIXELS):
+    def __init__(
+        self,
+        class_names: Sequence[str],
+        width: int,
+        *,
+        image_name: str = "image",
+        pixel_size: float | None = None,
+        min_size: int = 0,
+        connectivity: int = 8,
+        max_pixels: int = MAX_PIXELS,
+    ):
         self.class_names, self.width, self.max_pixels = tuple(class_names), int(width), max_pixels
         self.image_name, self.pixel_size, self.min_size = image_name, pixel_size, min_size
         self.structure = _structure(connectivity)
@@ -74,8 +83,10 @@ class BandObjects:
         if len(self.pending) >= max(len(self.buffer), 1):  # amortized: relabel at most 2x the pixels
             cut = (len(self.buffer) + len(self.pending)) * self.width > self.max_pixels
             if cut:
-                _say_once(f"{self.image_name}: objects taller than {self.max_pixels // self.width} rows "
-                          "are cut into pieces in the object table (streamed prediction)")
+                say_once(
+                    f"{self.image_name}: objects taller than {self.max_pixels // self.width} rows "
+                    "are cut into pieces in the object table (streamed prediction)"
+                )
             self._scan(final=cut)
 
     def rows(self) -> list[dict[str, Any]]:
@@ -105,8 +116,7 @@ class BandObjects:
             if not final:
                 is_open[np.unique(labels[-1])] = True
                 is_open[0] = False
-            tops = np.array([s[0].start if s is not None else len(buffer)
-                             for s in ndimage.find_objects(labels, n)])
+            tops = np.array([s[0].start if s is not None else len(buffer) for s in ndimage.find_objects(labels, n)])
             if is_open.any():
                 keep_from = min(keep_from, int(tops[is_open[1:]].min()))
             self._measure(labels, n, ~is_open, c, tops)
@@ -124,8 +134,13 @@ class BandObjects:
         remap = np.zeros(n + 1, np.int32)
         remap[finished] = np.arange(1, finished.size + 1)
         subset = remap[labels] if finished.size < n else labels
-        rows = measure_labels(subset, int(finished.size), image_name=self.image_name,
-                              class_name=self.class_names[c], pixel_size=self.pixel_size)
+        rows = measure_labels(
+            subset,
+            int(finished.size),
+            image_name=self.image_name,
+            class_name=self.class_names[c],
+            pixel_size=self.pixel_size,
+        )
         for k, row in zip(finished, rows):
             top = int(tops[k - 1])
             first_x = int(np.argmax(labels[top] == k))

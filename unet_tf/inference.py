@@ -26,6 +26,7 @@ Pure functions: :func:`tile_starts`, :func:`plan_tiles`, :func:`tiling_padding`,
 ``unet_tf.tiling``, re-exported here), :func:`probabilities_to_ids`.
 TensorFlow is imported only inside :func:`make_predict_fn`.
 """
+
 from __future__ import annotations
 
 import sys
@@ -34,15 +35,7 @@ from typing import Callable, Iterator, TextIO
 import numpy as np
 
 from .errors import UserInputError
-from .tiling import (  # noqa: F401  (re-exported: the tiling plan is part of this module's API)
-    WINDOWS,
-    blending_window,
-    plan_tiles,
-    reflect_indices,
-    tile_starts,
-    tiling_padding,
-    window_line,
-)
+from .tiling import WINDOWS, blending_window, plan_tiles, reflect_indices, tile_starts, tiling_padding, window_line  # noqa: F401  (re-exported: the tiling plan is part of this module's API)
 
 PredictFn = Callable[[np.ndarray], np.ndarray]
 ProgressFn = Callable[[int, int], None]
@@ -102,9 +95,7 @@ def check_tiling(tile: int, overlap: int, size_divisor: int, batch_size: int = 1
             f"use e.g. {max(size_divisor, round(tile / size_divisor) * size_divisor)}"
         )
     if not 0 <= overlap <= tile - size_divisor:
-        raise UserInputError(
-            f"overlap {overlap} must be between 0 and tile - size divisor = {tile - size_divisor}"
-        )
+        raise UserInputError(f"overlap {overlap} must be between 0 and tile - size divisor = {tile - size_divisor}")
     if batch_size < 1:
         raise UserInputError(f"batch size must be at least 1, got {batch_size}")
 
@@ -205,8 +196,10 @@ def predict_bands(
     xs = [x - left for x in tile_starts(left + width + right, tile, overlap, size_divisor)]
     line = window_line(tile, window)
     # The window is separable and the plan a grid: the 2-D weight sum is outer(sum_y, sum_x).
-    sums = (_axis_weight_sums(ys, tile, height, line).astype(np.float32),
-            _axis_weight_sums(xs, tile, width, line).astype(np.float32))
+    sums = (
+        _axis_weight_sums(ys, tile, height, line).astype(np.float32),
+        _axis_weight_sums(xs, tile, width, line).astype(np.float32),
+    )
     tiles = _tiles(read_rows, (height, width), ys, xs, tile)
     blend = _Blender(blending_window(tile, window)[:, :, None], sums, tile)
     return _band_loop(predict_fn, tiles, len(ys) * len(xs), blend, batch_size, tta, progress)
@@ -303,8 +296,16 @@ def predict_tiled(
     if image.ndim != 2 or image.size == 0:
         raise ValueError(f"image must be a non-empty 2-D array (H, W), got shape {image.shape}")
     bands = predict_bands(
-        predict_fn, lambda row0, row1: image[row0:row1], image.shape, tile=tile, overlap=overlap,
-        batch_size=batch_size, size_divisor=size_divisor, tta=tta, window=window, progress=progress,
+        predict_fn,
+        lambda row0, row1: image[row0:row1],
+        image.shape,
+        tile=tile,
+        overlap=overlap,
+        batch_size=batch_size,
+        size_divisor=size_divisor,
+        tta=tta,
+        window=window,
+        progress=progress,
     )
     out: np.ndarray | None = None
     for row0, rows in bands:

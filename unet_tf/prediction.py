@@ -33,6 +33,7 @@ from .model_file import ModelInfo, read_info
 from .morphometry import OBJECT_COLUMNS, SUMMARY_COLUMNS, measure_objects, summarize_objects
 from .outputs import ImageOutputs, probability_bands, write_outputs  # noqa: F401  (public here too)
 from .preprocessing import ids_to_values, percentile_normalize
+from .streaming import predict_file_streaming, should_stream
 from .tables import format_table, write_csv
 from .targets import IGNORE_ID
 from .tiff_meta import pixel_size_um
@@ -247,6 +248,26 @@ def _predict_sample(
     return rows, fitted
 
 
+def _streams(sample: Sample, info: ModelInfo, config: PredictConfig, log: Callable[[str], None]) -> bool:
+    """Whether a single-page image goes through the band-wise path (``stream``, or too large to hold)."""
+    if page_count(sample.image) > 1 or info.target == "instances" or config.split_touching:
+        return False
+    if not (config.stream or should_stream(sample.image, info)):
+        return False
+    if sample.labels:
+        log(f"note: {sample.image.name} is predicted in bands; its label is not scored (whole-image path only)")
+    return True
+
+
+def _stream_sample(model: Any, sample: Sample, label: str, out_dir: Path, config: PredictConfig) -> tuple[list, bool]:
+    """Segment one large image band by band (:mod:`unet_tf.streaming`); (object rows, True)."""
+    predict_fn, info = engine(model)
+    bar = ProgressBar(f"{label} (in bands)")
+    result = predict_file_streaming(predict_fn, info, sample.image, out_dir, sample.image.stem, config, progress=bar)
+    bar.close()
+    return result["objects"], True
+
+
 def _write_tables(
     out_dir: Path,
     objects: list[dict],
@@ -299,7 +320,10 @@ def predict_files(
         label = f"image {index}/{len(samples)} {sample.image.stem}"
         try:
             pixel_size = _pixel_size(sample.image, config, said, log)
-            rows, fitted = _predict_sample(model, sample, label, out_dir, config, scores, pixel_size, log)
+            if _streams(sample, info, config, log):
+                rows, fitted = _stream_sample(model, sample, label, out_dir, replace(config, pixel_size=pixel_size))
+            else:
+                rows, fitted = _predict_sample(model, sample, label, out_dir, config, scores, pixel_size, log)
         except UserInputError as exc:
             log(f"error: {exc} (skipped)")
             failed.append(str(sample.image))

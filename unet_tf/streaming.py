@@ -28,6 +28,7 @@ Before anything is predicted, the uncompressed size of the outputs is compared
 with the free space of the output folder; too little is a UserInputError naming
 the file.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -43,7 +44,7 @@ from .band_objects import BandObjects
 from .config import PredictConfig
 from .errors import UserInputError
 from .inference import ProgressFn, predict_bands, probabilities_to_ids
-from .io import _say_once, mask_dtype
+from .io import mask_dtype, say_once
 from .model_file import ModelInfo
 from .preprocessing import ids_to_values
 from .tiff_stream import TiledTiffWriter, WindowReader, image_shape
@@ -183,13 +184,20 @@ def _join_pages(pages: list[Path], path: Path, shape: tuple[int, int], tile: int
     bigtiff = needs_bigtiff(len(pages) * shape[0] * shape[1] * 4)
     with atomic_path(path) as tmp, tifffile.TiffWriter(tmp, bigtiff=bigtiff) as writer:
         for page in pages:
-            writer.write(tiles_from_bands(bands(page), shape, np.float32, tile), shape=shape,
-                         dtype=np.float32, tile=(tile, tile), compression="zlib",
-                         photometric="minisblack", metadata=None)
+            writer.write(
+                tiles_from_bands(bands(page), shape, np.float32, tile),
+                shape=shape,
+                dtype=np.float32,
+                tile=(tile, tile),
+                compression="zlib",
+                photometric="minisblack",
+                metadata=None,
+            )
 
 
-def _write_band(rows: np.ndarray, writers: dict[str, Any], objects: BandObjects | None,
-                info: ModelInfo, config: PredictConfig) -> None:
+def _write_band(
+    rows: np.ndarray, writers: dict[str, Any], objects: BandObjects | None, info: ModelInfo, config: PredictConfig
+) -> None:
     """One finished band of probabilities -> mask rows, probability rows, objects."""
     ids = probabilities_to_ids(rows, config.threshold)
     table = np.asarray(info.class_values, writers["mask"].dtype)  # values in the mask dtype, not int64
@@ -237,29 +245,45 @@ def predict_file_streaming(
         norm = info.normalize
         lo, hi, exact = image_percentiles(reader, (norm.pmin, norm.pmax))
         if config.overlay:
-            _say_once("no overlay is written for images predicted in bands (streamed)")
+            say_once("no overlay is written for images predicted in bands (streamed)")
         bands = predict_bands(
-            predict_fn, lambda r0, r1: normalize_rows(reader.read(r0, r1), lo, hi, norm.clip), shape,
-            tile=config.tile, overlap=config.overlap, batch_size=config.batch_size,
-            size_divisor=info.size_divisor, tta=config.tta, progress=progress,
+            predict_fn,
+            lambda r0, r1: normalize_rows(reader.read(r0, r1), lo, hi, norm.clip),
+            shape,
+            tile=config.tile,
+            overlap=config.overlap,
+            batch_size=config.batch_size,
+            size_divisor=info.size_divisor,
+            tta=config.tta,
+            progress=progress,
         )
-        objects = BandObjects(info.class_names, shape[1], image_name=name, pixel_size=config.pixel_size,
-                              min_size=config.min_size) if measure else None
+        table = BandObjects(
+            info.class_names, shape[1], image_name=name, pixel_size=config.pixel_size, min_size=config.min_size
+        )
+        objects = table if measure else None
         outputs = _stream_outputs(bands, out_dir, name, shape, info, config, objects)
-    return {"shape": shape, "objects": objects.rows() if measure else [], "percentiles": (lo, hi), "exact_percentiles": exact,
-            "outputs": outputs, "seconds": time.perf_counter() - t0}
+    return {
+        "shape": shape,
+        "objects": objects.rows() if measure else [],
+        "percentiles": (lo, hi),
+        "exact_percentiles": exact,
+        "outputs": outputs,
+        "seconds": time.perf_counter() - t0,
+    }
 
 
-def _stream_outputs(bands, out_dir: Path, name: str, shape, info: ModelInfo, config: PredictConfig,
-                    objects: BandObjects | None) -> list[Path]:
+def _stream_outputs(
+    bands, out_dir: Path, name: str, shape, info: ModelInfo, config: PredictConfig, objects: BandObjects | None
+) -> list[Path]:
     """Drain ``bands`` into the mask (and probability) writers; the paths written."""
     mask_path = out_dir / f"{name}_mask.tif"
     k = 1 if info.n_classes == 2 else info.n_classes
     pages = _probability_pages(out_dir, name, shape, k) if config.save_probabilities else []
     try:
         with contextlib.ExitStack() as stack:  # every writer sees an error and then leaves no file
-            mask = stack.enter_context(TiledTiffWriter(mask_path, shape, mask_dtype(max(info.class_values)),
-                                                       pixel_size_um=config.pixel_size))
+            mask = stack.enter_context(
+                TiledTiffWriter(mask_path, shape, mask_dtype(max(info.class_values)), pixel_size_um=config.pixel_size)
+            )
             writers = {"mask": mask, "prob": [stack.enter_context(page) for page in pages]}
             for _, rows in bands:
                 _write_band(rows, writers, objects, info, config)

@@ -12,6 +12,7 @@ of 1-D sums.
 
 ``unet_tf.inference`` re-exports every name here.
 """
+
 from __future__ import annotations
 
 import functools

@@ -1,4 +1,5 @@
 """``python -m unet_tf.app [--port N] [--runs DIR]``: the same as ``unet-tf-app``."""
+
 import sys
 
 from ..cli.app import main

@@ -8,6 +8,7 @@ for the same model, image and options. Uploads are saved under their own
 name in a temporary folder and read by :func:`unet_tf.io.read_image`; error
 messages name the uploaded file, not the temporary path.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -18,7 +19,7 @@ import json
 import math
 import tempfile
 import zipfile
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -167,8 +168,9 @@ def read_upload_label(name: str, data: bytes, info: ModelInfo, shape: tuple[int,
     with as_file(name, data) as path:
         truth = read_class_ids(Sample(path, (path,)), info.spec)
         if truth.shape != tuple(shape):
-            raise UserInputError(f"{path}: label size {truth.shape[1]}x{truth.shape[0]} differs from the "
-                                 f"image's {shape[1]}x{shape[0]}")
+            raise UserInputError(
+                f"{path}: label size {truth.shape[1]}x{truth.shape[0]} differs from the image's {shape[1]}x{shape[0]}"
+            )
         return truth
 
 
@@ -196,8 +198,7 @@ def predict_config(**options: Any) -> PredictConfig:
     return PredictConfig(**{"save_probabilities": True, "overlay": True, **options})
 
 
-def image_files(name: str, image: np.ndarray, result: Any, info: ModelInfo,
-                config: PredictConfig) -> dict[str, bytes]:
+def image_files(name: str, image: np.ndarray, result: Any, info: ModelInfo, config: PredictConfig) -> dict[str, bytes]:
     """``<name>_mask.tif``, ``_overlay.png``, ``_prob.tif`` (and ``_instances.tif``): predict.py's writer, as bytes."""
     from ..prediction import write_outputs
 
@@ -206,8 +207,9 @@ def image_files(name: str, image: np.ndarray, result: Any, info: ModelInfo,
         return {p.name: p.read_bytes() for p in sorted(Path(folder).iterdir())}
 
 
-def table_files(objects: Sequence[Mapping[str, Any]], names: Sequence[str], evaluator: Any,
-                info: ModelInfo, config: PredictConfig) -> dict[str, bytes]:
+def table_files(
+    objects: Sequence[Mapping[str, Any]], names: Sequence[str], evaluator: Any, info: ModelInfo, config: PredictConfig
+) -> dict[str, bytes]:
     """``objects.csv``, ``objects_summary.csv`` and (with scores) ``metrics.csv`` as predict.py writes them."""
     from ..morphometry import OBJECT_COLUMNS, SUMMARY_COLUMNS, summarize_objects
     from ..tables import write_csv
@@ -231,8 +233,9 @@ def zip_bytes(files: Mapping[str, bytes]) -> bytes:
     with zipfile.ZipFile(buffer, "w") as archive:
         for name, data in files.items():
             packed = Path(name).suffix.lower() in (".tif", ".tiff", ".png")
-            archive.writestr(zipfile.ZipInfo(name, ZIP_TIME), data,
-                             zipfile.ZIP_STORED if packed else zipfile.ZIP_DEFLATED)
+            archive.writestr(
+                zipfile.ZipInfo(name, ZIP_TIME), data, zipfile.ZIP_STORED if packed else zipfile.ZIP_DEFLATED
+            )
     return buffer.getvalue()
 
 
@@ -244,8 +247,13 @@ def class_areas(ids: np.ndarray, info: ModelInfo, pixel_size: float | None = Non
     counts = np.bincount(ids.ravel(), minlength=info.n_classes)[: info.n_classes]
     total = max(int(ids.size), 1)
     return [
-        {"class": name, "value": int(value), "pixels": int(n), "percent": 100.0 * int(n) / total,
-         "area_um2": None if pixel_size is None else int(n) * pixel_size ** 2}
+        {
+            "class": name,
+            "value": int(value),
+            "pixels": int(n),
+            "percent": 100.0 * int(n) / total,
+            "area_um2": None if pixel_size is None else int(n) * pixel_size**2,
+        }
         for name, value, n in zip(info.class_names, info.class_values, counts)
     ]
 
@@ -263,8 +271,9 @@ def gray_preview(image: np.ndarray, step: int) -> np.ndarray:
     return (np.clip(percentile_normalize(small, 1, 99.5), 0, 1) * 255).astype(np.uint8)
 
 
-def overlay_preview(image: np.ndarray, ids: np.ndarray, class_names: Sequence[str], opacity: float,
-                    step: int) -> np.ndarray:
+def overlay_preview(
+    image: np.ndarray, ids: np.ndarray, class_names: Sequence[str], opacity: float, step: int
+) -> np.ndarray:
     """RGB uint8 (h, w, 3): classes 1.. in the overlay's colours over the subsampled image at ``opacity``.
 
     The blend of :func:`unet_tf.overlay.overlay_image` without its legend box
@@ -275,8 +284,7 @@ def overlay_preview(image: np.ndarray, ids: np.ndarray, class_names: Sequence[st
     gray = gray_preview(image, step)
     small = ids[::step, ::step]
     rgb = np.repeat(gray[..., None], 3, axis=-1)
-    colours = np.array([(0, 0, 0)] + [PALETTE[(c - 1) % len(PALETTE)] for c in range(1, len(class_names))],
-                       np.float32)
+    colours = np.array([(0, 0, 0)] + [PALETTE[(c - 1) % len(PALETTE)] for c in range(1, len(class_names))], np.float32)
     fg = small > 0
     rgb[fg] = ((1 - opacity) * rgb[fg] + opacity * colours[small[fg]]).astype(np.uint8)
     return rgb
@@ -286,8 +294,11 @@ def legend(class_names: Sequence[str]) -> list[tuple[str, str]]:
     """(class name, ``#rrggbb``) of each foreground class, in the overlay's colours."""
     from ..overlay import PALETTE
 
-    return [(name, "#{:02x}{:02x}{:02x}".format(*PALETTE[(c - 1) % len(PALETTE)]))
-            for c, name in enumerate(class_names) if c > 0]
+    return [
+        (name, "#{:02x}{:02x}{:02x}".format(*PALETTE[(c - 1) % len(PALETTE)]))
+        for c, name in enumerate(class_names)
+        if c > 0
+    ]
 
 
 def _area_text(value: float) -> str:

@@ -8,10 +8,11 @@ functions behind ``predict.py``; results are kept in the session so moving a
 slider does not predict again. User mistakes are shown with ``st.error`` naming
 the file; the page keeps serving.
 """
+
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -94,21 +95,40 @@ def choose_options(info) -> PredictConfig | None:
     tile = side.number_input("Tile (px)", min_value=div, value=d.tile, step=div, key="tile")
     overlap = side.number_input("Overlap (px)", min_value=0, value=d.overlap, step=div, key="overlap")
     tta = side.checkbox("Test-time augmentation (8× slower)", value=d.tta, key="tta")
-    threshold = side.slider("Threshold", 0.01, 0.99, value=d.threshold, step=0.01, key="threshold",
-                            disabled=info.n_classes != 2, help="foreground probability threshold (binary models)")
-    pixel = side.number_input("Pixel size (µm/px; 0 = not given)", min_value=0.0, value=d.pixel_size or 0.0,
-                              format="%.4f", key="pixel_size")
+    threshold = side.slider(
+        "Threshold",
+        0.01,
+        0.99,
+        value=d.threshold,
+        step=0.01,
+        key="threshold",
+        disabled=info.n_classes != 2,
+        help="foreground probability threshold (binary models)",
+    )
+    pixel = side.number_input(
+        "Pixel size (µm/px; 0 = not given)", min_value=0.0, value=d.pixel_size or 0.0, format="%.4f", key="pixel_size"
+    )
     min_size = side.number_input("Minimum object size (px)", min_value=0, value=d.min_size, key="min_size")
     instance_model = info.target == "instances"
     instances = side.checkbox(
-        "Instances (one id per object)", value=instance_model, disabled=instance_model, key="instances",
-        help="an instance model always splits objects" if instance_model
+        "Instances (one id per object)",
+        value=instance_model,
+        disabled=instance_model,
+        key="instances",
+        help="an instance model always splits objects"
+        if instance_model
         else "split touching objects of a class (predict.py --split-touching)",
     )
     try:
-        config = logic.predict_config(tile=int(tile), overlap=int(overlap), tta=bool(tta), threshold=float(threshold),
-                                      pixel_size=float(pixel) or None, min_size=int(min_size),
-                                      split_touching=bool(instances) and not instance_model)
+        config = logic.predict_config(
+            tile=int(tile),
+            overlap=int(overlap),
+            tta=bool(tta),
+            threshold=float(threshold),
+            pixel_size=float(pixel) or None,
+            min_size=int(min_size),
+            split_touching=bool(instances) and not instance_model,
+        )
         check_tiling(config.tile, config.overlap, div, config.batch_size)
     except UserInputError as exc:
         st.error(f"Options: {exc}")
@@ -224,12 +244,22 @@ def show_images(r: Segmented, info) -> None:
     h, w = r.image.shape
     note = f" · shown at 1/{step}, predicted at full resolution" if step > 1 else ""
     left, right = st.columns(2)
-    left.image(logic.gray_preview(r.image, step), caption=f"{r.name} · {w}×{h} px · {r.image.dtype}{note}",
-               width="stretch", output_format="JPEG")
-    right.image(logic.overlay_preview(r.image, r.result.ids, info.class_names, opacity, step),
-                caption="Segmentation", width="stretch", output_format="JPEG")
-    chips = " ".join(f'<span style="background:{colour};border-radius:3px;padding:0 .6em">&nbsp;</span> {name}'
-                     for name, colour in logic.legend(info.class_names))
+    left.image(
+        logic.gray_preview(r.image, step),
+        caption=f"{r.name} · {w}×{h} px · {r.image.dtype}{note}",
+        width="stretch",
+        output_format="JPEG",
+    )
+    right.image(
+        logic.overlay_preview(r.image, r.result.ids, info.class_names, opacity, step),
+        caption="Segmentation",
+        width="stretch",
+        output_format="JPEG",
+    )
+    chips = " ".join(
+        f'<span style="background:{colour};border-radius:3px;padding:0 .6em">&nbsp;</span> {name}'
+        for name, colour in logic.legend(info.class_names)
+    )
     st.markdown(f"**Classes:** {chips}", unsafe_allow_html=True)
 
 
@@ -242,8 +272,7 @@ def show_tables(results: list[Segmented], r: Segmented, info, config: PredictCon
     left.subheader(f"Area per class · {r.name}")
     left.dataframe(shown(logic.class_areas(r.result.ids, info, config.pixel_size)), hide_index=True)
     right.subheader("Objects per class")
-    summary = summarize_objects(objects, info.class_names, [res.stem for res in results],
-                                pixel_size=config.pixel_size)
+    summary = summarize_objects(objects, info.class_names, [res.stem for res in results], pixel_size=config.pixel_size)
     right.dataframe(shown(summary, SUMMARY_COLUMNS), hide_index=True)
     st.subheader(f"Objects ({len(objects)})")
     st.dataframe(shown(objects, OBJECT_COLUMNS), hide_index=True, key="objects")
@@ -252,8 +281,14 @@ def show_tables(results: list[Segmented], r: Segmented, info, config: PredictCon
         st.subheader("Object areas")
         colours = dict(logic.legend(info.class_names))
         frame = pd.DataFrame(histogram)
-        st.bar_chart(frame, x="area (px)", y=list(frame.columns[1:]), y_label="objects", sort=False,
-                     color=[colours[name] for name in frame.columns[1:]])
+        st.bar_chart(
+            frame,
+            x="area (px)",
+            y=list(frame.columns[1:]),
+            y_label="objects",
+            sort=False,
+            color=[colours[name] for name in frame.columns[1:]],
+        )
     if evaluator is not None and len(evaluator):
         st.subheader("Metrics")
         st.code(evaluator.format_table(), language=None)
@@ -266,13 +301,20 @@ def show_downloads(results: list[Segmented], r: Segmented, tables: dict[str, byt
     files = {**r.files, **tables}
     columns = st.columns(4)
     for i, (name, data) in enumerate(files.items()):
-        columns[i % 4].download_button(name, data, file_name=name, mime=mime[Path(name).suffix],
-                                       key=f"download_{name}", on_click="ignore")
+        columns[i % 4].download_button(
+            name, data, file_name=name, mime=mime[Path(name).suffix], key=f"download_{name}", on_click="ignore"
+        )
     everything = {name: data for res in results for name, data in res.files.items()} | tables
     st.session_state["downloads"] = everything  # what the buttons serve (read by tests)
-    st.download_button(f"Everything ({len(everything)} files, .zip)", lambda: logic.zip_bytes(everything),
-                       file_name="unet_tf_results.zip", mime="application/zip", type="primary",
-                       key="download_zip", on_click="ignore")
+    st.download_button(
+        f"Everything ({len(everything)} files, .zip)",
+        lambda: logic.zip_bytes(everything),
+        file_name="unet_tf_results.zip",
+        mime="application/zip",
+        type="primary",
+        key="download_zip",
+        on_click="ignore",
+    )
 
 
 def show_results(results: list[Segmented], labels: list, info, config: PredictConfig) -> None:
@@ -294,10 +336,10 @@ def main() -> None:
         return
     key, model, info = chosen
     config = choose_options(info)
-    uploads = st.file_uploader("Images (TIFF 8/16-bit or float, PNG, JPEG)", accept_multiple_files=True,
-                               key="images")
-    labels = st.file_uploader("Ground truth for the images (optional, matched by name)",
-                              accept_multiple_files=True, key="labels")
+    uploads = st.file_uploader("Images (TIFF 8/16-bit or float, PNG, JPEG)", accept_multiple_files=True, key="images")
+    labels = st.file_uploader(
+        "Ground truth for the images (optional, matched by name)", accept_multiple_files=True, key="labels"
+    )
     if config is None or not uploads:
         return
     results = segment_all(key, model, info, uploads, config)

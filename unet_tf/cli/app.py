@@ -4,6 +4,7 @@ Runs ``python -m streamlit run unet_tf/app/page.py`` headless, without usage
 statistics, on this machine's loopback address only; the page finds models
 under ``--runs`` (passed on as the ``UNET_TF_APP_RUNS`` environment variable).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -35,10 +36,25 @@ def streamlit_command(port: int) -> list[str]:
     from ..app import PAGE
 
     return [
-        sys.executable, "-m", "streamlit", "run", str(PAGE),
-        "--server.address", HOST, "--server.port", str(port), "--server.headless", "true",
-        "--browser.gatherUsageStats", "false", "--server.fileWatcherType", "none",
-        "--global.developmentMode", "false", "--client.toolbarMode", "minimal",
+        sys.executable,
+        "-m",
+        "streamlit",
+        "run",
+        str(PAGE),
+        "--server.address",
+        HOST,
+        "--server.port",
+        str(port),
+        "--server.headless",
+        "true",
+        "--browser.gatherUsageStats",
+        "false",
+        "--server.fileWatcherType",
+        "none",
+        "--global.developmentMode",
+        "false",
+        "--client.toolbarMode",
+        "minimal",
     ]
 
 

@@ -82,6 +82,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--pixel-size", type=float, help="pixel size in µm: adds µm and µm² columns to objects.csv")
     p.add_argument("--min-size", type=int, default=d.min_size, help="drop objects smaller than this many pixels")
     p.add_argument(
+        "--stream",
+        action="store_true",
+        help="predict in bands of rows: memory grows with the width, not the height (automatic when an image's "
+        "probabilities would exceed 1 GiB); no overlay; instance models and --split-touching need the whole image",
+    )
+    p.add_argument(
         "--split-touching",
         action="store_true",
         help="semantic models: split touching objects of a class "
@@ -112,6 +118,7 @@ def config_from_args(args: argparse.Namespace) -> PredictConfig:
         pixel_size=args.pixel_size,
         min_size=args.min_size,
         split_touching=args.split_touching,
+        stream=args.stream,
         shard=args.shard or (0, 1),
     )
 
