@@ -177,7 +177,7 @@ def track(run: Path, data: Path, out: Path) -> dict:
     rss = re.search(r"Maximum resident set size \(kbytes\): (\d+)", text)
     wall = float((out / "track-02.wall").read_text()) if (out / "track-02.wall").exists() else float("nan")
     return {
-        **{k: _num(v) for k, v in row.items()},
+        **{k: v if k == "sequence" else _num(v) for k, v in row.items()},
         "peak_rss_mib": round(int(rss[1]) / 1024) if rss else None,
         "total_wall_s": round(wall, 1),
     }
