@@ -41,6 +41,7 @@ import keras
 import numpy as np
 from keras import ops
 
+from .config import LOSS_NAMES
 from .errors import UserInputError
 from .metrics import split_weight
 from .overlap_losses import Dice, FocalTversky, Tversky, soft_tversky_index  # noqa: F401  (public here too)
@@ -254,19 +255,6 @@ def class_weights_from_fractions(fractions: Sequence[float], cap: float = 10.0) 
 
 
 # === By name ===
-
-LOSS_NAMES = (
-    "auto",
-    "bce",
-    "bce+tversky",
-    "bce+dice",
-    "tversky",
-    "dice",
-    "focal_tversky",
-    "ce",
-    "ce+tversky",
-    "ce+dice",
-)
 
 
 def make_loss(

@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import UserInputError
+from ..overlay import PALETTE
 
 TEST_SIDE = 256
 UNET_CITATION = {
@@ -79,19 +80,7 @@ def test_tensors(bare, info: dict, image: np.ndarray) -> tuple[np.ndarray, np.nd
     return raw[None, :, :, None], output
 
 
-COVER_COLOURS = np.array(
-    [
-        (230, 25, 75),
-        (60, 180, 75),
-        (255, 225, 25),
-        (0, 130, 200),
-        (245, 130, 48),
-        (145, 30, 180),
-        (70, 240, 240),
-        (240, 50, 230),
-    ],
-    np.float32,
-)  # RGB, classes 1, 2, ...
+COVER_COLOURS = np.array(PALETTE, np.float32)  # RGB, classes 1, 2, ... (predict.py's overlay colours)
 
 
 def cover_image(image: np.ndarray, ids: np.ndarray, alpha: float = 0.45) -> np.ndarray:
