@@ -157,14 +157,14 @@ def test_writers_refuse_bad_bands_and_pages(tmp_path, image):
 
 
 def test_stack_writer_carries_pixel_size_and_big_stacks_use_bigtiff(tmp_path, image, monkeypatch):
-    import unet_tf.tiff_stream as tiff_stream
+    import unet_tf.tiff_writers as tiff_writers
 
     path = tmp_path / "s.tif"
     with StackWriter(path, n_pages=2, dtype=np.uint16, pixel_size_um=0.0125) as writer:
         writer.append(image)
         writer.append(image[::-1])
     assert pixel_size_um(path)[0] == pytest.approx(0.0125)
-    monkeypatch.setattr(tiff_stream, "needs_bigtiff", lambda nbytes: nbytes >= 2 * image.nbytes)
+    monkeypatch.setattr(tiff_writers, "needs_bigtiff", lambda nbytes: nbytes >= 2 * image.nbytes)
     with StackWriter(path, n_pages=2, dtype=np.uint16) as writer:
         writer.append(image)
         writer.append(image[::-1])
