@@ -170,3 +170,32 @@ def test_best_model_written_when_validation_has_no_foreground(tmp_path):
     assert (tmp_path / "run" / "best.keras").is_file()
     assert any("validation loss instead" in line for line in lines)
     assert summary["best_epoch"] >= 1
+
+
+def test_isbi_challenge_volumes_train_page_by_page(tmp_path):
+    """The ISBI challenge's own train-volume.tif + train-labels.tif: each page is a sample; a stack stays whole."""
+    import tifffile
+
+    from unet_tf.datasets import list_samples, split_train_val
+    from unet_tf.errors import UserInputError
+
+    rng = np.random.default_rng(0)
+    volume = rng.integers(0, 255, (4, 64, 64), dtype=np.uint8)
+    labels = np.where(rng.random((4, 64, 64)) < 0.3, 0, 255).astype(np.uint8)
+    tifffile.imwrite(tmp_path / "train-volume.tif", volume, photometric="minisblack")
+    tifffile.imwrite(tmp_path / "train-labels.tif", labels, photometric="minisblack")
+    samples = list_samples("isbi2012", tmp_path)
+    assert [s.page for s in samples] == [0, 1, 2, 3]
+    train_part, val_part = split_train_val(samples, 0.25, seed=0)
+    assert len(val_part) == 1 and len(train_part) == 3  # the only stack: a contiguous block of pages
+    cfg = replace_config(
+        RunConfig(),
+        data={"dataset": "isbi2012", "data_dir": str(tmp_path), "patch_size": 32, "patches_per_image": 2},
+        model={"base_filters": 4, "depth": 2},
+        train={"epochs": 1, "steps_per_epoch": 1, "batch_size": 2, "out": str(tmp_path / "run")},
+    )
+    summary = train(cfg, verbose=0)
+    assert (tmp_path / "run" / "best.keras").is_file() and summary["n_train_images"] == 3
+    tifffile.imwrite(tmp_path / "train-labels.tif", labels[:3], photometric="minisblack")
+    with pytest.raises(UserInputError, match="train-labels.tif: 3 page\\(s\\), but the image stack"):
+        list_samples("isbi2012", tmp_path)
