@@ -28,7 +28,14 @@ def percentile_normalize(
         raise ValueError(f"need 0 <= pmin < pmax <= 100, got pmin={pmin}, pmax={pmax}")
     x = np.asarray(x)
     lo, hi = np.percentile(x, [pmin, pmax], axis=axis, keepdims=True)
-    out = (x.astype(np.float32) - lo.astype(np.float32)) / np.float32(hi - lo + eps)
+    return stretch(x, lo, hi, clip=clip, eps=eps)
+
+
+def stretch(x: np.ndarray, lo, hi, clip: bool = False, eps: float = 1e-20) -> np.ndarray:
+    """``(x - lo) / (hi - lo + eps)`` as float32: the stretch of :func:`percentile_normalize` with given
+    percentiles (scalars, or arrays that broadcast against ``x``); clipped to [0, 1] with ``clip``."""
+    lo, hi = np.asarray(lo, np.float64), np.asarray(hi, np.float64)
+    out = (np.asarray(x).astype(np.float32) - lo.astype(np.float32)) / (hi - lo + eps).astype(np.float32)
     if clip:
         np.clip(out, 0.0, 1.0, out=out)
     return out.astype(np.float32, copy=False)

@@ -47,6 +47,7 @@ from .inference import ProgressFn, predict_bands, probabilities_to_ids
 from .io import mask_dtype, say_once
 from .model_file import ModelInfo
 from .preprocessing import ids_to_values
+from .preprocessing import stretch as normalize_rows  # the stretch of percentile_normalize, on rows
 from .tiff_stream import TiledTiffWriter, WindowReader, image_shape
 
 READ_ROWS = 512  # rows per read in the statistics pass
@@ -125,15 +126,6 @@ def image_percentiles(reader: WindowReader, q: tuple[float, float]) -> tuple[flo
     else:
         lo, hi = np.percentile(np.concatenate(samples), q)
     return float(lo), float(hi), exact
-
-
-def normalize_rows(rows: np.ndarray, lo: float, hi: float, clip: bool = False, eps: float = 1e-20) -> np.ndarray:
-    """``percentile_normalize``'s stretch with given percentiles: float32, bit-identical per pixel."""
-    lo64, hi64 = np.float64(lo), np.float64(hi)
-    out = (rows.astype(np.float32) - lo64.astype(np.float32)) / np.float32(hi64 - lo64 + eps)
-    if clip:
-        np.clip(out, 0.0, 1.0, out=out)
-    return out.astype(np.float32, copy=False)
 
 
 # === Disk space ===
