@@ -32,19 +32,18 @@ from .tracking import link, object_table
 TRACKING_COLUMNS = ("sequence", "DET", "SEG", "TRA", "frames", "tracks", "seconds_per_frame")
 
 
-def sequence_frames(inputs: Sequence[str]) -> tuple[str, int, Callable[[], Iterator[np.ndarray]]]:
-    """(name, frame count, fresh frame iterator) of a time-lapse given as files, a folder or one stack."""
+def sequence_frames(inputs: Sequence[str]) -> tuple[str, list[Path], int, Callable[[], Iterator[np.ndarray]]]:
+    """(name, files, frame count, fresh frame iterator) of a time-lapse given as files, a folder or one stack."""
     paths = expand_inputs(inputs)
-    if len(paths) == 1 and page_count(paths[0]) > 1:
+    pages = [page_count(p) for p in paths]  # one header read per file
+    if len(paths) == 1 and pages[0] > 1:
         stack = paths[0]
-        return stack.stem, page_count(stack), lambda: iter_pages(stack)
-    if any(page_count(p) > 1 for p in paths):
-        raise UserInputError(
-            f"{next(p for p in paths if page_count(p) > 1)}: a stack among single frames; give one "
-            "stack or a folder of frames"
-        )
+        return stack.stem, paths, pages[0], lambda: iter_pages(stack)
+    stacks = [p for p, n in zip(paths, pages) if n > 1]
+    if stacks:
+        raise UserInputError(f"{stacks[0]}: a stack among single frames; give one stack or a folder of frames")
     name = Path(inputs[0]).name if len(inputs) == 1 and Path(inputs[0]).is_dir() else paths[0].parent.name
-    return name, len(paths), lambda: (read_image(p) for p in paths)
+    return name, paths, len(paths), lambda: (read_image(p) for p in paths)
 
 
 def ground_truth_folder(inputs: Sequence[str], options: TrackConfig) -> Path | None:
@@ -95,11 +94,11 @@ def track_sequence(
     ground truth, ``tracking_metrics.csv``.
     """
     engine(model)  # a foreign model fails here, before any work
-    name, n, frames = sequence_frames(inputs)
+    name, paths, n, frames = sequence_frames(inputs)
     gt = ground_truth_folder(inputs, options)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    pixel_size = config.pixel_size or pixel_size_um(expand_inputs(inputs)[0])[0]
+    pixel_size = config.pixel_size or pixel_size_um(paths[0])[0]
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="unet_tf-track-") as scratch:
         tables, last = _segment_frames(model, frames(), n, config, Path(scratch), log)
