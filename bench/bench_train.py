@@ -109,32 +109,6 @@ def torch_conv_macs(model, patch: int) -> int:
     return int(total[0])
 
 
-def make_fused_batch_norm_class():
-    """A ``BatchNormalization`` whose training pass is TF's fused kernel (bench lever only)."""
-    import keras
-    import tensorflow as tf
-
-    class FusedBatchNormalization(keras.layers.BatchNormalization):
-        def call(self, inputs, training=None, mask=None):
-            if not (training and self.trainable) or mask is not None or self.axis not in (-1, 3):
-                return super().call(inputs, training=training, mask=mask)
-            x = tf.cast(inputs, tf.float32) if inputs.dtype == tf.float16 else inputs
-            y, mean, var = tf.compat.v1.nn.fused_batch_norm(
-                x,
-                tf.convert_to_tensor(self.gamma),
-                tf.convert_to_tensor(self.beta),
-                epsilon=self.epsilon,
-                data_format="NHWC",
-                is_training=True,
-            )
-            m = self.momentum
-            self.moving_mean.assign(self.moving_mean * m + mean * (1.0 - m))
-            self.moving_variance.assign(self.moving_variance * m + var * (1.0 - m))
-            return tf.cast(y, self.compute_dtype)
-
-    return FusedBatchNormalization
-
-
 def keras_worker(spec: dict) -> None:
     """Build, compile and warm one Keras model, then answer timing requests."""
     proto = _protocol_stream()
@@ -153,8 +127,10 @@ def keras_worker(spec: dict) -> None:
 
     if spec.get("policy", "float32") != "float32":
         keras.mixed_precision.set_global_policy(spec["policy"])
-    if spec.get("fused_bn"):
-        keras.layers.BatchNormalization = make_fused_batch_norm_class()  # blocks.py looks it up at call time
+    if spec.get("plain_bn"):  # the Keras layer the models used before the fused one (blocks.py looks it up per call)
+        import unet_tf.models.blocks
+
+        unet_tf.models.blocks.FusedBatchNormalization = keras.layers.BatchNormalization
     keras.utils.set_random_seed(0)
     builder = build_unet if spec["model"] == "unet" else build_resunet
     model = builder(n_classes=2, base_filters=spec["base"], upsampling=spec["upsampling"])
@@ -465,7 +441,7 @@ LEVERS = {
     "jit_compile=True (XLA)": ({"jit_compile": True}, ["fixed", "pipeline"]),
     "steps_per_execution=4": ({"steps_per_execution": 4}, ["fixed"]),
     "inter-op threads 1": ({"inter_threads": 1}, ["fixed"]),
-    "fused BatchNorm (bench-only layer)": ({"fused_bn": True}, ["fixed"]),
+    "plain Keras BatchNorm (before the fused layer)": ({"plain_bn": True}, ["fixed"]),
     "mixed_bfloat16": ({"policy": "mixed_bfloat16"}, ["fixed"]),
     "oneDNN off (TF_ENABLE_ONEDNN_OPTS=0)": ({"env": {"TF_ENABLE_ONEDNN_OPTS": "0"}}, ["fixed"]),
     "train.py loss + metrics": ({"loss": "train"}, ["fixed"]),
@@ -555,13 +531,19 @@ def run_group(rows, args, log_dir: Path) -> list[dict]:
             w.close()
 
 
+def isa_caps() -> str:
+    """The environment variables that cap the instruction set of oneDNN (both frameworks) and ATen."""
+    caps = [f"{k}={os.environ[k]}" for k in ("ONEDNN_MAX_CPU_ISA", "ATEN_CPU_CAPABILITY") if os.environ.get(k)]
+    return ", ".join(caps) or "none (the CPU's best)"
+
+
 def print_table(results: list[dict], args, peak: float, clock: float, clock_src: str, command: str) -> None:
     print(f"\n`{command}`\n")
     flags = cpu_flags()
     bf16_flags = ", ".join(sorted(f for f in flags if "bf16" in f or "amx" in f)) or "none"
     print(
         f"{os.cpu_count()} cores, clock {clock:.2f} GHz ({clock_src}); peak fp32 = cores x clock x 64 FLOP "
-        f"= {peak:.0f} GFLOP/s; bf16 flags: {bf16_flags}. "
+        f"= {peak:.0f} GFLOP/s; bf16 flags: {bf16_flags}; ISA caps: {isa_caps()}. "
         f"Patch {args.patch_size}, batch {args.batch_size}, {args.threads} intra-op / {args.inter_threads} "
         f"inter-op threads per framework; median of {args.rounds} alternating rounds of {args.steps} steps "
         f"(after {args.warmup} untimed). "

@@ -35,6 +35,8 @@ LOSS_NAMES = (
     "ce+dice",
 )
 BUDGET_NAMES = ("steps", "epochs")
+LR_SCHEDULE_NAMES = ("cosine", "constant")
+PRECISION_NAMES = ("auto", "float32", "mixed_bfloat16")
 TARGET_NAMES = ("auto", "semantic", "instances")
 
 
@@ -123,7 +125,10 @@ class TrainConfig:
     steps_per_epoch: int | None = None
     batch_size: int = 8
     lr: float = 1e-3
+    lr_schedule: str = "cosine"  # cosine: 5 % linear warm-up, then cosine decay; constant: plateau cuts only
     loss: str = "auto"
+    # auto: mixed_bfloat16 on a CPU with avx512_bf16 or AMX (and no GPU), else float32 (unet_tf.precision)
+    precision: str = "auto"
     tversky_alpha: float = 0.3
     tversky_beta: float = 0.7
     early_stopping_patience: int = 10
@@ -140,6 +145,12 @@ class TrainConfig:
     # class count differs), optionally with the encoder frozen for the first epochs.
     init_from: str | None = None
     freeze_encoder_epochs: int = 0
+
+    def __post_init__(self):
+        if self.precision not in PRECISION_NAMES:
+            raise UserInputError(f"precision {self.precision!r}: choose one of {', '.join(PRECISION_NAMES)}")
+        if self.lr_schedule not in LR_SCHEDULE_NAMES:
+            raise UserInputError(f"lr schedule {self.lr_schedule!r}: choose one of {', '.join(LR_SCHEDULE_NAMES)}")
 
 
 @dataclass(frozen=True)

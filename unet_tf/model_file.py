@@ -142,7 +142,10 @@ def bare_network(model: Any):
     """The network without its info layer (plain Keras layers only, for export)."""
     import keras
 
-    return keras.Model(model.input, model.get_layer(INFO_LAYER).input, name=model.name)
+    from unet_tf.models.fused_norm import plain_batch_norm
+
+    network = keras.Model(model.input, model.get_layer(INFO_LAYER).input, name=model.name)
+    return plain_batch_norm(network)
 
 
 def load_model_and_info(path: str | Path, compile: bool = False) -> tuple[Any, ModelInfo]:
@@ -165,9 +168,14 @@ def load_model_and_info(path: str | Path, compile: bool = False) -> tuple[Any, M
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise UserInputError(f"{path}: cannot load this model ({first[:200]})") from None
     try:
-        return model, read_info(model)
+        info = read_info(model)
     except UserInputError:
         raise UserInputError(f"{path}: a Keras model, but not one written by unet_tf (no {INFO_LAYER} layer)") from None
+    if not compile:  # a model trained in mixed bfloat16 predicts in float32 (same weights) on any CPU
+        from unet_tf.precision import float32_model
+
+        model = float32_model(model)
+    return model, info
 
 
 def load_model(path: str | Path, compile: bool = False):

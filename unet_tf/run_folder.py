@@ -119,6 +119,7 @@ def write_summary(
         "n_train_images": len(data.train),
         "n_val_images": len(data.val),
         "parameters": int(model.count_params()),
+        "precision": rate.get("precision", "float32"),
         "tensorflow": tf.__version__,
         "keras": keras.__version__,
     }

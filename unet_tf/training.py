@@ -21,6 +21,7 @@ from typing import Callable, Sequence
 
 import keras
 import numpy as np
+import tensorflow as tf
 
 from . import __version__
 from .config import RunConfig, steps_per_pass
@@ -31,10 +32,12 @@ from .finetune import FreezeEncoder, finetune_config, init_from
 from .fitting import fit
 from .io import atomic_path
 from .losses import class_weights_from_fractions, make_loss, pos_weight_from_fraction
+from .lr_schedule import ScheduledLearningRate
 from .metrics import DiceScore, IoUScore, PixelAccuracy
 from .model_file import ModelInfo, attach_info
 from .models import build_model, check_input_size, resolved_depth
 from .pipeline import class_counts, make_dataset, rare_classes_from_counts
+from .precision import dtype_policy, precision_reason, resolve_precision
 from .run_folder import default_run_dir, prepare_run_dir, write_config, write_summary
 from .tables import score_column
 from .targets import IGNORE_ID, format_ignore_stats, ignore_stats
@@ -199,13 +202,18 @@ def choose_monitor(val_masks: Sequence[np.ndarray], log: Log) -> tuple[str, str]
 
 
 def make_callbacks(
-    cfg: RunConfig, run_dir: Path, monitor: tuple[str, str] = ("val_dice", "max"), extra: Sequence = ()
+    cfg: RunConfig,
+    run_dir: Path,
+    steps_per_epoch: int,
+    monitor: tuple[str, str] = ("val_dice", "max"),
+    extra: Sequence = (),
 ) -> list:
-    """Checkpoints (best by ``monitor``, last), early stopping, LR plateau, CSV log, resume backup."""
+    """Checkpoints (best by ``monitor``, last), early stopping, LR schedule and plateau, CSV log, resume backup."""
     t = cfg.train
     metric, mode = monitor
     callbacks = [
         keras.callbacks.BackupAndRestore(str(run_dir / "backup")),
+        ScheduledLearningRate(t.lr, steps_per_epoch, t.epochs, t.lr_schedule),
         AtomicModelCheckpoint(str(run_dir / "best.keras"), monitor=metric, mode=mode, save_best_only=True),
         AtomicModelCheckpoint(str(run_dir / "last.keras")),
         keras.callbacks.EarlyStopping(monitor=metric, mode=mode, patience=t.early_stopping_patience),
@@ -332,7 +340,11 @@ def _train(cfg, data, log, verbose, extra_callbacks, strategy, worker, scratch: 
         )
     balance = class_balance(arrays.train_masks, data.spec, log)
     keras.utils.set_random_seed(cfg.train.seed)
-    with strategy_scope(strategy):  # variables of model, optimizer and metrics live on every replica
+    precision = resolve_precision(cfg.train.precision, gpus=len(tf.config.list_physical_devices("GPU")))
+    if precision != cfg.train.precision:
+        log(f"precision {precision} (--precision {cfg.train.precision}: {precision_reason(precision)})")
+    # variables of model, optimizer and metrics live on every replica; layers take the precision's dtype policy
+    with strategy_scope(strategy), dtype_policy(precision):
         model = compile_model(cfg, model_info_for(cfg, data), data.spec, balance)
         parent = init_from(model, cfg.train.init_from, log) if cfg.train.init_from else None
     layout = _layout(cfg, strategy, worker)
@@ -353,14 +365,19 @@ def _train(cfg, data, log, verbose, extra_callbacks, strategy, worker, scratch: 
         epochs=cfg.train.epochs,
         steps_per_epoch=cfg.train.steps_per_epoch,
         pass_steps=steps,
-        callbacks=make_callbacks(cfg, run_dir, choose_monitor(arrays.val_masks, log), extra_callbacks),
+        callbacks=make_callbacks(cfg, run_dir, steps, choose_monitor(arrays.val_masks, log), extra_callbacks),
         verbose=verbose,
         log=log,
     )
     wall = time.perf_counter() - t0
     if any(not math.isfinite(v) for v in history.history.get("loss", [])):
         raise UserInputError("training diverged (NaN loss); try a smaller --lr")
-    rate = {"epochs": len(history.history.get("loss", [])), "steps_per_epoch": steps, "batch": batch}
+    rate = {
+        "epochs": len(history.history.get("loss", [])),
+        "steps_per_epoch": steps,
+        "batch": batch,
+        "precision": precision,
+    }
     return write_summary(run_dir, out_dir, model, data, rate, wall, layout)
 
 

@@ -13,7 +13,9 @@ from ..config import (
     BUDGET_NAMES,
     DATASET_NAMES,
     LOSS_NAMES,
+    LR_SCHEDULE_NAMES,
     MODEL_NAMES,
+    PRECISION_NAMES,
     STRATEGY_NAMES,
     TARGET_NAMES,
     UPSAMPLING_NAMES,
@@ -127,6 +129,18 @@ def _training_args(p: argparse.ArgumentParser, t: TrainConfig) -> None:
     )
     g.add_argument("--batch-size", type=int, help=f"patches per step (default {t.batch_size})")
     g.add_argument("--lr", type=float, help=f"Adam learning rate (default {t.lr})")
+    g.add_argument(
+        "--lr-schedule",
+        choices=LR_SCHEDULE_NAMES,
+        help="cosine: linear warm-up over the first 5 %% of steps, then cosine decay to 5 %% of --lr; constant: "
+        f"--lr until the validation loss plateaus (both halve the rate on plateaus) (default {t.lr_schedule})",
+    )
+    g.add_argument(
+        "--precision",
+        choices=PRECISION_NAMES,
+        help="auto: mixed_bfloat16 where the CPU has avx512_bf16 or AMX and no GPU is used, else float32; the saved "
+        f"model predicts in float32 either way (default {t.precision})",
+    )
     g.add_argument("--loss", choices=LOSS_NAMES, help="auto: weighted BCE/CE + Tversky (default auto)")
     g.add_argument("--tversky-alpha", type=float, help=f"Tversky weight of false positives (default {t.tversky_alpha})")
     g.add_argument("--tversky-beta", type=float, help=f"Tversky weight of false negatives (default {t.tversky_beta})")

@@ -12,6 +12,8 @@ from __future__ import annotations
 import keras
 from keras import layers, ops
 
+from unet_tf.models.fused_norm import FusedBatchNormalization
+
 UPSAMPLING_MODES = ("nearest", "bilinear", "transpose")
 
 # Short CPU runs see a few hundred steps: Keras' default 0.99 leaves the moving
@@ -57,6 +59,8 @@ def apply_conv_block(
 ):
     """``n_convs`` x (conv ``kernel_size`` same padding -> BatchNorm -> ReLU).
 
+    BatchNorm is ``FusedBatchNormalization`` (the same layer, trained by TF's fused kernel).
+
     The convolutions have no bias when a BatchNorm follows them.
     Shapes: ``(B, H, W, C_in) -> (B, H, W, filters)``.
     Layers: ``{name}_conv{i}``, ``{name}_bn{i}``, ``{name}_relu{i}`` for i = 1..n_convs.
@@ -71,7 +75,7 @@ def apply_conv_block(
             name=f"{name}_conv{i}",
         )(x)
         if batch_norm:
-            x = layers.BatchNormalization(momentum=BN_MOMENTUM, name=f"{name}_bn{i}")(x)
+            x = FusedBatchNormalization(momentum=BN_MOMENTUM, name=f"{name}_bn{i}")(x)
         x = layers.ReLU(name=f"{name}_relu{i}")(x)
     return x
 
@@ -109,7 +113,7 @@ def apply_residual_unit(x, filters: int, strides: int = 1, name: str = "res"):
     ``_shortcut`` (when projecting), ``_add``.
     """
     shortcut = x
-    y = layers.BatchNormalization(momentum=BN_MOMENTUM, name=f"{name}_bn1")(x)
+    y = FusedBatchNormalization(momentum=BN_MOMENTUM, name=f"{name}_bn1")(x)
     y = layers.ReLU(name=f"{name}_relu1")(y)
     y = layers.Conv2D(
         filters,
@@ -120,7 +124,7 @@ def apply_residual_unit(x, filters: int, strides: int = 1, name: str = "res"):
         kernel_initializer="he_normal",
         name=f"{name}_conv1",
     )(y)
-    y = layers.BatchNormalization(momentum=BN_MOMENTUM, name=f"{name}_bn2")(y)
+    y = FusedBatchNormalization(momentum=BN_MOMENTUM, name=f"{name}_bn2")(y)
     y = layers.ReLU(name=f"{name}_relu2")(y)
     y = layers.Conv2D(filters, 3, padding="same", kernel_initializer="he_normal", name=f"{name}_conv2")(y)
     if strides != 1 or x.shape[-1] != filters:
@@ -139,7 +143,7 @@ def apply_residual_stem(x, filters: int, name: str = "enc1"):
     y = layers.Conv2D(filters, 3, padding="same", use_bias=False, kernel_initializer="he_normal", name=f"{name}_conv1")(
         x
     )
-    y = layers.BatchNormalization(momentum=BN_MOMENTUM, name=f"{name}_bn1")(y)
+    y = FusedBatchNormalization(momentum=BN_MOMENTUM, name=f"{name}_bn1")(y)
     y = layers.ReLU(name=f"{name}_relu1")(y)
     y = layers.Conv2D(filters, 3, padding="same", kernel_initializer="he_normal", name=f"{name}_conv2")(y)
     shortcut = layers.Conv2D(filters, 1, kernel_initializer="he_normal", name=f"{name}_shortcut")(x)
