@@ -83,6 +83,15 @@ def engine(model: Any) -> tuple[Callable[[np.ndarray], np.ndarray], ModelInfo]:
     return _PREDICT_FNS[model], read_info(model)
 
 
+def min_size_for(config: PredictConfig, info: ModelInfo) -> tuple[int, str]:
+    """(smallest object in px, where it came from): ``config.min_size`` if set, else the model's own, else 0."""
+    if config.min_size is not None:
+        return config.min_size, "set"
+    if info.min_size is not None:
+        return info.min_size, "the model's, from its training objects"
+    return 0, "none set; the model holds no value"
+
+
 def predict_image(
     model: Any,
     image: np.ndarray,
@@ -103,7 +112,8 @@ def predict_image(
         **options: PredictConfig fields overriding ``config``: ``tile`` (512),
             ``overlap`` (64), ``batch_size`` (4), ``tta`` (False),
             ``threshold`` (0.5: foreground of binary models, interior seeds
-            of instance models), ``min_size`` (0, smallest object in px),
+            of instance models), ``min_size`` (None: the model's own
+            ``ModelInfo.min_size``, else 0; smallest object in px),
             ``split_touching`` (False: split touching objects of a semantic
             model's classes into instances).
 
@@ -118,6 +128,7 @@ def predict_image(
     """
     config = replace(config, **options) if options else config
     predict_fn, info = engine(model)
+    min_size = min_size_for(config, info)[0]
     image = np.asarray(image)
     if image.ndim != 2 or image.size == 0:
         raise UserInputError(f"image: expected a non-empty 2-D (H, W) array, received shape {image.shape}")
@@ -137,7 +148,7 @@ def predict_image(
     )
     ids = probabilities_to_ids(prob, config.threshold)
     instances = instances_for(
-        prob, ids, info.target, threshold=config.threshold, min_size=config.min_size, split=config.split_touching
+        prob, ids, info.target, threshold=config.threshold, min_size=min_size, split=config.split_touching
     )
     return Prediction(prob, ids, ids_to_values(ids, info.class_values), instances)
 
@@ -310,6 +321,9 @@ def predict_files(
     out_dir = Path(out_dir)
     info = engine(model)[1]
     _prepare(samples, info, out_dir, config)
+    min_size, source = min_size_for(config, info)
+    config = replace(config, min_size=min_size)
+    log(f"minimum object size: {min_size} px ({source})")
     scores = Scores(Evaluator(info.class_names), InstanceEvaluator())
     objects: list[dict] = []
     failed: list[str] = []
