@@ -142,9 +142,8 @@ def label_components(mask: np.ndarray, min_size: int = 0, connectivity: int = 8)
 # === 3-class probabilities -> instances ===
 
 
-def _contact_boundary(labels: np.ndarray, i: int, boundary: np.ndarray) -> float | None:
-    """Mean ``boundary`` probability on both sides of where object ``i`` touches others; None if it touches none."""
-    box = ndi.find_objects((labels == i).astype(np.int8))[0]
+def _contact_boundary(labels: np.ndarray, i: int, box: tuple, boundary: np.ndarray) -> float | None:
+    """Mean ``boundary`` probability on both sides of where object ``i`` (in ``box``) touches others; None if none."""
     box = tuple(slice(max(sl.start - 2, 0), sl.stop + 2) for sl in box)
     own, square = labels[box] == i, np.ones((3, 3), bool)
     outside = ndi.binary_dilation(own, square) & ~own & (labels[box] > 0)
@@ -166,8 +165,11 @@ def _settle_weak_seeds(labels: np.ndarray, weak: np.ndarray, boundary: np.ndarra
     A weak seed whose object touches nothing stays (``min_size`` judges it).
     """
     absorbed, dropped = [], []
+    boxes = ndi.find_objects(labels) if weak.size else []  # one pass for all objects
     for i in weak:
-        contact = _contact_boundary(labels, int(i), boundary)
+        if i > len(boxes) or boxes[i - 1] is None:
+            continue
+        contact = _contact_boundary(labels, int(i), boxes[i - 1], boundary)
         if contact is not None:
             (dropped if contact > 0.5 else absorbed).append(int(i))
     return absorbed, dropped
