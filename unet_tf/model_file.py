@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .config import ModelConfig, NormalizeConfig, from_dict, to_dict
+from .config import ModelConfig, NormalizeConfig, PredictConfig, from_dict, to_dict
 from .datasets import DatasetSpec
 from .errors import UserInputError
 
@@ -115,6 +115,15 @@ class ModelInfo:
         values["format"] = FORMAT_VERSION
         values["test_images"] = [tuple(row) for row in values.get("test_images") or ()]
         return from_dict(cls, values, "model info")
+
+
+def min_size_for(config: PredictConfig, info: ModelInfo) -> tuple[int, str]:
+    """(smallest object in px, where it came from): ``config.min_size`` if set, else the model's own, else 0."""
+    if config.min_size is not None:
+        return config.min_size, "set"
+    if info.min_size is not None:
+        return info.min_size, "the model's, from its training objects"
+    return 0, "none set; the model holds no value"
 
 
 def register_keras_objects() -> None:

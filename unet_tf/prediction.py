@@ -29,7 +29,7 @@ from .inputs import check_output_names, shard_suffix
 from .instance_metrics import INSTANCE_COLUMNS, InstanceEvaluator
 from .instances import instances_for
 from .io import iter_pages, page_count, read_image
-from .model_file import ModelInfo, read_info
+from .model_file import ModelInfo, min_size_for, read_info
 from .morphometry import OBJECT_COLUMNS, SUMMARY_COLUMNS, measure_objects, summarize_objects
 from .outputs import ImageOutputs, probability_bands, write_outputs  # noqa: F401  (public here too)
 from .preprocessing import ids_to_values, percentile_normalize
@@ -81,15 +81,6 @@ def engine(model: Any) -> tuple[Callable[[np.ndarray], np.ndarray], ModelInfo]:
     if model not in _PREDICT_FNS:
         _PREDICT_FNS[model] = make_predict_fn(model)
     return _PREDICT_FNS[model], read_info(model)
-
-
-def min_size_for(config: PredictConfig, info: ModelInfo) -> tuple[int, str]:
-    """(smallest object in px, where it came from): ``config.min_size`` if set, else the model's own, else 0."""
-    if config.min_size is not None:
-        return config.min_size, "set"
-    if info.min_size is not None:
-        return info.min_size, "the model's, from its training objects"
-    return 0, "none set; the model holds no value"
 
 
 def predict_image(
