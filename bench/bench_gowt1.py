@@ -14,7 +14,12 @@ patch 256, batch 8, --max-minutes decides), each run in its own folder under
   only (021 031 033 039).
 
 Each model is scored on the fully annotated frames of 02 (052 055 072): SEG,
-AP@0.5, mean AP, PQ and count error, pooled over the three frames. Then
+AP@0.5, mean AP, PQ and count error, pooled over the three frames, with the
+smallest object size of ``--min-size``: ``model`` (default: the value in the
+model file, 0 for files written before it existed), ``train`` (computed from
+the run's training objects as training does:
+``targets.min_object_size(targets.object_areas(...))``, for a model file
+that predates the field), or a number of px. Then
 ``predict.py --track`` runs the ``instances`` model over all 92 frames of 02
 under ``/usr/bin/time -v``: DET, SEG, TRA, seconds per frame, peak memory.
 Writes results.json and results.md to --out and prints the Markdown tables.
@@ -42,6 +47,8 @@ sys.path.insert(0, str(ROOT))
 import unet_tf  # noqa: E402
 from unet_tf.instance_metrics import InstanceEvaluator  # noqa: E402
 from unet_tf.instances import label_components  # noqa: E402
+from unet_tf.model_file import read_info  # noqa: E402
+from unet_tf.targets import min_object_size, object_areas  # noqa: E402
 
 FULL_TRAIN = ("021", "031", "033", "039")
 FULL_TEST = ("052", "055", "072")
@@ -120,29 +127,40 @@ def train(run: Path, data_dir: Path, minutes: float, steps: int, extra: list[str
     }
 
 
-def predicted_objects(model, image: np.ndarray, semantic: bool) -> np.ndarray:
+def predicted_objects(model, image: np.ndarray, semantic: bool, min_size: int) -> np.ndarray:
     """(H, W) int32 objects: the model's instances, or connected components of a semantic foreground."""
-    result = unet_tf.predict_image(model, image)
+    result = unet_tf.predict_image(model, image, min_size=min_size)
     if semantic:
-        return label_components(result.ids > 0)
+        return label_components(result.ids > 0, min_size=min_size)
     return result.instances
 
 
-def evaluate(run: Path, data: Path, semantic: bool) -> dict:
+def resolve_min_size(choice: str, model, data_dir: Path) -> int:
+    """``--min-size``: the model file's value (0 if none), the one of the training objects, or a number."""
+    if choice == "model":
+        return read_info(model).min_size or 0
+    if choice == "train":
+        return min_object_size(object_areas(tifffile.imread(f) for f in sorted(data_dir.glob("01_GT/SEG/*.tif"))))
+    return int(choice)
+
+
+def evaluate(run: Path, data: Path, semantic: bool, min_size: str = "model", data_dir: Path | None = None) -> dict:
     """Pooled (and per-frame) instance scores of ``run/best.keras`` on the full frames of 02."""
     model = unet_tf.load_model(str(run / "best.keras"))
+    size = resolve_min_size(min_size, model, data_dir)
     ev = InstanceEvaluator()
     t0 = time.perf_counter()
     for t in FULL_TEST:
         image = tifffile.imread(data / "02" / f"t{t}.tif")
         truth = tifffile.imread(data / "02_GT" / "SEG" / f"man_seg{t}.tif")
-        ev.add(t, truth, predicted_objects(model, image, semantic))
+        ev.add(t, truth, predicted_objects(model, image, semantic, size))
     seconds = (time.perf_counter() - t0) / len(FULL_TEST)
     rows = {row["image"]: {k: row[k] for k in SCORE_COLUMNS} for row in ev.rows()}
     return {
         "pooled": rows["all"],
         "frames": {t: rows[t] for t in FULL_TEST},
         "seconds_per_frame_eval": round(seconds, 2),
+        "min_size": size,
     }
 
 
@@ -206,15 +224,17 @@ def machine() -> dict:
 def markdown(results: dict) -> str:
     """results.md: the segmentation table (pooled over 052 055 072) and the tracking row."""
     lines = [
-        "| model (trained on 01) | train min | epochs | SEG | AP@0.5 | mean AP | PQ | true | pred | count err |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| model (trained on 01) | train min | epochs | min size | SEG | AP@0.5 | mean AP | PQ | true | pred "
+        "| count err |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for name, r in results["models"].items():
         if "pooled" not in r:
             continue
         p = r["pooled"]
         lines.append(
-            f"| {name} | {r['train_wall_min']} | {r['epochs']} | {p['seg']:.3f} | {p['ap50']:.3f} | "
+            f"| {name} | {r['train_wall_min']} | {r['epochs']} | {r.get('min_size', 0)} | {p['seg']:.3f} | "
+            f"{p['ap50']:.3f} | "
             f"{p['mean_ap']:.3f} | {p['pq']:.3f} | {p['n_true']} | {p['n_pred']} | "
             f"{p['count_error']:+d} ({100 * p['count_error_rel']:+.1f} %) |"
         )
@@ -247,6 +267,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--steps-per-epoch", type=int, default=30)
     p.add_argument("--skip-train", action="store_true", help="reuse the models in --out; train none")
     p.add_argument("--no-track", action="store_true")
+    p.add_argument(
+        "--min-size",
+        default="model",
+        help="smallest object in px when scoring: 'model' (the model file's own), 'train' (from the run's "
+        "training objects, as training computes it) or a number",
+    )
     return p.parse_args(argv)
 
 
@@ -268,7 +294,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.skip_train and not (run / "best.keras").exists():
             continue
         results["models"][name] = train(run, data_dir, minutes, args.steps_per_epoch, extra)
-        results["models"][name].update(evaluate(run, data, semantic))
+        results["models"][name].update(evaluate(run, data, semantic, args.min_size, data_dir))
         _save(out, results)
         if i == 0 and not args.no_track:
             results["tracking"] = track(run, data, out)

@@ -171,3 +171,69 @@ def test_instances_from_probabilities_keeps_seedless_objects_and_checks_shape():
     assert labels.max() == 1 and (labels > 0).sum() == 9
     with pytest.raises(ValueError, match="prob"):
         instances_from_probabilities(prob[..., :2])
+
+
+# === Fragments: weak seeds, minimum size ===
+
+BACKGROUND, INTERIOR, BOUNDARY = [1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]
+FAINT = [0.2, 0.45, 0.35]  # foreground (0.8) but below the seed threshold
+
+
+def blob(prob, cy, cx, r, rim=2):
+    """A round object: interior inside ``r - rim``, boundary ring out to ``r``."""
+    prob[disc(prob.shape[:2], cy, cx, r)] = BOUNDARY
+    prob[disc(prob.shape[:2], cy, cx, r - rim)] = INTERIOR
+
+
+def big_with_bump(rim_at_contact: bool) -> np.ndarray:
+    """A disc (r 15) with a 16 x 20 px faint bump on its right holding a 9 px seed."""
+    prob = np.tile(np.float32(BACKGROUND), (64, 96, 1))
+    bump = np.zeros((64, 96), bool)
+    bump[24:40, 44:64] = True
+    prob[bump] = FAINT
+    blob(prob, 32, 30, 15)
+    if not rim_at_contact:  # the bump continues the disc: no boundary where they meet
+        prob[bump & disc((64, 96), 32, 30, 15) & ~disc((64, 96), 32, 30, 13)] = FAINT
+    prob[31:34, 55:58] = INTERIOR  # the weak seed
+    return prob
+
+
+def test_weak_seed_without_a_boundary_joins_its_neighbour():
+    prob = big_with_bump(rim_at_contact=False)
+    assert instances_from_probabilities(prob, min_size=200, weak_seed_fraction=0).max() == 2  # the old split
+    labels = instances_from_probabilities(prob, min_size=200)
+    assert labels.max() == 1
+    assert labels[32, 30] == labels[32, 60] == 1  # the bump is part of the disc
+
+
+def test_weak_seed_behind_a_boundary_is_dropped_not_glued_on():
+    prob = big_with_bump(rim_at_contact=True)
+    labels = instances_from_probabilities(prob, min_size=200)
+    assert labels.max() == 1 and labels[32, 30] == 1
+    big = disc((64, 96), 32, 30, 15)
+    assert labels[32, 60] == 0 and (labels[~big] == 0).all()
+    assert (labels[big] == 1).mean() > 0.97  # less a few px of the ring where the two floods met
+
+
+def test_small_objects_below_and_above_min_size():
+    prob = np.tile(np.float32(BACKGROUND), (64, 96, 1))
+    blob(prob, 32, 20, 15)
+    blob(prob, 32, 43, 9)  # touches the big one across its boundary ring: 253 px, interior 149 px
+    blob(prob, 10, 80, 4)  # lone, 49 px
+    prob[45:59, 70:82] = FAINT  # lone, 168 px, with a weak 9 px seed
+    prob[51:54, 75:78] = INTERIOR
+    labels = instances_from_probabilities(prob, min_size=100)
+    assert labels.max() == 3
+    assert len({labels[32, 20], labels[32, 43], labels[52, 76]}) == 3 and 0 not in {labels[32, 43], labels[52, 76]}
+    assert labels[10, 80] == 0  # below min_size: dropped
+    assert (labels == labels[52, 76]).sum() == 168  # small but above min_size, alone: kept whole
+
+
+def test_fragment_dropped_inside_an_object_becomes_part_of_it():
+    prob = np.tile(np.float32(BACKGROUND), (64, 64, 1))
+    blob(prob, 32, 32, 20)
+    prob[28:37, 28:37] = BOUNDARY  # a 9 x 9 fragment with its own seed, ringed by boundary
+    prob[31:34, 31:34] = INTERIOR
+    for fraction in (0.0, 0.25):  # dropped by min_size, or as a weak seed behind a boundary
+        labels = instances_from_probabilities(prob, min_size=100, weak_seed_fraction=fraction)
+        assert labels.max() == 1 and (labels[disc((64, 64), 32, 32, 20)] == 1).all()

@@ -14,6 +14,8 @@ from unet_tf.targets import (
     ignore_from_markers,
     ignore_stats,
     instance_target,
+    min_object_size,
+    object_areas,
     typical_radius,
     unannotated_markers,
     with_ignore,
@@ -187,3 +189,27 @@ def test_gowt1_partial_frame_every_marker_is_annotated_or_ignored():
         assert covered[markers == k].mean() > 0.95, k
     n_markers, n_annotated = np.unique(markers).size - 1, np.unique(seg).size - 1
     assert unannotated_markers(seg, markers).size == n_markers - n_annotated > 0
+
+
+def test_object_areas_and_min_object_size_by_hand():
+    a = np.zeros((10, 10), np.int32)
+    a[0:2, 0:3] = 7  # 6 px
+    a[5:9, 5:9] = 2  # 16 px
+    b = np.zeros((4, 4), np.uint16)
+    b[1:3, 1:3] = 1  # 4 px
+    areas = object_areas([a, b])
+    assert sorted(areas.tolist()) == [4, 6, 16]
+    assert min_object_size(areas, percentile=50, fraction=0.5) == 3  # median 6
+    assert min_object_size(areas, percentile=0, fraction=0.25) == 1  # 0.25 * 4
+    assert min_object_size(np.arange(1, 101), percentile=5, fraction=0.25) == 1  # never 0 with objects
+    assert min_object_size(object_areas([np.zeros((3, 3), np.int32)])) == 0  # no objects: no minimum
+    assert min_object_size(object_areas([])) == 0
+
+
+def test_min_object_size_default_is_a_quarter_of_the_5th_percentile():
+    areas = np.arange(1000, 3000, 20)  # 100 objects, 5th percentile 1099
+    assert min_object_size(areas) == round(0.25 * np.percentile(areas, 5)) == 275
+    with pytest.raises(ValueError, match="fraction"):
+        min_object_size(areas, fraction=0)
+    with pytest.raises(ValueError, match="percentile"):
+        min_object_size(areas, percentile=101)

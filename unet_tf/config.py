@@ -174,7 +174,7 @@ class PredictConfig:
     save_probabilities: bool = False
     overlay: bool = True
     pixel_size: float | None = None  # micrometres per pixel, for the µm columns of objects.csv
-    min_size: int = 0
+    min_size: int | None = None  # smallest object in px; None: the model's own (ModelInfo.min_size), else 0
     split_touching: bool = False  # semantic models: split touching objects of a class (distance watershed)
     stream: bool = False  # predict in bands of rows (automatic for images whose probabilities exceed 1 GiB)
     shard: tuple[int, int] = (0, 1)  # (index, count): this run is shard index of count; names the tables
@@ -184,7 +184,7 @@ class PredictConfig:
             raise UserInputError(f"threshold {self.threshold}: must be between 0 and 1")
         if self.pixel_size is not None and self.pixel_size <= 0:
             raise UserInputError(f"pixel size {self.pixel_size}: must be positive")
-        if self.min_size < 0:
+        if self.min_size is not None and self.min_size < 0:
             raise UserInputError(f"min size {self.min_size}: must be at least 0")
 
 

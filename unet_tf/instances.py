@@ -30,6 +30,8 @@ from scipy import ndimage as ndi
 
 SPLIT_H_FACTOR = 0.15
 SPLIT_DISTANCE_FACTOR = 0.5
+WEAK_SEED_FRACTION = 0.25
+"""A seed smaller than this fraction of ``min_size`` px is weak: too little interior to be an object's."""
 
 
 def _structure(connectivity: int) -> np.ndarray:
@@ -111,9 +113,13 @@ def _add_unseeded(labels: np.ndarray, mask: np.ndarray) -> np.ndarray:
 
 
 def _finish(labels: np.ndarray, min_size: int, fill_holes: bool) -> np.ndarray:
+    """Holes filled, objects under ``min_size`` dropped, then the holes they leave inside one object filled."""
     if fill_holes:
         labels = fill_label_holes(labels)
-    return renumber(remove_small(labels, min_size))
+    kept = remove_small(labels, min_size)
+    if fill_holes and np.count_nonzero(kept) != np.count_nonzero(labels):
+        kept = fill_label_holes(kept)  # a fragment dropped inside an object is that object's
+    return renumber(kept)
 
 
 # === Connected components ===
@@ -136,6 +142,56 @@ def label_components(mask: np.ndarray, min_size: int = 0, connectivity: int = 8)
 # === 3-class probabilities -> instances ===
 
 
+def _contact_boundary(labels: np.ndarray, i: int, box: tuple, boundary: np.ndarray) -> float | None:
+    """Mean ``boundary`` probability on both sides of where object ``i`` (in ``box``) touches others; None if none."""
+    box = tuple(slice(max(sl.start - 2, 0), sl.stop + 2) for sl in box)
+    own, square = labels[box] == i, np.ones((3, 3), bool)
+    outside = ndi.binary_dilation(own, square) & ~own & (labels[box] > 0)
+    if not outside.any():
+        return None
+    inside = ndi.binary_dilation(outside, square) & own
+    return float(boundary[box][outside | inside].mean())
+
+
+def _settle_weak_seeds(labels: np.ndarray, weak: np.ndarray, boundary: np.ndarray) -> tuple[list, list]:
+    """(absorbed, dropped): the weak seeds whose objects touch another object, split by the boundary between.
+
+    Weak means less interior than any object of ``min_size`` px has, so the
+    region such a seed floods is not an object of its own when it touches
+    another. Where the network sees no boundary between them (mean boundary
+    probability <= 0.5 along the contact) the region is part of its
+    neighbour; where it does, the region is a separate fragment (a halo or
+    debris), and it is dropped rather than glued onto the neighbour.
+    A weak seed whose object touches nothing stays (``min_size`` judges it).
+    """
+    absorbed, dropped = [], []
+    boxes = ndi.find_objects(labels) if weak.size else []  # one pass for all objects
+    for i in weak:
+        if i > len(boxes) or boxes[i - 1] is None:
+            continue
+        contact = _contact_boundary(labels, int(i), boxes[i - 1], boundary)
+        if contact is not None:
+            (dropped if contact > 0.5 else absorbed).append(int(i))
+    return absorbed, dropped
+
+
+def _flood(
+    interior: np.ndarray, boundary: np.ndarray, seeds: np.ndarray, foreground: np.ndarray, weak_size: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """(labels, foreground): the seeds' watershed; weak seeds settled and the flood redone without them."""
+    from skimage.segmentation import watershed
+
+    labels = watershed(1.0 - interior, markers=seeds, mask=foreground)
+    sizes = np.bincount(seeds.ravel())
+    weak = np.flatnonzero((sizes > 0) & (sizes < weak_size))
+    absorbed, dropped = _settle_weak_seeds(labels, weak[weak > 0], boundary)
+    if absorbed or dropped:
+        foreground = foreground & ~np.isin(labels, dropped)
+        seeds = np.where(np.isin(seeds, absorbed + dropped), 0, seeds)
+        labels = watershed(1.0 - interior, markers=seeds, mask=foreground)
+    return labels, foreground
+
+
 def instances_from_probabilities(
     prob: np.ndarray,
     *,
@@ -144,6 +200,7 @@ def instances_from_probabilities(
     min_seed_size: int = 4,
     min_size: int = 0,
     fill_holes: bool = True,
+    weak_seed_fraction: float = WEAK_SEED_FRACTION,
 ) -> np.ndarray:
     """Instances from background / interior / boundary probabilities by a seeded watershed.
 
@@ -155,10 +212,16 @@ def instances_from_probabilities(
        (skimage ``segmentation.watershed``): pixels join the seed they reach
        first while flooding from high interior probability to low, so two
        objects meet where the boundary between them is strongest.
-    4. A foreground component that holds no seed (an object too small or too
+    4. Weak seeds (under ``weak_seed_fraction * min_size`` px) whose region
+       touches another object: the region joins its neighbours (the flood is
+       redone without the seed) where the boundary probability along the
+       contact is at most 0.5, and is dropped where it is higher
+       (:func:`_settle_weak_seeds`).
+    5. A foreground component that holds no seed (an object too small or too
        thin to have an interior) becomes an object of its own.
-    5. Holes filled (:func:`fill_label_holes`), objects under ``min_size``
-       px dropped, ids renumbered 1..N.
+    6. Holes filled (:func:`fill_label_holes`), objects under ``min_size``
+       px dropped (a fragment enclosed by one object becomes part of it), ids
+       renumbered 1..N.
 
     Args:
         prob: float (H, W, 3) class probabilities (softmax): background,
@@ -168,14 +231,16 @@ def instances_from_probabilities(
         foreground_threshold: interior + boundary probability above which a
             pixel belongs to some object. Default 0.5.
         min_seed_size: smallest seed in px. Default 4.
-        min_size: smallest object in px (after hole filling). Default 0.
+        min_size: smallest object in px (after hole filling). Default 0
+            (a model's own value: ``ModelInfo.min_size``).
         fill_holes: fill holes inside objects. Default True.
+        weak_seed_fraction: step 4's fraction of ``min_size``. Default
+            :data:`WEAK_SEED_FRACTION` (0.25: an object of ``min_size`` px
+            with a 2 px boundary rim has well over that much interior).
 
     Returns:
         int32 (H, W) labels, 0 background, 1..N objects.
     """
-    from skimage.segmentation import watershed
-
     prob = np.asarray(prob)
     if prob.ndim != 3 or prob.shape[-1] != 3:
         raise ValueError(f"prob must be (H, W, 3) background/interior/boundary, got shape {prob.shape}")
@@ -183,7 +248,7 @@ def instances_from_probabilities(
     foreground = interior + prob[..., 2] > foreground_threshold
     seeds, _ = ndi.label((interior > interior_threshold) & foreground)
     seeds = remove_small(seeds, min_seed_size)
-    labels = watershed(1.0 - interior, markers=seeds, mask=foreground)
+    labels, foreground = _flood(interior, prob[..., 2], seeds, foreground, weak_seed_fraction * min_size)
     return _finish(_add_unseeded(labels, foreground), min_size, fill_holes)
 
 

@@ -19,12 +19,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .config import ModelConfig, NormalizeConfig, from_dict, to_dict
+from .config import ModelConfig, NormalizeConfig, PredictConfig, from_dict, to_dict
 from .datasets import DatasetSpec
 from .errors import UserInputError
 
 INFO_LAYER = "unet_tf_info"  # the name of models.info_layer.InfoLayer in every model
-FORMAT_VERSION = 2  # 1: the untyped dict of unet_tf 0.1 (same keys, no "target")
+FORMAT_VERSION = 3  # 1: the untyped dict of unet_tf 0.1 (same keys, no "target"); 2: no "min_size"
 TARGETS = ("semantic", "instances")
 
 
@@ -44,6 +44,10 @@ class ModelInfo:
             interior / boundary, turned into objects after prediction).
         boundary_width: px of the boundary class of an instance target.
         ignore_value: label value of pixels that count nowhere, if any.
+        min_size: smallest object in px that prediction reports by default,
+            learned from the training objects
+            (:func:`unet_tf.targets.min_object_size`); None where unknown
+            (files of format 1 and 2, semantic models): then 0.
         data_dir: the dataset folder, if any (predict.py's default input).
         test_images: held-out ``(image, label, ...)`` paths of the run.
         model: the architecture.
@@ -61,6 +65,7 @@ class ModelInfo:
     target: str = "semantic"
     boundary_width: int = 2
     ignore_value: int | None = None
+    min_size: int | None = None
     data_dir: str | None = None
     test_images: tuple[tuple[str, ...], ...] = ()
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -74,6 +79,8 @@ class ModelInfo:
             )
         if self.target not in TARGETS:
             raise ValueError(f"target must be one of {TARGETS}, got {self.target!r}")
+        if self.min_size is not None and self.min_size < 0:
+            raise ValueError(f"min_size must be None or >= 0, got {self.min_size!r}")
 
     @property
     def n_classes(self) -> int:
@@ -108,6 +115,15 @@ class ModelInfo:
         values["format"] = FORMAT_VERSION
         values["test_images"] = [tuple(row) for row in values.get("test_images") or ()]
         return from_dict(cls, values, "model info")
+
+
+def min_size_for(config: PredictConfig, info: ModelInfo) -> tuple[int, str]:
+    """(smallest object in px, where it came from): ``config.min_size`` if set, else the model's own, else 0."""
+    if config.min_size is not None:
+        return config.min_size, "set"
+    if info.min_size is not None:
+        return info.min_size, "the model's, from its training objects"
+    return 0, "none set; the model holds no value"
 
 
 def register_keras_objects() -> None:

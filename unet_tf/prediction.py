@@ -29,7 +29,7 @@ from .inputs import check_output_names, shard_suffix
 from .instance_metrics import INSTANCE_COLUMNS, InstanceEvaluator
 from .instances import instances_for
 from .io import iter_pages, page_count, read_image
-from .model_file import ModelInfo, read_info
+from .model_file import ModelInfo, min_size_for, read_info
 from .morphometry import OBJECT_COLUMNS, SUMMARY_COLUMNS, measure_objects, summarize_objects
 from .outputs import ImageOutputs, probability_bands, write_outputs  # noqa: F401  (public here too)
 from .preprocessing import ids_to_values, percentile_normalize
@@ -103,7 +103,8 @@ def predict_image(
         **options: PredictConfig fields overriding ``config``: ``tile`` (512),
             ``overlap`` (64), ``batch_size`` (4), ``tta`` (False),
             ``threshold`` (0.5: foreground of binary models, interior seeds
-            of instance models), ``min_size`` (0, smallest object in px),
+            of instance models), ``min_size`` (None: the model's own
+            ``ModelInfo.min_size``, else 0; smallest object in px),
             ``split_touching`` (False: split touching objects of a semantic
             model's classes into instances).
 
@@ -118,6 +119,7 @@ def predict_image(
     """
     config = replace(config, **options) if options else config
     predict_fn, info = engine(model)
+    min_size = min_size_for(config, info)[0]
     image = np.asarray(image)
     if image.ndim != 2 or image.size == 0:
         raise UserInputError(f"image: expected a non-empty 2-D (H, W) array, received shape {image.shape}")
@@ -137,7 +139,7 @@ def predict_image(
     )
     ids = probabilities_to_ids(prob, config.threshold)
     instances = instances_for(
-        prob, ids, info.target, threshold=config.threshold, min_size=config.min_size, split=config.split_touching
+        prob, ids, info.target, threshold=config.threshold, min_size=min_size, split=config.split_touching
     )
     return Prediction(prob, ids, ids_to_values(ids, info.class_values), instances)
 
@@ -310,6 +312,9 @@ def predict_files(
     out_dir = Path(out_dir)
     info = engine(model)[1]
     _prepare(samples, info, out_dir, config)
+    min_size, source = min_size_for(config, info)
+    config = replace(config, min_size=min_size)
+    log(f"minimum object size: {min_size} px ({source})")
     scores = Scores(Evaluator(info.class_names), InstanceEvaluator())
     objects: list[dict] = []
     failed: list[str] = []

@@ -45,7 +45,7 @@ from .config import PredictConfig
 from .errors import UserInputError
 from .inference import ProgressFn, predict_bands, probabilities_to_ids
 from .io import mask_dtype, say_once
-from .model_file import ModelInfo
+from .model_file import ModelInfo, min_size_for
 from .preprocessing import ids_to_values
 from .preprocessing import stretch as normalize_rows  # the stretch of percentile_normalize, on rows
 from .tiff_stream import TiledTiffWriter, WindowReader, image_shape
@@ -249,9 +249,8 @@ def predict_file_streaming(
             tta=config.tta,
             progress=progress,
         )
-        table = BandObjects(
-            info.class_names, shape[1], image_name=name, pixel_size=config.pixel_size, min_size=config.min_size
-        )
+        size = min_size_for(config, info)[0]
+        table = BandObjects(info.class_names, shape[1], image_name=name, pixel_size=config.pixel_size, min_size=size)
         objects = table if measure else None
         outputs = _stream_outputs(bands, out_dir, name, shape, info, config, objects)
     return {

@@ -108,7 +108,13 @@ def choose_options(info) -> PredictConfig | None:
     pixel = side.number_input(
         "Pixel size (µm/px; 0 = not given)", min_value=0.0, value=d.pixel_size or 0.0, format="%.4f", key="pixel_size"
     )
-    min_size = side.number_input("Minimum object size (px)", min_value=0, value=d.min_size, key="min_size")
+    min_size = side.number_input(
+        "Minimum object size (px)",
+        min_value=0,
+        value=info.min_size or 0,
+        key="min_size",
+        help="default: the model's own, learned from its training objects (0 if it has none)",
+    )
     instance_model = info.target == "instances"
     instances = side.checkbox(
         "Instances (one id per object)",

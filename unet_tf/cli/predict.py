@@ -80,7 +80,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--no-overlay", action="store_true", help="do not write <stem>_overlay.png")
     p.add_argument("--pixel-size", type=float, help="pixel size in µm: adds µm and µm² columns to objects.csv")
-    p.add_argument("--min-size", type=int, default=d.min_size, help="drop objects smaller than this many pixels")
+    p.add_argument("--min-size", type=int, help="drop objects under this many px (default: the model's own, else 0)")
     p.add_argument(
         "--stream",
         action="store_true",
