@@ -199,3 +199,32 @@ def test_isbi_challenge_volumes_train_page_by_page(tmp_path):
     tifffile.imwrite(tmp_path / "train-labels.tif", labels[:3], photometric="minisblack")
     with pytest.raises(UserInputError, match="train-labels.tif: 3 page\\(s\\), but the image stack"):
         list_samples("isbi2012", tmp_path)
+
+
+def test_instance_model_carries_a_minimum_object_size_from_its_training_objects(tmp_path):
+    """--instance-masks: the model file holds a quarter of the 5th-percentile training object area."""
+    import tifffile
+
+    from unet_tf.model_file import load_model_and_info
+    from unet_tf.targets import min_object_size, object_areas
+
+    rng = np.random.default_rng(0)
+    (tmp_path / "data" / "images").mkdir(parents=True)
+    (tmp_path / "data" / "masks").mkdir()
+    yy, xx = np.mgrid[:64, :64]
+    labels = []
+    for i in range(3):
+        label = np.zeros((64, 64), np.uint16)
+        for k, (cy, cx, r) in enumerate([(16, 16, 6 + i), (44, 40, 9), (20, 48, 4)], 1):
+            label[(yy - cy) ** 2 + (xx - cx) ** 2 <= r * r] = k
+        image = (label > 0) * 200 + rng.integers(0, 40, (64, 64))
+        tifffile.imwrite(tmp_path / "data" / "images" / f"a{i}.tif", image.astype(np.uint16))
+        tifffile.imwrite(tmp_path / "data" / "masks" / f"a{i}.tif", label)
+        labels.append(label)
+    args = ["--dataset", "folder", "--data-dir", str(tmp_path / "data"), "--instance-masks", "--patch-size", "32"]
+    args += ["--patches-per-image", "1", "--base-filters", "4", "--depth", "2", "--epochs", "1"]
+    args += ["--steps-per-epoch", "1", "--batch-size", "2", "--out", str(tmp_path / "run"), "--quiet"]
+    assert train_main(args) == 0
+    _, info = load_model_and_info(tmp_path / "run" / "best.keras")
+    assert info.target == "instances"
+    assert info.min_size == min_object_size(object_areas(labels)) > 0

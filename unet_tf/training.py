@@ -24,15 +24,14 @@ import numpy as np
 import tensorflow as tf
 
 from . import __version__
+from .callbacks import AtomicModelCheckpoint, TimeLimit, make_callbacks
 from .config import RunConfig, steps_per_pass
-from .datasets import DatasetSpec, TrainingData, load_pairs, read_border_weights, resolve_data
+from .datasets import DatasetSpec, TrainingData, load_pairs, read_border_weights, read_instances, resolve_data
 from .distribute import WorkerInfo, cluster_note, is_default, make_strategy, strategy_scope, worker_info
 from .errors import UserInputError
-from .finetune import FreezeEncoder, finetune_config, init_from
+from .finetune import finetune_config, init_from
 from .fitting import fit
-from .io import atomic_path
 from .losses import class_weights_from_fractions, make_loss, pos_weight_from_fraction
-from .lr_schedule import ScheduledLearningRate
 from .metrics import DiceScore, IoUScore, PixelAccuracy
 from .model_file import ModelInfo, attach_info
 from .models import build_model, check_input_size, resolved_depth
@@ -40,37 +39,9 @@ from .pipeline import class_counts, make_dataset, rare_classes_from_counts
 from .precision import dtype_policy, precision_reason, resolve_precision
 from .run_folder import default_run_dir, prepare_run_dir, write_config, write_summary
 from .tables import score_column
-from .targets import IGNORE_ID, format_ignore_stats, ignore_stats
+from .targets import IGNORE_ID, format_ignore_stats, ignore_stats, min_object_size, object_areas
 
 Log = Callable[[str], None]
-
-
-# === Callbacks ===
-
-
-class AtomicModelCheckpoint(keras.callbacks.ModelCheckpoint):
-    """ModelCheckpoint that writes to a temporary file and renames it (never a half-written model)."""
-
-    def _save_model(self, epoch, batch, logs):
-        filepath = self._get_file_path(epoch, batch, logs)
-        if self._should_save_model(epoch, batch, logs, filepath):
-            with atomic_path(filepath) as tmp:
-                self.model.save(tmp)
-
-
-class TimeLimit(keras.callbacks.Callback):
-    """Stop after the epoch that crosses ``minutes`` of wall time."""
-
-    def __init__(self, minutes: float):
-        super().__init__()
-        self.minutes = minutes
-
-    def on_train_begin(self, logs=None):
-        self.start = time.perf_counter()
-
-    def on_epoch_end(self, epoch, logs=None):
-        if time.perf_counter() - self.start > self.minutes * 60:
-            self.model.stop_training = True
 
 
 # === Phases ===
@@ -136,8 +107,14 @@ def class_balance(masks: Sequence[np.ndarray], spec: DatasetSpec, log: Log) -> B
 
 
 def model_info_for(cfg: RunConfig, data: TrainingData) -> ModelInfo:
-    """The :class:`ModelInfo` that travels inside the run's model files."""
+    """The :class:`ModelInfo` that travels inside the run's model files.
+
+    An instance model also carries the smallest object worth reporting, learned from its training objects.
+    """
     spec = data.spec
+    min_size = None
+    if spec.target == "instances":
+        min_size = min_object_size(object_areas(read_instances(s, spec) for s in (*data.train, *data.val)))
     return ModelInfo(
         class_values=tuple(spec.class_values),
         class_names=tuple(spec.class_names),
@@ -149,6 +126,7 @@ def model_info_for(cfg: RunConfig, data: TrainingData) -> ModelInfo:
         target=spec.target,
         boundary_width=spec.boundary_width,
         ignore_value=spec.ignore_value,
+        min_size=min_size,
         data_dir=str(data.data_dir.resolve()) if data.data_dir else None,
         test_images=tuple((str(s.image.resolve()), *(str(p.resolve()) for p in s.labels)) for s in data.test),
         model=cfg.model,
@@ -199,35 +177,6 @@ def choose_monitor(val_masks: Sequence[np.ndarray], log: Log) -> tuple[str, str]
         "stopping follow the validation loss instead"
     )
     return "val_loss", "min"
-
-
-def make_callbacks(
-    cfg: RunConfig,
-    run_dir: Path,
-    steps_per_epoch: int,
-    monitor: tuple[str, str] = ("val_dice", "max"),
-    extra: Sequence = (),
-) -> list:
-    """Checkpoints (best by ``monitor``, last), early stopping, LR schedule and plateau, CSV log, resume backup."""
-    t = cfg.train
-    metric, mode = monitor
-    callbacks = [
-        keras.callbacks.BackupAndRestore(str(run_dir / "backup")),
-        ScheduledLearningRate(t.lr, steps_per_epoch, t.epochs, t.lr_schedule),
-        AtomicModelCheckpoint(str(run_dir / "best.keras"), monitor=metric, mode=mode, save_best_only=True),
-        AtomicModelCheckpoint(str(run_dir / "last.keras")),
-        keras.callbacks.EarlyStopping(monitor=metric, mode=mode, patience=t.early_stopping_patience),
-        keras.callbacks.ReduceLROnPlateau(monitor="val_loss", factor=0.5, patience=t.reduce_lr_patience, min_lr=1e-5),
-        keras.callbacks.CSVLogger(str(run_dir / "history.csv"), append=t.resume),
-        keras.callbacks.TerminateOnNaN(),
-    ]
-    if t.tensorboard:
-        callbacks.append(keras.callbacks.TensorBoard(str(run_dir / "tensorboard")))
-    if t.max_minutes:
-        callbacks.append(TimeLimit(t.max_minutes))
-    if t.freeze_encoder_epochs:
-        callbacks.append(FreezeEncoder(t.freeze_encoder_epochs))
-    return callbacks + list(extra)
 
 
 def patch_datasets(cfg: RunConfig, arrays: Arrays, spec: DatasetSpec, balance: Balance):
