@@ -237,3 +237,16 @@ def test_fragment_dropped_inside_an_object_becomes_part_of_it():
     for fraction in (0.0, 0.25):  # dropped by min_size, or as a weak seed behind a boundary
         labels = instances_from_probabilities(prob, min_size=100, weak_seed_fraction=fraction)
         assert labels.max() == 1 and (labels[disc((64, 64), 32, 32, 20)] == 1).all()
+
+
+def test_small_objects_packed_around_a_large_one_are_split_off():
+    """The typical radius comes from every peak of the cluster (median 11 px here), not from the
+    cluster's largest object (40 px): with the latter, h = 6 px would merge the four small discs in."""
+    yy, xx = np.mgrid[:160, :160]
+    mask = (yy - 80) ** 2 + (xx - 80) ** 2 <= 40**2
+    for cy, cx in [(80, 128), (80, 32), (128, 80), (32, 80)]:
+        mask |= (yy - cy) ** 2 + (xx - cx) ** 2 <= 11**2
+    assert ndi.label(mask)[1] == 1
+    labels = split_touching(mask)
+    assert labels.max() == 5
+    assert labels[80, 80] != labels[80, 128] != labels[80, 32]

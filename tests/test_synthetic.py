@@ -242,3 +242,18 @@ def test_otsu_baseline_is_poor_on_synthetic_tem(pair256):
     # A single threshold cannot separate the small classes.
     for name in ("blood_vessel", "unmyelinated_axon", "schwann_cell"):
         assert scores[name] < 0.3
+
+
+def test_split_touching_counts_the_generated_fibres_within_five_percent():
+    """The packed myelinated fibres of a demo image, merged in the class mask, counted one by one again."""
+    from unet_tf.instance_metrics import evaluate_instances
+    from unet_tf.instances import split_touching
+
+    sample = generate_tem_sample(512, seed=1)
+    merged = ndi.label(sample.label == MYELINATED)[1]
+    true = np.where(sample.label == MYELINATED, sample.instances, 0)
+    pred = split_touching(sample.label == MYELINATED)
+    n_pred = len(np.unique(pred)) - 1
+    assert merged < 0.9 * sample.n_fibres  # touching fibres are one blob without splitting
+    assert abs(n_pred - sample.n_fibres) <= 0.05 * sample.n_fibres
+    assert evaluate_instances(true, pred)["ap50"] >= 0.9

@@ -295,6 +295,14 @@ def _split_seeds(dist: np.ndarray, components: np.ndarray, h: float, min_distanc
     return np.concatenate([[0], group + 1])[markers]
 
 
+def _typical_radius(dist: np.ndarray, components: np.ndarray) -> float:
+    """Median height of the distance map's maxima (depth >= 1 px): one per object, also inside a packed cluster."""
+    peaks, owner, _ = _component_peaks(dist, components, 1.0)
+    if owner.size == 0:
+        return float(dist.max())
+    return float(np.median(ndi.maximum(dist, peaks, index=np.arange(1, owner.size + 1))))
+
+
 def split_touching(
     mask: np.ndarray,
     *,
@@ -314,8 +322,9 @@ def split_touching(
     closer than ``min_distance`` px are merged into one marker.
     Each seed floods ``-distance`` within the mask (skimage watershed).
 
-    Defaults scale with the typical object radius ``r`` (the median over
-    connected components of their largest distance value): ``h = 0.15 r``
+    Defaults scale with the typical object radius ``r`` (the median height of
+    the distance map's maxima of depth >= 1 px, so every object of a packed
+    cluster counts, not only the cluster's largest): ``h = 0.15 r``
     (at least 1 px) and ``min_distance = 0.5 r``. Two discs of radius ``r``
     are then split when the neck between them is narrower than about
     ``0.85 r`` on each side of the contact line, i.e. while their centres are
@@ -340,11 +349,7 @@ def split_touching(
         mask = ndi.binary_fill_holes(mask)
     dist = ndi.distance_transform_edt(mask).astype(np.float32)
     components, _ = ndi.label(mask, structure=_structure(8))
-    radius = float(
-        np.median(
-            [dist[box][components[box] == k].max() for k, box in enumerate(ndi.find_objects(components), start=1)]
-        )
-    )
+    radius = _typical_radius(dist, components)
     h = max(1.0, SPLIT_H_FACTOR * radius) if h is None else float(h)
     min_distance = SPLIT_DISTANCE_FACTOR * radius if min_distance is None else float(min_distance)
     markers = _split_seeds(dist, components, h, min_distance)
