@@ -1,7 +1,5 @@
 """Warm-up + cosine rate, set per step, with ReduceLROnPlateau's cuts kept."""
 
-import math
-
 import keras
 import numpy as np
 import pytest
@@ -10,15 +8,13 @@ from unet_tf.lr_schedule import ScheduledLearningRate, lr_factor
 
 
 def test_lr_factor_by_hand():
-    # 100 steps: warm-up 5 steps (0.2, 0.4, ... 1.0), then cosine from 1 at step 5 to 0.05 at step 99
-    assert [lr_factor(s, 100) for s in range(5)] == pytest.approx([0.2, 0.4, 0.6, 0.8, 1.0])
-    assert lr_factor(99, 100) == pytest.approx(0.05)
-    mid = 5 + (99 - 5) / 2
-    assert lr_factor(int(mid), 100) == pytest.approx(0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * 0.5)), abs=0.02)
-    after = [lr_factor(s, 100) for s in range(5, 100)]
+    # warm-up over the first 5 % (linear from 0), then cosine from 1 down to 0.05 at the end
+    assert [lr_factor(p) for p in (0.0, 0.01, 0.025, 0.05)] == pytest.approx([0.0, 0.2, 0.5, 1.0])
+    assert lr_factor(0.525) == pytest.approx(0.05 + 0.95 * 0.5)  # half way through the cosine
+    assert lr_factor(1.0) == lr_factor(3.0) == pytest.approx(0.05)  # past the plan: stays at the floor
+    after = [lr_factor(p / 100) for p in range(5, 101)]
     assert all(a >= b for a, b in zip(after, after[1:]))
-    assert lr_factor(500, 100) == pytest.approx(0.05)  # past the plan (a longer resumed run): stays at the floor
-    assert {lr_factor(s, 100, "constant") for s in range(100)} == {1.0}
+    assert {lr_factor(p / 10, "constant") for p in range(11)} == {1.0}
 
 
 class _Record(keras.callbacks.Callback):
@@ -45,5 +41,19 @@ def test_callback_sets_each_step_and_keeps_plateau_cuts():
     record = _Record()
     schedule = ScheduledLearningRate(0.01, steps_per_epoch=4, epochs=5)
     model.fit(x, x[:, :1], batch_size=2, epochs=5, verbose=0, callbacks=[schedule, _Cut(), record])
-    expected = [0.01 * lr_factor(s, 20) * (0.5 if s >= 8 else 1.0) for s in range(20)]
+    expected = [0.01 * lr_factor((s + 1) / 20) * (0.5 if s >= 8 else 1.0) for s in range(20)]
     np.testing.assert_allclose(record.rates, expected, rtol=1e-6)
+
+
+def test_time_budget_moves_the_schedule_when_it_is_ahead_of_the_steps(monkeypatch):
+    import unet_tf.lr_schedule as schedule_module
+
+    clock = [100.0]
+    monkeypatch.setattr(schedule_module.time, "perf_counter", lambda: clock[0])
+    schedule = ScheduledLearningRate(0.01, steps_per_epoch=10, epochs=1000, max_minutes=1.0)
+    schedule.on_train_begin()
+    assert schedule.progress(0) == pytest.approx(1 / 10000)  # the steps lead at first
+    clock[0] += 30  # half the minute gone after few steps: the time share leads
+    assert schedule.progress(3) == pytest.approx(0.5)
+    clock[0] += 60
+    assert lr_factor(schedule.progress(4)) == pytest.approx(0.05)

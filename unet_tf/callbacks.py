@@ -51,7 +51,7 @@ def make_callbacks(
     metric, mode = monitor
     callbacks = [
         keras.callbacks.BackupAndRestore(str(run_dir / "backup")),
-        ScheduledLearningRate(t.lr, steps_per_epoch, t.epochs, t.lr_schedule),
+        ScheduledLearningRate(t.lr, steps_per_epoch, t.epochs, t.lr_schedule, t.max_minutes),
         AtomicModelCheckpoint(str(run_dir / "best.keras"), monitor=metric, mode=mode, save_best_only=True),
         AtomicModelCheckpoint(str(run_dir / "last.keras")),
         keras.callbacks.EarlyStopping(monitor=metric, mode=mode, patience=t.early_stopping_patience),
