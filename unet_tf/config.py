@@ -124,7 +124,7 @@ class TrainConfig:
     epochs: int = 20
     steps_per_epoch: int | None = None
     batch_size: int = 8
-    lr: float = 1e-3
+    lr: float = 2e-3  # the peak of the cosine schedule (BENCHMARKS.md, "Round 3": 1e-3 reached 0.879, 2e-3 0.916)
     lr_schedule: str = "cosine"  # cosine: 5 % linear warm-up, then cosine decay; constant: plateau cuts only
     loss: str = "auto"
     # auto: mixed_bfloat16 on a CPU with avx512_bf16 or AMX (and no GPU), else float32 (unet_tf.precision)
