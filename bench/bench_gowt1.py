@@ -50,28 +50,29 @@ from unet_tf.instances import label_components  # noqa: E402
 from unet_tf.model_file import read_info  # noqa: E402
 from unet_tf.targets import min_object_size, object_areas  # noqa: E402
 
-FULL_TRAIN = ("021", "031", "033", "039")
-FULL_TEST = ("052", "055", "072")
+FULL_FRAMES = {"01": ("021", "031", "033", "039"), "02": ("052", "055", "072")}  # the fully annotated SEG frames
+SEQ = {"train": "01", "test": "02"}  # --train-sequence 02 swaps them
 SCORE_COLUMNS = ("seg", "ap50", "mean_ap", "pq", "n_true", "n_pred", "count_error", "count_error_rel")
 
 
 def link_sequence(data: Path, dest: Path, frames: tuple[str, ...] | None) -> Path:
-    """A ctc folder ``dest`` of symlinks to sequence 01: every SEG frame, or only ``frames``."""
-    src = data / "01"
+    """A ctc folder ``dest`` of symlinks to the training sequence: every SEG frame, or only ``frames``."""
+    seq = SEQ["train"]
+    src = data / seq
     if frames is None:
         dest.mkdir(parents=True, exist_ok=True)
-        for name in ("01", "01_GT"):
+        for name in (seq, f"{seq}_GT"):
             if not (dest / name).exists():
                 (dest / name).symlink_to((data / name).resolve())
         return dest
-    (dest / "01_GT" / "SEG").mkdir(parents=True, exist_ok=True)
-    (dest / "01").mkdir(exist_ok=True)
-    (dest / "01_GT" / "TRA").mkdir(exist_ok=True)
+    (dest / f"{seq}_GT" / "SEG").mkdir(parents=True, exist_ok=True)
+    (dest / seq).mkdir(exist_ok=True)
+    (dest / f"{seq}_GT" / "TRA").mkdir(exist_ok=True)
     for t in frames:
         pairs = (
-            (src / f"t{t}.tif", dest / "01" / f"t{t}.tif"),
-            (data / "01_GT" / "SEG" / f"man_seg{t}.tif", dest / "01_GT" / "SEG" / f"man_seg{t}.tif"),
-            (data / "01_GT" / "TRA" / f"man_track{t}.tif", dest / "01_GT" / "TRA" / f"man_track{t}.tif"),
+            (src / f"t{t}.tif", dest / seq / f"t{t}.tif"),
+            (data / f"{seq}_GT" / "SEG" / f"man_seg{t}.tif", dest / f"{seq}_GT" / "SEG" / f"man_seg{t}.tif"),
+            (data / f"{seq}_GT" / "TRA" / f"man_track{t}.tif", dest / f"{seq}_GT" / "TRA" / f"man_track{t}.tif"),
         )
         for target, link in pairs:
             if not link.exists():
@@ -140,34 +141,38 @@ def resolve_min_size(choice: str, model, data_dir: Path) -> int:
     if choice == "model":
         return read_info(model).min_size or 0
     if choice == "train":
-        return min_object_size(object_areas(tifffile.imread(f) for f in sorted(data_dir.glob("01_GT/SEG/*.tif"))))
+        files = sorted(data_dir.glob(f"{SEQ['train']}_GT/SEG/*.tif"))
+        return min_object_size(object_areas(tifffile.imread(f) for f in files))
     return int(choice)
 
 
 def evaluate(run: Path, data: Path, semantic: bool, min_size: str = "model", data_dir: Path | None = None) -> dict:
-    """Pooled (and per-frame) instance scores of ``run/best.keras`` on the full frames of 02."""
+    """Pooled (and per-frame) instance scores of ``run/best.keras`` on the full frames of the test sequence."""
     model = unet_tf.load_model(str(run / "best.keras"))
     size = resolve_min_size(min_size, model, data_dir)
     ev = InstanceEvaluator()
     t0 = time.perf_counter()
-    for t in FULL_TEST:
-        image = tifffile.imread(data / "02" / f"t{t}.tif")
-        truth = tifffile.imread(data / "02_GT" / "SEG" / f"man_seg{t}.tif")
+    seq, frames = SEQ["test"], FULL_FRAMES[SEQ["test"]]
+    for t in frames:
+        image = tifffile.imread(data / seq / f"t{t}.tif")
+        truth = tifffile.imread(data / f"{seq}_GT" / "SEG" / f"man_seg{t}.tif")
         ev.add(t, truth, predicted_objects(model, image, semantic, size))
-    seconds = (time.perf_counter() - t0) / len(FULL_TEST)
+    seconds = (time.perf_counter() - t0) / len(frames)
     rows = {row["image"]: {k: row[k] for k in SCORE_COLUMNS} for row in ev.rows()}
     return {
         "pooled": rows["all"],
-        "frames": {t: rows[t] for t in FULL_TEST},
+        "frames": {t: rows[t] for t in frames},
         "seconds_per_frame_eval": round(seconds, 2),
         "min_size": size,
     }
 
 
 def track(run: Path, data: Path, out: Path) -> dict:
-    """predict.py --track on all frames of 02 under /usr/bin/time -v: scores, s/frame, peak RSS."""
-    dest = out / "track-02"
-    log = out / "track-02.log"
+    """predict.py --track on all frames of the test sequence under /usr/bin/time -v: scores, s/frame, peak RSS."""
+    seq = SEQ["test"]
+    dest = out / f"track-{seq}"
+    log = out / f"track-{seq}.log"
+    wall_file = out / f"track-{seq}.wall"
     if not (dest / "tracking_metrics.csv").exists():
         cmd = [
             "/usr/bin/time",
@@ -178,7 +183,7 @@ def track(run: Path, data: Path, out: Path) -> dict:
             str(run / "best.keras"),
             "--track",
             "--input",
-            str(data / "02"),
+            str(data / seq),
             "--out",
             str(dest),
         ]
@@ -188,12 +193,12 @@ def track(run: Path, data: Path, out: Path) -> dict:
             rc = subprocess.run(cmd, stdout=fh, stderr=subprocess.STDOUT, cwd=ROOT).returncode
         if rc != 0:
             raise SystemExit(f"predict.py --track failed (exit {rc}); see {log}")
-        (out / "track-02.wall").write_text(str(time.perf_counter() - t0))
+        wall_file.write_text(str(time.perf_counter() - t0))
     with open(dest / "tracking_metrics.csv") as fh:
         row = next(csv.DictReader(fh))
     text = log.read_text()
     rss = re.search(r"Maximum resident set size \(kbytes\): (\d+)", text)
-    wall = float((out / "track-02.wall").read_text()) if (out / "track-02.wall").exists() else float("nan")
+    wall = float(wall_file.read_text()) if wall_file.exists() else float("nan")
     return {
         **{k: v if k == "sequence" else _num(v) for k, v in row.items()},
         "peak_rss_mib": round(int(rss[1]) / 1024) if rss else None,
@@ -222,10 +227,10 @@ def machine() -> dict:
 
 
 def markdown(results: dict) -> str:
-    """results.md: the segmentation table (pooled over 052 055 072) and the tracking row."""
+    """results.md: the segmentation table (pooled over the test sequence's full frames) and the tracking row."""
     lines = [
-        "| model (trained on 01) | train min | epochs | min size | SEG | AP@0.5 | mean AP | PQ | true | pred "
-        "| count err |",
+        f"| model (trained on {SEQ['train']}) | train min | epochs | min size | SEG | AP@0.5 | mean AP | PQ "
+        "| true | pred | count err |",
         "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for name, r in results["models"].items():
@@ -242,7 +247,7 @@ def markdown(results: dict) -> str:
     if tr:
         lines += [
             "",
-            "| tracking 02 (92 frames) | DET | SEG | TRA | s/frame | peak RSS MiB | tracks |",
+            f"| tracking {SEQ['test']} (92 frames) | DET | SEG | TRA | s/frame | peak RSS MiB | tracks |",
             "|---|---|---|---|---|---|---|",
             f"| instances | {tr['DET']:.3f} | {tr['SEG']:.3f} | {tr['TRA']:.3f} | {tr['seconds_per_frame']} "
             f"| {tr['peak_rss_mib']} | {int(tr['tracks'])} |",
@@ -268,6 +273,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--skip-train", action="store_true", help="reuse the models in --out; train none")
     p.add_argument("--no-track", action="store_true")
     p.add_argument(
+        "--train-sequence",
+        choices=("01", "02"),
+        default="01",
+        help="train on this sequence; score and track the other (default 01)",
+    )
+    p.add_argument("--skip-semantic", action="store_true", help="train no semantic baseline")
+    p.add_argument("--main-only", action="store_true", help="train and score the main instance model only")
+    p.add_argument(
         "--min-size",
         default="model",
         help="smallest object in px when scoring: 'model' (the model file's own), 'train' (from the run's "
@@ -281,8 +294,10 @@ def main(argv: list[str] | None = None) -> int:
     out, data = args.out.resolve(), args.data.resolve()
     out.mkdir(parents=True, exist_ok=True)
     base_min = args.baseline_minutes or args.minutes
-    all01 = link_sequence(data, out / "data-01-all", None)
-    full01 = link_sequence(data, out / "data-01-full", FULL_TRAIN)
+    SEQ.update(train=args.train_sequence, test="02" if args.train_sequence == "01" else "01")
+    seq = SEQ["train"]
+    all01 = link_sequence(data, out / f"data-{seq}-all", None)
+    full01 = link_sequence(data, out / f"data-{seq}-full", FULL_FRAMES[seq])
     plan = [
         ("instances", all01, args.minutes, [], False),
         ("semantic + components", all01, base_min, ["--target", "semantic"], True),
@@ -291,7 +306,8 @@ def main(argv: list[str] | None = None) -> int:
     results: dict = {"machine": machine(), "models": {}, "argv": sys.argv}
     for i, (name, data_dir, minutes, extra, semantic) in enumerate(plan):
         run = out / ["instances", "semantic", "instances-full"][i]
-        if args.skip_train and not (run / "best.keras").exists():
+        skipped = (semantic and args.skip_semantic) or (i > 0 and args.main_only)
+        if skipped or (args.skip_train and not (run / "best.keras").exists()):
             continue
         results["models"][name] = train(run, data_dir, minutes, args.steps_per_epoch, extra)
         results["models"][name].update(evaluate(run, data, semantic, args.min_size, data_dir))

@@ -190,6 +190,8 @@ def twin_args(data_dir, epochs=3):
         "0",
         "--precision",
         "float32",  # bfloat16 rounding differs between one and two replicas
+        "--lr",
+        "1e-3",  # the reduction-order differences stay under the 1e-4 tolerance (2e-3 doubles them)
         "--quiet",
     ]
 

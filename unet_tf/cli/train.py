@@ -132,7 +132,8 @@ def _training_args(p: argparse.ArgumentParser, t: TrainConfig) -> None:
     g.add_argument(
         "--lr-schedule",
         choices=LR_SCHEDULE_NAMES,
-        help="cosine: linear warm-up over the first 5 %% of steps, then cosine decay to 5 %% of --lr; constant: "
+        help="cosine: linear warm-up over the first 5 %% of the run (its steps, or --max-minutes), then cosine "
+        "decay to 5 %% of --lr; constant: "
         f"--lr until the validation loss plateaus (both halve the rate on plateaus) (default {t.lr_schedule})",
     )
     g.add_argument(
