@@ -379,16 +379,6 @@ def read_clock_ghz() -> tuple[float, str]:
     return 0.0, "unknown"
 
 
-def cpu_flags() -> set[str]:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("flags"):
-                return set(line.split(":", 1)[1].split())
-    except OSError:
-        pass
-    return set()
-
-
 def base_spec(args, model: str, base: int, upsampling: str = "nearest") -> dict:
     return {
         "model": model,
@@ -537,13 +527,18 @@ def isa_caps() -> str:
     return ", ".join(caps) or "none (the CPU's best)"
 
 
-def print_table(results: list[dict], args, peak: float, clock: float, clock_src: str, command: str) -> None:
+def print_table(
+    results: list[dict], args, peak: float, clock: float, clock_src: str, command: str, caps: str | None = None
+) -> None:
     print(f"\n`{command}`\n")
+    sys.path.insert(0, str(REPO))
+    from unet_tf.precision import cpu_flags  # light: no TensorFlow
+
     flags = cpu_flags()
     bf16_flags = ", ".join(sorted(f for f in flags if "bf16" in f or "amx" in f)) or "none"
     print(
         f"{os.cpu_count()} cores, clock {clock:.2f} GHz ({clock_src}); peak fp32 = cores x clock x 64 FLOP "
-        f"= {peak:.0f} GFLOP/s; bf16 flags: {bf16_flags}; ISA caps: {isa_caps()}. "
+        f"= {peak:.0f} GFLOP/s; bf16 flags: {bf16_flags}; ISA caps: {caps or isa_caps()}. "
         f"Patch {args.patch_size}, batch {args.batch_size}, {args.threads} intra-op / {args.inter_threads} "
         f"inter-op threads per framework; median of {args.rounds} alternating rounds of {args.steps} steps "
         f"(after {args.warmup} untimed). "
@@ -673,7 +668,8 @@ def main(argv=None) -> None:
         for key, value in saved.get("args", {}).items():
             if key in ("steps", "warmup"):
                 setattr(args, key, value)
-        print_table(saved["results"], args, peak, clock, clock_src, saved["command"])
+        caps = saved.get("isa_caps", "not recorded")
+        print_table(saved["results"], args, peak, clock, clock_src, saved["command"], caps)
         return
     groups = main_groups(args) if args.suite == "main" else lever_groups(args)
     results = []
@@ -692,6 +688,7 @@ def main(argv=None) -> None:
                     "command": command,
                     "clock_ghz": clock,
                     "peak_gflops": peak,
+                    "isa_caps": isa_caps(),
                     "args": {"steps": args.steps, "warmup": args.warmup},
                     "results": results,
                 },
