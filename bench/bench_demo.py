@@ -3,6 +3,8 @@
     python bench/bench_demo.py --out runs/demo-native
     python bench/bench_demo.py --out runs/demo-avx2 --isa AVX2     # oneDNN and ATen capped at AVX2
     python bench/bench_demo.py --out runs/demo-old -- --lr-schedule constant --precision float32
+    TF_ENABLE_ONEDNN_OPTS=0 python bench/bench_demo.py --out runs/demo-eigen --isa AVX2   # as TensorFlow
+        # alone runs on an AVX2-only CPU: Eigen kernels, no oneDNN (see unet_tf/onednn.py)
 
 Runs the demo command once (extra train.py flags after ``--``), in a fresh
 process under ``/usr/bin/time -v`` when it exists, and prints one Markdown
@@ -10,7 +12,9 @@ row: the CPU (``lscpu`` model name, AVX-512 / BF16 / AMX flags), the ISA cap,
 wall seconds of the whole command, training seconds, epochs, the best
 validation Dice and the precision the run chose. ``--isa AVX2`` sets
 ``ONEDNN_MAX_CPU_ISA=AVX2`` and ``ATEN_CPU_CAPABILITY=avx2``: the instruction
-set of an AVX2-only CPU, but not its clock or memory.
+set of an AVX2-only CPU, but not its clock or memory. On such a CPU TensorFlow
+alone would leave its oneDNN kernels off; unet_tf turns them on, and the
+"oneDNN" column says what the run used.
 """
 
 from __future__ import annotations
@@ -42,6 +46,13 @@ def cpu_model() -> str:
     return found.group(1).strip() if found else "unknown"
 
 
+def onednn_column(summary: dict) -> str:
+    """TensorFlow's oneDNN kernels in the run, and who chose (``TF_ENABLE_ONEDNN_OPTS`` given or not)."""
+    state = {True: "on", False: "off"}.get(summary.get("onednn"), "?")
+    given = os.environ.get("TF_ENABLE_ONEDNN_OPTS")
+    return f"{state} (TF_ENABLE_ONEDNN_OPTS={given})" if given is not None else state
+
+
 def run_demo(out: Path, isa: str | None, extra: list[str]) -> tuple[float, str]:
     env = dict(os.environ)
     if isa:
@@ -68,11 +79,12 @@ def main(argv=None) -> None:
     summary = json.loads((args.out / "summary.json").read_text())
     flags = cpu_flags()
     shown = " ".join(f for f in SHOWN_FLAGS if f in flags)
-    head = ("CPU", "flags", "ISA cap", "flags given", "wall s", "training s", "epochs", "best val Dice", "precision")
-    print("| " + " | ".join(head) + " | peak MiB |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
+    head = ("CPU", "flags", "ISA cap", "oneDNN", "flags given", "wall s", "training s", "epochs", "best val Dice")
+    print("| " + " | ".join(head) + " | precision | peak MiB |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     print(
-        f"| {cpu_model()} ({os.cpu_count()} cores) | {shown} | {args.isa or 'none'} | {' '.join(args.extra) or '-'} "
+        f"| {cpu_model()} ({os.cpu_count()} cores) | {shown} | {args.isa or 'none'} | {onednn_column(summary)} "
+        f"| {' '.join(args.extra) or '-'} "
         f"| {wall:.0f} | {summary['wall_seconds']:.0f} | {summary['epochs_run']} | {summary['best']['dice']:.4f} "
         f"| {summary.get('precision', 'float32')} | {rss} |"
     )

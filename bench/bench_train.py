@@ -113,14 +113,16 @@ def keras_worker(spec: dict) -> None:
     """Build, compile and warm one Keras model, then answer timing requests."""
     proto = _protocol_stream()
     t_setup = time.perf_counter()
+    sys.path.insert(0, str(REPO))
     import numpy as np
     import tensorflow as tf
+
+    import unet_tf  # noqa: F401  (first: it chooses TensorFlow's oneDNN kernels before TensorFlow loads)
 
     tf.config.threading.set_intra_op_parallelism_threads(spec["threads"])
     tf.config.threading.set_inter_op_parallelism_threads(spec["inter_threads"])
     import keras
 
-    sys.path.insert(0, str(REPO))
     from unet_tf.config import AugmentConfig
     from unet_tf.models import build_resunet, build_unet
     from unet_tf.pipeline import class_counts, make_dataset, rare_classes_from_counts

@@ -27,6 +27,10 @@ import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+from .onednn import prefer_onednn  # noqa: E402  (before anything loads TensorFlow)
+
+prefer_onednn()
+
 __version__ = "0.1.0"
 
 # public name -> (module, attribute); light ones import no TensorFlow

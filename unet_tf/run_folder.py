@@ -17,6 +17,7 @@ from .config import RunConfig, to_dict
 from .datasets import ArraySample, Sample, TrainingData
 from .errors import UserInputError
 from .io import atomic_path
+from .onednn import onednn_enabled
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402  (after choosing the file-only backend)
@@ -120,6 +121,7 @@ def write_summary(
         "n_val_images": len(data.val),
         "parameters": int(model.count_params()),
         "precision": rate.get("precision", "float32"),
+        "onednn": onednn_enabled(),  # TensorFlow's oneDNN CPU kernels (unet_tf.onednn)
         "tensorflow": tf.__version__,
         "keras": keras.__version__,
     }

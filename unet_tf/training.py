@@ -35,6 +35,7 @@ from .losses import class_weights_from_fractions, make_loss, pos_weight_from_fra
 from .metrics import DiceScore, IoUScore, PixelAccuracy
 from .model_file import ModelInfo, attach_info
 from .models import build_model, check_input_size, resolved_depth
+from .onednn import onednn_note
 from .pipeline import class_counts, make_dataset, rare_classes_from_counts
 from .precision import dtype_policy, precision_reason, resolve_precision
 from .run_folder import default_run_dir, prepare_run_dir, write_config, write_summary
@@ -292,6 +293,8 @@ def _train(cfg, data, log, verbose, extra_callbacks, strategy, worker, scratch: 
     precision = resolve_precision(cfg.train.precision, gpus=len(tf.config.list_physical_devices("GPU")))
     if precision != cfg.train.precision:
         log(f"precision {precision} (--precision {cfg.train.precision}: {precision_reason(precision)})")
+    if note := onednn_note():
+        log(note)
     # variables of model, optimizer and metrics live on every replica; layers take the precision's dtype policy
     with strategy_scope(strategy), dtype_policy(precision):
         model = compile_model(cfg, model_info_for(cfg, data), data.spec, balance)
