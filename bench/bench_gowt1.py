@@ -33,6 +33,7 @@ import json
 import os
 import platform
 import re
+import shlex
 import subprocess
 import sys
 import time
@@ -280,6 +281,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     p.add_argument("--skip-semantic", action="store_true", help="train no semantic baseline")
     p.add_argument("--main-only", action="store_true", help="train and score the main instance model only")
+    p.add_argument("--train-flags", default="", help='more train.py flags for every model, e.g. "--depth 3"')
     p.add_argument(
         "--min-size",
         default="model",
@@ -309,7 +311,8 @@ def main(argv: list[str] | None = None) -> int:
         skipped = (semantic and args.skip_semantic) or (i > 0 and args.main_only)
         if skipped or (args.skip_train and not (run / "best.keras").exists()):
             continue
-        results["models"][name] = train(run, data_dir, minutes, args.steps_per_epoch, extra)
+        flags = extra + shlex.split(args.train_flags)
+        results["models"][name] = train(run, data_dir, minutes, args.steps_per_epoch, flags)
         results["models"][name].update(evaluate(run, data, semantic, args.min_size, data_dir))
         _save(out, results)
         if i == 0 and not args.no_track:
