@@ -112,12 +112,12 @@ def torch_conv_macs(model, patch: int) -> int:
 def keras_worker(spec: dict) -> None:
     """Build, compile and warm one Keras model, then answer timing requests."""
     proto = _protocol_stream()
-    t_setup = time.perf_counter()
     sys.path.insert(0, str(REPO))
+    import unet_tf  # noqa: F401  (first: it chooses TensorFlow's oneDNN kernels before TensorFlow loads)
+
+    t_setup = time.perf_counter()
     import numpy as np
     import tensorflow as tf
-
-    import unet_tf  # noqa: F401  (first: it chooses TensorFlow's oneDNN kernels before TensorFlow loads)
 
     tf.config.threading.set_intra_op_parallelism_threads(spec["threads"])
     tf.config.threading.set_inter_op_parallelism_threads(spec["inter_threads"])
