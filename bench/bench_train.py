@@ -135,7 +135,8 @@ def keras_worker(spec: dict) -> None:
         unet_tf.models.blocks.FusedBatchNormalization = keras.layers.BatchNormalization
     keras.utils.set_random_seed(0)
     builder = build_unet if spec["model"] == "unet" else build_resunet
-    model = builder(n_classes=2, base_filters=spec["base"], upsampling=spec["upsampling"])
+    depth = {"depth": spec["depth"]} if spec.get("depth") else {}  # else the architecture's default
+    model = builder(n_classes=2, base_filters=spec["base"], upsampling=spec["upsampling"], **depth)
     if spec.get("loss", "bce") == "train":
         from unet_tf.losses import make_loss
         from unet_tf.metrics import DiceScore, IoUScore, PixelAccuracy
@@ -435,6 +436,8 @@ LEVERS = {
     "inter-op threads 1": ({"inter_threads": 1}, ["fixed"]),
     "plain Keras BatchNorm (before the fused layer)": ({"plain_bn": True}, ["fixed"]),
     "mixed_bfloat16": ({"policy": "mixed_bfloat16"}, ["fixed"]),
+    "depth 3": ({"depth": 3}, ["fixed"]),
+    "depth 3 + mixed_bfloat16": ({"depth": 3, "policy": "mixed_bfloat16"}, ["fixed"]),
     "oneDNN off (TF_ENABLE_ONEDNN_OPTS=0)": ({"env": {"TF_ENABLE_ONEDNN_OPTS": "0"}}, ["fixed"]),
     "train.py loss + metrics": ({"loss": "train"}, ["fixed"]),
     "tf.data private threadpool 1": ({"data_threads": 1}, ["pipeline"]),
