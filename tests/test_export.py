@@ -271,3 +271,13 @@ def test_predict_py_with_onnx_writes_the_keras_mask(model_files, tmp_path, n_cla
     close = (top2[1] - top2[0]) < 2e-4  # a tie within the tolerance may flip either way
     assert np.array_equal(keras_mask[~close], onnx_mask[~close])
     assert (keras_mask != onnx_mask).sum() <= close.sum()
+
+
+def test_a_shape_mismatch_names_the_exported_format():
+    from unet_tf.export import max_difference
+    from unet_tf.export.checks import ExportCheckError
+
+    wrapped = r"ONNX model\.onnx gives shape \(1, 2, 64, 64, 1\), Keras \(2, 64, 64, 1\)"
+    with pytest.raises(ExportCheckError, match=wrapped):
+        max_difference(lambda x: x, lambda x: [x], [(64, 64)], name="ONNX model.onnx")  # a 1-list: one axis more
+    assert max_difference(lambda x: x, lambda x: x + 0.25, [(64, 64)]) == pytest.approx(0.25)

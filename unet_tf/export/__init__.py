@@ -84,15 +84,18 @@ def check_sizes(size_divisor: int) -> tuple[tuple[int, int], tuple[int, int]]:
     return (side, side), (height, max(2 * side, height + size_divisor))
 
 
-def max_difference(reference: Callable, candidate: Callable, sizes, seed: int = 0) -> float:
-    """Largest |reference(x) - candidate(x)| over random float32 batches (2, h, w, 1) of ``sizes``."""
+def max_difference(
+    reference: Callable, candidate: Callable, sizes, seed: int = 0, name: str = "exported model"
+) -> float:
+    """Largest |reference(x) - candidate(x)| over random float32 batches (2, h, w, 1) of ``sizes``
+    (``name``, the candidate's, goes into the error when the shapes differ)."""
     rng = np.random.default_rng(seed)
     worst = 0.0
     for h, w in sizes:
         x = rng.normal(0.5, 0.3, (2, h, w, 1)).astype(np.float32)
         a, b = np.asarray(reference(x), np.float32), np.asarray(candidate(x), np.float32)
         if a.shape != b.shape:
-            raise ExportCheckError(f"exported model gives shape {b.shape}, Keras {a.shape}, for input {x.shape}")
+            raise ExportCheckError(f"{name} gives shape {b.shape}, Keras {a.shape}, for input {x.shape}")
         worst = max(worst, float(np.max(np.abs(a - b))))
     return worst
 
@@ -140,7 +143,7 @@ def write_onnx(bare, info: dict, path: Path, opset: int = ONNX_OPSET) -> Path:
 
 def check_onnx(bare, path: Path, size_divisor: int, log: Log) -> float:
     """Compare ``path`` (onnxruntime) with ``bare`` on :func:`check_sizes`; return the max difference."""
-    diff = max_difference(keras_reference(bare), load_onnx(path), check_sizes(size_divisor))
+    diff = max_difference(keras_reference(bare), load_onnx(path), check_sizes(size_divisor), name=f"ONNX {path}")
     return _check("ONNX (onnxruntime)", diff, path, log)
 
 
@@ -166,7 +169,10 @@ def check_savedmodel(bare, path: Path, size_divisor: int, log: Log) -> float:
 
     loaded = tf.saved_model.load(str(path))
     diff = max_difference(
-        keras_reference(bare), lambda x: loaded.serve(x)["probabilities"].numpy(), check_sizes(size_divisor)
+        keras_reference(bare),
+        lambda x: loaded.serve(x)["probabilities"].numpy(),
+        check_sizes(size_divisor),
+        name=f"SavedModel {path}",
     )
     return _check("SavedModel (tf.saved_model.load)", diff, path, log)
 
