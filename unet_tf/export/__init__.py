@@ -143,8 +143,9 @@ def write_onnx(bare, info: dict, path: Path, opset: int = ONNX_OPSET) -> Path:
 
 def check_onnx(bare, path: Path, size_divisor: int, log: Log) -> float:
     """Compare ``path`` (onnxruntime) with ``bare`` on :func:`check_sizes`; return the max difference."""
-    diff = max_difference(keras_reference(bare), load_onnx(path), check_sizes(size_divisor), name=f"ONNX {path}")
-    return _check("ONNX (onnxruntime)", diff, path, log)
+    name = "ONNX (onnxruntime)"
+    diff = max_difference(keras_reference(bare), load_onnx(path), check_sizes(size_divisor), name=f"{path}: {name}")
+    return _check(name, diff, path, log)
 
 
 def write_savedmodel(bare, path: Path) -> Path:
@@ -168,13 +169,14 @@ def check_savedmodel(bare, path: Path, size_divisor: int, log: Log) -> float:
     import tensorflow as tf
 
     loaded = tf.saved_model.load(str(path))
+    name = "SavedModel (tf.saved_model.load)"
     diff = max_difference(
         keras_reference(bare),
         lambda x: loaded.serve(x)["probabilities"].numpy(),
         check_sizes(size_divisor),
-        name=f"SavedModel {path}",
+        name=f"{path}: {name}",
     )
-    return _check("SavedModel (tf.saved_model.load)", diff, path, log)
+    return _check(name, diff, path, log)
 
 
 def _staging_dir(out: Path) -> Path:
