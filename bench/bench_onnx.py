@@ -64,7 +64,7 @@ def synthetic_image(height: int, width: int, seed: int = 0):
 
 def prepare(folder: Path) -> None:
     """Write ``bare.keras`` and ``model.onnx`` of the untrained default U-Net into ``folder``."""
-    sys.path.insert(0, str(REPO))
+    _import_package()
     import keras
 
     from unet_tf.config import ModelConfig
@@ -82,6 +82,13 @@ def prepare(folder: Path) -> None:
         "normalize": {"pmin": 2.0, "pmax": 98.0, "clip": False},
     }
     write_onnx(model, info, folder / "model.onnx")
+
+
+def _import_package() -> None:
+    """Put the repository on the path and import unet_tf: before TensorFlow, which loads with the oneDNN
+    kernels unet_tf chooses (BENCHMARKS.md, "Round 4")."""
+    sys.path.insert(0, str(REPO))
+    import unet_tf  # noqa: F401
 
 
 def _import_without_package_init() -> None:
@@ -112,7 +119,7 @@ def child(args: argparse.Namespace) -> None:
 
         predict_fn = load_onnx(Path(args.model_dir) / "model.onnx", threads=args.threads)
     else:
-        sys.path.insert(0, str(REPO))
+        _import_package()
         import keras
 
         from unet_tf.inference import make_predict_fn

@@ -12,6 +12,13 @@ import sys
 import time
 
 
+def _import_package() -> None:
+    """Put the repository on the path and import unet_tf: before TensorFlow, which loads with the oneDNN
+    kernels unet_tf chooses (BENCHMARKS.md, "Round 4")."""
+    sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
+    import unet_tf  # noqa: F401
+
+
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument(
@@ -79,9 +86,9 @@ def elastic_warp_ms(patch: int, repeats: int = 100) -> float:
 def main(argv=None) -> None:
     args = parse_args(argv)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    _import_package()
     import tensorflow as tf
 
-    sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
     from unet_tf.config import AugmentConfig
     from unet_tf.pipeline import make_dataset
 
