@@ -228,3 +228,42 @@ def test_instance_model_carries_a_minimum_object_size_from_its_training_objects(
     _, info = load_model_and_info(tmp_path / "run" / "best.keras")
     assert info.target == "instances"
     assert info.min_size == min_object_size(object_areas(labels)) > 0
+
+
+def test_fit_counts_one_pass_per_epoch_through_one_iterator():
+    """steps_per_epoch None: each epoch is one pass (the last batch partial), read from
+    the repeated dataset; a new pass draws its batches after the previous one ends."""
+    import keras
+    import tensorflow as tf
+
+    from unet_tf.fitting import fit
+
+    seen = []
+
+    class Record(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            seen.append(int(self.model.optimizer.iterations.numpy()))
+
+    x = np.arange(10, dtype=np.float32).reshape(10, 1)
+
+    def batches(shard):
+        return tf.data.Dataset.from_tensor_slices((x, 2 * x)).batch(4)  # 4, 4, 2: three steps a pass
+
+    model = keras.Sequential([keras.Input((1,)), keras.layers.Dense(1)])
+    model.compile(optimizer="sgd", loss="mse")
+    keras_fit, given = model.fit, []
+    model.fit = lambda ds, **kw: given.append(int(ds.cardinality())) or keras_fit(ds, **kw)
+    history = fit(
+        tf.distribute.get_strategy(),
+        model,
+        batches,
+        batches,
+        epochs=3,
+        steps_per_epoch=None,
+        pass_steps=3,
+        callbacks=[Record()],
+        verbose=0,
+    )
+    assert seen == [3, 6, 9]
+    assert len(history.history["val_loss"]) == 3
+    assert given == [int(tf.data.INFINITE_CARDINALITY)]  # one iterator for the whole run, not one per epoch

@@ -210,15 +210,17 @@ def fit(
 
     ``train_dataset(shard)`` / ``val_dataset(shard)`` make one replica's
     batches for worker shard ``(i, n)``; ``steps_per_epoch`` None means one
-    pass over the patches (``pass_steps`` steps, needed by the distributed
-    loop, which always counts steps). Returns the ``keras.callbacks.History``.
+    pass over the patches (``pass_steps`` steps). Returns the ``keras.callbacks.History``.
+
+    Both loops read the training batches through ONE iterator of the repeated
+    dataset and count steps. ``model.fit`` on the finite dataset would make a
+    new iterator every epoch, and on a busy 2-core CPU that start waited 8-14 s
+    with the CPU idle in about half the epochs (BENCHMARKS.md, "Round 5").
     """
+    steps_per_epoch = steps_per_epoch or pass_steps
     if is_default(strategy):
-        train_ds = train_dataset((0, 1))
-        if steps_per_epoch:
-            train_ds = train_ds.repeat()
         return model.fit(
-            train_ds,
+            train_dataset((0, 1)).repeat(),
             validation_data=val_dataset((0, 1)),
             epochs=epochs,
             steps_per_epoch=steps_per_epoch,
@@ -234,7 +236,7 @@ def fit(
         lambda shard: train_dataset(shard).repeat(),
         val_dataset,
         epochs=epochs,
-        steps_per_epoch=steps_per_epoch or pass_steps,
+        steps_per_epoch=steps_per_epoch,
         callbacks=callbacks,
         verbose=verbose,
     )
