@@ -267,3 +267,22 @@ def test_fit_counts_one_pass_per_epoch_through_one_iterator():
     assert seen == [3, 6, 9]
     assert len(history.history["val_loss"]) == 3
     assert given == [int(tf.data.INFINITE_CARDINALITY)]  # one iterator for the whole run, not one per epoch
+
+
+def test_bench_epochs_rows_add_up(tem_dir, tmp_path, capsys):
+    """bench/bench_epochs.py: one row per epoch whose parts fit inside the epoch's total."""
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
+    import bench_epochs
+
+    flags = "--data-dir {} --patch-size 64 --patches-per-image 2 --val-fraction 0.34 --base-filters 4 --depth 2"
+    flags += " --epochs 2 --batch-size 2 --out {}"
+    bench_epochs.main(["--", *flags.format(tem_dir, tmp_path / "run").split()])
+    rows = [line.strip("|").split("|") for line in capsys.readouterr().out.splitlines() if line.startswith("| ")]
+    assert [r[0].strip() for r in rows[1:]] == ["1", "2"]  # the header, then epochs 1 and 2
+    for cells in rows[1:]:
+        total, wait, cpu, steps, median, val, after = (float(c) for c in cells[1:])
+        assert min(wait, cpu, steps, median, val, after) >= 0
+        assert wait + steps + val + after <= total + 1e-2 and median <= steps
