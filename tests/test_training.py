@@ -231,8 +231,8 @@ def test_instance_model_carries_a_minimum_object_size_from_its_training_objects(
 
 
 def test_fit_counts_one_pass_per_epoch_through_one_iterator():
-    """steps_per_epoch None: each epoch is one pass (the last batch partial), read from
-    the repeated dataset; a new pass draws its batches after the previous one ends."""
+    """steps_per_epoch None: each epoch is one pass (its last batch partial), and model.fit
+    is given the repeated dataset, so one iterator serves the whole run."""
     import keras
     import tensorflow as tf
 

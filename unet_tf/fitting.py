@@ -214,8 +214,8 @@ def fit(
 
     Both loops read the training batches through ONE iterator of the repeated
     dataset and count steps. ``model.fit`` on the finite dataset would make a
-    new iterator every epoch, and on a busy 2-core CPU that start waited 8-14 s
-    with the CPU idle in about half the epochs (BENCHMARKS.md, "Round 5").
+    new iterator every epoch, and on a busy 2-core CPU that start waited 8-14 s,
+    idle, in about a third of the epochs (BENCHMARKS.md, "Round 5").
     """
     steps_per_epoch = steps_per_epoch or pass_steps
     if is_default(strategy):
