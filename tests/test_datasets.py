@@ -225,3 +225,31 @@ def test_holdout_takes_the_last_images_by_name():
     assert split_holdout(samples, 0) == (samples, [])
     with pytest.raises(UserInputError, match="--holdout 30"):
         split_holdout(samples, 30)
+
+
+def test_one_diagonal_object_is_an_instance_not_class_values(tmp_path):
+    """An object whose pixels touch only at corners is one object (8-connected), not two of one class."""
+    from unet_tf.datasets import instance_spec, read_instances
+
+    mask = np.zeros((12, 12), np.uint8)
+    for i in range(2, 9):
+        mask[i, i] = 5  # a thin diagonal object: 7 pieces under 4-connectivity
+    _png(tmp_path / "images/a.png", np.zeros((12, 12), np.uint8))
+    _png(tmp_path / "masks/a.png", mask)
+    sample = list_samples("folder", tmp_path)[0]
+    spec = instance_spec(dataset_spec("folder", (0, 255)))
+    np.testing.assert_array_equal(read_instances(sample, spec), mask.astype(np.int32))
+    ids = read_class_ids(sample, spec)
+    assert np.all(ids[mask > 0] > 0) and np.all(ids[mask == 0] == 0)
+
+
+def test_in_memory_class_value_mask_is_a_user_error():
+    from unet_tf.datasets import ArraySample, instance_spec, read_instances
+
+    mask = np.zeros((20, 20), np.uint8)
+    mask[2:6, 2:6] = 255
+    mask[10:15, 10:15] = 255
+    sample = ArraySample("array_000", np.zeros((20, 20), np.float32), mask)
+    spec = instance_spec(dataset_spec("folder", (0, 255)))
+    with pytest.raises(UserInputError, match=r"array_000 \(label array\): every object has the same value 255"):
+        read_instances(sample, spec)

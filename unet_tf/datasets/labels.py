@@ -19,9 +19,11 @@ def _read_label(sample: Sample, path: Path) -> np.ndarray:
     return read_label(path) if sample.page is None else read_page(path, sample.page)
 
 
-def _where(sample: Sample) -> str:
-    """The label file, with its page for a stack (as error messages name it)."""
-    return str(sample.labels[0]) if sample.page is None else f"{sample.labels[0]} page {sample.page + 1}"
+def _where(sample: Sample | ArraySample) -> str:
+    """The label file, with its page for a stack, or the label array (as error messages name it)."""
+    if isinstance(sample, ArraySample) or sample.page is None:
+        return str(sample.labels[0]) if sample.labels else sample.name
+    return f"{sample.labels[0]} page {sample.page + 1}"
 
 
 def _label_arrays(sample: Sample | ArraySample) -> list[np.ndarray]:
@@ -43,7 +45,9 @@ def read_instances(sample: Sample | ArraySample, spec: DatasetSpec) -> np.ndarra
     One label file holds the ids itself; several files (dsb2018) are one
     object each, numbered in file order (where two overlap, the later file
     wins, said once). A file whose only nonzero value forms several separate
-    regions holds class values, not object ids: an error naming it.
+    regions holds class values, not object ids: an error naming it. Regions
+    are 8-connected: a thin diagonal object, or pixels touching at a corner,
+    stay one object.
     """
     arrays = _label_arrays(sample)
     if len(arrays) > 1:
@@ -60,7 +64,7 @@ def read_instances(sample: Sample | ArraySample, spec: DatasetSpec) -> np.ndarra
     if spec.ignore_value is not None:
         out[out == spec.ignore_value] = 0
     values = np.unique(out[out > 0])
-    if values.size == 1 and ndimage.label(out > 0)[1] > 1:
+    if values.size == 1 and ndimage.label(out > 0, structure=np.ones((3, 3), bool))[1] > 1:
         raise UserInputError(
             f"{_where(sample)}: every object has the same value {values[0]}: these look like class "
             "values, not one id per object (use --target semantic, or label each object)"
@@ -99,7 +103,7 @@ def read_class_ids(sample: Sample | ArraySample, spec: DatasetSpec) -> np.ndarra
         label = _label_arrays(sample)[0]
         if spec.ignore_value is not None:
             label = np.where(label == spec.ignore_value, spec.class_values[0], label)
-        ids = values_to_ids(label, spec.class_values, _where(sample) if isinstance(sample, Sample) else sample.name)
+        ids = values_to_ids(label, spec.class_values, _where(sample))
     else:
         ids = np.any([label > 0 for label in _label_arrays(sample)], axis=0).astype(np.uint8)
     return with_ignore(ids, _ignore(sample, spec, seg))
