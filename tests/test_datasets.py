@@ -253,3 +253,95 @@ def test_in_memory_class_value_mask_is_a_user_error():
     spec = instance_spec(dataset_spec("folder", (0, 255)))
     with pytest.raises(UserInputError, match=r"array_000 \(label array\): every object has the same value 255"):
         read_instances(sample, spec)
+
+
+def _square(shape, top, left, side):
+    out = np.zeros(shape, bool)
+    out[top : top + side, left : left + side] = True
+    return out
+
+
+def _brute_force_ignore(seg, tra, unannotated, margin):
+    """Pixels within ``margin`` (Euclidean, by brute force) of an unannotated marker, minus annotated pixels."""
+    ys, xs = np.nonzero(np.isin(tra, unannotated))
+    yy, xx = np.mgrid[: seg.shape[0], : seg.shape[1]]
+    d2 = np.min((yy[..., None] - ys) ** 2 + (xx[..., None] - xs) ** 2, axis=-1)
+    return (d2 <= margin * margin) & (seg == 0)
+
+
+def _write_two_frame_ctc(root: Path):
+    """Frame 0: annotated squares of side 6 and 8; frame 1: of side 14 and 16; each frame one unannotated marker.
+
+    Equivalent radii side / sqrt(pi): 3.39, 4.51 | 7.90, 9.03. Per-frame margins 0.8 x the
+    frame's median: 3.16 and 6.77; over the set: 0.8 x median(all four) = 0.8 x 6.21 = 4.96 px.
+    """
+    shape = (48, 48)
+    frames = []
+    for t, sides in enumerate(((6, 8), (14, 16))):
+        seg = np.zeros(shape, np.uint16)
+        tra = np.zeros(shape, np.uint16)
+        for k, (side, left) in enumerate(zip(sides, (2, 22)), 1):
+            seg[_square(shape, 2, left, side)] = 10 + k
+            tra[_square(shape, 3, left + 1, 3)] = k
+        tra[_square(shape, 36, 20, 3)] = 9  # a nucleus SEG leaves out
+        _tif(root / f"01/t{t:03d}.tif", np.full(shape, 100 + t, np.uint16))
+        _tif(root / f"01_GT/SEG/man_seg{t:03d}.tif", seg)
+        _tif(root / f"01_GT/TRA/man_track{t:03d}.tif", tra)
+        frames.append((seg, tra))
+    return frames
+
+
+def test_ctc_ignore_margin_is_set_wide_not_per_frame(tmp_path):
+    """The ignore region of every frame is grown by one margin from all annotated objects of train + val."""
+    from unet_tf.config import RunConfig
+    from unet_tf.datasets import TrainingData
+    from unet_tf.targets import IGNORE_ID
+    from unet_tf.training import load_arrays
+
+    frames = _write_two_frame_ctc(tmp_path)
+    samples = list_samples("ctc", tmp_path)
+    radii = np.array([6, 8, 14, 16]) / np.sqrt(np.pi)
+    margin = 0.8 * np.median(radii)
+    assert margin == pytest.approx(4.965, abs=1e-3)
+    lines = []
+    data = TrainingData(dataset_spec("ctc"), (samples[0],), (samples[1],), data_dir=tmp_path)
+    arrays = load_arrays(data, RunConfig(), lines.append)
+    for (seg, tra), mask in zip(frames, arrays.train_masks + arrays.val_masks):
+        expected = _brute_force_ignore(seg, tra, [9], margin)
+        per_frame = _brute_force_ignore(
+            seg, tra, [9], 0.8 * np.median(np.sqrt(np.unique(seg[seg > 0], return_counts=True)[1] / np.pi))
+        )
+        assert expected.sum() != per_frame.sum()  # not vacuous: the two margins ignore different pixels
+        np.testing.assert_array_equal(mask == IGNORE_ID, expected)
+    assert any("4.96 px" in line for line in lines), lines
+    from dataclasses import replace
+
+    from unet_tf.datasets import instance_spec, with_marker_margin
+
+    fixed = replace(dataset_spec("ctc"), ignore_margin=3.0)
+    assert instance_spec(fixed).ignore_margin == 3.0  # the instance target keeps the set's margin
+    assert with_marker_margin(fixed, samples).ignore_margin == 3.0  # a margin already chosen is kept
+
+
+GOWT1 = Path(os.environ.get("UNET_TF_DATA", "data")) / "Fluo-N2DH-GOWT1"
+
+
+@pytest.mark.skipif(not (GOWT1 / "01_GT" / "SEG" / "man_seg018.tif").exists(), reason="GOWT1 data absent")
+def test_gowt1_sparse_frames_use_the_set_wide_margin():
+    """01/008 and 01/018 annotate one nucleus each (per-frame margins 14.1 and 10.9 px); the set gives 24.4 px."""
+    from scipy import ndimage
+
+    from unet_tf.datasets import read_class_ids, with_marker_margin
+    from unet_tf.targets import IGNORE_ID, unannotated_markers
+
+    samples = list_samples("ctc", GOWT1)
+    segs = [tifffile.imread(s.labels[0]) for s in samples]
+    areas = np.concatenate([np.unique(s[s > 0], return_counts=True)[1] for s in segs])
+    margin = 0.8 * float(np.median(np.sqrt(areas / np.pi)))
+    spec = with_marker_margin(dataset_spec("ctc"), samples)
+    assert spec.ignore_margin == pytest.approx(margin) and 24 < margin < 25
+    for name in ("man_seg008", "man_seg018"):
+        sample = next(s for s in samples if s.labels[0].stem == name and s.image.parent.name == "01")
+        seg, tra = tifffile.imread(sample.labels[0]), tifffile.imread(sample.markers)
+        grown = ndimage.distance_transform_edt(~np.isin(tra, unannotated_markers(seg, tra))) <= margin
+        np.testing.assert_array_equal(read_class_ids(sample, spec) == IGNORE_ID, grown & (seg == 0))

@@ -18,7 +18,7 @@ validation and test images and resolves a run's :class:`TrainingData`.
 """
 
 from ..config import DATASET_NAMES
-from .labels import load_image, load_pairs, read_border_weights, read_class_ids, read_instances
+from .labels import load_image, load_pairs, read_border_weights, read_class_ids, read_instances, with_marker_margin
 from .layouts import (
     TEM_CLASS_NAMES,
     TEM_CLASS_VALUES,
@@ -71,4 +71,5 @@ __all__ = [
     "resolve_data",
     "split_holdout",
     "split_train_val",
+    "with_marker_margin",
 ]

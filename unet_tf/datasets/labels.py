@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+from dataclasses import replace
 from pathlib import Path
 from typing import Sequence
 
@@ -11,7 +13,7 @@ from scipy import ndimage
 from ..errors import UserInputError
 from ..io import read_image, read_label, read_page, say_once
 from ..preprocessing import percentile_normalize, values_to_ids
-from ..targets import border_weights, ignore_from_markers, instance_target, with_ignore
+from ..targets import border_weights, ignore_from_markers, instance_target, marker_margin, object_areas, with_ignore
 from .layouts import ArraySample, DatasetSpec, Sample
 
 
@@ -77,11 +79,27 @@ def _ignore(sample: Sample | ArraySample, spec: DatasetSpec, seg: np.ndarray | N
     ignore = None
     if isinstance(sample, Sample) and sample.markers is not None:
         markers = read_label(sample.markers) if sample.page is None else read_page(sample.markers, sample.page)
-        ignore = ignore_from_markers(seg if seg is not None else read_instances(sample, spec), markers)
+        seg = seg if seg is not None else read_instances(sample, spec)
+        ignore = ignore_from_markers(seg, markers, spec.ignore_margin)
     if spec.ignore_value is not None:
         extra = _label_arrays(sample)[0] == spec.ignore_value
         ignore = extra if ignore is None else ignore | extra
     return ignore
+
+
+def with_marker_margin(spec: DatasetSpec, samples: Sequence[Sample | ArraySample]) -> DatasetSpec:
+    """``spec`` with one ignore margin for all ``samples`` (the frames a run trains and validates on).
+
+    The margin is :func:`unet_tf.targets.marker_margin` of every annotated
+    object of the samples that have TRA markers (ctc); ``spec`` unchanged when
+    none has markers, no frame annotates an object, or ``spec.ignore_margin``
+    is already set.
+    """
+    marked = [s for s in samples if isinstance(s, Sample) and s.markers is not None]
+    if spec.ignore_margin is not None or not marked:
+        return spec
+    margin = marker_margin(object_areas(read_instances(s, spec) for s in marked))
+    return spec if math.isnan(margin) else replace(spec, ignore_margin=margin)
 
 
 def read_class_ids(sample: Sample | ArraySample, spec: DatasetSpec) -> np.ndarray:
@@ -92,7 +110,8 @@ def read_class_ids(sample: Sample | ArraySample, spec: DatasetSpec) -> np.ndarra
     the sample is class 1 (a dsb2018 case has one file per nucleus). For an
     instance target (``spec.target == "instances"``) the ids are background /
     interior / boundary of the objects (:func:`unet_tf.targets.instance_target`).
-    Ignored pixels (unannotated nuclei of a partial ctc frame, ``ignore_value``)
+    Ignored pixels (unannotated nuclei of a partial ctc frame, grown by
+    ``spec.ignore_margin``: see :func:`with_marker_margin`; ``ignore_value``)
     get ``IGNORE_ID``.
     """
     seg = None
