@@ -345,3 +345,95 @@ def test_gowt1_sparse_frames_use_the_set_wide_margin():
         seg, tra = tifffile.imread(sample.labels[0]), tifffile.imread(sample.markers)
         grown = ndimage.distance_transform_edt(~np.isin(tra, unannotated_markers(seg, tra))) <= margin
         np.testing.assert_array_equal(read_class_ids(sample, spec) == IGNORE_ID, grown & (seg == 0))
+
+
+def _isbi_sections(root: Path, n: int):
+    for i in range(n):
+        _png(root / f"train/image/{i:02d}.png", np.full((4, 4), i, np.uint8))
+        _png(root / f"train/label/{i:02d}.png", np.full((4, 4), 255, np.uint8))
+
+
+def _ctc_sequences(root: Path, frames: dict):
+    """``frames``: sequence name -> frame numbers with a SEG annotation."""
+    for seq, numbers in frames.items():
+        for t in numbers:
+            seg = np.zeros((6, 6), np.uint16)
+            seg[1:3, 1:3] = 1
+            _tif(root / f"{seq}/t{t:03d}.tif", np.zeros((6, 6), np.uint16))
+            _tif(root / f"{seq}_GT/SEG/man_seg{t:03d}.tif", seg)
+            _tif(root / f"{seq}_GT/TRA/man_track{t:03d}.tif", seg)
+
+
+def _resolve(dataset, root, **data):
+    from unet_tf.config import RunConfig, replace_config
+    from unet_tf.datasets import resolve_data
+
+    seed = data.pop("seed", 0)
+    cfg = replace_config(RunConfig(), data={"dataset": dataset, "data_dir": str(root), **data}, train={"seed": seed})
+    lines = []
+    return resolve_data(cfg, lines.append), lines
+
+
+def _positions(data):
+    """Indices of the validation samples among all of the run's (train + val) samples in name order."""
+    everything = sorted((*data.train, *data.val), key=lambda s: (str(s.image.parent), s.image.name))
+    return [everything.index(s) for s in data.val]
+
+
+def test_serial_sections_validate_on_a_contiguous_block(tmp_path):
+    """isbi2012 sections are ordered: validation is a run of neighbouring sections, never scattered."""
+    _isbi_sections(tmp_path, 30)
+    starts = set()
+    for seed in range(6):
+        data, lines = _resolve("isbi2012", tmp_path, seed=seed)
+        pos = _positions(data)
+        assert len(data.val) == 6 and len(data.train) == 24  # --val-fraction 0.2 of 30 images
+        assert pos == list(range(pos[0], pos[0] + 6)), (seed, pos)
+        first, last = data.val[0].image.stem, data.val[-1].image.stem
+        assert any(f"image/{first}..image/{last}" in line for line in lines), lines
+        assert _resolve("isbi2012", tmp_path, seed=seed)[0] == data  # deterministic
+        starts.add(pos[0])
+    assert len(starts) > 1  # the seed still moves the block
+
+
+def test_time_lapse_sequences_validate_on_whole_sequences(tmp_path):
+    """CTC 01 and 02 both present: one whole sequence validates, no frame has a training neighbour."""
+    _ctc_sequences(tmp_path, {"01": [2, 5, 6, 7, 8, 10, 12, 13], "02": [1, 22, 25]})
+    for seed in range(4):
+        data, lines = _resolve("ctc", tmp_path, seed=seed)
+        assert {s.image.parent.name for s in data.val} == {"02"} and len(data.val) == 3
+        assert {s.image.parent.name for s in data.train} == {"01"} and len(data.train) == 8
+        assert any("02/t001..02/t025" in line for line in lines), lines
+
+
+def test_one_time_lapse_sequence_validates_on_a_contiguous_block_of_the_train_size_subset(tmp_path):
+    _ctc_sequences(tmp_path, {"01": list(range(20))})
+    for seed in range(4):
+        data, _ = _resolve("ctc", tmp_path, seed=seed, train_size=10, holdout=5)
+        assert len(data.train) == 8 and len(data.val) == 2 and len(data.test) == 5
+        assert [s.image.stem for s in data.test] == [f"t{t:03d}" for t in range(15, 20)]
+        pos = _positions(data)
+        assert pos[1] == pos[0] + 1, (seed, pos)  # neighbours within the chosen subset
+        assert _resolve("ctc", tmp_path, seed=seed, train_size=10, holdout=5)[0] == data
+
+
+def _frames(seq: str, n: int) -> list:
+    return [Sample(Path(f"{seq}/t{t:03d}.tif"), (Path(f"{seq}_GT/SEG/man_seg{t:03d}.tif"),)) for t in range(n)]
+
+
+def test_ordered_split_takes_the_whole_sequences_closest_to_the_fraction():
+    for seed in range(3):
+        # 12 frames, n_val = 9: sequence 02 (10 frames, 1 off) beats 01 (2 frames, 7 off)
+        train, val = split_train_val(_frames("01", 2) + _frames("02", 10), 0.75, seed, ordered=True)
+        assert val == _frames("02", 10) and train == _frames("01", 2)
+        # 50 frames, n_val = 25: 20 and 30 are both 5 off; the smaller validation wins
+        train, val = split_train_val(_frames("01", 20) + _frames("02", 30), 0.5, seed, ordered=True)
+        assert val == _frames("01", 20)
+        # 14 sequences (beyond exhaustive search): whole sequences, never all, about n_val = 6 of 28
+        samples = [f for k in range(14) for f in _frames(f"{k:02d}", 2)]
+        train, val = split_train_val(samples, 0.2, seed, ordered=True)
+        seqs = {s.image.parent for s in val}
+        assert all(s.image.parent not in seqs for s in train) and len(val) == 6
+    # unordered, the same frames are split at random: not whole sequences for every seed
+    splits = [split_train_val(_frames("01", 20) + _frames("02", 30), 0.5, seed)[1] for seed in range(3)]
+    assert any({s.image.parent for s in val} == {Path("01"), Path("02")} for val in splits)

@@ -15,6 +15,9 @@ dsb2018     ``ID/images/ID.png`` + ``ID/masks/*.png``                      masks
 :mod:`.labels` reads label files as class ids (the one reader used by
 training, prediction and the ablation); :mod:`.splits` chooses subsets,
 validation and test images and resolves a run's :class:`TrainingData`.
+``ctc`` frames and ``isbi2012`` sections are sequences (``ORDERED_LAYOUTS``):
+they validate on contiguous blocks, whole sequences where there are several;
+the other layouts on images chosen at random by the seed.
 """
 
 from ..config import DATASET_NAMES

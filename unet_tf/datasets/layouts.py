@@ -15,6 +15,9 @@ from ..errors import UserInputError
 from ..io import is_image_file, page_count, read_label
 from ..synthetic import TEM_CLASS_NAMES, TEM_CLASS_VALUES
 
+ORDERED_LAYOUTS = ("ctc", "isbi2012")
+"""Layouts whose images are sequences (time-lapse frames, serial sections): validated on contiguous blocks."""
+
 _MASK_SUFFIXES = ("_mask", "_masks", "_label", "_labels", "_seg", "_gt", "-mask", "-label")
 
 
