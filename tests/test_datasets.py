@@ -225,3 +225,215 @@ def test_holdout_takes_the_last_images_by_name():
     assert split_holdout(samples, 0) == (samples, [])
     with pytest.raises(UserInputError, match="--holdout 30"):
         split_holdout(samples, 30)
+
+
+def test_one_diagonal_object_is_an_instance_not_class_values(tmp_path):
+    """An object whose pixels touch only at corners is one object (8-connected), not two of one class."""
+    from unet_tf.datasets import instance_spec, read_instances
+
+    mask = np.zeros((12, 12), np.uint8)
+    for i in range(2, 9):
+        mask[i, i] = 5  # a thin diagonal object: 7 pieces under 4-connectivity
+    _png(tmp_path / "images/a.png", np.zeros((12, 12), np.uint8))
+    _png(tmp_path / "masks/a.png", mask)
+    sample = list_samples("folder", tmp_path)[0]
+    spec = instance_spec(dataset_spec("folder", (0, 255)))
+    np.testing.assert_array_equal(read_instances(sample, spec), mask.astype(np.int32))
+    ids = read_class_ids(sample, spec)
+    assert np.all(ids[mask > 0] > 0) and np.all(ids[mask == 0] == 0)
+
+
+def test_in_memory_class_value_mask_is_a_user_error():
+    from unet_tf.datasets import ArraySample, instance_spec, read_instances
+
+    mask = np.zeros((20, 20), np.uint8)
+    mask[2:6, 2:6] = 255
+    mask[10:15, 10:15] = 255
+    sample = ArraySample("array_000", np.zeros((20, 20), np.float32), mask)
+    spec = instance_spec(dataset_spec("folder", (0, 255)))
+    with pytest.raises(UserInputError, match=r"array_000 \(label array\): every object has the same value 255"):
+        read_instances(sample, spec)
+
+
+def _square(shape, top, left, side):
+    out = np.zeros(shape, bool)
+    out[top : top + side, left : left + side] = True
+    return out
+
+
+def _brute_force_ignore(seg, tra, unannotated, margin):
+    """Pixels within ``margin`` (Euclidean, by brute force) of an unannotated marker, minus annotated pixels."""
+    ys, xs = np.nonzero(np.isin(tra, unannotated))
+    yy, xx = np.mgrid[: seg.shape[0], : seg.shape[1]]
+    d2 = np.min((yy[..., None] - ys) ** 2 + (xx[..., None] - xs) ** 2, axis=-1)
+    return (d2 <= margin * margin) & (seg == 0)
+
+
+def _write_two_frame_ctc(root: Path):
+    """Frame 0: annotated squares of side 6 and 8; frame 1: of side 14 and 16; each frame one unannotated marker.
+
+    Equivalent radii side / sqrt(pi): 3.39, 4.51 | 7.90, 9.03. Per-frame margins 0.8 x the
+    frame's median: 3.16 and 6.77; over the set: 0.8 x median(all four) = 0.8 x 6.21 = 4.96 px.
+    """
+    shape = (48, 48)
+    frames = []
+    for t, sides in enumerate(((6, 8), (14, 16))):
+        seg = np.zeros(shape, np.uint16)
+        tra = np.zeros(shape, np.uint16)
+        for k, (side, left) in enumerate(zip(sides, (2, 22)), 1):
+            seg[_square(shape, 2, left, side)] = 10 + k
+            tra[_square(shape, 3, left + 1, 3)] = k
+        tra[_square(shape, 36, 20, 3)] = 9  # a nucleus SEG leaves out
+        _tif(root / f"01/t{t:03d}.tif", np.full(shape, 100 + t, np.uint16))
+        _tif(root / f"01_GT/SEG/man_seg{t:03d}.tif", seg)
+        _tif(root / f"01_GT/TRA/man_track{t:03d}.tif", tra)
+        frames.append((seg, tra))
+    return frames
+
+
+def test_ctc_ignore_margin_is_set_wide_not_per_frame(tmp_path):
+    """The ignore region of every frame is grown by one margin from all annotated objects of train + val."""
+    from unet_tf.config import RunConfig
+    from unet_tf.datasets import TrainingData
+    from unet_tf.targets import IGNORE_ID
+    from unet_tf.training import load_arrays
+
+    frames = _write_two_frame_ctc(tmp_path)
+    samples = list_samples("ctc", tmp_path)
+    radii = np.array([6, 8, 14, 16]) / np.sqrt(np.pi)
+    margin = 0.8 * np.median(radii)
+    assert margin == pytest.approx(4.965, abs=1e-3)
+    lines = []
+    data = TrainingData(dataset_spec("ctc"), (samples[0],), (samples[1],), data_dir=tmp_path)
+    arrays = load_arrays(data, RunConfig(), lines.append)
+    for (seg, tra), mask in zip(frames, arrays.train_masks + arrays.val_masks):
+        expected = _brute_force_ignore(seg, tra, [9], margin)
+        per_frame = _brute_force_ignore(
+            seg, tra, [9], 0.8 * np.median(np.sqrt(np.unique(seg[seg > 0], return_counts=True)[1] / np.pi))
+        )
+        assert expected.sum() != per_frame.sum()  # not vacuous: the two margins ignore different pixels
+        np.testing.assert_array_equal(mask == IGNORE_ID, expected)
+    assert any("4.96 px" in line for line in lines), lines
+    from dataclasses import replace
+
+    from unet_tf.datasets import instance_spec, with_marker_margin
+
+    fixed = replace(dataset_spec("ctc"), ignore_margin=3.0)
+    assert instance_spec(fixed).ignore_margin == 3.0  # the instance target keeps the set's margin
+    assert with_marker_margin(fixed, samples).ignore_margin == 3.0  # a margin already chosen is kept
+
+
+GOWT1 = Path(os.environ.get("UNET_TF_DATA", "data")) / "Fluo-N2DH-GOWT1"
+
+
+@pytest.mark.skipif(not (GOWT1 / "01_GT" / "SEG" / "man_seg018.tif").exists(), reason="GOWT1 data absent")
+def test_gowt1_sparse_frames_use_the_set_wide_margin():
+    """01/008 and 01/018 annotate one nucleus each (per-frame margins 14.1 and 10.9 px); the set gives 24.4 px."""
+    from scipy import ndimage
+
+    from unet_tf.datasets import read_class_ids, with_marker_margin
+    from unet_tf.targets import IGNORE_ID, unannotated_markers
+
+    samples = list_samples("ctc", GOWT1)
+    segs = [tifffile.imread(s.labels[0]) for s in samples]
+    areas = np.concatenate([np.unique(s[s > 0], return_counts=True)[1] for s in segs])
+    margin = 0.8 * float(np.median(np.sqrt(areas / np.pi)))
+    spec = with_marker_margin(dataset_spec("ctc"), samples)
+    assert spec.ignore_margin == pytest.approx(margin) and 24 < margin < 25
+    for name in ("man_seg008", "man_seg018"):
+        sample = next(s for s in samples if s.labels[0].stem == name and s.image.parent.name == "01")
+        seg, tra = tifffile.imread(sample.labels[0]), tifffile.imread(sample.markers)
+        grown = ndimage.distance_transform_edt(~np.isin(tra, unannotated_markers(seg, tra))) <= margin
+        np.testing.assert_array_equal(read_class_ids(sample, spec) == IGNORE_ID, grown & (seg == 0))
+
+
+def _isbi_sections(root: Path, n: int):
+    for i in range(n):
+        _png(root / f"train/image/{i:02d}.png", np.full((4, 4), i, np.uint8))
+        _png(root / f"train/label/{i:02d}.png", np.full((4, 4), 255, np.uint8))
+
+
+def _ctc_sequences(root: Path, frames: dict):
+    """``frames``: sequence name -> frame numbers with a SEG annotation."""
+    for seq, numbers in frames.items():
+        for t in numbers:
+            seg = np.zeros((6, 6), np.uint16)
+            seg[1:3, 1:3] = 1
+            _tif(root / f"{seq}/t{t:03d}.tif", np.zeros((6, 6), np.uint16))
+            _tif(root / f"{seq}_GT/SEG/man_seg{t:03d}.tif", seg)
+            _tif(root / f"{seq}_GT/TRA/man_track{t:03d}.tif", seg)
+
+
+def _resolve(dataset, root, **data):
+    from unet_tf.config import RunConfig, replace_config
+    from unet_tf.datasets import resolve_data
+
+    seed = data.pop("seed", 0)
+    cfg = replace_config(RunConfig(), data={"dataset": dataset, "data_dir": str(root), **data}, train={"seed": seed})
+    lines = []
+    return resolve_data(cfg, lines.append), lines
+
+
+def _positions(data):
+    """Indices of the validation samples among all of the run's (train + val) samples in name order."""
+    everything = sorted((*data.train, *data.val), key=lambda s: (str(s.image.parent), s.image.name))
+    return [everything.index(s) for s in data.val]
+
+
+def test_serial_sections_validate_on_a_contiguous_block(tmp_path):
+    """isbi2012 sections are ordered: validation is a run of neighbouring sections, never scattered."""
+    _isbi_sections(tmp_path, 30)
+    starts = set()
+    for seed in range(6):
+        data, lines = _resolve("isbi2012", tmp_path, seed=seed)
+        pos = _positions(data)
+        assert len(data.val) == 6 and len(data.train) == 24  # --val-fraction 0.2 of 30 images
+        assert pos == list(range(pos[0], pos[0] + 6)), (seed, pos)
+        first, last = data.val[0].image.stem, data.val[-1].image.stem
+        assert any(f"image/{first}..image/{last}" in line for line in lines), lines
+        assert _resolve("isbi2012", tmp_path, seed=seed)[0] == data  # deterministic
+        starts.add(pos[0])
+    assert len(starts) > 1  # the seed still moves the block
+
+
+def test_time_lapse_sequences_validate_on_whole_sequences(tmp_path):
+    """CTC 01 and 02 both present: one whole sequence validates, no frame has a training neighbour."""
+    _ctc_sequences(tmp_path, {"01": [2, 5, 6, 7, 8, 10, 12, 13], "02": [1, 22, 25]})
+    for seed in range(4):
+        data, lines = _resolve("ctc", tmp_path, seed=seed)
+        assert {s.image.parent.name for s in data.val} == {"02"} and len(data.val) == 3
+        assert {s.image.parent.name for s in data.train} == {"01"} and len(data.train) == 8
+        assert any("02/t001..02/t025" in line for line in lines), lines
+
+
+def test_one_time_lapse_sequence_validates_on_a_contiguous_block_of_the_train_size_subset(tmp_path):
+    _ctc_sequences(tmp_path, {"01": list(range(20))})
+    for seed in range(4):
+        data, _ = _resolve("ctc", tmp_path, seed=seed, train_size=10, holdout=5)
+        assert len(data.train) == 8 and len(data.val) == 2 and len(data.test) == 5
+        assert [s.image.stem for s in data.test] == [f"t{t:03d}" for t in range(15, 20)]
+        pos = _positions(data)
+        assert pos[1] == pos[0] + 1, (seed, pos)  # neighbours within the chosen subset
+        assert _resolve("ctc", tmp_path, seed=seed, train_size=10, holdout=5)[0] == data
+
+
+def _frames(seq: str, n: int) -> list:
+    return [Sample(Path(f"{seq}/t{t:03d}.tif"), (Path(f"{seq}_GT/SEG/man_seg{t:03d}.tif"),)) for t in range(n)]
+
+
+def test_ordered_split_takes_the_whole_sequences_closest_to_the_fraction():
+    for seed in range(3):
+        # 12 frames, n_val = 9: sequence 02 (10 frames, 1 off) beats 01 (2 frames, 7 off)
+        train, val = split_train_val(_frames("01", 2) + _frames("02", 10), 0.75, seed, ordered=True)
+        assert val == _frames("02", 10) and train == _frames("01", 2)
+        # 50 frames, n_val = 25: 20 and 30 are both 5 off; the smaller validation wins
+        train, val = split_train_val(_frames("01", 20) + _frames("02", 30), 0.5, seed, ordered=True)
+        assert val == _frames("01", 20)
+        # 14 sequences (beyond exhaustive search): whole sequences, never all, about n_val = 6 of 28
+        samples = [f for k in range(14) for f in _frames(f"{k:02d}", 2)]
+        train, val = split_train_val(samples, 0.2, seed, ordered=True)
+        seqs = {s.image.parent for s in val}
+        assert all(s.image.parent not in seqs for s in train) and len(val) == 6
+    # unordered, the same frames are split at random: not whole sequences for every seed
+    splits = [split_train_val(_frames("01", 20) + _frames("02", 30), 0.5, seed)[1] for seed in range(3)]
+    assert any({s.image.parent for s in val} == {Path("01"), Path("02")} for val in splits)

@@ -14,6 +14,7 @@ from unet_tf.targets import (
     ignore_from_markers,
     ignore_stats,
     instance_target,
+    marker_margin,
     min_object_size,
     object_areas,
     typical_radius,
@@ -213,3 +214,10 @@ def test_min_object_size_default_is_a_quarter_of_the_5th_percentile():
         min_object_size(areas, fraction=0)
     with pytest.raises(ValueError, match="percentile"):
         min_object_size(areas, percentile=101)
+
+
+def test_marker_margin_is_the_factor_times_the_median_radius_of_the_set():
+    areas = np.pi * np.array([4.0, 9.0, 25.0, 100.0, 1.0])  # radii 2, 3, 5, 10, 1: median 3
+    assert marker_margin(areas) == pytest.approx(0.8 * 3)
+    assert marker_margin(areas, factor=1.0) == pytest.approx(3)
+    assert math.isnan(marker_margin(np.zeros(0)))

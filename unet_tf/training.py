@@ -26,7 +26,15 @@ import tensorflow as tf
 from . import __version__
 from .callbacks import AtomicModelCheckpoint, TimeLimit, make_callbacks
 from .config import RunConfig, steps_per_pass
-from .datasets import DatasetSpec, TrainingData, load_pairs, read_border_weights, read_instances, resolve_data
+from .datasets import (
+    DatasetSpec,
+    TrainingData,
+    load_pairs,
+    read_border_weights,
+    read_instances,
+    resolve_data,
+    with_marker_margin,
+)
 from .distribute import WorkerInfo, cluster_note, is_default, make_strategy, strategy_scope, worker_info
 from .errors import UserInputError
 from .finetune import finetune_config, init_from
@@ -76,8 +84,11 @@ def load_arrays(data: TrainingData, cfg: RunConfig, log: Log) -> Arrays:
     norm, d = cfg.data.normalize, cfg.data
     where = f" from {data.data_dir}" if data.data_dir else " (arrays)"
     log(f"reading {len(data.train)} training and {len(data.val)} validation images{where}")
-    train = load_pairs(data.train, data.spec, norm.pmin, norm.pmax, norm.clip)
-    val = load_pairs(data.val, data.spec, norm.pmin, norm.pmax, norm.clip)
+    spec = with_marker_margin(data.spec, (*data.train, *data.val))  # one ignore margin for every frame
+    if spec.ignore_margin != data.spec.ignore_margin:
+        log(f"unannotated nuclei: ignored within {spec.ignore_margin:.2f} px of their markers (set-wide margin)")
+    train = load_pairs(data.train, spec, norm.pmin, norm.pmax, norm.clip)
+    val = load_pairs(data.val, spec, norm.pmin, norm.pmax, norm.clip)
     weights = (None, None)
     if data.spec.target == "instances" and d.border_weight > 0:
         weights = tuple(

@@ -15,10 +15,13 @@ dsb2018     ``ID/images/ID.png`` + ``ID/masks/*.png``                      masks
 :mod:`.labels` reads label files as class ids (the one reader used by
 training, prediction and the ablation); :mod:`.splits` chooses subsets,
 validation and test images and resolves a run's :class:`TrainingData`.
+``ctc`` frames and ``isbi2012`` sections are sequences (``ORDERED_LAYOUTS``):
+they validate on contiguous blocks, whole sequences where there are several;
+the other layouts on images chosen at random by the seed.
 """
 
 from ..config import DATASET_NAMES
-from .labels import load_image, load_pairs, read_border_weights, read_class_ids, read_instances
+from .labels import load_image, load_pairs, read_border_weights, read_class_ids, read_instances, with_marker_margin
 from .layouts import (
     TEM_CLASS_NAMES,
     TEM_CLASS_VALUES,
@@ -71,4 +74,5 @@ __all__ = [
     "resolve_data",
     "split_holdout",
     "split_train_val",
+    "with_marker_margin",
 ]

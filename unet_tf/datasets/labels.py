@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+from dataclasses import replace
 from pathlib import Path
 from typing import Sequence
 
@@ -11,7 +13,7 @@ from scipy import ndimage
 from ..errors import UserInputError
 from ..io import read_image, read_label, read_page, say_once
 from ..preprocessing import percentile_normalize, values_to_ids
-from ..targets import border_weights, ignore_from_markers, instance_target, with_ignore
+from ..targets import border_weights, ignore_from_markers, instance_target, marker_margin, object_areas, with_ignore
 from .layouts import ArraySample, DatasetSpec, Sample
 
 
@@ -19,9 +21,11 @@ def _read_label(sample: Sample, path: Path) -> np.ndarray:
     return read_label(path) if sample.page is None else read_page(path, sample.page)
 
 
-def _where(sample: Sample) -> str:
-    """The label file, with its page for a stack (as error messages name it)."""
-    return str(sample.labels[0]) if sample.page is None else f"{sample.labels[0]} page {sample.page + 1}"
+def _where(sample: Sample | ArraySample) -> str:
+    """The label file, with its page for a stack, or the label array (as error messages name it)."""
+    if isinstance(sample, ArraySample) or sample.page is None:
+        return str(sample.labels[0]) if sample.labels else sample.name
+    return f"{sample.labels[0]} page {sample.page + 1}"
 
 
 def _label_arrays(sample: Sample | ArraySample) -> list[np.ndarray]:
@@ -43,7 +47,9 @@ def read_instances(sample: Sample | ArraySample, spec: DatasetSpec) -> np.ndarra
     One label file holds the ids itself; several files (dsb2018) are one
     object each, numbered in file order (where two overlap, the later file
     wins, said once). A file whose only nonzero value forms several separate
-    regions holds class values, not object ids: an error naming it.
+    regions holds class values, not object ids: an error naming it. Regions
+    are 8-connected: a thin diagonal object, or pixels touching at a corner,
+    stay one object.
     """
     arrays = _label_arrays(sample)
     if len(arrays) > 1:
@@ -60,7 +66,7 @@ def read_instances(sample: Sample | ArraySample, spec: DatasetSpec) -> np.ndarra
     if spec.ignore_value is not None:
         out[out == spec.ignore_value] = 0
     values = np.unique(out[out > 0])
-    if values.size == 1 and ndimage.label(out > 0)[1] > 1:
+    if values.size == 1 and ndimage.label(out > 0, structure=np.ones((3, 3), bool))[1] > 1:
         raise UserInputError(
             f"{_where(sample)}: every object has the same value {values[0]}: these look like class "
             "values, not one id per object (use --target semantic, or label each object)"
@@ -73,11 +79,27 @@ def _ignore(sample: Sample | ArraySample, spec: DatasetSpec, seg: np.ndarray | N
     ignore = None
     if isinstance(sample, Sample) and sample.markers is not None:
         markers = read_label(sample.markers) if sample.page is None else read_page(sample.markers, sample.page)
-        ignore = ignore_from_markers(seg if seg is not None else read_instances(sample, spec), markers)
+        seg = seg if seg is not None else read_instances(sample, spec)
+        ignore = ignore_from_markers(seg, markers, spec.ignore_margin)
     if spec.ignore_value is not None:
         extra = _label_arrays(sample)[0] == spec.ignore_value
         ignore = extra if ignore is None else ignore | extra
     return ignore
+
+
+def with_marker_margin(spec: DatasetSpec, samples: Sequence[Sample | ArraySample]) -> DatasetSpec:
+    """``spec`` with one ignore margin for all ``samples`` (the frames a run trains and validates on).
+
+    The margin is :func:`unet_tf.targets.marker_margin` of every annotated
+    object of the samples that have TRA markers (ctc); ``spec`` unchanged when
+    none has markers, no frame annotates an object, or ``spec.ignore_margin``
+    is already set.
+    """
+    marked = [s for s in samples if isinstance(s, Sample) and s.markers is not None]
+    if spec.ignore_margin is not None or not marked:
+        return spec
+    margin = marker_margin(object_areas(read_instances(s, spec) for s in marked))
+    return spec if math.isnan(margin) else replace(spec, ignore_margin=margin)
 
 
 def read_class_ids(sample: Sample | ArraySample, spec: DatasetSpec) -> np.ndarray:
@@ -88,7 +110,8 @@ def read_class_ids(sample: Sample | ArraySample, spec: DatasetSpec) -> np.ndarra
     the sample is class 1 (a dsb2018 case has one file per nucleus). For an
     instance target (``spec.target == "instances"``) the ids are background /
     interior / boundary of the objects (:func:`unet_tf.targets.instance_target`).
-    Ignored pixels (unannotated nuclei of a partial ctc frame, ``ignore_value``)
+    Ignored pixels (unannotated nuclei of a partial ctc frame, grown by
+    ``spec.ignore_margin``: see :func:`with_marker_margin`; ``ignore_value``)
     get ``IGNORE_ID``.
     """
     seg = None
@@ -99,7 +122,7 @@ def read_class_ids(sample: Sample | ArraySample, spec: DatasetSpec) -> np.ndarra
         label = _label_arrays(sample)[0]
         if spec.ignore_value is not None:
             label = np.where(label == spec.ignore_value, spec.class_values[0], label)
-        ids = values_to_ids(label, spec.class_values, _where(sample) if isinstance(sample, Sample) else sample.name)
+        ids = values_to_ids(label, spec.class_values, _where(sample))
     else:
         ids = np.any([label > 0 for label in _label_arrays(sample)], axis=0).astype(np.uint8)
     return with_ignore(ids, _ignore(sample, spec, seg))

@@ -15,6 +15,9 @@ from ..errors import UserInputError
 from ..io import is_image_file, page_count, read_label
 from ..synthetic import TEM_CLASS_NAMES, TEM_CLASS_VALUES
 
+ORDERED_LAYOUTS = ("ctc", "isbi2012")
+"""Layouts whose images are sequences (time-lapse frames, serial sections): validated on contiguous blocks."""
+
 _MASK_SUFFIXES = ("_mask", "_masks", "_label", "_labels", "_seg", "_gt", "-mask", "-label")
 
 
@@ -69,6 +72,7 @@ class DatasetSpec:
     target: str = "semantic"  # "instances": label files hold object ids, classes are bg/interior/boundary
     boundary_width: int = 2
     ignore_value: int | None = None  # label value of pixels that count nowhere (read as IGNORE_ID)
+    ignore_margin: float | None = None  # ctc: growth (px) of unannotated markers, one for the data set
 
     @property
     def n_classes(self) -> int:
@@ -332,8 +336,13 @@ def instance_spec(spec: DatasetSpec, boundary_width: int = 2) -> DatasetSpec:
     if boundary_width < 1:
         raise UserInputError(f"--boundary-width {boundary_width}: must be at least 1 px")
     mode = "union" if spec.label_mode == "union" else "instances"
-    return DatasetSpec(
-        spec.name, INSTANCE_CLASS_VALUES, INSTANCE_CLASS_NAMES, mode, "instances", boundary_width, spec.ignore_value
+    return replace(
+        spec,
+        class_values=INSTANCE_CLASS_VALUES,
+        class_names=INSTANCE_CLASS_NAMES,
+        label_mode=mode,
+        target="instances",
+        boundary_width=boundary_width,
     )
 
 
@@ -345,9 +354,7 @@ def with_ignore_value(spec: DatasetSpec, value: int | None) -> DatasetSpec:
         raise UserInputError(
             f"--ignore-value {value}: is also the value of class '{spec.class_names[spec.class_values.index(value)]}'"
         )
-    return DatasetSpec(
-        spec.name, spec.class_values, spec.class_names, spec.label_mode, spec.target, spec.boundary_width, value
-    )
+    return replace(spec, ignore_value=value)
 
 
 def _values_in_masks(samples: Sequence[Sample], ignore_value: int | None = None) -> tuple[int, ...]:

@@ -2,12 +2,14 @@
 
 :func:`resolve_data` turns a :class:`~unet_tf.config.RunConfig` into the
 samples of a run (the dataset layout's files, the ``--train-size`` subset, the
-validation split by image, the ``--holdout`` test images);
+validation split by image, contiguous for ordered frames, the ``--holdout``
+test images);
 :meth:`TrainingData.from_arrays` does the same for images already in memory.
 """
 
 from __future__ import annotations
 
+import itertools
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +21,7 @@ from ..config import RunConfig
 from ..errors import UserInputError
 from ..synthetic import write_tem_dataset
 from .layouts import (
+    ORDERED_LAYOUTS,
     ArraySample,
     DatasetSpec,
     Sample,
@@ -43,14 +46,25 @@ def choose_subset(samples: Sequence[Sample], n: int | None, seed: int = 0) -> li
 
 
 def split_train_val(
-    samples: Sequence[Sample], val_fraction: float = 0.2, seed: int = 0
+    samples: Sequence[Sample], val_fraction: float = 0.2, seed: int = 0, ordered: bool = False
 ) -> tuple[list[Sample], list[Sample]]:
     """Split by image (never patches of one image on both sides), deterministic for ``seed``.
 
-    At least one image goes to validation when ``val_fraction > 0`` and two or more
-    images exist; a single image is used for both (said by the caller). Pages of
-    one stack never fall on both sides, unless the stack is the only file: then
-    validation is a contiguous block of its pages.
+    ``n_val = round(val_fraction x len(samples))`` images validate (at least
+    one when ``val_fraction > 0`` and two or more images exist; a single image
+    is used for both, said by the caller). Samples form groups that are never
+    cut at random: the pages of one stack and, when ``ordered`` (time-lapse
+    frames, serial sections: :data:`~unet_tf.datasets.layouts.ORDERED_LAYOUTS`),
+    the frames of one sequence folder. Neighbours in a group are near-duplicates,
+    so validating on one while training on the next would pick ``best.keras``
+    on seen data. Hence:
+
+    * one group: validation is a contiguous block of ``n_val`` of its samples,
+      placed by ``seed``;
+    * several groups, ``ordered``: whole groups, as close to ``n_val`` samples
+      as whole groups allow (CTC sequence 02 against 01);
+    * several stacks, unordered: whole stacks until validation holds ``n_val``;
+    * otherwise (unordered single images): ``n_val`` images chosen at random.
     """
     samples = list(samples)
     if not 0 <= val_fraction < 1:
@@ -58,27 +72,93 @@ def split_train_val(
     if val_fraction == 0 or len(samples) < 2:
         return samples, []
     n_val = min(len(samples) - 1, max(1, round(val_fraction * len(samples))))
-    files = list(dict.fromkeys(_file(s) for s in samples))
-    if len(files) == 1:  # one stack: validate on a contiguous block of pages, chosen by the seed
-        start = int(np.random.default_rng([seed, 7]).integers(0, len(samples) - n_val + 1))
+    keys = [_group(s, ordered) for s in samples]
+    groups = list(dict.fromkeys(keys))
+    rng = np.random.default_rng([seed, 7])
+    if len(groups) == 1:
+        start = int(rng.integers(0, len(samples) - n_val + 1))
         val = set(range(start, start + n_val))
-    elif len(files) == len(samples):  # one page per file
-        val = set(np.random.default_rng([seed, 7]).permutation(len(samples))[:n_val].tolist())
-    else:  # stacks: whole files to validation until it holds n_val pages
-        chosen: set = set()
-        for k in np.random.default_rng([seed, 7]).permutation(len(files)):
-            if sum(_file(s) in chosen for s in samples) >= n_val:
-                break
-            chosen.add(files[k])
-        val = {i for i, s in enumerate(samples) if _file(s) in chosen}
-        if len(val) == len(samples):
-            raise UserInputError("--val-fraction: too large for these stacks; every stack would be validation")
+    elif len(groups) == len(samples):  # every sample a group of its own
+        val = set(rng.permutation(len(samples))[:n_val].tolist())
+    else:
+        sizes = [keys.count(g) for g in groups]
+        chosen = _closest_groups(sizes, n_val, rng) if ordered else _stacks_until(sizes, n_val, rng)
+        val = {i for i, key in enumerate(keys) if groups.index(key) in chosen}
     return [s for i, s in enumerate(samples) if i not in val], [s for i, s in enumerate(samples) if i in val]
 
 
-def _file(sample):
-    """What a sample is a page of: its file; any other item (an array sample, an index) is its own file."""
-    return str(sample.image) if isinstance(sample, Sample) else getattr(sample, "name", sample)
+def _group(sample, ordered: bool = False):
+    """What a sample is never split from: its stack; for ``ordered`` samples of single-page files, its folder.
+
+    Any other item (an array sample, an index) is a group of its own.
+    """
+    if not isinstance(sample, Sample):
+        return getattr(sample, "name", sample)
+    return str(sample.image.parent) if ordered and sample.page is None else str(sample.image)
+
+
+def _closest_groups(sizes: Sequence[int], n_val: int, rng: np.random.Generator) -> set[int]:
+    """Indices of whole groups holding as close to ``n_val`` samples as whole groups can, never all of them.
+
+    Exact over every proper subset for up to 12 groups (ties: fewer samples,
+    then ``rng`` order); with more, greedy in ``rng`` order (a group is taken
+    when it brings the count closer), or the smallest group when none does.
+    """
+    order = rng.permutation(len(sizes)).tolist()
+    if len(sizes) <= 12:
+        subsets = (c for r in range(1, len(sizes)) for c in itertools.combinations(order, r))
+        best = min(subsets, key=lambda c: (abs(sum(sizes[k] for k in c) - n_val), sum(sizes[k] for k in c)))
+        return set(best)
+    chosen: set[int] = set()
+    total = 0
+    for k in order:
+        if abs(total + sizes[k] - n_val) < abs(total - n_val) and total + sizes[k] < sum(sizes):
+            chosen.add(k)
+            total += sizes[k]
+    return chosen or {int(np.argmin(sizes))}
+
+
+def _stacks_until(sizes: Sequence[int], n_val: int, rng: np.random.Generator) -> set[int]:
+    """Indices of whole stacks, in ``rng`` order, until they hold ``n_val`` pages (unordered layouts)."""
+    chosen: set[int] = set()
+    for k in rng.permutation(len(sizes)).tolist():
+        if sum(sizes[i] for i in chosen) >= n_val:
+            break
+        chosen.add(k)
+    if len(chosen) == len(sizes):
+        raise UserInputError("--val-fraction: too large for these stacks; every stack would be validation")
+    return chosen
+
+
+def validation_note(samples: Sequence[Sample], val: Sequence[Sample], ordered: bool, seed: int) -> str:
+    """One log line naming the validation images: runs of neighbours as ``first..last``, in ``samples`` order.
+
+    E.g. ``validation: 20 of 50 images (40 %; ordered frames: ...; seed 0): 02/t001..02/t076``.
+    """
+    chosen = set(map(id, val))
+    runs: list[list[str]] = []
+    previous = False
+    for sample in samples:
+        inside = id(sample) in chosen
+        if inside and previous:
+            runs[-1][1] = _short_name(sample)
+        elif inside:
+            runs.append([_short_name(sample)] * 2)
+        previous = inside
+    names = [a if a == b else f"{a}..{b}" for a, b in runs]
+    shown = ", ".join(names[:8]) + (f", ... ({len(names) - 8} more)" if len(names) > 8 else "")
+    how = "ordered frames: contiguous blocks, whole sequences where there are several" if ordered else "at random"
+    share = 100 * len(val) / max(1, len(samples))
+    return f"validation: {len(val)} of {len(samples)} images ({share:.0f} %; {how}; seed {seed}): {shown}"
+
+
+def _short_name(sample) -> str:
+    """``folder/stem`` of a file, ``file page N`` of a stack page, the name of an array sample."""
+    if not isinstance(sample, Sample):
+        return str(getattr(sample, "name", sample))
+    if sample.page is not None:
+        return f"{sample.image.name} page {sample.page + 1}"
+    return f"{sample.image.parent.name}/{sample.image.stem}"
 
 
 def split_holdout(samples: Sequence[Sample], holdout: int) -> tuple[list[Sample], list[Sample]]:
@@ -194,8 +274,11 @@ def resolve_data(cfg: RunConfig, log: Callable[[str], None] = print) -> Training
     d = cfg.data
     data_dir, spec, samples, test = labelled_pool(cfg, log)
     subset = choose_subset(samples, d.train_size, cfg.train.seed)
-    train, val = split_train_val(subset, d.val_fraction, cfg.train.seed)
+    ordered = d.dataset in ORDERED_LAYOUTS
+    train, val = split_train_val(subset, d.val_fraction, cfg.train.seed, ordered)
     if not val:
         log("note: only one training image (or --val-fraction 0): validating on the training image itself")
         val = train
+    else:
+        log(validation_note(subset, val, ordered, cfg.train.seed))
     return TrainingData(spec, tuple(train), tuple(val), tuple(test), data_dir)
