@@ -5,6 +5,7 @@ import math
 import numpy as np
 import pytest
 
+from unet_tf.errors import UserInputError
 from unet_tf.instance_metrics import (
     INSTANCE_COLUMNS,
     THRESHOLDS,
@@ -36,8 +37,8 @@ def test_hand_case_scores():
     assert s["recall"] == pytest.approx(1 / 2)
     assert s["f1"] == pytest.approx(2 / 5)
     assert s["ap50"] == pytest.approx(1 / 4)
-    # IoU 0.6 counts at 0.50 and 0.55 only (strictly greater): (0.25 + 0.25) / 10.
-    assert s["mean_ap"] == pytest.approx(0.05)
+    # IoU 0.6 counts at 0.50, 0.55 and 0.60 (IoU >= t): 3 * 0.25 / 10.
+    assert s["mean_ap"] == pytest.approx(0.075)
     assert s["sq"] == pytest.approx(0.6)
     assert s["rq"] == pytest.approx(1 / 2.5)
     assert s["pq"] == pytest.approx(0.6 / 2.5)
@@ -66,6 +67,88 @@ def test_ignore_drops_predictions_mostly_inside():
     ignore[20:30, 0:3] = True  # now 75 % of prediction 2
     s = evaluate_instances(true, pred, ignore)
     assert (s["n_pred"], s["n_ignored"], s["fp"], s["n_true"]) == (1, 2, 0, 2)
+    assert s["seg"] == pytest.approx(0.6 / 2)  # as without ignore: B is covered 40 % by prediction 2
+
+
+def test_seg_sees_predictions_in_the_ignore_region():
+    """CTC SEG: a prediction merging true object R (100 px) with an unannotated neighbour (150 px, ignored)
+    covers all of R: Jaccard 100 / 250 = 0.4, although 60 % of it lies in the ignore region."""
+    true = np.zeros((30, 40), np.int32)
+    true[5:15, 5:15] = 4
+    ignore = np.zeros(true.shape, bool)
+    ignore[5:15, 15:30] = True
+    pred = np.where(true > 0, 9, 0) + np.where(ignore, 9, 0)
+    s = evaluate_instances(true, pred, ignore)
+    assert (s["n_pred"], s["n_ignored"], s["tp"], s["fp"], s["fn"]) == (0, 1, 0, 0, 1)
+    assert s["seg"] == pytest.approx(0.4)
+    assert evaluate_instances(true, pred)["seg"] == pytest.approx(0.4)
+
+
+def test_seg_matches_ctc_metrics(tmp_path):
+    """``seg`` with and without an ignore region against py-ctcmetrics' SEG (which knows no ignore region)."""
+    pytest.importorskip("ctc_metrics")
+    tifffile = pytest.importorskip("tifffile")
+    from ctc_metrics.metrics import seg
+    from ctc_metrics.utils.representations import match
+
+    rng = np.random.default_rng(5)
+    for k in range(8):
+        true = random_labels(rng)
+        pred = perturbed(rng, true)
+        y = rng.integers(0, 40)
+        pred[y : y + 20, :20] = 777  # merges the true objects there, spills into the background
+        ignore = np.zeros(true.shape, bool)
+        ignore[:, :24] = true[:, :24] == 0
+        tifffile.imwrite(tmp_path / f"t{k}.tif", true)
+        tifffile.imwrite(tmp_path / f"p{k}.tif", pred)
+        labels_ref, _, _, _, iou = match(str(tmp_path / f"t{k}.tif"), str(tmp_path / f"p{k}.tif"))
+        want = seg([labels_ref], [iou])
+        assert evaluate_instances(true, pred)["seg"] == pytest.approx(want)
+        assert evaluate_instances(true, pred, ignore)["seg"] == pytest.approx(want)
+
+
+def rectangles(width):
+    """True: one 10 x 10 square; pred: its left ``width`` columns (IoU ``width / 10``)."""
+    true = np.zeros((12, 12), np.int32)
+    true[1:11, 1:11] = 1
+    pred = np.zeros_like(true)
+    pred[1:11, 1 : 1 + width] = 2
+    return true, pred
+
+
+def test_matching_counts_iou_equal_to_the_threshold():
+    s = evaluate_instances(*rectangles(5))  # IoU exactly 0.5
+    assert (s["tp"], s["fp"], s["fn"], s["ap50"], s["sq"]) == (1, 0, 0, 1.0, 0.5)
+    s = evaluate_instances(*rectangles(7))  # IoU exactly 0.7: matched at 0.50 ... 0.70
+    assert s["mean_ap"] == pytest.approx(5 / 10)
+    true, pred = rectangles(5)
+    pred[1:11, 6:11] = 3  # the other half: two partners at IoU 0.5, one is matched
+    s = evaluate_instances(true, pred)
+    assert (s["tp"], s["fp"], s["fn"]) == (1, 1, 0)
+    matching = pytest.importorskip("stardist.matching")
+    for true, pred in (rectangles(5), rectangles(7), (true, pred)):
+        counts = instance_counts(true, pred)
+        for i, t in enumerate(THRESHOLDS):
+            ref = matching.matching(true, pred, thresh=t)
+            assert (counts.tp[i], counts.fp[i], counts.fn[i]) == (ref.tp, ref.fp, ref.fn), t
+
+
+def test_bool_images_are_foreground_masks():
+    true, pred = hand_case()
+    mask = true > 0  # two separate squares: two objects
+    assert evaluate_instances(mask, pred) == evaluate_instances(true, pred)
+    assert evaluate_instances(true, pred > 0)["n_pred"] == 3
+    touching = np.zeros((8, 8), bool)
+    touching[1:3, 1:3] = touching[3:5, 3:5] = True  # corner contact: one 8-connected object
+    assert evaluate_instances(touching, touching)["n_true"] == 1
+
+
+def test_negative_ids_are_refused():
+    true, pred = hand_case()
+    with pytest.raises(UserInputError, match="pred label image: negative object id -1"):
+        evaluate_instances(true, np.where(pred > 0, pred, -1))
+    with pytest.raises(UserInputError, match="true label image: negative object id -3"):
+        instance_counts(np.where(true > 0, true.astype(np.int32), -3), pred)
 
 
 def test_hungarian_beats_greedy_below_one_half():
@@ -110,7 +193,7 @@ def perturbed(rng, true):
 
 
 def brute_force(true, pred):
-    """Pixel-set IoU of every pair, greedy matching (unique at IoU >= 0.5)."""
+    """Pixel-set IoU of every pair, greedy matching at IoU >= t (unique at t >= 0.5 barring exact halves)."""
     t_ids, p_ids = np.unique(true)[1:], np.unique(pred)[1:]
     iou = np.zeros((t_ids.size, p_ids.size))
     seg = 0.0
@@ -125,12 +208,12 @@ def brute_force(true, pred):
     tps = []
     for t in THRESHOLDS:
         used_t, used_p = set(), set()
-        for i, j in sorted(zip(*np.nonzero(iou > t)), key=lambda ij: -iou[ij]):
+        for i, j in sorted(zip(*np.nonzero(iou >= t)), key=lambda ij: -iou[ij]):
             if i not in used_t and j not in used_p:
                 used_t.add(i), used_p.add(j)
         tps.append(len(used_t))
     aps = [tp / (t_ids.size + p_ids.size - tp) for tp in tps]
-    matched50 = iou[iou > 0.5].sum()
+    matched50 = iou[iou >= 0.5].sum()
     return {
         "tp": tps[0],
         "ap50": aps[0],
@@ -179,20 +262,19 @@ def test_pooled_row_sums_counts_before_ratios():
 def test_matches_stardist_matching():
     matching = pytest.importorskip("stardist.matching")
     rng = np.random.default_rng(11)
+    ties = 0
     for _ in range(10):
         true = random_labels(rng)
         pred = perturbed(rng, true)
         ov = overlap_table(true, pred)
         iou = ov.iou
         counts = instance_counts(true, pred)
+        ties += int(np.isin(iou, THRESHOLDS).any())
         for i, t in enumerate(THRESHOLDS):
-            if np.any(iou == t):
-                continue  # stardist counts IoU >= t, we count IoU > t
             ref = matching.matching(true, pred, thresh=t)
             assert (counts.tp[i], counts.fp[i], counts.fn[i]) == (ref.tp, ref.fp, ref.fn)
-        if np.any(iou == 0.5):
-            continue
         ref = matching.matching(true, pred, thresh=0.5)
         s = evaluate_instances(true, pred)
         assert s["pq"] == pytest.approx(ref.panoptic_quality)
         assert s["f1"] == pytest.approx(ref.f1)
+    assert ties > 0  # some pair's IoU equals a threshold exactly: >= t is what is compared

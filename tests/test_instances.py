@@ -186,7 +186,11 @@ def blob(prob, cy, cx, r, rim=2):
 
 
 def big_with_bump(rim_at_contact: bool) -> np.ndarray:
-    """A disc (r 15) with a 16 x 20 px faint bump on its right holding a 9 px seed."""
+    """A disc (r 15, 709 px) with a 16 x 20 px faint bump on its right holding a 9 px seed.
+
+    The bump's seed floods 240 px (no rim at the contact) or 323 px (rim):
+    a fragment under ``min_size=400``, an object of its own at 200.
+    """
     prob = np.tile(np.float32(BACKGROUND), (64, 96, 1))
     bump = np.zeros((64, 96), bool)
     bump[24:40, 44:64] = True
@@ -201,18 +205,49 @@ def big_with_bump(rim_at_contact: bool) -> np.ndarray:
 def test_weak_seed_without_a_boundary_joins_its_neighbour():
     prob = big_with_bump(rim_at_contact=False)
     assert instances_from_probabilities(prob, min_size=200, weak_seed_fraction=0).max() == 2  # the old split
-    labels = instances_from_probabilities(prob, min_size=200)
+    labels = instances_from_probabilities(prob, min_size=400)
     assert labels.max() == 1
     assert labels[32, 30] == labels[32, 60] == 1  # the bump is part of the disc
 
 
 def test_weak_seed_behind_a_boundary_is_dropped_not_glued_on():
     prob = big_with_bump(rim_at_contact=True)
-    labels = instances_from_probabilities(prob, min_size=200)
+    labels = instances_from_probabilities(prob, min_size=400)
     assert labels.max() == 1 and labels[32, 30] == 1
     big = disc((64, 96), 32, 30, 15)
     assert labels[32, 60] == 0 and (labels[~big] == 0).all()
     assert (labels[big] == 1).mean() > 0.97  # less a few px of the ring where the two floods met
+
+
+def test_weak_seed_region_of_min_size_is_never_dropped():
+    """Two touching discs (709 px each) across a boundary ring; the right one has a thin interior
+    (a 49 px seed, weak under 0.25 * 541 px) but floods 651 px: above min_size 541, it must stay.
+    The original rule dropped it (one object left) because of its small seed alone."""
+    prob = np.tile(np.float32(BACKGROUND), (64, 96, 1))
+    blob(prob, 32, 24, 15)
+    blob(prob, 32, 54, 15, rim=11)  # interior r 4: 49 px
+    free = instances_from_probabilities(prob, min_size=0)
+    assert np.bincount(free.ravel())[1:].tolist() == [766, 651]
+    labels = instances_from_probabilities(prob, min_size=541)
+    assert (labels == free).all()
+    for bump in (False, True):  # the bump's region (240 / 323 px) is an object of its own at min_size 200
+        labels = instances_from_probabilities(big_with_bump(rim_at_contact=bump), min_size=200)
+        assert labels.max() == 2 and labels[32, 30] != labels[32, 60] != 0
+    fragment = instances_from_probabilities(prob, min_size=700)  # 651 px behind a boundary: a fragment
+    assert fragment.max() == 1 and fragment[32, 24] == 1 and fragment[32, 54] == 0
+
+
+def test_weak_seed_region_enclosed_by_one_object_joins_it_whatever_its_size():
+    """A faint core (r 8, above min_size 100) with a 9 px seed, in a fainter ring inside a disc, no boundary
+    between: all its rim is on one neighbour, so it is part of that object, not an object of its own."""
+    prob = np.tile(np.float32(BACKGROUND), (64, 64, 1))
+    blob(prob, 32, 32, 20)
+    prob[disc((64, 64), 32, 32, 10)] = [0.4, 0.3, 0.3]  # floods after the core: the core is the seed's
+    prob[disc((64, 64), 32, 32, 8)] = FAINT
+    prob[31:34, 31:34] = INTERIOR
+    assert instances_from_probabilities(prob, min_size=100, weak_seed_fraction=0).max() == 2
+    labels = instances_from_probabilities(prob, min_size=100)
+    assert labels.max() == 1 and (labels[disc((64, 64), 32, 32, 20)] == 1).all()
 
 
 def test_small_objects_below_and_above_min_size():

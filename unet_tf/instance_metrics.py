@@ -1,18 +1,23 @@
 """Object-level scores of predicted instance label images against the truth.
 
 Both images are 2-D integer label images (H, W): 0 background, one id per
-object (ids need not be consecutive). Everything derives from the overlap
+object (ids need not be consecutive); a negative id is refused
+(:class:`~unet_tf.errors.UserInputError`). A bool image is a foreground mask:
+its objects are its 8-connected components
+(:func:`unet_tf.instances.label_components`). Everything derives from the overlap
 table of the two images (:func:`overlap_table`): a joint histogram of the label
 pairs over the pixels where both are objects, so the cost is O(H W) plus the
 number of overlapping pairs, never objects x objects x pixels.
 
 Definitions, at an IoU threshold ``t``:
 
-* Matching: one-to-one pairs (true, predicted) with ``IoU > t`` (strictly),
-  as many as possible, ties broken by the larger total IoU (Hungarian
-  algorithm, ``scipy.optimize.linear_sum_assignment``, as in
-  ``stardist.matching``). For ``t >= 0.5`` an object has at most one partner
-  above ``t``, so the matching is unique and no assignment is solved.
+* Matching: one-to-one pairs (true, predicted) with ``IoU >= t``, as in
+  ``stardist.matching`` and ``cellpose.metrics``, as many as possible, ties
+  broken by the larger total IoU (Hungarian algorithm,
+  ``scipy.optimize.linear_sum_assignment``, as both do). For ``t >= 0.5`` an
+  object has at most one partner at or above ``t`` (the one exception: an
+  object cut exactly in two halves, each at IoU 0.5), so the matching is
+  almost always unique and no assignment is solved.
 * ``tp`` matched pairs, ``fp`` unmatched predicted, ``fn`` unmatched true
   objects; ``precision = tp / (tp + fp)``, ``recall = tp / (tp + fn)``,
   ``f1 = 2 tp / (2 tp + fp + fn)``, all at ``t = 0.5``.
@@ -27,8 +32,12 @@ Definitions, at an IoU threshold ``t``:
 * ``count_error = n_pred - n_true``; ``count_error_rel = count_error / n_true``.
 
 Ignore regions (``ignore``, bool (H, W)): a predicted object with more than
-half of its pixels inside them is removed before anything is computed
-(``n_ignored`` counts them); true objects are whatever the label image holds.
+half of its pixels inside them is left out of the matching and of every
+count (``n_pred``, ``fp``, ...; ``n_ignored`` counts them), so an object in
+an unannotated area is not a false positive. ``seg`` still sees every
+predicted object, as the CTC SEG does (a prediction that merges a true
+object with an unannotated neighbour scores their Jaccard index, not 0).
+True objects are whatever the label image holds.
 
 Rows (:data:`INSTANCE_COLUMNS`): one per image, then ``image == "mean"`` (the
 mean over images of each per-image score, NaN skipped) and ``image == "all"``
@@ -43,6 +52,8 @@ from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence
 
 import numpy as np
+
+from .errors import UserInputError
 
 THRESHOLDS = tuple(round(0.5 + 0.05 * i, 2) for i in range(10))
 """IoU thresholds 0.50, 0.55, ..., 0.95 of ``mean_ap``."""
@@ -97,6 +108,22 @@ class Overlaps:
         return self.inter / union
 
 
+def _label_image(labels: np.ndarray, name: str) -> np.ndarray:
+    """``labels`` as an integer label image: a bool mask becomes its 8-connected components (int32).
+
+    Raises:
+        UserInputError: a negative id, named with ``name`` and the value.
+    """
+    labels = np.asarray(labels)
+    if labels.dtype == bool:
+        from .instances import label_components
+
+        return label_components(labels) if labels.ndim == 2 else labels.astype(np.int32)
+    if labels.size and labels.min() < 0:
+        raise UserInputError(f"{name} label image: negative object id {labels.min()} (ids must be >= 0, 0 background)")
+    return labels
+
+
 def _compact(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(ids of the objects, their areas, index image: 0 background, i + 1 for ids[i])."""
     if labels.size and labels.min() >= 0 and labels.max() <= 4 * labels.size:  # no sorting needed
@@ -113,8 +140,8 @@ def _compact(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
 
 def overlap_table(true: np.ndarray, pred: np.ndarray) -> Overlaps:
-    """Sparse overlap table of two label images of the same shape (H, W)."""
-    true, pred = np.asarray(true), np.asarray(pred)
+    """Sparse overlap table of two label images of the same shape (H, W) (see the module docstring)."""
+    true, pred = _label_image(true, "true"), _label_image(pred, "pred")
     if true.shape != pred.shape or true.ndim != 2:
         raise ValueError(f"true and pred must be 2-D of one shape, got {true.shape} and {pred.shape}")
     t_ids, t_area, t_index = _compact(true)
@@ -127,7 +154,7 @@ def overlap_table(true: np.ndarray, pred: np.ndarray) -> Overlaps:
 
 
 def match_pairs(overlaps: Overlaps, threshold: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """One-to-one matching at IoU > ``threshold``: (rows, cols, iou) of the matched pairs.
+    """One-to-one matching at IoU >= ``threshold`` (as StarDist, Cellpose): (rows, cols, iou) of the pairs.
 
     ``rows`` / ``cols`` index ``overlaps.true_ids`` / ``overlaps.pred_ids``.
     The most pairs possible; among those, the largest total IoU.
@@ -135,7 +162,7 @@ def match_pairs(overlaps: Overlaps, threshold: float) -> tuple[np.ndarray, np.nd
     from scipy.optimize import linear_sum_assignment
 
     iou = overlaps.iou
-    keep = iou > threshold
+    keep = iou >= threshold
     rows, cols, iou = overlaps.rows[keep], overlaps.cols[keep], iou[keep]
     if np.unique(rows).size == rows.size and np.unique(cols).size == cols.size:
         return rows, cols, iou
@@ -210,18 +237,20 @@ def _seg_sum(overlaps: Overlaps) -> float:
 def instance_counts(
     true: np.ndarray, pred: np.ndarray, ignore: np.ndarray | None = None, thresholds: Sequence[float] = THRESHOLDS
 ) -> InstanceCounts:
-    """Match ``pred`` against ``true`` (int label images, H x W) at every threshold.
+    """Match ``pred`` against ``true`` (label images, H x W, see the module docstring) at every threshold.
 
     Args:
         true: (H, W) true instance ids, 0 background.
         pred: (H, W) predicted instance ids, 0 background.
         ignore: optional bool (H, W); predicted objects more than half inside
-            it are removed first.
+            it are left out of the matching and the counts (not of ``seg``).
         thresholds: IoU thresholds; the first must be 0.5 for the
             precision / recall / PQ columns. Default :data:`THRESHOLDS`.
     """
-    pred, n_ignored = drop_ignored(np.asarray(pred), ignore)
-    overlaps = overlap_table(true, pred)
+    true, pred = _label_image(true, "true"), _label_image(pred, "pred")
+    every = overlap_table(true, pred)
+    pred, n_ignored = drop_ignored(pred, ignore)
+    overlaps = overlap_table(true, pred) if n_ignored else every
     n_true, n_pred = overlaps.true_ids.size, overlaps.pred_ids.size
     tp = np.zeros(len(thresholds), dtype=np.int64)
     iou_sum = 0.0
@@ -230,7 +259,7 @@ def instance_counts(
         tp[i] = iou.size
         if i == 0:
             iou_sum = float(iou.sum())
-    return InstanceCounts(n_true, n_pred, n_ignored, tp, n_pred - tp, n_true - tp, iou_sum, _seg_sum(overlaps))
+    return InstanceCounts(n_true, n_pred, n_ignored, tp, n_pred - tp, n_true - tp, iou_sum, _seg_sum(every))
 
 
 # === Scores and rows ===

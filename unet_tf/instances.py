@@ -142,49 +142,68 @@ def label_components(mask: np.ndarray, min_size: int = 0, connectivity: int = 8)
 # === 3-class probabilities -> instances ===
 
 
-def _contact_boundary(labels: np.ndarray, i: int, box: tuple, boundary: np.ndarray) -> float | None:
-    """Mean ``boundary`` probability on both sides of where object ``i`` (in ``box``) touches others; None if none."""
+def _contact(labels: np.ndarray, i: int, box: tuple, boundary: np.ndarray) -> tuple[float, float] | None:
+    """Where object ``i`` (in ``box``) touches others: (mean ``boundary`` probability on both sides of the
+    contact, largest fraction of the object's outer rim held by ONE neighbour); None if it touches none."""
     box = tuple(slice(max(sl.start - 2, 0), sl.stop + 2) for sl in box)
     own, square = labels[box] == i, np.ones((3, 3), bool)
-    outside = ndi.binary_dilation(own, square) & ~own & (labels[box] > 0)
+    rim = ndi.binary_dilation(own, square) & ~own
+    outside = rim & (labels[box] > 0)
     if not outside.any():
         return None
     inside = ndi.binary_dilation(outside, square) & own
-    return float(boundary[box][outside | inside].mean())
+    share = np.bincount(labels[box][outside]).max() / np.count_nonzero(rim)
+    return float(boundary[box][outside | inside].mean()), float(share)
 
 
-def _settle_weak_seeds(labels: np.ndarray, weak: np.ndarray, boundary: np.ndarray) -> tuple[list, list]:
-    """(absorbed, dropped): the weak seeds whose objects touch another object, split by the boundary between.
+def _settle_weak_seeds(labels: np.ndarray, weak: np.ndarray, boundary: np.ndarray, min_size: int) -> tuple[list, list]:
+    """(absorbed, dropped): the weak seeds whose regions are fragments of a neighbour, or debris beside one.
 
-    Weak means less interior than any object of ``min_size`` px has, so the
-    region such a seed floods is not an object of its own when it touches
-    another. Where the network sees no boundary between them (mean boundary
-    probability <= 0.5 along the contact) the region is part of its
-    neighbour; where it does, the region is a separate fragment (a halo or
-    debris), and it is dropped rather than glued onto the neighbour.
-    A weak seed whose object touches nothing stays (``min_size`` judges it).
+    Weak means less interior than any object of ``min_size`` px has. Such a
+    seed's region (in ``labels``, the first flood) is a fragment when it
+    touches another object and either is under ``min_size`` px or has most of
+    its outer rim on ONE neighbour (a bulge of that neighbour). A fragment
+    joins its neighbours (:func:`_flood` redoes the flood without its seed)
+    where the network sees no boundary between them (mean boundary
+    probability <= 0.5 along the contact). Where it does, a fragment under
+    ``min_size`` px is dropped (a halo or debris, not glued onto the
+    neighbour); one of ``min_size`` px or more stays: an object that large
+    never vanishes, however little interior it has. A region that touches
+    nothing stays too (``min_size`` judges it).
     """
     absorbed, dropped = [], []
     boxes = ndi.find_objects(labels) if weak.size else []  # one pass for all objects
+    sizes = np.bincount(labels.ravel()) if weak.size else np.zeros(0, np.int64)
     for i in weak:
         if i > len(boxes) or boxes[i - 1] is None:
             continue
-        contact = _contact_boundary(labels, int(i), boxes[i - 1], boundary)
-        if contact is not None:
-            (dropped if contact > 0.5 else absorbed).append(int(i))
+        contact = _contact(labels, int(i), boxes[i - 1], boundary)
+        if contact is None:
+            continue
+        small, bulge = sizes[i] < min_size, contact[1] > 0.5
+        if contact[0] <= 0.5 and (small or bulge):
+            absorbed.append(int(i))
+        elif contact[0] > 0.5 and small:
+            dropped.append(int(i))
     return absorbed, dropped
 
 
 def _flood(
-    interior: np.ndarray, boundary: np.ndarray, seeds: np.ndarray, foreground: np.ndarray, weak_size: float
+    interior: np.ndarray,
+    boundary: np.ndarray,
+    seeds: np.ndarray,
+    foreground: np.ndarray,
+    min_size: int,
+    fraction: float,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """(labels, foreground): the seeds' watershed; weak seeds settled and the flood redone without them."""
+    """(labels, foreground): the seeds' watershed; weak seeds (under ``fraction * min_size`` px) settled and
+    the flood redone without them."""
     from skimage.segmentation import watershed
 
     labels = watershed(1.0 - interior, markers=seeds, mask=foreground)
     sizes = np.bincount(seeds.ravel())
-    weak = np.flatnonzero((sizes > 0) & (sizes < weak_size))
-    absorbed, dropped = _settle_weak_seeds(labels, weak[weak > 0], boundary)
+    weak = np.flatnonzero((sizes > 0) & (sizes < fraction * min_size))
+    absorbed, dropped = _settle_weak_seeds(labels, weak[weak > 0], boundary, min_size)
     if absorbed or dropped:
         foreground = foreground & ~np.isin(labels, dropped)
         seeds = np.where(np.isin(seeds, absorbed + dropped), 0, seeds)
@@ -213,10 +232,12 @@ def instances_from_probabilities(
        first while flooding from high interior probability to low, so two
        objects meet where the boundary between them is strongest.
     4. Weak seeds (under ``weak_seed_fraction * min_size`` px) whose region
-       touches another object: the region joins its neighbours (the flood is
-       redone without the seed) where the boundary probability along the
-       contact is at most 0.5, and is dropped where it is higher
-       (:func:`_settle_weak_seeds`).
+       is a fragment: it touches another object and is under ``min_size`` px
+       or has most of its rim on one neighbour. The fragment joins its
+       neighbours (the flood is redone without the seed) where the boundary
+       probability along the contact is at most 0.5; where it is higher, a
+       fragment under ``min_size`` px is dropped. A region of ``min_size``
+       px or more is never dropped (:func:`_settle_weak_seeds`).
     5. A foreground component that holds no seed (an object too small or too
        thin to have an interior) becomes an object of its own.
     6. Holes filled (:func:`fill_label_holes`), objects under ``min_size``
@@ -248,7 +269,7 @@ def instances_from_probabilities(
     foreground = interior + prob[..., 2] > foreground_threshold
     seeds, _ = ndi.label((interior > interior_threshold) & foreground)
     seeds = remove_small(seeds, min_seed_size)
-    labels, foreground = _flood(interior, prob[..., 2], seeds, foreground, weak_seed_fraction * min_size)
+    labels, foreground = _flood(interior, prob[..., 2], seeds, foreground, min_size, weak_seed_fraction)
     return _finish(_add_unseeded(labels, foreground), min_size, fill_holes)
 
 
