@@ -151,6 +151,14 @@ def test_negative_ids_are_refused():
         instance_counts(np.where(true > 0, true.astype(np.int32), -3), pred)
 
 
+def test_float_label_images_score_as_their_integer_ids():
+    true, pred = hand_case()
+    expected = evaluate_instances(true, pred)
+    assert evaluate_instances(true.astype(np.float32), pred.astype(np.float64)) == expected
+    with pytest.raises(UserInputError, match="pred label image: fractional ids"):
+        evaluate_instances(true, pred + 0.5 * (pred > 0))
+
+
 def test_hungarian_beats_greedy_below_one_half():
     # A (10 px) meets X (11 px) in 6 px: IoU 0.4, and Y (10 px) in 4 px: 0.25;
     # B (10 px) meets X in 5 px: 0.3125. Greedy by IoU takes A-X and leaves B alone.

@@ -121,6 +121,10 @@ def _label_image(labels: np.ndarray, name: str) -> np.ndarray:
         return label_components(labels) if labels.ndim == 2 else labels.astype(np.int32)
     if labels.size and labels.min() < 0:
         raise UserInputError(f"{name} label image: negative object id {labels.min()} (ids must be >= 0, 0 background)")
+    if labels.dtype.kind == "f":
+        if not np.array_equal(labels, np.round(labels)):
+            raise UserInputError(f"{name} label image: fractional ids in a {labels.dtype} array (ids must be integers)")
+        return labels.astype(np.int64)
     return labels
 
 
