@@ -105,17 +105,56 @@ def test_frame_count_mismatch_is_an_error(tmp_path, result):
         ctc.score_sequence(tmp_path / "res", gt)
 
 
-def test_confusion_matrix_equals_scikit_learns():
-    from sklearn.metrics import confusion_matrix
+def _blocks(rng, values, grid=(6, 5), block=(5, 4)) -> np.ndarray:
+    """A label mask of random rectangles: a (6, 5) grid of ``values`` blown up to (30, 20)."""
+    return np.kron(rng.choice(values, size=grid), np.ones(block, np.int64)).astype(np.uint16)
+
+
+def test_match_masks_equals_py_ctcmetrics_match_on_masks_with_background(tmp_path):
+    from ctc_metrics.utils.representations import match
 
     rng = np.random.default_rng(0)
-    y_true = rng.choice([0, 3, 7, 40], size=(30, 20)).astype(np.uint16)
-    y_pred = rng.choice([0, 5, 7, 41, 900], size=(30, 20)).astype(np.uint16)  # 5, 41, 900 absent from y_true
-    expected = confusion_matrix(y_true.ravel(), y_pred.ravel())
-    np.testing.assert_array_equal(ctc.confusion_matrix(y_true, y_pred), expected)
-    np.testing.assert_array_equal(
-        ctc.confusion_matrix(y_true, y_true), confusion_matrix(y_true.ravel(), y_true.ravel())
+    for trial in range(5):
+        ref = _blocks(rng, [0, 3, 7, 40])
+        comp = np.roll(_blocks(rng, [0, 5, 7, 41, 900]), trial, axis=1)  # 5, 41, 900 absent from ref
+        comp[0, 0] = 0  # their match needs a background pixel in both masks
+        ref[0, 0] = 0
+        tifffile.imwrite(tmp_path / "ref.tif", ref)
+        tifffile.imwrite(tmp_path / "comp.tif", comp)
+        ours = ctc.match_masks(str(tmp_path / "ref.tif"), str(tmp_path / "comp.tif"))
+        theirs = match(str(tmp_path / "ref.tif"), str(tmp_path / "comp.tif"))
+        assert ours[:4] == tuple(theirs[:4])
+        np.testing.assert_allclose(ours[4], theirs[4])
+
+
+def test_object_covering_the_whole_frame_is_matched_not_dropped(tmp_path):
+    ref = np.zeros((10, 10), np.uint16)
+    ref[1:5, 1:5], ref[6:9, 6:9] = 1, 2  # 16 and 9 px
+    tifffile.imwrite(tmp_path / "ref.tif", ref)
+    tifffile.imwrite(tmp_path / "comp.tif", np.full((10, 10), 4, np.uint16))  # no background pixel
+    labels_ref, labels_comp, mapped_ref, mapped_comp, iou = ctc.match_masks(
+        str(tmp_path / "ref.tif"), str(tmp_path / "comp.tif")
     )
+    assert (labels_ref, labels_comp, mapped_ref, mapped_comp) == ([1, 2], [4], [1, 2], [4, 4])
+    assert iou == pytest.approx([16 / 100, 9 / 100])
+
+
+def test_result_of_whole_frame_objects_is_scored(tmp_path, result):
+    """A weak model's frames, each one object covering every pixel: a valid result with low scores."""
+    _, gt, _ = result
+    res = tmp_path / "res"
+    res.mkdir()
+    for t in range(N_FRAMES):
+        ctc.write_ctc_mask(res, t, N_FRAMES, np.ones(movie()[0].shape, np.uint16))
+    ctc.write_res_track(res / "res_track.txt", [[1, 0, N_FRAMES - 1, 0]])
+    scores = ctc.score_sequence(res, gt)
+    # DET by hand: per frame, the one object must be split into k (5 per split), 36 markers (10 per marker)
+    k = [len(np.unique(frame)) - 1 for frame in movie()]
+    assert scores["DET"] == pytest.approx(1 - 5 * sum(n - 1 for n in k) / (10 * sum(k)))
+    # SEG: every reference nucleus (one disc) is matched with IoU = its area / the frame's area
+    disc_area = np.count_nonzero(movie()[0] == 40)
+    assert scores["SEG"] == pytest.approx(disc_area / movie()[0].size)
+    assert 0 < scores["TRA"] < 1
 
 
 def test_mask_names_pad_to_three_or_four_digits():
@@ -143,6 +182,7 @@ def test_real_ground_truth_against_itself(tmp_path):
     shutil.copy(gt / "TRA" / "man_track.txt", res / "res_track.txt")
     start = time.perf_counter()
     scores = ctc.score_sequence(res, gt)
+    print("SCORES", scores)
     print(f"GOWT1 02 GT vs itself: {scores} in {time.perf_counter() - start:.1f} s")
     assert scores["DET"] == 1.0 and scores["TRA"] == 1.0
     assert 0.0 < scores["SEG"] < 1.0

@@ -227,3 +227,18 @@ def test_written_tiffs_carry_the_pixel_size(tmp_path, size):
     with pytest.raises(ValueError, match="pixel_size_um"):
         write_mask(tmp_path / "bad.tif", np.zeros((2, 2)), pixel_size_um=-1.0)
     assert not (tmp_path / "bad.tif").exists()
+
+
+@pytest.mark.parametrize("kwargs", [{"imagej": True}, {"ome": True}, {}])
+def test_stack_axes_and_planes_in_the_axes_c_order(tmp_path, kwargs):
+    from unet_tf.io import iter_stack_planes, stack_axes
+
+    planes = np.arange(3 * 2 * 4 * 5, dtype=np.uint16).reshape(3, 2, 4, 5)  # T, C, Y, X
+    path = tmp_path / "h.tif"
+    tifffile.imwrite(path, planes, metadata={"axes": "TCYX"}, **kwargs)
+    assert stack_axes(path) == ("TC", (3, 2))
+    np.testing.assert_array_equal(np.stack(list(iter_stack_planes(path, [1, 3, 5]))), planes[:, 1])
+    tifffile.imwrite(tmp_path / "plain.tif", planes.reshape(6, 4, 5), metadata=None)
+    assert stack_axes(tmp_path / "plain.tif") == ("I", (6,))
+    tifffile.imwrite(tmp_path / "one.tif", planes[0, 0])
+    assert stack_axes(tmp_path / "one.tif") == ("", ())

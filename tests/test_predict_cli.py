@@ -302,3 +302,19 @@ def test_stream_flag_writes_the_whole_image_mask(tmp_path, tem_model):
     np.testing.assert_array_equal(whole, streamed)
     counts = [len((tmp_path / d / "objects.csv").read_text().splitlines()) for d in ("whole", "stream")]
     assert counts[0] == counts[1] > 1
+
+
+def test_track_channel_and_z_flags(tmp_path, tem_model, capsys):
+    from unet_tf.cli.predict import build_parser, track_config_from_args
+
+    args = build_parser().parse_args(["--weights", "w.keras", "--track", "--channel", "1", "--z", "0"])
+    options = track_config_from_args(args)
+    assert (options.channel, options.z) == (1, 0)
+    stack = tmp_path / "tc.tif"
+    tifffile.imwrite(stack, np.zeros((3, 2, 16, 16), np.uint8), imagej=True, metadata={"axes": "TCYX"})
+    base = ["--weights", str(tem_model), "--input", str(stack), "--out", str(tmp_path / "o"), "--split-touching"]
+    assert predict_main([*base, "--track"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "tc.tif: axes TCYX (T=3, C=2)" in err and "--channel" in err
+    assert predict_main([*base, "--channel", "0"]) == 2
+    assert "need --track" in capsys.readouterr().err

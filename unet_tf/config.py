@@ -197,6 +197,14 @@ class TrackConfig:
     divisions: bool = True
     frame_interval: float | None = None  # minutes between frames: speeds per minute
     gt: str | None = None  # a CTC ground-truth folder (NN_GT); default: beside the sequence
+    channel: int | None = None  # hyperstacks with a C axis: the channel to track (0-based)
+    z: int | None = None  # hyperstacks with a Z axis: the plane to track (0-based)
+
+    def __post_init__(self):
+        for name in ("channel", "z"):
+            value = getattr(self, name)
+            if value is not None and value < 0:
+                raise UserInputError(f"{name}={value}: must be at least 0 (0-based index)")
 
 
 @dataclass(frozen=True)

@@ -9,6 +9,7 @@ so that all workers can write into the same folder.
 from __future__ import annotations
 
 import glob
+import re
 import sys
 from dataclasses import replace
 from pathlib import Path
@@ -21,13 +22,25 @@ from .io import is_image_file
 from .model_file import ModelInfo
 
 
+def natural_key(path: str | Path) -> tuple[tuple[str | int, ...], str]:
+    """Sort key that compares digit runs as integers: ``frame_2`` before ``frame_10``.
+
+    Text runs compare as strings, digit runs as numbers; the path itself breaks
+    ties (``frame_01`` vs ``frame_1``), so the order is total and the same on
+    every machine.
+    """
+    text = str(path)
+    parts = re.split(r"(\d+)", text)  # text, digits, text, ...: digit runs at the odd places
+    return tuple(int(p) if i % 2 else p for i, p in enumerate(parts)), text
+
+
 def shard_suffix(index: int, count: int) -> str:
     """``""`` for one shard, else ``.shard-<index>-of-<count>`` (before the ``.csv`` of each table)."""
     return "" if count == 1 else f".shard-{index}-of-{count}"
 
 
 def shard_samples(samples: Sequence[Sample], index: int, count: int) -> list[Sample]:
-    """Worker ``index`` (0-based) of ``count``: every ``count``-th sample of the list sorted by image path.
+    """Worker ``index`` (0-based) of ``count``: every ``count``-th sample, in natural order of image path.
 
     The ``count`` shards are disjoint and together hold every sample once,
     whatever order each worker listed its inputs in; their sizes differ by at
@@ -35,7 +48,7 @@ def shard_samples(samples: Sequence[Sample], index: int, count: int) -> list[Sam
     """
     if count < 1 or not 0 <= index < count:
         raise UserInputError(f"--shard {index}/{count}: need 0 <= i < n, e.g. 0/2 and 1/2")
-    ordered = sorted(samples, key=lambda s: str(s.image))
+    ordered = sorted(samples, key=lambda s: natural_key(s.image))
     return ordered[index::count]
 
 
@@ -50,19 +63,26 @@ def check_output_names(samples: Sequence[Sample]) -> None:
 
 
 def expand_inputs(inputs: Sequence[str]) -> list[Path]:
-    """Files, folders (their image files) and globs -> sorted unique image paths."""
+    """Files, folders (their image files) and globs -> unique image paths.
+
+    A folder's files and a glob's matches come in natural order (:func:`natural_key`:
+    ``frame_2`` before ``frame_10``); the items keep the order they were given in.
+    """
     paths: list[Path] = []
     for item in inputs:
         p = Path(item)
         if p.is_dir():
-            found = sorted(q for q in p.iterdir() if q.is_file() and is_image_file(q) and not q.name.startswith("."))
+            found = sorted(
+                (q for q in p.iterdir() if q.is_file() and is_image_file(q) and not q.name.startswith(".")),
+                key=natural_key,
+            )
             if not found:
                 raise UserInputError(f"{p}: folder holds no image files")
             paths += found
         elif p.is_file():
             paths.append(p)
         elif any(ch in item for ch in "*?["):
-            found = sorted(Path(q) for q in glob.glob(item) if Path(q).is_file())
+            found = sorted((Path(q) for q in glob.glob(item) if Path(q).is_file()), key=natural_key)
             if not found:
                 raise UserInputError(f"{item}: no files match this pattern")
             paths += found

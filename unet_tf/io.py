@@ -32,7 +32,7 @@ import sys
 import tempfile
 import warnings
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, Sequence
 
 import numpy as np
 
@@ -185,8 +185,11 @@ def _note_hyperstack(tif, path: Path) -> None:
         )
 
 
-def _planes(tif, path: Path) -> list:
-    """The full-resolution pages of an open TiffFile, checked to share one size and dtype."""
+def _planes(tif, path: Path, note: bool = True) -> list:
+    """The full-resolution pages of an open TiffFile, checked to share one size and dtype.
+
+    ``note``: say once that a hyperstack is flattened (readers that pick planes by axis pass False).
+    """
     tif.pages.useframes = False  # full TiffPage objects (tags), never tifffile's light frames
     planes = [p for p in tif.pages if not int(p.subfiletype) & 0b101]  # skip reduced-res, masks
     if not planes:
@@ -205,8 +208,60 @@ def _planes(tif, path: Path) -> list:
                 f"{path}: page {number} of {len(planes)} is {h}x{w} {page.dtype}, page 1 is "
                 f"{h1}x{w1} {first.dtype}; all pages of a stack must share one size and dtype"
             )
-    _note_hyperstack(tif, path)
+    if note:
+        _note_hyperstack(tif, path)
     return planes
+
+
+def _series_planes(tif, path: Path) -> tuple[str, tuple[int, ...], list]:
+    """(non-spatial axes, their lengths, planes in the C order of those axes) of an open TiffFile.
+
+    The axes are tifffile's letters for the first series (OME, ImageJ or
+    tifffile metadata): ``T`` time, ``C`` channel, ``Z`` depth, ``I``/``Q`` plain
+    pages. A file whose first series does not hold every full-resolution page
+    is read as a plain stack (axis ``I``) in file order.
+    """
+    planes = _planes(tif, path, note=False)
+    series = tif.series[0]
+    axes = "".join(a for a in series.axes if a not in "YXS")
+    shape = tuple(int(n) for a, n in zip(series.axes, series.shape) if a not in "YXS")
+    by_index = {page.index: page for page in planes}
+    ordered = [None if page is None else by_index.get(page.index) for page in series.pages]
+    if len(ordered) != len(planes) or any(page is None for page in ordered) or int(np.prod(shape)) != len(planes):
+        return "I", (len(planes),), planes
+    return axes, shape, ordered
+
+
+def stack_axes(path: str | Path) -> tuple[str, tuple[int, ...]]:
+    """The non-spatial axes of an image file and their lengths, read from the header only.
+
+    Returns ``("TC", (5, 2))`` for a TCYX hyperstack, ``("I", (10,))`` for a plain
+    10-page TIFF, ``("", ())`` for a single 2-D image (any format). Planes are
+    numbered in the C order of these axes (see :func:`iter_stack_planes`).
+    """
+    path = _existing_image(path)
+    if path.suffix.lower() not in TIFF_SUFFIXES:
+        return "", ()
+    with _open_tiff(path) as tif:
+        axes, shape, planes = _series_planes(tif, path)
+    return ("", ()) if len(planes) == 1 else (axes, shape)
+
+
+def iter_stack_planes(path: str | Path, positions: Sequence[int]) -> Iterator[np.ndarray]:
+    """Yield the planes at ``positions`` (0-based, C order of :func:`stack_axes`), each (H, W) in the file's dtype.
+
+    Memory is bounded by one plane. A single 2-D image has the one position 0.
+    """
+    path = _existing_image(path)
+    if path.suffix.lower() not in TIFF_SUFFIXES:
+        if list(positions) != [0]:
+            raise ValueError(f"positions must be [0] for a single-image file, got {list(positions)} ({path})")
+        yield read_image(path)
+        return
+    with _open_tiff(path) as tif:
+        planes = _series_planes(tif, path)[2]
+        for position in positions:
+            yield _page_array(planes[position], path, position + 1)
 
 
 def _page_array(page, path: Path, number: int) -> np.ndarray:

@@ -25,9 +25,10 @@ def shard_arg(text: str) -> tuple[int, int]:
 def _track_args(p: argparse.ArgumentParser, t: TrackConfig) -> None:
     g = p.add_argument_group(
         "time-lapse",
-        "--track: the inputs are ONE time-lapse (a folder of frames sorted by "
-        "name, a Cell Tracking Challenge sequence folder, or a multi-page TIFF); every frame is "
-        "segmented into objects and the objects are linked over time (laptrack)",
+        "--track: the inputs are ONE time-lapse (a folder of frames in natural name order, frame_2 "
+        "before frame_10; a Cell Tracking Challenge sequence folder; or a multi-page TIFF: a hyperstack "
+        "is read along its T axis); every frame is segmented into objects and the objects are linked "
+        "over time (laptrack)",
     )
     g.add_argument(
         "--track",
@@ -41,6 +42,8 @@ def _track_args(p: argparse.ArgumentParser, t: TrackConfig) -> None:
     g.add_argument("--max-gap", type=int, default=t.max_gap, help="frames an object may be missed and still be linked")
     g.add_argument("--no-divisions", action="store_true", help="do not detect cell divisions")
     g.add_argument("--frame-interval", type=float, help="minutes between frames: speeds in tracks.csv per minute")
+    g.add_argument("--channel", type=int, help="hyperstacks with a C axis (TCYX): the channel to track, from 0")
+    g.add_argument("--z", type=int, help="hyperstacks with a Z axis (TZYX): the plane to track, from 0")
     g.add_argument(
         "--gt",
         help="Cell Tracking Challenge ground truth (NN_GT folder) to score DET, SEG, TRA "
@@ -123,6 +126,18 @@ def config_from_args(args: argparse.Namespace) -> PredictConfig:
     )
 
 
+def track_config_from_args(args: argparse.Namespace) -> TrackConfig:
+    return TrackConfig(
+        max_distance=args.max_distance,
+        max_gap=args.max_gap,
+        divisions=not args.no_divisions,
+        frame_interval=args.frame_interval,
+        gt=args.gt,
+        channel=args.channel,
+        z=args.z,
+    )
+
+
 def _load(weights: str):
     """(model, ModelInfo) of a ``.keras`` file (TensorFlow) or a ``.onnx`` export (onnxruntime, no TensorFlow)."""
     if Path(weights).suffix.lower() == ".onnx":
@@ -142,15 +157,8 @@ def _track(model, args: argparse.Namespace, config: PredictConfig) -> int:
 
     if not args.input:
         raise UserInputError("--track: give the time-lapse with --input (a folder of frames or a multi-page TIFF)")
-    options = TrackConfig(
-        max_distance=args.max_distance,
-        max_gap=args.max_gap,
-        divisions=not args.no_divisions,
-        frame_interval=args.frame_interval,
-        gt=args.gt,
-    )
     out = Path(args.out) if args.out else Path(args.weights).parent / "tracks"
-    track_sequence(model, args.input, out, config, options)
+    track_sequence(model, args.input, out, config, track_config_from_args(args))
     return 0
 
 
@@ -158,6 +166,10 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
 
     def body() -> int:
+        if (args.channel is not None or args.z is not None) and not args.track:
+            from ..errors import UserInputError
+
+            raise UserInputError("--channel / --z pick a plane of a time-lapse hyperstack: they need --track")
         config = config_from_args(args)
         model, info = _load(args.weights)
         from ..inputs import check_output_names, samples_for, shard_samples
