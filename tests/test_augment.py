@@ -229,3 +229,27 @@ def test_works_inside_tf_data_map_with_int32_mask():
     for xo, mo in outs:
         assert xo.shape == (32, 32, 1) and xo.dtype == np.float32
         assert mo.dtype == np.int32 and set(np.unique(mo)) <= {0, 1, 2}
+
+
+def test_signed_gamma_hand_values_sign_and_order():
+    x = np.array([-2.0, -1.0, -0.5, -0.01, 0.0, 0.01, 0.25, 1.0, 2.0], np.float32)
+    for g in (0.8, 1.2):
+        y = A.signed_gamma(tf.constant(x), g).numpy()
+        np.testing.assert_allclose(y, np.sign(x) * np.abs(x) ** g, rtol=1e-6)
+        assert np.all(np.diff(y) > 0)  # strictly increasing: order kept
+        assert np.all(y[x < 0] < 0) and y[x == 0] == 0
+        np.testing.assert_allclose(y[[1, 7]], [-1.0, 1.0])
+    np.testing.assert_allclose(A.signed_gamma(tf.constant(x), 0.8).numpy()[[2, 6]], [-(0.5**0.8), 0.25**0.8], rtol=1e-6)
+    np.testing.assert_array_equal(A.signed_gamma(tf.constant(x), 1.0).numpy(), x)
+
+
+def test_gamma_jitter_keeps_negative_values_negative_and_ordered():
+    # Normalized images hold values below 0 (under the 2nd percentile); gamma must not clip them to 0.
+    x = tf.constant(np.linspace(-0.3, 1.3, 64, dtype=np.float32).reshape(8, 8, 1))
+    only_gamma = AugmentConfig(gamma=0.4, contrast=0.0, brightness=0.0, noise_std=0.0)
+    for seed in ([1, 2], [3, 4], [5, 6]):
+        y = A.intensity_jitter(x, tf.constant(seed, tf.int64), only_gamma).numpy().ravel()
+        assert np.all(y[x.numpy().ravel() < 0] < 0)
+        assert np.all(np.diff(y) > 0)
+    identity = AugmentConfig(gamma=0.0, contrast=0.0, brightness=0.0, noise_std=0.0)
+    np.testing.assert_array_equal(A.intensity_jitter(x, tf.constant([1, 2], tf.int64), identity).numpy(), x.numpy())

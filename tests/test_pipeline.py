@@ -15,7 +15,9 @@ from unet_tf.pipeline import (
     make_dataset,
     rare_classes_from_counts,
     tile_origins,
+    tile_spans,
     validation_plan,
+    validation_spans,
 )
 
 GEOMETRY_ONLY = AugmentConfig(
@@ -214,16 +216,52 @@ def test_validation_tiles_rebuild_every_image(n_classes):
     assert len(x) == len(plan) == 6 + 1 + 4
     k = n_targets(n_classes)
     ids = y[..., 0] if n_classes == 2 else y[..., :k].argmax(-1)
-    assert np.all(y[..., k] == 1)
+    assert set(np.unique(y[..., k])) == {0.0, 1.0}
     for i, (h, w) in enumerate(shapes):
         rebuilt_x = np.full((max(h, 32), max(w, 32)), np.nan, np.float32)
         rebuilt_m = np.zeros_like(rebuilt_x)
+        counted = np.zeros(rebuilt_x.shape, np.int64)  # times a pixel has weight > 0
         for t in np.flatnonzero(plan[:, 0] == i):
             r, c = plan[t, 1:]
+            owned = y[t, ..., k] > 0
             rebuilt_x[r : r + 32, c : c + 32] = x[t, ..., 0]
-            rebuilt_m[r : r + 32, c : c + 32] = ids[t]
+            rebuilt_m[r : r + 32, c : c + 32][owned] = ids[t][owned]
+            counted[r : r + 32, c : c + 32] += owned
         np.testing.assert_array_equal(rebuilt_x[:h, :w], images[i])
         np.testing.assert_array_equal(rebuilt_m[:h, :w], masks[i])
+        assert np.all(counted[:h, :w] == 1) and counted.sum() == h * w  # once each, padding never
+
+
+def test_tile_spans_hand_cases():
+    # 100 px, tiles at 0, 32, 64, 68: the last one owns only its 4 px past 96.
+    assert tile_spans(100, 32).tolist() == [[0, 32], [0, 32], [0, 32], [28, 32]]
+    assert tile_spans(64, 32).tolist() == [[0, 32], [0, 32]]
+    assert tile_spans(20, 32).tolist() == [[0, 20]]  # reflect padding 20..31 owned by none
+    assert tile_spans(33, 32).tolist() == [[0, 32], [31, 32]]
+    assert validation_spans([(40, 20)], 32).tolist() == [[0, 32, 0, 20], [24, 32, 0, 20]]
+
+
+def test_validation_counts_each_pixel_once_in_weight_and_dice():
+    # 40 x 20 px, 32-px tiles: rows 0..31 and 8..39 overlap on 24 rows; columns 20..31 are reflect padding.
+    rng = np.random.default_rng(21)
+    image = rng.random((40, 20), dtype=np.float32)
+    mask = (image + rng.normal(0, 0.3, image.shape) > 0.6).astype(np.uint8)
+    mask[:2, :3] = IGNORE_ID  # ignored pixels stay out too
+    ds = make_dataset([image], [mask], 2, training=False, patch_size=32, batch_size=1)
+    xs, ys = zip(*batches(ds))
+    x, y = np.concatenate(xs), np.concatenate(ys)
+    assert x.shape == (2, 32, 32, 1)
+    assert y[..., 1].sum() == 40 * 20 - 6  # every pixel of the image once, ignored ones not at all
+
+    from unet_tf.metrics import DiceScore
+
+    metric = DiceScore(2)
+    for xb, yb in zip(xs, ys):
+        metric.update_state(yb, xb)  # the image itself as the predicted probability
+    kept = mask != IGNORE_ID
+    pred, truth = image[kept] > 0.5, mask[kept] == 1
+    tp, fp, fn = (pred & truth).sum(), (pred & ~truth).sum(), (~pred & truth).sum()
+    assert float(metric.result()) == pytest.approx(2 * tp / (2 * tp + fp + fn), rel=1e-6)  # float32 result
 
 
 # === Weight maps and ignored pixels ===
@@ -308,11 +346,12 @@ def test_validation_tiles_carry_weights_and_ignore():
     plan = validation_plan(shapes, 32)
     expected_maps = [np.where(masks[0] == IGNORE_ID, 0.0, weights[0]), np.ones(shapes[1])]
     for i, (h, w) in enumerate(shapes):
-        rebuilt = np.full((max(h, 32), max(w, 32)), np.nan, np.float32)
+        rebuilt = np.zeros((max(h, 32), max(w, 32)), np.float32)  # summed: each pixel's weight in one tile only
         for t in np.flatnonzero(plan[:, 0] == i):
             r, c = plan[t, 1:]
-            rebuilt[r : r + 32, c : c + 32] = y[t, ..., 1]
+            rebuilt[r : r + 32, c : c + 32] += y[t, ..., 1]
         np.testing.assert_array_equal(rebuilt[:h, :w], expected_maps[i].astype(np.float32))
+        assert np.all(rebuilt[h:] == 0) and np.all(rebuilt[:, w:] == 0)  # reflect padding weighs nothing
 
 
 def test_weight_and_ignore_user_errors():

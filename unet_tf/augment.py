@@ -173,10 +173,23 @@ def elastic_field(seed: tf.Tensor, out_size: int | tf.Tensor, grid: int, alpha: 
     return gaussian_smooth(dense, sigma)
 
 
+def signed_gamma(x: tf.Tensor, g: tf.Tensor | float) -> tf.Tensor:
+    """Gamma curve ``sign(x) * |x| ** g`` of a float32 tensor (same shape).
+
+    On ``[0, 1]`` (the percentile-normalized range) this is the usual ``x ** g``;
+    below 0 it is its odd extension, so values under the low percentile (e.g.
+    the darkest membrane pixels) stay negative and in order instead of being
+    clipped to 0. Strictly increasing for ``g > 0``; fixes -1, 0 and 1;
+    ``g = 1`` is the identity.
+    """
+    return tf.sign(x) * tf.pow(tf.abs(x), g)
+
+
 def intensity_jitter(image: tf.Tensor, seed: tf.Tensor, cfg: AugmentConfig) -> tf.Tensor:
     """Random gamma, contrast, brightness and Gaussian noise on a float32 image.
 
-    In that order: ``max(x, 0) ** g`` with ``g`` in ``[1 - gamma, 1 + gamma]``;
+    In that order: :func:`signed_gamma` ``sign(x) * |x| ** g`` with ``g`` in
+    ``[1 - gamma, 1 + gamma]`` (order and sign of every value kept);
     contrast ``(x - mean) * c + mean`` with ``c`` in ``[1 - contrast, 1 + contrast]``;
     ``x + b`` with ``b`` in ``[-brightness, brightness]``; noise with a standard
     deviation drawn in ``[0, noise_std]``. A zero range skips that step. Shape kept.
@@ -185,7 +198,7 @@ def intensity_jitter(image: tf.Tensor, seed: tf.Tensor, cfg: AugmentConfig) -> t
     a = tf.random.stateless_uniform([4], s[0], -1.0, 1.0)
     x = image
     if cfg.gamma > 0:
-        x = tf.pow(tf.maximum(x, 0.0), 1.0 + cfg.gamma * a[0])
+        x = signed_gamma(x, 1.0 + cfg.gamma * a[0])
     if cfg.contrast > 0:
         mean = tf.reduce_mean(x)
         x = (x - mean) * (1.0 + cfg.contrast * a[1]) + mean

@@ -44,7 +44,9 @@ from .pipeline_inputs import (  # noqa: F401  (public here too: callers import t
     rare_candidates,
     rare_classes_from_counts,
     tile_origins,
+    tile_spans,
     validation_plan,
+    validation_spans,
 )
 
 
@@ -237,16 +239,28 @@ def _cut(
 
 def _validation_dataset(packed: PackedImages, patch_size: int, shard: tuple[int, int] = (0, 1)) -> tf.data.Dataset:
     """Unbatched tiles of :func:`validation_plan` (rows ``i, i+n, ...`` with
-    ``shard=(i, n)``), no augmentation; elements as :func:`_training_dataset`."""
+    ``shard=(i, n)``), no augmentation; elements as :func:`_training_dataset`.
+
+    Mask pixels outside the tile's :func:`validation_spans` rectangle (covered
+    by an earlier tile, or reflect padding) hold :data:`IGNORE_ID`, so every
+    image pixel counts exactly once in the validation loss and metrics.
+    """
     shapes = [tuple(s) for s in packed.shapes.numpy().tolist()]
     plan = validation_plan(shapes, patch_size)[shard[0] :: shard[1]]
+    spans = validation_spans(shapes, patch_size)[shard[0] :: shard[1]]
     centre_shift = (patch_size - 1) / 2.0
+    local = tf.range(patch_size, dtype=tf.int64)
 
-    def tile(row):
+    def tile(row, span):
         centre = tf.cast(row[1:], tf.float32) + centre_shift
-        return _cut(packed, row[0], centre, None, None, patch_size)
+        image, mask, *weight = _cut(packed, row[0], centre, None, None, patch_size)
+        rows = (local >= span[0]) & (local < span[1])
+        cols = (local >= span[2]) & (local < span[3])
+        owned = (rows[:, tf.newaxis] & cols[tf.newaxis, :])[..., tf.newaxis]
+        mask = tf.where(owned, mask, tf.constant(IGNORE_ID, mask.dtype))
+        return (image, mask, *weight)
 
-    ds = tf.data.Dataset.from_tensor_slices(plan)
+    ds = tf.data.Dataset.from_tensor_slices((plan, spans))
     return ds.map(tile, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
 
 
@@ -290,8 +304,10 @@ def make_dataset(
         n_classes: C (2..255); targets have ``K = 1`` channel when C == 2, else ``K = C``.
         training: True: ``patches_per_image * len(images)`` random (augmented)
             patches per pass, new ones every pass. False: the tiles of
-            :func:`validation_plan` (every pixel of every image, no
-            augmentation), identical every pass and cached.
+            :func:`validation_plan` (no augmentation), identical every pass
+            and cached; every image pixel counts exactly once (pixels a tile
+            shares with an earlier one, and reflect padding, are
+            :data:`IGNORE_ID`; see :func:`validation_spans`).
         augment: augmentation settings (None: none); training only.
         oversample_rare: probability that a training patch is centred (+- P/4)
             on a pixel of a rare class, when its image has one.

@@ -27,6 +27,21 @@ def tile_origins(length: int, patch_size: int) -> np.ndarray:
     return np.append(starts, length - patch_size)
 
 
+def tile_spans(length: int, patch_size: int) -> np.ndarray:
+    """int64 ``[T, 2]`` ``(start, stop)`` per tile of :func:`tile_origins`, in tile
+    coordinates: the pixels of the image that this tile is the first to cover.
+
+    A tile owns ``[0, patch_size)`` except where it runs past the image (the
+    reflect padding of a short axis) or where the previous tile already covered
+    it (the last tile, shifted back to end at the border). The spans of all
+    tiles cover every pixel ``0..length-1`` exactly once.
+    """
+    origins = tile_origins(length, patch_size)
+    ends = np.minimum(origins + patch_size, length)  # last image pixel covered, + 1
+    covered = np.concatenate([[0], ends[:-1]])  # pixels before this are an earlier tile's
+    return np.stack([np.maximum(covered - origins, 0), ends - origins], axis=1).astype(np.int64)
+
+
 def validation_plan(shapes: Sequence[tuple[int, int]], patch_size: int) -> np.ndarray:
     """int64 ``[T, 3]`` rows ``(image index, row0, col0)``: the validation tiles, in
     dataset order, covering every image completely."""
@@ -37,6 +52,16 @@ def validation_plan(shapes: Sequence[tuple[int, int]], patch_size: int) -> np.nd
         for c in tile_origins(w, patch_size)
     ]
     return np.asarray(rows, np.int64).reshape(-1, 3)
+
+
+def validation_spans(shapes: Sequence[tuple[int, int]], patch_size: int) -> np.ndarray:
+    """int64 ``[T, 4]`` rows ``(row_start, row_stop, col_start, col_stop)``, one per
+    tile of :func:`validation_plan` in the same order: the rectangle of the tile
+    (tile coordinates) whose pixels count in validation (:func:`tile_spans` on
+    each axis). Over all tiles each image pixel is counted exactly once: no
+    overlap of the last tile, no reflect padding."""
+    rows = [(*r, *c) for h, w in shapes for r in tile_spans(h, patch_size) for c in tile_spans(w, patch_size)]
+    return np.asarray(rows, np.int64).reshape(-1, 4)
 
 
 def class_counts(masks: Sequence[np.ndarray], n_classes: int) -> np.ndarray:

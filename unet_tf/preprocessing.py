@@ -23,19 +23,42 @@ def percentile_normalize(
     Computed over the whole image (``axis=None``), once per image; the result is
     float32 of the same shape. With ``clip`` values are limited to [0, 1].
     (CSBDeep's ``normalize`` with our defaults; 1 / 99.8 is the other common pair.)
+    When the two percentiles are equal (e.g. >= 98 % background zeros) the
+    limits fall back as :func:`stretch_limits` says: sparse bright objects map
+    to (0, 1], a constant image to zeros; nothing is divided by ``eps`` alone.
     """
     if not 0 <= pmin < pmax <= 100:
         raise ValueError(f"need 0 <= pmin < pmax <= 100, got pmin={pmin}, pmax={pmax}")
     x = np.asarray(x)
-    lo, hi = np.percentile(x, [pmin, pmax], axis=axis, keepdims=True)
+    bottom, lo, hi, top = np.percentile(x, [0.0, pmin, pmax, 100.0], axis=axis, keepdims=True)
+    lo, hi = stretch_limits(lo, hi, bottom, top)
     return stretch(x, lo, hi, clip=clip, eps=eps)
+
+
+def stretch_limits(lo, hi, bottom, top) -> tuple[np.ndarray, np.ndarray]:
+    """The ``(lo, hi)`` to stretch with, float64, given the percentiles ``lo <= hi``
+    and the image's minimum ``bottom`` and maximum ``top`` (scalars or arrays that
+    broadcast together).
+
+    ``hi > lo``: unchanged. Otherwise ``hi`` becomes ``top`` (sparse bright
+    objects on a flat background: background -> 0, the brightest pixel -> 1); if
+    that is still ``<= lo`` (flat top, e.g. >= 98 % saturated) ``lo`` becomes
+    ``bottom``. Only a constant image keeps ``hi <= lo``, which :func:`stretch`
+    maps to zeros. Training and prediction both go through this function.
+    """
+    lo, hi, bottom, top = (np.asarray(v, np.float64) for v in (lo, hi, bottom, top))
+    hi = np.where(hi > lo, hi, top)
+    lo = np.where(hi > lo, lo, bottom)
+    return lo, hi
 
 
 def stretch(x: np.ndarray, lo, hi, clip: bool = False, eps: float = 1e-20) -> np.ndarray:
     """``(x - lo) / (hi - lo + eps)`` as float32: the stretch of :func:`percentile_normalize` with given
-    percentiles (scalars, or arrays that broadcast against ``x``); clipped to [0, 1] with ``clip``."""
+    limits (scalars, or arrays that broadcast against ``x``; see :func:`stretch_limits`); clipped to
+    [0, 1] with ``clip``. Where ``hi <= lo`` (a constant image) the result is 0, never ``x / eps``."""
     lo, hi = np.asarray(lo, np.float64), np.asarray(hi, np.float64)
-    out = (np.asarray(x).astype(np.float32) - lo.astype(np.float32)) / (hi - lo + eps).astype(np.float32)
+    scale = np.where(hi > lo, hi - lo + eps, np.inf).astype(np.float32)
+    out = (np.asarray(x).astype(np.float32) - lo.astype(np.float32)) / scale
     if clip:
         np.clip(out, 0.0, 1.0, out=out)
     return out.astype(np.float32, copy=False)

@@ -46,7 +46,7 @@ from .errors import UserInputError
 from .inference import ProgressFn, predict_bands, probabilities_to_ids
 from .io import mask_dtype, say_once
 from .model_file import ModelInfo, min_size_for
-from .preprocessing import ids_to_values
+from .preprocessing import ids_to_values, stretch_limits
 from .preprocessing import stretch as normalize_rows  # the stretch of percentile_normalize, on rows
 from .tiff_stream import TiledTiffWriter, WindowReader, image_shape
 
@@ -100,7 +100,8 @@ def subsample_rows_stride(shape: tuple[int, int], pixels: int = SUBSAMPLE_PIXELS
 
 
 def image_percentiles(reader: WindowReader, q: tuple[float, float]) -> tuple[float, float, bool]:
-    """(lo, hi, exact) percentiles of a whole image read in row windows (one pass).
+    """(lo, hi, exact) percentiles of a whole image read in row windows (one pass),
+    with :func:`unet_tf.preprocessing.stretch_limits`'s fallback when they are equal.
 
     Integer images of at most 16 bits: exact (histogram); others: the rows
     ``0, s, 2s, ...`` with :func:`subsample_rows_stride`. Non-finite values are
@@ -121,10 +122,12 @@ def image_percentiles(reader: WindowReader, q: tuple[float, float]) -> tuple[flo
         if dtype.kind == "f" and not np.all(np.isfinite(rows)):
             raise UserInputError(f"{reader.path}: holds NaN or infinite values")
         samples.append(rows[(-row0) % stride :: stride])
+    q4 = (0.0, *q, 100.0)  # the minimum and maximum too, for stretch_limits
     if exact:
-        lo, hi = exact_percentiles(hist, offset, dtype, q)
+        bottom, lo, hi, top = exact_percentiles(hist, offset, dtype, q4)
     else:
-        lo, hi = np.percentile(np.concatenate(samples), q)
+        bottom, lo, hi, top = np.percentile(np.concatenate(samples), q4)
+    lo, hi = stretch_limits(lo, hi, bottom, top)
     return float(lo), float(hi), exact
 
 
