@@ -281,3 +281,75 @@ def test_a_shape_mismatch_names_the_exported_format():
     with pytest.raises(ExportCheckError, match=wrapped):
         max_difference(lambda x: x, lambda x: [x], [(64, 64)], name="ONNX model.onnx")  # a 1-list: one axis more
     assert max_difference(lambda x: x, lambda x: x + 0.25, [(64, 64)]) == pytest.approx(0.25)
+
+
+def test_onnx_output_is_4d_when_tf2onnx_converts_the_output_transpose_after_removing_the_identity(
+    model_files, tmp_path, monkeypatch
+):
+    """The flaky bioimage.io failure "ONNX gives shape (1, 2, 64, 64, 1), Keras (2, 64, 64, 1)", made certain.
+
+    tf2onnx turns the sigmoid head's last Transpose into a Reshape to (1, B, H, W, 1) plus a Squeeze that it
+    wires to consumers only. Whether the graph's output Identity is removed before that happens depends on the
+    order tf2onnx visits its nodes (sets of node objects, ordered by memory address, so by what the process did
+    before). Skipping the transpose optimizer's first Transpose -> Reshape pass forces the bad order every time.
+    """
+    import onnx
+    from tf2onnx.optimizer.transpose_optimizer import TransposeOptimizer
+
+    from unet_tf.onnx_model import load_onnx
+
+    original, calls = TransposeOptimizer.post_optimize_action, []
+
+    def late(self):  # the first pass leaves the Transpose: the Identity optimizer runs before it becomes a Reshape
+        calls.append(len(calls))
+        if len(calls) > 1:
+            original(self)
+
+    monkeypatch.setattr(TransposeOptimizer, "post_optimize_action", late)
+    weights, _ = model_files[2]
+    assert export_main(["--weights", str(weights), "--out", str(tmp_path / "out"), "--format", "onnx"]) == 0
+    proto = onnx.load(tmp_path / "out" / "model.onnx")
+    assert len(calls) > 1 and "unet_tf_squeeze" in proto.graph.node[-1].name  # tf2onnx's 5-D output, repaired
+    assert [d.dim_param or d.dim_value for d in proto.graph.output[0].type.tensor_type.shape.dim] == [
+        "batch",
+        "y",
+        "x",
+        1,
+    ]
+    x = np.random.default_rng(6).normal(0.5, 0.3, (3, 96, 128, 1)).astype(np.float32)
+    got = load_onnx(tmp_path / "out" / "model.onnx")(x)
+    assert got.shape == (3, 96, 128, 1)
+    np.testing.assert_allclose(got, keras_probabilities(weights, x), atol=1e-4)
+
+
+def _unsqueezing_graph(leading: int):
+    """ONNX graph x (B, H, W, 1) -> Unsqueeze(axis 0) -> output (leading, B, H, W, 1) (leading 1 or "n")."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    inp = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["b", "h", "w", 1])
+    out = helper.make_tensor_value_info("y", TensorProto.FLOAT, [leading, "b", "h", "w", 1])
+    axes = numpy_helper.from_array(np.array([0], np.int64), "axes")
+    node = helper.make_node("Unsqueeze", ["x", "axes"], ["y"])
+    return helper.make_graph([node], "g", [inp], [out], [axes])
+
+
+def test_squeeze_leading_unit_axes_restores_rank_4_and_names_a_bad_shape():
+    import onnx
+    import onnxruntime as ort
+    from onnx import helper
+
+    from unet_tf.export.checks import ExportCheckError
+    from unet_tf.export.onnx_graph import name_and_label_io, squeeze_leading_unit_axes
+
+    graph = _unsqueezing_graph(1)
+    assert squeeze_leading_unit_axes(graph) == 1 and squeeze_leading_unit_axes(graph) == 0  # idempotent
+    name_and_label_io(graph)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+    onnx.checker.check_model(model, full_check=True)
+    dims = [d.dim_param or d.dim_value for d in graph.output[0].type.tensor_type.shape.dim]
+    assert graph.output[0].name == "probabilities" and dims == ["batch", "y", "x", 1]
+    x = np.arange(2 * 4 * 8, dtype=np.float32).reshape(2, 4, 8, 1)
+    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    np.testing.assert_array_equal(session.run(["probabilities"], {"x": x})[0], x)
+    with pytest.raises(ExportCheckError, match=r"m\.onnx: output shape \['n', 'b', 'h', 'w', 1\], expected rank 4"):
+        squeeze_leading_unit_axes(_unsqueezing_graph("n"), source="m.onnx")

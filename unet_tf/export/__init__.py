@@ -8,7 +8,9 @@ probabilities, K = 1 for a two-class sigmoid head).
 - ONNX through Keras 3's ``model.export(format="onnx")`` (tf2onnx on the
   TensorFlow backend), opset :data:`ONNX_OPSET` (DeepImageJ reads <= 18),
   dynamic batch / height / width, input ``image``, output ``probabilities``,
-  the model's info in ``metadata_props`` (:mod:`unet_tf.onnx_model`).
+  the model's info in ``metadata_props`` (:mod:`unet_tf.onnx_model`). A
+  leading unit axis that tf2onnx sometimes leaves on the output of a one-channel
+  head, (1, B, H, W, 1), is squeezed in the graph (:mod:`.onnx_graph`).
 - SavedModel through ``keras.export.ExportArchive``: endpoint ``serve``
   returning ``{"probabilities": ...}`` (bioimage.io's TF loader wants a dict).
 - bioimage.io model package (spec 0.5): :mod:`unet_tf.bioimageio`.
@@ -32,6 +34,7 @@ import numpy as np
 from ..errors import UserInputError
 from ..onnx_model import load_onnx, metadata_props
 from .checks import ExportCheckError, custom_layers  # noqa: F401  (public here)
+from .onnx_graph import name_and_label_io, squeeze_leading_unit_axes
 
 FORMATS = ("onnx", "savedmodel", "bioimageio")
 ONNX_OPSET = 17
@@ -113,7 +116,11 @@ def keras_reference(bare) -> Callable[[np.ndarray], np.ndarray]:
 
 
 def write_onnx(bare, info: dict, path: Path, opset: int = ONNX_OPSET) -> Path:
-    """``bare`` as ONNX at ``path``: input ``image``, output ``probabilities``, metadata from ``info``."""
+    """``bare`` as ONNX at ``path``: input ``image``, output ``probabilities``, metadata from ``info``.
+
+    The output is (B, H, W, K) float32 even where tf2onnx leaves a leading unit
+    axis on it (:mod:`unet_tf.export.onnx_graph`).
+    """
     import logging
 
     import onnx
@@ -123,15 +130,8 @@ def write_onnx(bare, info: dict, path: Path, opset: int = ONNX_OPSET) -> Path:
     spec = [tf.TensorSpec((None, None, None, 1), tf.float32, name="image")]
     bare.export(str(path), format="onnx", input_signature=spec, opset_version=opset, verbose=False)
     proto = onnx.load(str(path))
-    graph = proto.graph
-    old = graph.output[0].name
-    for node in graph.node:
-        node.output[:] = ["probabilities" if n == old else n for n in node.output]
-        node.input[:] = ["probabilities" if n == old else n for n in node.input]
-    graph.output[0].name = "probabilities"
-    for value in (graph.input[0], graph.output[0]):
-        for dim, label in zip(value.type.tensor_type.shape.dim, ("batch", "y", "x")):
-            dim.dim_param = label
+    squeeze_leading_unit_axes(proto.graph, rank=4, source=str(path))  # tf2onnx may leave (1, B, H, W, 1)
+    name_and_label_io(proto.graph)
     del proto.metadata_props[:]
     for key, value in metadata_props(info).items():
         proto.metadata_props.add(key=key, value=value)
