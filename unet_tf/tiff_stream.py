@@ -125,7 +125,8 @@ class WindowReader:
         self._cache_mb = max(GDAL_CACHE_MB, 3 * block * -(-self._src.width // cols) // 2**20 + 1)
         if self._src.compression is not None and block > max_block_bytes:
             say_once(
-                "stored as compressed blocks too large to read in windows; read whole (re-save it tiled to stream it)",
+                "stored as compressed blocks, which cannot be read in windows; reading it whole "
+                "(re-save it tiled to stream it)",
                 f"{self.path} ({rows}x{cols} px blocks)",
             )
             self.close()
