@@ -71,6 +71,16 @@ def test_python_output_and_native_lines_in_one_process():
     assert proc.stderr.decode().splitlines() == ["one", "<string>:6: UserWarning: two", "three"]
 
 
+def test_a_block_inside_another_leaves_fd2_to_the_outer_one(capfd):
+    with hide_native_lines():
+        fd2 = os.fstat(2)
+        with hide_native_lines():
+            assert os.fstat(2) == fd2  # no second pipe and thread
+            os.write(2, b"inner\n" + GLOG)
+        os.write(2, OLD + b"outer\n")
+    assert capfd.readouterr().err == "inner\nouter\n"
+
+
 def test_an_error_replays_the_hidden_lines_after_the_others(capfd):
     with pytest.raises(RuntimeError, match="boom"), hide_native_lines():
         os.write(2, GLOG + b"shown\n")

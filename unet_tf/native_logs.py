@@ -41,7 +41,9 @@ NATIVE_LINE = re.compile(rb"[IWEF]\d{4} |\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d+: [I
 # a line starting otherwise cannot be native: it is passed on before its end arrives (progress bars)
 _NATIVE_FIRST = frozenset(b"IWEF0123456789")
 END_MARKER = b"\0unet_tf: end of hide_native_lines\0"
-_WAIT_S = 0.05  # an undecided partial line waits this long for more bytes, then is passed on
+_WAIT_S = 0.05
+# fd 2 is one per process: one block filters it at a time (an inner or concurrent block leaves it be)
+_FD2 = threading.Lock()  # an undecided partial line waits this long for more bytes, then is passed on
 
 
 @contextlib.contextmanager
@@ -188,13 +190,25 @@ def hide_native_lines() -> Iterator[None]:
 
     Lines matching :data:`NATIVE_LINE` are held back (and written after the
     block's error if it raises anything but a :class:`UserInputError`,
-    Ctrl-C or a zero exit); all other output reaches the original fd 2 unchanged and in order.
+    Ctrl-C or a zero exit); all other output reaches the original fd 2
+    unchanged and in order.
     ``UNET_TF_TF_LOGS=1``, or a system without ``select`` on pipes (Windows),
-    leaves fd 2 alone. Usable as a decorator: ``@hide_native_lines()``.
+    leaves fd 2 alone, and so does a block inside another one (in any thread).
+    Usable as a decorator: ``@hide_native_lines()``.
     """
-    if os.environ.get("UNET_TF_TF_LOGS") == "1" or os.name == "nt":
-        yield
+    if os.environ.get("UNET_TF_TF_LOGS") == "1" or os.name == "nt" or not _FD2.acquire(blocking=False):
+        yield  # shown, or already filtered by an enclosing block (in this or another thread)
         return
+    try:
+        with _filtered_fd2():
+            yield
+    finally:
+        _FD2.release()
+
+
+@contextlib.contextmanager
+def _filtered_fd2() -> Iterator[None]:
+    """The body of :func:`hide_native_lines` (which holds :data:`_FD2`)."""
     sys.stderr.flush()
     saved = os.dup(2)
     read_fd, write_fd = _capture_pair(saved)
@@ -217,7 +231,6 @@ def hide_native_lines() -> Iterator[None]:
         sys.stderr.flush()
         os.dup2(saved, 2)
         _write_all(write_fd, END_MARKER)  # after everything written to fd 2 in the block
-
         pump.join(timeout=10)
         if failed:
             _write_all(2, b"".join(lines.hidden))
