@@ -242,3 +242,18 @@ def test_stack_axes_and_planes_in_the_axes_c_order(tmp_path, kwargs):
     assert stack_axes(tmp_path / "plain.tif") == ("I", (6,))
     tifffile.imwrite(tmp_path / "one.tif", planes[0, 0])
     assert stack_axes(tmp_path / "one.tif") == ("", ())
+
+
+def test_colour_note_is_said_once_per_run_with_the_file_count(tmp_path, rng, capsys):
+    """Five colour PNGs read in one command: one note naming the first file, one summary with the count 5.
+    (It used to be said once per file, as the message held the path.) A second run says it again."""
+    from unet_tf.cli.common import run_main
+
+    paths = [tmp_path / f"c{i}.png" for i in range(5)]
+    for path in paths:
+        cv2.imwrite(str(path), rng.integers(0, 255, size=(4, 5, 3)).astype(np.uint8))
+    for _ in range(2):
+        assert run_main(lambda: len([read_image(p) for p in paths]) - 5) == 0
+        err = capsys.readouterr().err.splitlines()
+        kind = "note: colour images are reduced to gray (luminance; alpha ignored)"
+        assert err == [f"{kind}, e.g. {paths[0]}", f"{kind}: 5 files, e.g. {paths[0]}"]

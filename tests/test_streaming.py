@@ -12,6 +12,7 @@ from unet_tf.config import ModelConfig, PredictConfig
 from unet_tf.errors import UserInputError
 from unet_tf.inference import predict_bands, predict_tiled
 from unet_tf.morphometry import measure_objects
+from unet_tf.notes import note_run
 from unet_tf.preprocessing import percentile_normalize
 from unet_tf.tiff_stream import WindowReader
 
@@ -208,7 +209,8 @@ def test_tiff_unreadable_in_windows_falls_back_to_a_whole_read(tmp_path, binary_
     monkeypatch.setattr(streaming, "WindowReader", functools.partial(WindowReader, max_block_bytes=1000))
     predict_fn, info = engine(binary_model)
     config = PredictConfig(tile=64, overlap=16)
-    streaming.predict_file_streaming(predict_fn, info, path, tmp_path / "o", "strip", config)
+    with note_run():  # notes are said once per run (outside runs once per process)
+        streaming.predict_file_streaming(predict_fn, info, path, tmp_path / "o", "strip", config)
     assert capsys.readouterr().err.count("cannot be read in windows") == 1
     want = predict_image(binary_model, image, config).mask
     np.testing.assert_array_equal(tifffile.imread(tmp_path / "o" / "strip_mask.tif"), want)

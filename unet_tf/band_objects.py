@@ -84,8 +84,8 @@ class BandObjects:
             cut = (len(self.buffer) + len(self.pending)) * self.width > self.max_pixels
             if cut:
                 say_once(
-                    f"{self.image_name}: objects taller than {self.max_pixels // self.width} rows "
-                    "are cut into pieces in the object table (streamed prediction)"
+                    "very tall objects are cut into pieces in the object table (streamed prediction)",
+                    f"{self.image_name} (over {self.max_pixels // self.width} rows)",
                 )
             self._scan(final=cut)
 

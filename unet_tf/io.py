@@ -17,7 +17,8 @@ pages must share one size and dtype. :func:`read_image` refuses a stack.
 
 Colour input is reduced to gray: gray+alpha keeps the gray band, RGB(A) becomes
 luminance (0.299 R + 0.587 G + 0.114 B, rounded back to the file's dtype, so a
-gray image saved as RGB comes back exactly). This is said once per process.
+gray image saved as RGB comes back exactly). This is said once per run, with the
+number of files it applied to at the end (:mod:`unet_tf.notes`).
 
 Every writer is atomic: it writes a temporary file in the destination folder and
 renames it, so an interrupted run never leaves a half-written output.
@@ -26,9 +27,7 @@ renames it, so an interrupted run never leaves a half-written output.
 from __future__ import annotations
 
 import contextlib
-import functools
 import os
-import sys
 import tempfile
 import warnings
 from pathlib import Path
@@ -37,6 +36,7 @@ from typing import Iterator, Sequence
 import numpy as np
 
 from .errors import UserInputError
+from .notes import say_note
 
 TIFF_SUFFIXES = (".tif", ".tiff")
 OPENCV_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
@@ -50,19 +50,23 @@ def is_image_file(path: str | Path) -> bool:
     return Path(path).suffix.lower() in IMAGE_SUFFIXES
 
 
-@functools.lru_cache(maxsize=None)
-def say_once(message: str) -> None:
-    print(f"note: {message}", file=sys.stderr)
+def say_once(kind: str, example: str | Path | None = None) -> None:
+    """Say ``note: <kind>, e.g. <example>`` once per run, counting repeats (:mod:`unet_tf.notes`).
+
+    ``kind`` is the fixed text of the note; the file or name it applies to goes
+    in ``example``, so that 55 colour images make one note, not 55.
+    """
+    say_note(kind, example)
 
 
 def _to_gray(bands: np.ndarray, path: Path) -> np.ndarray:
     """(H, W, B) in R,G,B(,A) order -> (H, W) of the same dtype."""
     n = bands.shape[-1]
     if n == 2:
-        say_once(f"gray+alpha images are read as their gray band (alpha ignored), e.g. {path}")
+        say_once("gray+alpha images are read as their gray band (alpha ignored)", path)
         return np.ascontiguousarray(bands[..., 0])
     if n in (3, 4):
-        say_once(f"colour images are reduced to gray (luminance; alpha ignored), e.g. {path}")
+        say_once("colour images are reduced to gray (luminance; alpha ignored)", path)
         gray = bands[..., :3].astype(np.float64) @ _LUMA
         if np.issubdtype(bands.dtype, np.integer):
             info = np.iinfo(bands.dtype)
@@ -179,10 +183,7 @@ def _note_hyperstack(tif, path: Path) -> None:
     series = tif.series[0]
     extra = [f"{a}={n}" for a, n in zip(series.axes, series.shape) if a not in "YXS" and n > 1]
     if len(extra) > 1:
-        say_once(
-            f"{path}: {series.axes} hyperstack ({', '.join(extra)}) is read as 2-D planes "
-            "in file order (C/Z/T flattened)"
-        )
+        say_once(f"{series.axes} hyperstacks are read as 2-D planes in file order (C/Z/T flattened)", path)
 
 
 def _planes(tif, path: Path, note: bool = True) -> list:
@@ -405,7 +406,7 @@ def write_mask(path: str | Path, mask: np.ndarray, pixel_size_um: float | None =
             import cv2
 
             if pixel_size_um is not None:
-                say_once(f"PNG masks carry no pixel size; write .tif to keep it, e.g. {path}")
+                say_once("PNG masks carry no pixel size; write .tif to keep it", path)
             if not cv2.imwrite(str(tmp), mask):
                 raise UserInputError(f"{path}: OpenCV could not write this PNG")
         else:

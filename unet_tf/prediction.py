@@ -31,6 +31,7 @@ from .instances import instances_for
 from .io import iter_pages, page_count, read_image
 from .model_file import ModelInfo, min_size_for, read_info
 from .morphometry import OBJECT_COLUMNS, SUMMARY_COLUMNS, measure_objects, summarize_objects
+from .notes import quiet_run, say_note
 from .outputs import ImageOutputs, probability_bands, write_outputs  # noqa: F401  (public here too)
 from .preprocessing import ids_to_values, percentile_normalize
 from .streaming import predict_file_streaming, should_stream
@@ -257,7 +258,7 @@ def _streams(sample: Sample, info: ModelInfo, config: PredictConfig, log: Callab
     if not (config.stream or should_stream(sample.image, info)):
         return False
     if sample.labels:
-        log(f"note: {sample.image.name} is predicted in bands; its label is not scored (whole-image path only)")
+        say_note("labels of images predicted in bands are not scored (whole-image path only)", sample.image.name)
     return True
 
 
@@ -295,6 +296,7 @@ def _write_tables(
     return rows
 
 
+@quiet_run()  # notes said once per run, TensorFlow's native log lines hidden
 def predict_files(
     model: Any,
     samples: Sequence[Sample],

@@ -125,8 +125,9 @@ class WindowReader:
         self._cache_mb = max(GDAL_CACHE_MB, 3 * block * -(-self._src.width // cols) // 2**20 + 1)
         if self._src.compression is not None and block > max_block_bytes:
             say_once(
-                f"{self.path}: stored as compressed blocks of {rows}x{cols} px, which cannot be "
-                "read in windows; reading it whole (re-save it tiled to stream it)"
+                "stored as compressed blocks, which cannot be read in windows; reading it whole "
+                "(re-save it tiled to stream it)",
+                f"{self.path} ({rows}x{cols} px blocks)",
             )
             self.close()
             self._whole = read_image(self.path)

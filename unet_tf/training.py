@@ -43,6 +43,7 @@ from .losses import class_weights_from_fractions, make_loss, pos_weight_from_fra
 from .metrics import DiceScore, IoUScore, PixelAccuracy
 from .model_file import ModelInfo, attach_info
 from .models import build_model, check_input_size, resolved_depth
+from .notes import quiet_run
 from .onednn import onednn_note
 from .pipeline import class_counts, make_dataset, rare_classes_from_counts
 from .precision import dtype_policy, precision_reason, resolve_precision
@@ -231,6 +232,7 @@ def patch_datasets(cfg: RunConfig, arrays: Arrays, spec: DatasetSpec, balance: B
 # === The run ===
 
 
+@quiet_run()  # notes said once per run, TensorFlow's native log lines hidden (e.g. at the first epoch)
 def train(
     cfg: RunConfig,
     data: TrainingData | None = None,

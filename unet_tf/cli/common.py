@@ -7,6 +7,7 @@ import sys
 from typing import Callable
 
 from ..errors import UserInputError
+from ..notes import note_run
 
 
 def run_main(body: Callable[[], int | None]) -> int:
@@ -14,9 +15,12 @@ def run_main(body: Callable[[], int | None]) -> int:
 
     Bodies call :func:`unet_tf.native_logs.import_tensorflow` before their
     heavy imports, after checking what can be checked without TensorFlow.
+    The command is one run of notes (:mod:`unet_tf.notes`): each said once,
+    with a count at the end.
     """
     try:
-        return int(body() or 0)
+        with note_run():
+            return int(body() or 0)
     except UserInputError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -60,7 +60,7 @@ def read_instances(sample: Sample | ArraySample, spec: DatasetSpec) -> np.ndarra
             overlap += int(np.count_nonzero(inside & (out > 0)))
             out[inside] = k
         if overlap:
-            say_once(f"{sample.name}: {overlap} pixels belong to two nucleus masks; the later file's id kept")
+            say_once("pixels of two nucleus masks overlap; the later file's id kept", f"{sample.name} ({overlap} px)")
         return out
     out = np.asarray(arrays[0]).astype(np.int32)
     if spec.ignore_value is not None:
