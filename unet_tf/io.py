@@ -183,7 +183,8 @@ def _note_hyperstack(tif, path: Path) -> None:
     series = tif.series[0]
     extra = [f"{a}={n}" for a, n in zip(series.axes, series.shape) if a not in "YXS" and n > 1]
     if len(extra) > 1:
-        say_once(f"{series.axes} hyperstacks are read as 2-D planes in file order (C/Z/T flattened)", path)
+        kind = "hyperstacks are read as 2-D planes in file order (C/Z/T flattened)"
+        say_once(kind, f"{path} ({series.axes}: {', '.join(extra)})")
 
 
 def _planes(tif, path: Path, note: bool = True) -> list:
