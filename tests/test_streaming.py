@@ -55,8 +55,8 @@ def assert_same_objects(got, want):
         for key in w:
             if key == "centroid_y":
                 assert g[key] == pytest.approx(w[key], rel=0, abs=1e-9)
-            elif key in ("mean_intensity", "max_intensity"):  # the band-wise table carries no raw image
-                assert g[key] is None or g[key] != g[key], key
+            elif key in ("mean_intensity", "max_intensity"):
+                assert g[key] == pytest.approx(w[key], rel=1e-12, nan_ok=True), key
             else:
                 assert g[key] == w[key], key
 
@@ -128,13 +128,19 @@ def test_band_objects_equal_measure_objects_for_any_band_split():
     ids = np.where(noise > 0.6, 1, 0) + np.where(noise > 0.85, 1, 0)  # classes 0, 1, 2, touching
     ids[10:110, 40] = 1  # one tall object crossing every band edge
     ids = ids.astype(np.uint8)
-    want = measure_objects(ids, NAMES, image_name="x", pixel_size=0.5, min_size=2)
+    raw = rng.integers(0, 4000, ids.shape).astype(np.uint16)
+    want = measure_objects(ids, NAMES, image_name="x", pixel_size=0.5, min_size=2, image=raw)
+    assert all(r["max_intensity"] >= r["mean_intensity"] > 0 for r in want)  # not a NaN == NaN comparison
     for heights in ([120], [1] * 120, [7, 50, 3, 60], [33, 33, 33, 21]):
         acc = BandObjects(NAMES, 80, image_name="x", pixel_size=0.5, min_size=2)
         edges = np.cumsum([0] + heights)
         for a, b in zip(edges[:-1], edges[1:]):
-            acc.add(ids[a:b])
+            acc.add(ids[a:b], raw[a:b])
         assert_same_objects(acc.rows(), want)
+    acc = BandObjects(NAMES, 80)
+    acc.add(ids[:10])
+    with pytest.raises(ValueError, match="every band of ids or with none"):
+        acc.add(ids[10:20], raw[10:20])
     # above the buffer cap the tall object is cut into pieces that add up to its area
     acc = BandObjects(NAMES, 80, image_name="x", max_pixels=80 * 40)
     for a in range(0, 120, 30):
@@ -182,8 +188,40 @@ def test_streamed_outputs_identical_to_predict_image(tmp_path, big_tiff):
     np.testing.assert_array_equal(mask, want.mask)
     np.testing.assert_array_equal(tifffile.imread(tmp_path / "big_prob.tif"), probability_bands(want.probabilities))
     assert result["exact_percentiles"] and result["shape"] == image.shape
-    assert_same_objects(result["objects"], measure_objects(want.ids, NAMES, image_name="big", min_size=3))
+    assert_same_objects(result["objects"], measure_objects(want.ids, NAMES, image_name="big", min_size=3, image=image))
     assert sorted(p.name for p in tmp_path.iterdir()) == ["big_mask.tif", "big_prob.tif"]  # no temporaries
+
+
+def test_streamed_objects_csv_equals_the_whole_image_one(tmp_path, binary_model):
+    """predict_files with ``stream`` (forced) writes the objects.csv of the whole-image path, intensities too."""
+    import csv
+
+    from unet_tf.datasets import Sample
+    from unet_tf.prediction import predict_files
+
+    rng = np.random.default_rng(3)
+    image = (rng.random((300, 260)) * 3000).astype(np.uint16)
+    image[40:120, 30:90] += 20000  # bright blocks: objects of either sign of the untrained model
+    image[180:260, 150:240] += 12000
+    tifffile.imwrite(tmp_path / "img.tif", image)
+    tables = {}
+    for stream in (False, True):
+        out = tmp_path / f"out_{stream}"
+        config = PredictConfig(tile=64, overlap=16, stream=stream, overlay=False, min_size=0)
+        predict_files(binary_model, [Sample(tmp_path / "img.tif")], out, config, log=lambda _: None)
+        with open(out / "objects.csv", newline="") as f:
+            tables[stream] = list(csv.DictReader(f))
+    whole, streamed = tables[False], tables[True]
+    assert len(whole) > 3 and len(streamed) == len(whole)
+    for w, s in zip(whole, streamed):
+        assert (s["class"], s["object_id"], s["area_px"], s["bbox_y0"]) == (
+            w["class"],
+            w["object_id"],
+            w["area_px"],
+            w["bbox_y0"],
+        )
+        for key in ("mean_intensity", "max_intensity"):
+            assert float(s[key]) == pytest.approx(float(w[key]), rel=1e-9), key  # NaN fails here
 
 
 def test_not_enough_disk_space_is_said_before_writing(tmp_path, big_tiff, binary_model, monkeypatch):

@@ -19,7 +19,9 @@ image, its normalized copy, the probabilities or the mask whole:
    ``save_probabilities`` also ``<name>_prob.tif`` (the band layout of
    ``prediction.probability_bands``: one float32 page per class); objects are
    measured per band with objects crossing band edges merged
-   (``band_objects.BandObjects``).
+   (``band_objects.BandObjects``), their mean / max intensity from the raw
+   rows of the same band (read again from the file), as the whole-image path
+   measures them on the raw image.
 
 No overlay is written for a streamed image (said once): a colour image of the
 whole size is what streaming avoids.
@@ -188,14 +190,23 @@ def _join_pages(pages: list[Path], path: Path, shape: tuple[int, int], tile: int
 
 
 def _write_band(
-    rows: np.ndarray, writers: dict[str, Any], objects: BandObjects | None, info: ModelInfo, config: PredictConfig
+    row0: int,
+    rows: np.ndarray,
+    writers: dict[str, Any],
+    objects: BandObjects | None,
+    info: ModelInfo,
+    config: PredictConfig,
+    raw_rows: Callable[[int, int], np.ndarray],
 ) -> None:
-    """One finished band of probabilities -> mask rows, probability rows, objects."""
+    """One finished band of probabilities (image rows ``row0 ..``) -> mask rows, probability rows, objects.
+
+    ``raw_rows(r0, r1)``: the raw image rows, for the objects' intensities.
+    """
     ids = probabilities_to_ids(rows, config.threshold)
     table = np.asarray(info.class_values, writers["mask"].dtype)  # values in the mask dtype, not int64
     writers["mask"].write_band(ids_to_values(ids, table))
     if objects is not None:
-        objects.add(ids)
+        objects.add(ids, raw_rows(row0, row0 + len(rows)))
     if writers["prob"]:
         bands = [1 - rows[..., 0], rows[..., 0]] if rows.shape[-1] == 1 else np.moveaxis(rows, -1, 0)
         for writer, band in zip(writers["prob"], bands):
@@ -252,7 +263,7 @@ def predict_file_streaming(
         size = min_size_for(config, info)[0]
         table = BandObjects(info.class_names, shape[1], image_name=name, pixel_size=config.pixel_size, min_size=size)
         objects = table if measure else None
-        outputs = _stream_outputs(bands, out_dir, name, shape, info, config, objects)
+        outputs = _stream_outputs(bands, out_dir, name, shape, info, config, objects, reader.read)
     return {
         "shape": shape,
         "objects": objects.rows() if measure else [],
@@ -264,7 +275,14 @@ def predict_file_streaming(
 
 
 def _stream_outputs(
-    bands, out_dir: Path, name: str, shape, info: ModelInfo, config: PredictConfig, objects: BandObjects | None
+    bands,
+    out_dir: Path,
+    name: str,
+    shape,
+    info: ModelInfo,
+    config: PredictConfig,
+    objects: BandObjects | None,
+    raw_rows: Callable[[int, int], np.ndarray],
 ) -> list[Path]:
     """Drain ``bands`` into the mask (and probability) writers; the paths written."""
     mask_path = out_dir / f"{name}_mask.tif"
@@ -276,8 +294,8 @@ def _stream_outputs(
                 TiledTiffWriter(mask_path, shape, mask_dtype(max(info.class_values)), pixel_size_um=config.pixel_size)
             )
             writers = {"mask": mask, "prob": [stack.enter_context(page) for page in pages]}
-            for _, rows in bands:
-                _write_band(rows, writers, objects, info, config)
+            for row0, rows in bands:
+                _write_band(row0, rows, writers, objects, info, config, raw_rows)
         if not pages:
             return [mask_path]
         prob_path = out_dir / f"{name}_prob.tif"
