@@ -23,9 +23,19 @@ from .tiff_writers import StackWriter
 
 
 def probability_bands(prob: np.ndarray) -> np.ndarray:
-    """(K', H, W) float32 bands of a probability map: both classes for a binary model."""
-    bands = np.concatenate([1 - prob, prob], axis=-1) if prob.shape[-1] == 1 else prob
-    return np.moveaxis(bands, -1, 0).astype(np.float32)
+    """(K', H, W) float32 bands of a (H, W, K) probability map: both classes for a binary model (K = 1).
+
+    Written straight into the result: no (H, W, K') temporary beside it.
+    """
+    k = prob.shape[-1]
+    bands = np.empty((2 if k == 1 else k,) + prob.shape[:2], np.float32)
+    if k == 1:
+        np.subtract(1, prob[..., 0], out=bands[0], dtype=np.float32)
+        bands[1] = prob[..., 0]
+    else:
+        for c in range(k):
+            bands[c] = prob[..., c]
+    return bands
 
 
 INSTANCE_DTYPE = np.uint16  # <name>_instances.tif: the CTC and napari convention

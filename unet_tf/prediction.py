@@ -24,15 +24,15 @@ from .config import PredictConfig
 from .datasets import Sample, read_class_ids, read_instances
 from .errors import UserInputError
 from .evaluation import Evaluator
-from .inference import ProgressBar, ProgressFn, check_tiling, make_predict_fn, predict_tiled, probabilities_to_ids
+from .inference import ProgressBar, ProgressFn, check_tiling, make_predict_fn, predict_rows, probabilities_to_ids
 from .inputs import check_output_names, shard_suffix
 from .instance_metrics import INSTANCE_COLUMNS, InstanceEvaluator
 from .instances import instances_for
-from .io import iter_pages, page_count, read_image
+from .io import iter_pages, mask_dtype, page_count, read_image
 from .model_file import ModelInfo, min_size_for, read_info
 from .morphometry import OBJECT_COLUMNS, SUMMARY_COLUMNS, measure_objects, summarize_objects
 from .outputs import ImageOutputs, probability_bands, write_outputs  # noqa: F401  (public here too)
-from .preprocessing import ids_to_values, percentile_normalize
+from .preprocessing import ids_to_values, stretch
 from .streaming import predict_file_streaming, should_stream
 from .tables import format_table, write_csv
 from .targets import IGNORE_ID
@@ -47,7 +47,8 @@ class Prediction:
         probabilities: float32 (H, W, K): K = 1 (P(class 1)) for a binary
             model, else one channel per class.
         ids: uint8 (H, W) class ids 0..C-1.
-        mask: (H, W) the class ids as the label values of the training data.
+        mask: (H, W) the class ids as the label values of the training data,
+            uint8 (uint16 when a value exceeds 255: ``io.mask_dtype``).
         instances: int32 (H, W) one id per object (0 background), for an
             instance model or with ``split_touching``; else None.
     """
@@ -126,10 +127,11 @@ def predict_image(
     if image.dtype.kind == "f" and not np.all(np.isfinite(image)):
         raise UserInputError("image: holds NaN or infinite values")
     norm = info.normalize
-    normalized = percentile_normalize(image, norm.pmin, norm.pmax, clip=norm.clip)
-    prob = predict_tiled(
+    lo, hi = np.percentile(image, [norm.pmin, norm.pmax])  # percentile_normalize's stretch, on rows:
+    prob = predict_rows(  # no normalized float32 copy of the whole image is held
         predict_fn,
-        normalized,
+        lambda row0, row1: stretch(image[row0:row1], lo, hi, clip=norm.clip),
+        image.shape,
         tile=config.tile,
         overlap=config.overlap,
         batch_size=config.batch_size,
@@ -141,7 +143,8 @@ def predict_image(
     instances = instances_for(
         prob, ids, info.target, threshold=config.threshold, min_size=min_size, split=config.split_touching
     )
-    return Prediction(prob, ids, ids_to_values(ids, info.class_values), instances)
+    values = np.asarray(info.class_values, mask_dtype(max(info.class_values)))  # the file's dtype, not int64
+    return Prediction(prob, ids, ids_to_values(ids, values), instances)
 
 
 def _prepare(samples: Sequence[Sample], info: ModelInfo, out_dir: Path, config: PredictConfig) -> None:
