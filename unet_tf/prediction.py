@@ -254,11 +254,18 @@ def _predict_sample(
 
 
 def _streams(sample: Sample, info: ModelInfo, config: PredictConfig, log: Callable[[str], None]) -> bool:
-    """Whether a single-page image goes through the band-wise path (``stream``, or too large to hold)."""
-    if page_count(sample.image) > 1 or info.target == "instances" or config.split_touching:
+    """Whether a single-page image goes through the band-wise path: ``stream``, or too large to predict
+    whole in the memory available (:func:`unet_tf.streaming.should_stream`); the reason is logged."""
+    if page_count(sample.image) > 1:
         return False
-    if not (config.stream or should_stream(sample.image, info)):
+    too_big, reason = should_stream(sample.image, info, config)
+    if info.target == "instances" or config.split_touching:
+        if too_big:
+            log(f"warning: {reason}; instances cannot be predicted in bands, so it is predicted whole")
         return False
+    if not (config.stream or too_big):
+        return False
+    log(f"note: {reason}: predicted in bands" if too_big else f"note: {sample.image.name}: predicted in bands (stream)")
     if sample.labels:
         log(f"note: {sample.image.name} is predicted in bands; its label is not scored (whole-image path only)")
     return True
