@@ -56,8 +56,8 @@ def assert_same_objects(got, want):
         for key in w:
             if key == "centroid_y":
                 assert g[key] == pytest.approx(w[key], rel=0, abs=1e-9)
-            elif key in ("mean_intensity", "max_intensity"):  # the band-wise table carries no raw image
-                assert g[key] is None or g[key] != g[key], key
+            elif key in ("mean_intensity", "max_intensity"):
+                assert g[key] == pytest.approx(w[key], rel=1e-12, nan_ok=True), key
             else:
                 assert g[key] == w[key], key
 
@@ -129,13 +129,19 @@ def test_band_objects_equal_measure_objects_for_any_band_split():
     ids = np.where(noise > 0.6, 1, 0) + np.where(noise > 0.85, 1, 0)  # classes 0, 1, 2, touching
     ids[10:110, 40] = 1  # one tall object crossing every band edge
     ids = ids.astype(np.uint8)
-    want = measure_objects(ids, NAMES, image_name="x", pixel_size=0.5, min_size=2)
+    raw = rng.integers(0, 4000, ids.shape).astype(np.uint16)
+    want = measure_objects(ids, NAMES, image_name="x", pixel_size=0.5, min_size=2, image=raw)
+    assert all(r["max_intensity"] >= r["mean_intensity"] > 0 for r in want)  # not a NaN == NaN comparison
     for heights in ([120], [1] * 120, [7, 50, 3, 60], [33, 33, 33, 21]):
         acc = BandObjects(NAMES, 80, image_name="x", pixel_size=0.5, min_size=2)
         edges = np.cumsum([0] + heights)
         for a, b in zip(edges[:-1], edges[1:]):
-            acc.add(ids[a:b])
+            acc.add(ids[a:b], raw[a:b])
         assert_same_objects(acc.rows(), want)
+    acc = BandObjects(NAMES, 80)
+    acc.add(ids[:10])
+    with pytest.raises(ValueError, match="every band of ids or with none"):
+        acc.add(ids[10:20], raw[10:20])
     # above the buffer cap the tall object is cut into pieces that add up to its area
     acc = BandObjects(NAMES, 80, image_name="x", max_pixels=80 * 40)
     for a in range(0, 120, 30):
@@ -183,8 +189,40 @@ def test_streamed_outputs_identical_to_predict_image(tmp_path, big_tiff):
     np.testing.assert_array_equal(mask, want.mask)
     np.testing.assert_array_equal(tifffile.imread(tmp_path / "big_prob.tif"), probability_bands(want.probabilities))
     assert result["exact_percentiles"] and result["shape"] == image.shape
-    assert_same_objects(result["objects"], measure_objects(want.ids, NAMES, image_name="big", min_size=3))
+    assert_same_objects(result["objects"], measure_objects(want.ids, NAMES, image_name="big", min_size=3, image=image))
     assert sorted(p.name for p in tmp_path.iterdir()) == ["big_mask.tif", "big_prob.tif"]  # no temporaries
+
+
+def test_streamed_objects_csv_equals_the_whole_image_one(tmp_path, binary_model):
+    """predict_files with ``stream`` (forced) writes the objects.csv of the whole-image path, intensities too."""
+    import csv
+
+    from unet_tf.datasets import Sample
+    from unet_tf.prediction import predict_files
+
+    rng = np.random.default_rng(3)
+    image = (rng.random((300, 260)) * 3000).astype(np.uint16)
+    image[40:120, 30:90] += 20000  # bright blocks: objects of either sign of the untrained model
+    image[180:260, 150:240] += 12000
+    tifffile.imwrite(tmp_path / "img.tif", image)
+    tables = {}
+    for stream in (False, True):
+        out = tmp_path / f"out_{stream}"
+        config = PredictConfig(tile=64, overlap=16, stream=stream, overlay=False, min_size=0)
+        predict_files(binary_model, [Sample(tmp_path / "img.tif")], out, config, log=lambda _: None)
+        with open(out / "objects.csv", newline="") as f:
+            tables[stream] = list(csv.DictReader(f))
+    whole, streamed = tables[False], tables[True]
+    assert len(whole) > 3 and len(streamed) == len(whole)
+    for w, s in zip(whole, streamed):
+        assert (s["class"], s["object_id"], s["area_px"], s["bbox_y0"]) == (
+            w["class"],
+            w["object_id"],
+            w["area_px"],
+            w["bbox_y0"],
+        )
+        for key in ("mean_intensity", "max_intensity"):
+            assert float(s[key]) == pytest.approx(float(w[key]), rel=1e-9), key  # NaN fails here
 
 
 def test_not_enough_disk_space_is_said_before_writing(tmp_path, big_tiff, binary_model, monkeypatch):
@@ -216,10 +254,81 @@ def test_tiff_unreadable_in_windows_falls_back_to_a_whole_read(tmp_path, binary_
     np.testing.assert_array_equal(tifffile.imread(tmp_path / "o" / "strip_mask.tif"), want)
 
 
-def test_should_stream_from_the_header(tmp_path, binary_model):
+def test_whole_image_bytes_per_pixel_hand_computed():
+    bpp = streaming.whole_image_bytes_per_pixel
+    assert bpp(2, 1) == 2 * 2 + 4 + 1 + 1 + 9  # uint16, binary, defaults: the objects stage is the largest
+    assert bpp(1, 3, save_probabilities=True) == 2 + 12 + 1 + 1 + (4 * 3 + 4)
+    assert bpp(1, 1, save_probabilities=True, overlay=False) == 2 + 4 + 1 + 1 + (4 * 2 + 4)  # K' = 2 bands
+    assert bpp(4, 1, instances="split") == 8 + 4 + 1 + 1 + 4 + 100
+    assert bpp(2, 3, mask_itemsize=2, instances="model", overlay=False) == 4 + 12 + 1 + 2 + 4 + 30
+
+
+def test_should_stream_from_the_header_and_the_memory_available(tmp_path, binary_model):
     from unet_tf.prediction import engine
 
-    tifffile.imwrite(tmp_path / "s.tif", np.zeros((100, 100), np.uint8))
+    tifffile.imwrite(tmp_path / "s.tif", np.zeros((100, 200), np.uint8))
     info = engine(binary_model)[1]
-    assert not streaming.should_stream(tmp_path / "s.tif", info)
-    assert streaming.should_stream(tmp_path / "s.tif", info, limit_bytes=100 * 100 * 4 - 1)
+    need = (2 + 4 + 1 + 1 + 9) * 100 * 200  # 17 B/px: 340000 bytes, streamed above half the memory
+    assert streaming.should_stream(tmp_path / "s.tif", info, available=2 * need)[0] is False
+    too_big, reason = streaming.should_stream(tmp_path / "s.tif", info, available=2 * need - 1)
+    assert (
+        too_big
+        and reason
+        == "s.tif: predicting it whole needs about 0.0 GB (17 B/px x 200x100), more than 50% of the 0.0 GB available"
+    )
+    assert not streaming.should_stream(tmp_path / "s.tif", info)[0]  # this machine holds 100 x 200 px
+
+
+def test_an_image_too_large_for_the_memory_is_streamed_and_the_log_says_why(tmp_path, binary_model, monkeypatch):
+    from unet_tf.datasets import Sample
+    from unet_tf.prediction import predict_files
+
+    tifffile.imwrite(tmp_path / "img.tif", (np.random.default_rng(0).random((200, 150)) * 255).astype(np.uint8))
+    monkeypatch.setattr(streaming, "available_memory", lambda: 200 * 150 * 17 * 2 - 1)
+    log = []
+    predict_files(
+        binary_model, [Sample(tmp_path / "img.tif")], tmp_path / "o", PredictConfig(tile=64, overlap=16), log.append
+    )
+    assert "note: img.tif: predicting it whole needs about 0.0 GB (17 B/px x 150x200), more than 50%" in "\n".join(log)
+    assert not (tmp_path / "o" / "img_overlay.png").exists()  # the band-wise path writes no overlay
+    assert (tmp_path / "o" / "img_mask.tif").exists()
+
+
+@pytest.mark.parametrize("classes", [2, 3])
+def test_whole_image_peak_memory_stays_under_the_estimate(tmp_path, classes):
+    """tracemalloc peak of predict_image + its files + its objects <= whole_image_bytes_per_pixel x pixels."""
+    import tracemalloc
+
+    import cv2
+
+    from unet_tf.model_file import ModelInfo
+    from unet_tf.outputs import write_outputs
+    from unet_tf.prediction import object_rows, predict_image
+
+    names = ("background", "a", "b")[:classes]
+    info = ModelInfo((0, 50, 100)[:classes], names, patch_size=64, size_divisor=4)
+
+    class Smooth:  # a cheap stand-in for a trained network: objects follow the image's blobs
+        def __call__(self, batch):
+            p = 1 / (1 + np.exp(-8 * (batch - 0.5)))
+            return p if classes == 2 else np.concatenate([1 - p, p / 2, p / 2], -1)
+
+    Smooth.info = info
+    rng = np.random.default_rng(0)
+    image = cv2.resize(rng.random((30, 30), dtype=np.float32), (1200, 1200), interpolation=cv2.INTER_CUBIC)
+    image = np.clip(image * 40000 + 8000, 0, 65535).astype(np.uint16)
+    config = PredictConfig(tile=64, overlap=16, save_probabilities=True, min_size=0)
+    tracemalloc.start()
+    try:
+        base = tracemalloc.get_traced_memory()[0]
+        tracemalloc.reset_peak()
+        result = predict_image(Smooth(), image, config)
+        write_outputs(tmp_path, "img", image, result, info, config)
+        rows = object_rows(result, info, image, "img", None, 0)
+        peak = tracemalloc.get_traced_memory()[1] - base
+    finally:
+        tracemalloc.stop()
+    assert len(rows) > 5
+    # the image is held by the test, not read: its 2 x itemsize counts once here, hence - 2
+    estimate = streaming.whole_image_bytes_per_pixel(2, 1 if classes == 2 else 3, save_probabilities=True) - 2
+    assert peak <= estimate * image.size, f"{peak / image.size:.1f} B/px > {estimate}"

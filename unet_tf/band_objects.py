@@ -14,6 +14,9 @@ least as tall as the buffer, so re-labelling costs O(pixels) overall even when o
 
 Each object is measured with ``morphometry.measure_labels`` on the buffer (the
 same crop, contour and moments as on the whole mask) and shifted to image rows.
+When the raw image rows are fed with the ids (``add(ids, image)``), a buffer of
+them runs beside the ids, so ``mean_intensity`` / ``max_intensity`` are those of
+``measure_objects(..., image=image)``; without them the two columns are NaN.
 At the end the rows are sorted by class, then raster order of each object's
 first pixel (the order of ``scipy.ndimage.label`` on the whole mask), filtered
 by ``min_size`` and numbered. Integer columns, perimeter, eccentricity and
@@ -21,7 +24,7 @@ solidity equal those of ``measure_objects`` exactly; ``centroid_y`` within
 1e-9 px (the buffer offset is added after the mean instead of before).
 
 Memory: the buffer, i.e. one band plus the rows of the open objects, about
-10 bytes per buffered pixel while labelling. An object as tall as the image
+10 bytes per buffered pixel while labelling (plus the raw image rows, when fed). An object as tall as the image
 would keep every row from its top down (the price of measuring its perimeter
 and convex hull exactly), so the buffer is capped at ``max_pixels``: when the
 rows kept would exceed it, every object in the buffer is measured as it is and
@@ -69,17 +72,22 @@ class BandObjects:
         self.buffer = np.zeros((0, self.width), np.uint8)
         self.row0 = 0  # image row of buffer[0]
         self.pending = np.zeros((0, self.width), np.uint8)  # rows not yet labelled
+        self.image: np.ndarray | None = None  # raw image rows of buffer + pending (None: no image fed)
+        self.rows_fed = 0
         self.found: list[tuple[int, int, tuple]] = []  # (class id, first pixel, row values): 3x less than dicts
         self.keys: tuple[str, ...] = ()
 
-    def add(self, ids: np.ndarray) -> None:
-        """Append (h, W) class ids (the next rows of the mask)."""
+    def add(self, ids: np.ndarray, image: np.ndarray | None = None) -> None:
+        """Append (h, W) class ids (the next rows of the mask) and, optionally, the same (h, W) rows
+        of the raw image (any numeric dtype) for the intensity columns: with every band or with none."""
         ids = np.asarray(ids)
         if ids.ndim != 2 or ids.shape[1] != self.width:
             raise ValueError(f"ids band must be (h, {self.width}), got shape {ids.shape}")
         if ids.size and ids.max() >= len(self.class_names):
             raise ValueError(f"ids hold {ids.max()}, outside [0, {len(self.class_names)})")
+        self._add_image(image, ids.shape)
         self.pending = np.concatenate([self.pending, ids.astype(np.uint8)])
+        self.rows_fed += len(ids)
         if len(self.pending) >= max(len(self.buffer), 1):  # amortized: relabel at most 2x the pixels
             cut = (len(self.buffer) + len(self.pending)) * self.width > self.max_pixels
             if cut:
@@ -88,6 +96,17 @@ class BandObjects:
                     f"{self.image_name} (over {self.max_pixels // self.width} rows)",
                 )
             self._scan(final=cut)
+
+    def _add_image(self, image: np.ndarray | None, shape: tuple[int, int]) -> None:
+        """Append raw image rows beside the ids; ValueError when fed with some bands only."""
+        if (image is None) != (self.image is None) and self.rows_fed:
+            raise ValueError("image rows must come with every band of ids or with none")
+        if image is None:
+            return
+        image = np.asarray(image)
+        if image.shape != shape:
+            raise ValueError(f"image band has shape {image.shape}, the ids band {shape}")
+        self.image = image.copy() if self.image is None else np.concatenate([self.image, image])
 
     def rows(self) -> list[dict[str, Any]]:
         """Finish (the last rows close every open object) and return the table rows."""
@@ -123,6 +142,8 @@ class BandObjects:
             if not final:  # finished objects may lie in rows kept for any class: erase, never measure twice
                 buffer[~is_open[labels] & (labels > 0)] = 0
         self.buffer = buffer[keep_from:]
+        if self.image is not None:
+            self.image = self.image[keep_from:].copy()  # a copy: the dropped rows are freed
         self.row0 += keep_from
 
     def _measure(self, labels: np.ndarray, n: int, done: np.ndarray, c: int, tops: np.ndarray) -> None:
@@ -140,6 +161,7 @@ class BandObjects:
             image_name=self.image_name,
             class_name=self.class_names[c],
             pixel_size=self.pixel_size,
+            image=self.image,
         )
         for k, row in zip(finished, rows):
             top = int(tops[k - 1])

@@ -19,7 +19,8 @@ and aligned tiles leave no seams from that source.
 
 Streaming: :func:`predict_bands` runs the tile loop one band of tile rows at a
 time, reading input rows through a callable and yielding finished output rows,
-so memory is O(tile x W); :func:`predict_tiled` is that loop over an array.
+so memory is O(tile x W); :func:`predict_rows` stacks its bands into one array
+(reading rows through any callable) and :func:`predict_tiled` is that over an array.
 
 Pure functions: :func:`tile_starts`, :func:`plan_tiles`, :func:`tiling_padding`,
 :func:`window_line`, :func:`blending_window`, :func:`reflect_indices` (in
@@ -40,6 +41,7 @@ from .tiling import WINDOWS, blending_window, plan_tiles, reflect_indices, tile_
 PredictFn = Callable[[np.ndarray], np.ndarray]
 ProgressFn = Callable[[int, int], None]
 RowReader = Callable[[int, int], np.ndarray]
+ROWS_PER_CHUNK = 256  # row blocks of the whole-image helpers: temporaries O(256 x W), not O(H x W)
 
 
 # === Test-time augmentation: the 8 symmetries of the square ===
@@ -295,7 +297,7 @@ def predict_tiled(
     image = np.asarray(image)
     if image.ndim != 2 or image.size == 0:
         raise ValueError(f"image must be a non-empty 2-D array (H, W), got shape {image.shape}")
-    bands = predict_bands(
+    return predict_rows(
         predict_fn,
         lambda row0, row1: image[row0:row1],
         image.shape,
@@ -307,10 +309,18 @@ def predict_tiled(
         window=window,
         progress=progress,
     )
+
+
+def predict_rows(predict_fn: PredictFn, read_rows: RowReader, shape: tuple[int, int], **options) -> np.ndarray:
+    """The bands of :func:`predict_bands` (same arguments) stacked into one (H, W, K) float32 array.
+
+    With ``read_rows`` normalizing raw rows on the fly, no normalized copy of the
+    whole image is ever held: memory is the result plus one tile row.
+    """
     out: np.ndarray | None = None
-    for row0, rows in bands:
+    for row0, rows in predict_bands(predict_fn, read_rows, shape, **options):
         if out is None:
-            out = np.empty(image.shape + rows.shape[-1:], np.float32)
+            out = np.empty(tuple(shape) + rows.shape[-1:], np.float32)
         out[row0 : row0 + len(rows)] = rows
     return out
 
@@ -327,7 +337,10 @@ def probabilities_to_ids(prob: np.ndarray, threshold: float = 0.5) -> np.ndarray
         return (prob[..., 0] > threshold).astype(np.uint8)
     if prob.shape[-1] > 256:
         raise ValueError(f"{prob.shape[-1]} classes do not fit in uint8 ids")
-    return np.argmax(prob, axis=-1).astype(np.uint8)
+    ids = np.empty(prob.shape[:2], np.uint8)
+    for row0 in range(0, len(ids), ROWS_PER_CHUNK):  # argmax gives int64: 8 B/px if done at once
+        ids[row0 : row0 + ROWS_PER_CHUNK] = np.argmax(prob[row0 : row0 + ROWS_PER_CHUNK], axis=-1)
+    return ids
 
 
 # === Progress ===

@@ -1,4 +1,11 @@
-"""The files of one predicted input: mask, instances, overlay(s), probabilities; single images and stacks."""
+"""The files of one predicted input: mask, instances, overlay(s), probabilities; single images and stacks.
+
+Dtypes: ``<name>_mask.tif`` holds the class values in uint8, or uint16 when a
+value exceeds 255 (``io.mask_dtype``). ``<name>_instances.tif`` is always uint16
+(the Cell Tracking Challenge and napari convention), whatever the number of
+objects; only an image with more than 65535 objects gets uint32 (said once),
+and a stack page with that many is a UserInputError (its pages share one dtype).
+"""
 
 from __future__ import annotations
 
@@ -8,16 +15,45 @@ from pathlib import Path
 import numpy as np
 
 from .config import PredictConfig
-from .io import mask_dtype, write_mask, write_tiff
+from .errors import UserInputError
+from .io import mask_dtype, say_once, write_mask, write_tiff
 from .model_file import ModelInfo
 from .overlay import overlay_image, write_png
 from .tiff_writers import StackWriter
 
 
 def probability_bands(prob: np.ndarray) -> np.ndarray:
-    """(K', H, W) float32 bands of a probability map: both classes for a binary model."""
-    bands = np.concatenate([1 - prob, prob], axis=-1) if prob.shape[-1] == 1 else prob
-    return np.moveaxis(bands, -1, 0).astype(np.float32)
+    """(K', H, W) float32 bands of a (H, W, K) probability map: both classes for a binary model (K = 1).
+
+    Written straight into the result: no (H, W, K') temporary beside it.
+    """
+    k = prob.shape[-1]
+    bands = np.empty((2 if k == 1 else k,) + prob.shape[:2], np.float32)
+    if k == 1:
+        np.subtract(1, prob[..., 0], out=bands[0], dtype=np.float32)
+        bands[1] = prob[..., 0]
+    else:
+        for c in range(k):
+            bands[c] = prob[..., c]
+    return bands
+
+
+INSTANCE_DTYPE = np.uint16  # <name>_instances.tif: the CTC and napari convention
+
+
+def instance_dtype(max_id: int) -> type:
+    """uint16 for instance ids up to 65535, uint32 above (up to 2**32 - 1); never uint8."""
+    if not 0 <= max_id <= np.iinfo(np.uint32).max:
+        raise ValueError(f"instance id {max_id} does not fit in uint32")
+    return INSTANCE_DTYPE if max_id <= np.iinfo(INSTANCE_DTYPE).max else np.uint32
+
+
+def write_instances(path: Path, instances: np.ndarray, pixel_size: float | None = None) -> None:
+    """Write (H, W) instance ids (0 background) as a uint16 TIFF (uint32 above 65535 objects, said once)."""
+    dtype = instance_dtype(int(instances.max(initial=0)))
+    if dtype != INSTANCE_DTYPE:
+        say_once(f"{path.name}: more than 65535 objects, so the instance ids are written as uint32")
+    write_tiff(path, np.asarray(instances).astype(dtype, copy=False), pixel_size_um=pixel_size)
 
 
 class ImageOutputs:
@@ -59,7 +95,9 @@ class ImageOutputs:
                 )
             if self.info.target == "instances" or self.config.split_touching:
                 self.instance_writer = self.stack.enter_context(
-                    StackWriter(self.out_dir / f"{self.name}_instances.tif", self.n_pages, np.uint16, self.pixel_size)
+                    StackWriter(
+                        self.out_dir / f"{self.name}_instances.tif", self.n_pages, INSTANCE_DTYPE, self.pixel_size
+                    )
                 )
         return self
 
@@ -72,7 +110,7 @@ class ImageOutputs:
         if self.mask_writer is None:
             write_mask(self.out_dir / f"{self.name}_mask.tif", result.mask, self.pixel_size)
             if result.instances is not None:
-                write_mask(self.out_dir / f"{self.name}_instances.tif", result.instances, self.pixel_size)
+                write_instances(self.out_dir / f"{self.name}_instances.tif", result.instances, self.pixel_size)
             if self.config.save_probabilities:
                 write_tiff(
                     self.out_dir / f"{self.name}_prob.tif",
@@ -82,6 +120,11 @@ class ImageOutputs:
             return
         self.mask_writer.append(result.mask)
         if self.instance_writer is not None:
+            if int(result.instances.max(initial=0)) > np.iinfo(INSTANCE_DTYPE).max:
+                raise UserInputError(
+                    f"{self.name}: page {page + 1} has {int(result.instances.max())} objects, more than the 65535 "
+                    "that a uint16 instance stack holds; predict its pages as single images"
+                )
             self.instance_writer.append(result.instances)
         if self.prob_writer is not None:
             for band in probability_bands(result.probabilities):

@@ -10,7 +10,7 @@ import numpy as np
 
 from .errors import UserInputError
 from .io import atomic_path
-from .preprocessing import percentile_normalize
+from .preprocessing import stretch
 
 # Class colours (RGB) for overlays; class 0 (background) is left uncoloured.
 PALETTE = (
@@ -35,21 +35,48 @@ def instance_outlines(instances: np.ndarray) -> np.ndarray:
     return edge & (instances > 0)
 
 
+def blend_table(n_classes: int, alpha: float = 0.45) -> np.ndarray:
+    """(C, 256, 3) uint8: the overlay colour of gray level g under class c (class 0: g itself).
+
+    ``((1 - alpha) * g + alpha * colour[c]).astype(uint8)`` in float64, the
+    blend of :func:`overlay_image`, tabulated once so that no float copy of the image is made.
+    """
+    gray = np.arange(256, dtype=np.uint8)[:, None]
+    table = np.repeat(np.repeat(gray, 3, axis=1)[None], n_classes, axis=0)
+    table[1:] = ((1 - alpha) * gray[None] + alpha * class_colours(n_classes)[1:, None, :]).astype(np.uint8)
+    return table
+
+
+def class_colours(n_classes: int) -> np.ndarray:
+    """(C, 3) float32 RGB of classes 0..C-1 (class 0 black: never drawn)."""
+    return np.array([(0, 0, 0)] + [PALETTE[(c - 1) % len(PALETTE)] for c in range(1, n_classes)], np.float32)
+
+
 def overlay_image(
     image: np.ndarray,
     ids: np.ndarray,
     class_names: Sequence[str],
     alpha: float = 0.45,
     instances: np.ndarray | None = None,
+    rows_per_chunk: int = 256,
 ) -> np.ndarray:
-    """RGB uint8 (H, W, 3): gray image with classes 1.. coloured, a legend box, and instance outlines (white)."""
-    gray = np.clip(percentile_normalize(image, 1, 99.5), 0, 1)
-    rgb = np.repeat((gray * 255).astype(np.uint8)[..., None], 3, axis=-1)
-    colours = np.array([(0, 0, 0)] + [PALETTE[(c - 1) % len(PALETTE)] for c in range(1, len(class_names))], np.float32)
-    fg = ids > 0
-    rgb[fg] = ((1 - alpha) * rgb[fg] + alpha * colours[ids[fg]]).astype(np.uint8)
-    if instances is not None:
-        rgb[instance_outlines(instances)] = 255
+    """RGB uint8 (H, W, 3): gray image with classes 1.. coloured, a legend box, and instance outlines (white).
+
+    The gray level is the image stretched between its 1 and 99.5 percentiles.
+    Built ``rows_per_chunk`` rows at a time: memory is the result (3 B/px),
+    the percentile's copy of the image and O(rows_per_chunk x W) temporaries.
+    """
+    lo, hi = np.percentile(image, [1, 99.5])  # percentile_normalize(image, 1, 99.5), row block by row block
+    table = blend_table(len(class_names), alpha).reshape(-1, 3)
+    colours = class_colours(len(class_names))
+    rgb = np.empty(image.shape + (3,), np.uint8)
+    for row0 in range(0, image.shape[0], rows_per_chunk):
+        rows = slice(row0, row0 + rows_per_chunk)
+        gray = (np.clip(stretch(image[rows], lo, hi), 0, 1) * 255).astype(np.uint8)
+        rgb[rows] = table[ids[rows].astype(np.intp) * 256 + gray]
+        if instances is not None:  # one row more: the lower neighbour of the block's last row
+            outline = instance_outlines(instances[row0 : row0 + rows_per_chunk + 1])[: len(gray)]
+            rgb[rows][outline] = 255
     scale = max(0.4, min(rgb.shape[:2]) / 1000)
     pad, line = int(8 * scale), int(22 * scale)
     width = int(12 * scale * max(len(n) for n in class_names[1:])) + 3 * pad + line

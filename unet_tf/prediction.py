@@ -24,16 +24,16 @@ from .config import PredictConfig
 from .datasets import Sample, read_class_ids, read_instances
 from .errors import UserInputError
 from .evaluation import Evaluator
-from .inference import ProgressBar, ProgressFn, check_tiling, make_predict_fn, predict_tiled, probabilities_to_ids
+from .inference import ProgressBar, ProgressFn, check_tiling, make_predict_fn, predict_rows, probabilities_to_ids
 from .inputs import check_output_names, shard_suffix
 from .instance_metrics import INSTANCE_COLUMNS, InstanceEvaluator
 from .instances import instances_for
-from .io import iter_pages, page_count, read_image
+from .io import iter_pages, mask_dtype, page_count, read_image
 from .model_file import ModelInfo, min_size_for, read_info
 from .morphometry import OBJECT_COLUMNS, SUMMARY_COLUMNS, measure_objects, summarize_objects
 from .notes import quiet_run, say_note
 from .outputs import ImageOutputs, probability_bands, write_outputs  # noqa: F401  (public here too)
-from .preprocessing import ids_to_values, percentile_normalize
+from .preprocessing import ids_to_values, stretch
 from .streaming import predict_file_streaming, should_stream
 from .tables import format_table, write_csv
 from .targets import IGNORE_ID
@@ -48,7 +48,8 @@ class Prediction:
         probabilities: float32 (H, W, K): K = 1 (P(class 1)) for a binary
             model, else one channel per class.
         ids: uint8 (H, W) class ids 0..C-1.
-        mask: (H, W) the class ids as the label values of the training data.
+        mask: (H, W) the class ids as the label values of the training data,
+            uint8 (uint16 when a value exceeds 255: ``io.mask_dtype``).
         instances: int32 (H, W) one id per object (0 background), for an
             instance model or with ``split_touching``; else None.
     """
@@ -127,10 +128,11 @@ def predict_image(
     if image.dtype.kind == "f" and not np.all(np.isfinite(image)):
         raise UserInputError("image: holds NaN or infinite values")
     norm = info.normalize
-    normalized = percentile_normalize(image, norm.pmin, norm.pmax, clip=norm.clip)
-    prob = predict_tiled(
+    lo, hi = np.percentile(image, [norm.pmin, norm.pmax])  # percentile_normalize's stretch, on rows:
+    prob = predict_rows(  # no normalized float32 copy of the whole image is held
         predict_fn,
-        normalized,
+        lambda row0, row1: stretch(image[row0:row1], lo, hi, clip=norm.clip),
+        image.shape,
         tile=config.tile,
         overlap=config.overlap,
         batch_size=config.batch_size,
@@ -142,7 +144,8 @@ def predict_image(
     instances = instances_for(
         prob, ids, info.target, threshold=config.threshold, min_size=min_size, split=config.split_touching
     )
-    return Prediction(prob, ids, ids_to_values(ids, info.class_values), instances)
+    values = np.asarray(info.class_values, mask_dtype(max(info.class_values)))  # the file's dtype, not int64
+    return Prediction(prob, ids, ids_to_values(ids, values), instances)
 
 
 def _prepare(samples: Sequence[Sample], info: ModelInfo, out_dir: Path, config: PredictConfig) -> None:
@@ -252,11 +255,18 @@ def _predict_sample(
 
 
 def _streams(sample: Sample, info: ModelInfo, config: PredictConfig, log: Callable[[str], None]) -> bool:
-    """Whether a single-page image goes through the band-wise path (``stream``, or too large to hold)."""
-    if page_count(sample.image) > 1 or info.target == "instances" or config.split_touching:
+    """Whether a single-page image goes through the band-wise path: ``stream``, or too large to predict
+    whole in the memory available (:func:`unet_tf.streaming.should_stream`); the reason is logged."""
+    if page_count(sample.image) > 1:
         return False
-    if not (config.stream or should_stream(sample.image, info)):
+    too_big, reason = should_stream(sample.image, info, config)
+    if info.target == "instances" or config.split_touching:
+        if too_big:
+            log(f"warning: {reason}; instances cannot be predicted in bands, so it is predicted whole")
         return False
+    if not (config.stream or too_big):
+        return False
+    log(f"note: {reason}: predicted in bands" if too_big else f"note: {sample.image.name}: predicted in bands (stream)")
     if sample.labels:
         say_note("labels of images predicted in bands are not scored (whole-image path only)", sample.image.name)
     return True

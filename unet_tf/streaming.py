@@ -19,7 +19,13 @@ image, its normalized copy, the probabilities or the mask whole:
    ``save_probabilities`` also ``<name>_prob.tif`` (the band layout of
    ``prediction.probability_bands``: one float32 page per class); objects are
    measured per band with objects crossing band edges merged
-   (``band_objects.BandObjects``).
+   (``band_objects.BandObjects``), their mean / max intensity from the raw
+   rows of the same band (read again from the file), as the whole-image path
+   measures them on the raw image.
+
+:func:`should_stream` decides which images take this path without ``stream``:
+those whose whole-image prediction (:func:`whole_image_bytes_per_pixel` x pixels)
+would need more than half of the memory available now.
 
 No overlay is written for a streamed image (said once): a colour image of the
 whole size is what streaming avoids.
@@ -33,6 +39,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import os
 import shutil
 import time
 from pathlib import Path
@@ -48,22 +55,96 @@ from .io import mask_dtype, say_once
 from .model_file import ModelInfo, min_size_for
 from .preprocessing import ids_to_values, stretch_limits
 from .preprocessing import stretch as normalize_rows  # the stretch of percentile_normalize, on rows
-from .tiff_stream import TiledTiffWriter, WindowReader, image_shape
+from .tiff_stream import TiledTiffWriter, WindowReader, image_dtype, image_shape
 
 READ_ROWS = 512  # rows per read in the statistics pass
 SUBSAMPLE_PIXELS = 4_000_000  # float images: percentiles from at most this many pixels
-STREAM_ABOVE_BYTES = 2**30  # should_stream: probabilities larger than this are streamed
+MEMORY_FRACTION = 0.5  # should_stream: the whole-image path may use at most this share of the available memory
+
+# Transient bytes per pixel of the stages of the whole-image path, on top of the arrays it keeps
+# (tracemalloc peaks on 2k x 2k and 4k x 4k images; see whole_image_bytes_per_pixel).
+OVERLAY_BPP = 6  # RGB overlay + the channel-swapped copy cv2 encodes
+OBJECTS_BPP = 9  # class mask (bool) + labels (int32) + row blocks
+OBJECTS_OF_INSTANCES_BPP = 25  # renumbering the instance ids: np.unique sorts the whole image
+INSTANCE_MODEL_BPP = 30  # the seeded watershed of an instance model
+SPLIT_TOUCHING_BPP = 100  # distance-map watershed of split_touching
 
 
-def should_stream(path: str | Path, info: ModelInfo, limit_bytes: int = STREAM_ABOVE_BYTES) -> bool:
-    """True when the (H, W, K) float32 probabilities of this image exceed ``limit_bytes``.
+def whole_image_bytes_per_pixel(
+    image_itemsize: int,
+    n_outputs: int,
+    *,
+    mask_itemsize: int = 1,
+    instances: str | None = None,
+    overlay: bool = True,
+    save_probabilities: bool = False,
+) -> int:
+    """Peak bytes per pixel of predicting one image whole (``predict_image`` + its files + its objects).
+
+    Kept all along: the raw image read twice over (``2 x image_itemsize``),
+    the float32 probabilities (``4 x n_outputs``), class ids (1) and mask
+    (``mask_itemsize``), instance ids (int32, 4) when ``instances`` is
+    ``"model"`` (an instance model) or ``"split"`` (``split_touching``). On top
+    of that the largest stage: the percentile copy of the image, the overlay,
+    the probability file (K' = 2 bands for a binary model), the objects, the
+    instance watershed. Tile batches and TTA cost per tile row, not per pixel.
+
+    Example: a uint16 image, binary model, defaults: 2*2 + 4 + 1 + 1 + max(2 + 1, 9, 6) = 19.
+    """
+    kept = 2 * image_itemsize + 4 * n_outputs + 1 + mask_itemsize + (4 if instances else 0)
+    stages = [image_itemsize + 1, OBJECTS_OF_INSTANCES_BPP if instances else OBJECTS_BPP]
+    if overlay:
+        stages.append(OVERLAY_BPP)
+    if save_probabilities:
+        stages.append(4 * max(n_outputs, 2) + 4)
+    if instances == "model":
+        stages.append(INSTANCE_MODEL_BPP)
+    elif instances == "split":
+        stages.append(SPLIT_TOUCHING_BPP)
+    return kept + max(stages)
+
+
+def available_memory() -> int:
+    """Bytes of memory available now: ``MemAvailable`` of /proc/meminfo, else free physical pages."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+
+
+def should_stream(
+    path: str | Path, info: ModelInfo, config: PredictConfig = PredictConfig(), available: int | None = None
+) -> tuple[bool, str]:
+    """(whether the whole-image path would need more than MEMORY_FRACTION of ``available``, why).
 
     Reads the header only. Args: path (an image file), info (the model's
-    ModelInfo), limit_bytes (int, default 1 GiB: an 8k x 8k image with 4+ classes).
+    ModelInfo), config (PredictConfig: overlay, probabilities, split_touching),
+    available (bytes; default :func:`available_memory`). The reason names the
+    file, the estimate (:func:`whole_image_bytes_per_pixel` x pixels) and the memory.
     """
     height, width = image_shape(path)
     k = 1 if info.n_classes == 2 else info.n_classes
-    return height * width * k * 4 > limit_bytes
+    instances = "model" if info.target == "instances" else "split" if config.split_touching else None
+    bpp = whole_image_bytes_per_pixel(
+        np.dtype(image_dtype(path)).itemsize,
+        k,
+        mask_itemsize=np.dtype(mask_dtype(max(info.class_values))).itemsize,
+        instances=instances,
+        overlay=config.overlay,
+        save_probabilities=config.save_probabilities,
+    )
+    available = available_memory() if available is None else available
+    need = bpp * height * width
+    reason = (
+        f"{Path(path).name}: predicting it whole needs about {need / 1e9:.1f} GB ({bpp} B/px x {width}x{height}), "
+        f"{'more' if need > MEMORY_FRACTION * available else 'less'} than {MEMORY_FRACTION:.0%} of the "
+        f"{available / 1e9:.1f} GB available"
+    )
+    return need > MEMORY_FRACTION * available, reason
 
 
 # === Normalization statistics ===
@@ -191,14 +272,23 @@ def _join_pages(pages: list[Path], path: Path, shape: tuple[int, int], tile: int
 
 
 def _write_band(
-    rows: np.ndarray, writers: dict[str, Any], objects: BandObjects | None, info: ModelInfo, config: PredictConfig
+    row0: int,
+    rows: np.ndarray,
+    writers: dict[str, Any],
+    objects: BandObjects | None,
+    info: ModelInfo,
+    config: PredictConfig,
+    raw_rows: Callable[[int, int], np.ndarray],
 ) -> None:
-    """One finished band of probabilities -> mask rows, probability rows, objects."""
+    """One finished band of probabilities (image rows ``row0 ..``) -> mask rows, probability rows, objects.
+
+    ``raw_rows(r0, r1)``: the raw image rows, for the objects' intensities.
+    """
     ids = probabilities_to_ids(rows, config.threshold)
     table = np.asarray(info.class_values, writers["mask"].dtype)  # values in the mask dtype, not int64
     writers["mask"].write_band(ids_to_values(ids, table))
     if objects is not None:
-        objects.add(ids)
+        objects.add(ids, raw_rows(row0, row0 + len(rows)))
     if writers["prob"]:
         bands = [1 - rows[..., 0], rows[..., 0]] if rows.shape[-1] == 1 else np.moveaxis(rows, -1, 0)
         for writer, band in zip(writers["prob"], bands):
@@ -255,7 +345,7 @@ def predict_file_streaming(
         size = min_size_for(config, info)[0]
         table = BandObjects(info.class_names, shape[1], image_name=name, pixel_size=config.pixel_size, min_size=size)
         objects = table if measure else None
-        outputs = _stream_outputs(bands, out_dir, name, shape, info, config, objects)
+        outputs = _stream_outputs(bands, out_dir, name, shape, info, config, objects, reader.read)
     return {
         "shape": shape,
         "objects": objects.rows() if measure else [],
@@ -267,7 +357,14 @@ def predict_file_streaming(
 
 
 def _stream_outputs(
-    bands, out_dir: Path, name: str, shape, info: ModelInfo, config: PredictConfig, objects: BandObjects | None
+    bands,
+    out_dir: Path,
+    name: str,
+    shape,
+    info: ModelInfo,
+    config: PredictConfig,
+    objects: BandObjects | None,
+    raw_rows: Callable[[int, int], np.ndarray],
 ) -> list[Path]:
     """Drain ``bands`` into the mask (and probability) writers; the paths written."""
     mask_path = out_dir / f"{name}_mask.tif"
@@ -279,8 +376,8 @@ def _stream_outputs(
                 TiledTiffWriter(mask_path, shape, mask_dtype(max(info.class_values)), pixel_size_um=config.pixel_size)
             )
             writers = {"mask": mask, "prob": [stack.enter_context(page) for page in pages]}
-            for _, rows in bands:
-                _write_band(rows, writers, objects, info, config)
+            for row0, rows in bands:
+                _write_band(row0, rows, writers, objects, info, config, raw_rows)
         if not pages:
             return [mask_path]
         prob_path = out_dir / f"{name}_prob.tif"
