@@ -97,3 +97,19 @@ def test_streamed_prediction_normalizes_a_sparse_image_as_the_whole_image_path(t
     streamed = streaming.normalize_rows(image, lo, hi)
     np.testing.assert_array_equal(streamed, percentile_normalize(image))
     assert streamed.max() == 1.0 and streamed[300, 5] == 0.25
+
+
+def test_predict_image_normalizes_a_sparse_image_with_the_fallback(monkeypatch):
+    """The whole-image path stretches with percentile_normalize's limits, fallback included:
+    an identity network hands back the normalized image (not x / 1e-20)."""
+    from unet_tf import prediction
+    from unet_tf.model_file import ModelInfo
+
+    image = np.zeros((64, 48), np.uint16)
+    image[10:12, 10:12] = 800
+    image[40, 5] = 200
+    info = ModelInfo((0, 255), ("background", "foreground"), size_divisor=8)
+    monkeypatch.setattr(prediction, "engine", lambda model: (lambda batch: np.asarray(batch, np.float32), info))
+    result = prediction.predict_image(None, image, tile=32, overlap=8)
+    np.testing.assert_allclose(result.probabilities[..., 0], percentile_normalize(image), atol=1e-6)
+    assert result.probabilities.max() == pytest.approx(1.0) and result.probabilities[40, 5, 0] == pytest.approx(0.25)

@@ -33,7 +33,7 @@ from .model_file import ModelInfo, min_size_for, read_info
 from .morphometry import OBJECT_COLUMNS, SUMMARY_COLUMNS, measure_objects, summarize_objects
 from .notes import quiet_run, say_note
 from .outputs import ImageOutputs, probability_bands, write_outputs  # noqa: F401  (public here too)
-from .preprocessing import ids_to_values, stretch
+from .preprocessing import ids_to_values, percentile_limits, stretch
 from .streaming import predict_file_streaming, should_stream
 from .tables import format_table, write_csv
 from .targets import IGNORE_ID
@@ -128,7 +128,7 @@ def predict_image(
     if image.dtype.kind == "f" and not np.all(np.isfinite(image)):
         raise UserInputError("image: holds NaN or infinite values")
     norm = info.normalize
-    lo, hi = np.percentile(image, [norm.pmin, norm.pmax])  # percentile_normalize's stretch, on rows:
+    lo, hi = percentile_limits(image, norm.pmin, norm.pmax)  # percentile_normalize's stretch, on rows:
     prob = predict_rows(  # no normalized float32 copy of the whole image is held
         predict_fn,
         lambda row0, row1: stretch(image[row0:row1], lo, hi, clip=norm.clip),

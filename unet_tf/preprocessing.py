@@ -30,9 +30,17 @@ def percentile_normalize(
     if not 0 <= pmin < pmax <= 100:
         raise ValueError(f"need 0 <= pmin < pmax <= 100, got pmin={pmin}, pmax={pmax}")
     x = np.asarray(x)
-    bottom, lo, hi, top = np.percentile(x, [0.0, pmin, pmax, 100.0], axis=axis, keepdims=True)
-    lo, hi = stretch_limits(lo, hi, bottom, top)
+    lo, hi = percentile_limits(x, pmin, pmax, axis=axis)
     return stretch(x, lo, hi, clip=clip, eps=eps)
+
+
+def percentile_limits(
+    x: np.ndarray, pmin: float = 2.0, pmax: float = 98.0, axis: int | tuple[int, ...] | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """The ``(lo, hi)`` that :func:`percentile_normalize` stretches ``x`` with (float64, keepdims over
+    ``axis``): its ``pmin`` / ``pmax`` percentiles, with :func:`stretch_limits`'s fallback when equal."""
+    bottom, lo, hi, top = np.percentile(x, [0.0, pmin, pmax, 100.0], axis=axis, keepdims=True)
+    return stretch_limits(lo, hi, bottom, top)
 
 
 def stretch_limits(lo, hi, bottom, top) -> tuple[np.ndarray, np.ndarray]:
