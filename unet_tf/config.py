@@ -176,7 +176,7 @@ class PredictConfig:
     pixel_size: float | None = None  # micrometres per pixel, for the µm columns of objects.csv
     min_size: int | None = None  # smallest object in px; None: the model's own (ModelInfo.min_size), else 0
     split_touching: bool = False  # semantic models: split touching objects of a class (distance watershed)
-    stream: bool = False  # predict in bands of rows (automatic for images whose probabilities exceed 1 GiB)
+    stream: bool = False  # predict in bands of rows (automatic when predicting whole needs over half the free memory)
     shard: tuple[int, int] = (0, 1)  # (index, count): this run is shard index of count; names the tables
 
     def __post_init__(self):

@@ -52,7 +52,7 @@ def write_instances(path: Path, instances: np.ndarray, pixel_size: float | None 
     """Write (H, W) instance ids (0 background) as a uint16 TIFF (uint32 above 65535 objects, said once)."""
     dtype = instance_dtype(int(instances.max(initial=0)))
     if dtype != INSTANCE_DTYPE:
-        say_once(f"{path.name}: more than 65535 objects, so the instance ids are written as uint32")
+        say_once("images with more than 65535 objects have their instance ids written as uint32", path)
     write_tiff(path, np.asarray(instances).astype(dtype, copy=False), pixel_size_um=pixel_size)
 
 

@@ -88,7 +88,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--stream",
         action="store_true",
         help="predict in bands of rows: memory grows with the width, not the height (automatic when an image's "
-        "probabilities would exceed 1 GiB); no overlay; instance models and --split-touching need the whole image",
+        "whole-image prediction would need more than half of the memory available); no overlay; instance models "
+        "and --split-touching need the whole image",
     )
     p.add_argument(
         "--split-touching",
