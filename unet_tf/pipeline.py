@@ -305,9 +305,8 @@ def make_dataset(
         training: True: ``patches_per_image * len(images)`` random (augmented)
             patches per pass, new ones every pass. False: the tiles of
             :func:`validation_plan` (no augmentation), identical every pass
-            and cached; every image pixel counts exactly once (pixels a tile
-            shares with an earlier one, and reflect padding, are
-            :data:`IGNORE_ID`; see :func:`validation_spans`).
+            and cached; each image pixel counts once (the rest of a tile is
+            :data:`IGNORE_ID`: :func:`validation_spans`).
         augment: augmentation settings (None: none); training only.
         oversample_rare: probability that a training patch is centred (+- P/4)
             on a pixel of a rare class, when its image has one.

@@ -85,6 +85,16 @@ def engine(model: Any) -> tuple[Callable[[np.ndarray], np.ndarray], ModelInfo]:
     return _PREDICT_FNS[model], read_info(model)
 
 
+def _checked_image(image: np.ndarray) -> np.ndarray:
+    """``image`` as a non-empty 2-D array of finite values, else UserInputError."""
+    image = np.asarray(image)
+    if image.ndim != 2 or image.size == 0:
+        raise UserInputError(f"image: expected a non-empty 2-D (H, W) array, received shape {image.shape}")
+    if image.dtype.kind == "f" and not np.all(np.isfinite(image)):
+        raise UserInputError("image: holds NaN or infinite values")
+    return image
+
+
 def predict_image(
     model: Any,
     image: np.ndarray,
@@ -122,11 +132,7 @@ def predict_image(
     config = replace(config, **options) if options else config
     predict_fn, info = engine(model)
     min_size = min_size_for(config, info)[0]
-    image = np.asarray(image)
-    if image.ndim != 2 or image.size == 0:
-        raise UserInputError(f"image: expected a non-empty 2-D (H, W) array, received shape {image.shape}")
-    if image.dtype.kind == "f" and not np.all(np.isfinite(image)):
-        raise UserInputError("image: holds NaN or infinite values")
+    image = _checked_image(image)
     norm = info.normalize
     lo, hi = percentile_limits(image, norm.pmin, norm.pmax)  # percentile_normalize's stretch, on rows:
     prob = predict_rows(  # no normalized float32 copy of the whole image is held
