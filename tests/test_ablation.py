@@ -35,11 +35,10 @@ from unet_tf.synthetic import write_tem_dataset
 FOREGROUND = TEM_CLASS_NAMES[1:]
 
 
-@pytest.fixture(scope="module")
-def tem_dir(tmp_path_factory):
-    root = tmp_path_factory.mktemp("tem")
-    write_tem_dataset(root, n_train=4, n_test=1, size=128, seed=0)
-    return root
+@pytest.fixture
+def tem_dir(tem_dir_factory):
+    """The session's synthetic TEM folder with 4 training images (conftest.py); read only."""
+    return tem_dir_factory(4)
 
 
 def tiny_args(tem_dir, out, *extra):
@@ -67,7 +66,7 @@ def tiny_args(tem_dir, out, *extra):
         "--quiet",
         "--ablation",
         "--train-sizes",
-        "2,3",
+        "3",  # one size: FakeRuns below check what several sizes train on
         "--augment",
         "on,off",
         *extra,
@@ -75,8 +74,9 @@ def tiny_args(tem_dir, out, *extra):
 
 
 @pytest.fixture(scope="module")
-def grid(tem_dir, tmp_path_factory):
-    """The tiny real grid (2 sizes x augmentation on/off x 1 seed) run once through train.py."""
+def grid(tem_dir_factory, tmp_path_factory):
+    """The tiny real grid (1 size x augmentation on/off x 1 seed) run once through train.py."""
+    tem_dir = tem_dir_factory(4)
     out = tmp_path_factory.mktemp("ablation") / "out"
     assert train_main(tiny_args(tem_dir, out)) == 0
     return out
@@ -316,14 +316,13 @@ def test_epochs_budget_uses_one_pass_per_epoch(tem_dir, tmp_path, monkeypatch):
 # === The tiny real grid through train.py ===
 
 
+@pytest.mark.slow  # the real grid: two tiny trainings and tests through train.py
 def test_grid_writes_a_row_per_cell_and_the_reports(grid, tem_dir):
     import matplotlib.image
 
     rows = read_csv(grid / "ablation.csv")
     assert list(rows[0]) == list(row_columns(TEM_CLASS_NAMES))
     assert sorted((r["size"], r["augment"], r["seed"], r["model"]) for r in rows) == [
-        ("2", "off", "0", "unet"),
-        ("2", "on", "0", "unet"),
         ("3", "off", "0", "unet"),
         ("3", "on", "0", "unet"),
     ]
@@ -348,10 +347,11 @@ def test_grid_writes_a_row_per_cell_and_the_reports(grid, tem_dir):
         assert len(used) == int(row["size"]) and {Path(p).parent.name for p in used} == {"train"}
     image = matplotlib.image.imread(grid / "ablation.png")
     assert image.ndim == 3 and image.shape[0] > 100
-    assert len(read_csv(grid / "ablation_summary.csv")) == 4
-    assert len((grid / "ablation.md").read_text().strip().splitlines()) == 2 + 2 + 4  # note, blank, header, rule, rows
+    assert len(read_csv(grid / "ablation_summary.csv")) == 2
+    assert len((grid / "ablation.md").read_text().strip().splitlines()) == 2 + 2 + 2  # note, blank, header, rule, rows
 
 
+@pytest.mark.slow  # the real grid: two tiny trainings and tests through train.py
 def test_same_command_again_skips_every_cell(grid, tem_dir, monkeypatch, capsys):
     def refuse(*args, **kwargs):
         raise AssertionError("a finished cell was run again")
@@ -361,10 +361,11 @@ def test_same_command_again_skips_every_cell(grid, tem_dir, monkeypatch, capsys)
     monkeypatch.setattr(ablation, "evaluate_cell", refuse)
     assert train_main(tiny_args(tem_dir, grid)) == 0
     out = capsys.readouterr().out
-    assert out.count("finished before, skip") == 4 and "cell 4/4" in out
+    assert out.count("finished before, skip") == 2 and "cell 2/2" in out
     assert (grid / "ablation.csv").read_text() == before
 
 
+@pytest.mark.slow  # the real grid: two tiny trainings and tests through train.py
 def test_cell_interrupted_while_testing_is_tested_again_not_retrained(grid, tem_dir, tmp_path, monkeypatch):
     out = tmp_path / "copy"
     shutil.copytree(grid, out)
@@ -383,6 +384,6 @@ def test_cell_interrupted_while_testing_is_tested_again_not_retrained(grid, tem_
     monkeypatch.setattr(ablation, "train", refuse)
     assert train_main(tiny_args(tem_dir, out)) == 0
     again = {(r["size"], r["augment"]): r for r in read_csv(out / "ablation.csv")}
-    assert len(again) == 4 and metrics.is_file()
+    assert len(again) == 2 and metrics.is_file()
     restored = again[(dropped["size"], dropped["augment"])]
     assert restored["mean_dice"] == dropped["mean_dice"] and restored["steps"] == dropped["steps"]

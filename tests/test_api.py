@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 import unet_tf
 
@@ -19,6 +20,7 @@ def readme_example() -> str:
     return re.search(r"```python\n(.*?)```", section, re.S).group(1)
 
 
+@pytest.mark.slow  # README's example trains two small models
 def test_readme_python_api_example_runs(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     namespace: dict = {}
@@ -32,15 +34,13 @@ def test_readme_python_api_example_runs(tmp_path, monkeypatch):
     assert set(np.unique(result.mask)) <= {0, 50, 100, 150, 200}
 
 
-def test_predict_image_equals_predict_py(tmp_path):
-    from test_predict_cli import TEM_NAMES, TEM_VALUES, save_model
-
+def test_predict_image_equals_predict_py(tmp_path, tem_model_file):
     from unet_tf.cli.predict import main as predict_main
     from unet_tf.io import read_label
     from unet_tf.synthetic import write_tem_dataset
 
     write_tem_dataset(tmp_path / "d", n_train=1, n_test=1, size=96, seed=3)
-    weights = save_model(tmp_path / "m.keras", TEM_VALUES, TEM_NAMES)
+    weights = tem_model_file
     image_path = tmp_path / "d" / "test" / "raw_00.tif"
     assert (
         predict_main(

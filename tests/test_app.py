@@ -7,12 +7,13 @@ the same model, image and options; every user mistake must end as an
 
 import io
 import json
+import shutil
 import zipfile
 
 import numpy as np
 import pytest
 import tifffile
-from test_predict_cli import TEM_NAMES, TEM_VALUES, save_model
+from _helpers import TEM_NAMES, TEM_VALUES, save_model
 
 from unet_tf.app import PAGE, logic
 from unet_tf.cli.app import app_environment, streamlit_command
@@ -30,13 +31,13 @@ def tiff_bytes(array: np.ndarray) -> bytes:
 
 
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory):
+def runs(tmp_path_factory, tem_model_file):
     """A runs folder: a binary model (no summary) and a 5-class TEM model (val. Dice 0.61)."""
     root = tmp_path_factory.mktemp("runs")
     (root / "cells-unet-b").mkdir()
     save_model(root / "cells-unet-b" / "best.keras", [0, 255], ["background", "cell"])
     (root / "tem-unet-a").mkdir()
-    save_model(root / "tem-unet-a" / "best.keras", TEM_VALUES, TEM_NAMES)
+    shutil.copyfile(tem_model_file, root / "tem-unet-a" / "best.keras")  # the session's TEM model
     (root / "tem-unet-a" / "summary.json").write_text(json.dumps({"best": {"dice": 0.61, "iou": 0.5}}))
     return root
 

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import tifffile
-from test_predict_cli import TEM_NAMES, TEM_VALUES, save_model
+from _helpers import TEM_NAMES, TEM_VALUES, save_model
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed")

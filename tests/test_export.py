@@ -106,6 +106,7 @@ def test_savedmodel_reloads_with_a_dict_endpoint_and_matches(model_files, tmp_pa
     np.testing.assert_allclose(result["probabilities"].numpy().sum(-1), 1, atol=1e-5)  # softmax head
 
 
+@pytest.mark.slow  # a fresh process that imports Keras
 def test_bare_network_loads_with_plain_keras_without_unet_tf(model_files, tmp_path):
     from unet_tf.export import custom_layers, load_for_export
 

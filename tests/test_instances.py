@@ -2,6 +2,7 @@
 
 import numpy as np
 import pytest
+from _helpers import disc
 from scipy import ndimage as ndi
 
 from unet_tf.instances import (
@@ -13,11 +14,6 @@ from unet_tf.instances import (
     split_touching,
 )
 from unet_tf.targets import instance_target
-
-
-def disc(shape, cy, cx, r):
-    yy, xx = np.indices(shape)
-    return (yy - cy) ** 2 + (xx - cx) ** 2 <= r * r
 
 
 def ellipse(shape, cy, cx, a, b, angle):

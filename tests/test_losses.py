@@ -7,6 +7,8 @@ import pytest
 keras = pytest.importorskip("keras")
 tf = pytest.importorskip("tensorflow")
 
+from _helpers import as_bhwk, with_weight  # noqa: E402
+
 from unet_tf.errors import UserInputError  # noqa: E402
 from unet_tf.losses import (  # noqa: E402
     LOSS_NAMES,
@@ -24,11 +26,6 @@ from unet_tf.losses import (  # noqa: E402
 from unet_tf.metrics import DiceScore  # noqa: E402
 
 EPS = 1e-7  # keras.config.epsilon(): the probability clip of the CE losses
-
-
-def as_bhwk(a):
-    """[H, W] -> [1, H, W, 1] float32."""
-    return np.asarray(a, dtype="float32")[None, ..., None]
 
 
 # 3x3 binary case: TP = 2, FP = 3, FN = 1
@@ -264,11 +261,6 @@ def test_compiled_model_reloads_with_same_loss(tmp_path):
 
 
 # --- weight channel: border weights and ignored pixels ------------------------
-
-
-def with_weight(y, weight):
-    """Append a weight channel [..., 1] to targets [..., K]."""
-    return np.concatenate([y, np.asarray(weight, "float32")[..., None]], axis=-1).astype("float32")
 
 
 def test_weight_two_doubles_that_pixels_cross_entropy():

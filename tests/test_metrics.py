@@ -8,6 +8,8 @@ import pytest
 
 keras = pytest.importorskip("keras")
 
+from _helpers import as_bhwk, with_weight  # noqa: E402
+
 from unet_tf.metrics import (  # noqa: E402
     DiceScore,
     IoUScore,
@@ -25,11 +27,6 @@ def foreground_mean(per_class):
     fg = np.asarray(per_class, dtype=np.float64)[1:]
     fg = fg[~np.isnan(fg)]
     return float(fg.mean()) if fg.size else float("nan")
-
-
-def as_bhwk(a):
-    """[H, W] -> [1, H, W, 1] float32."""
-    return np.asarray(a, dtype="float32")[None, ..., None]
 
 
 def onehot(ids, n_classes):
@@ -191,11 +188,6 @@ def test_confusion_counts_leave_out_ignored_truth_pixels():
     assert scores_from_counts(tp, fp, fn, tn)["pixel_accuracy"] == pytest.approx(3 / 4)
     with pytest.raises(ValueError, match="outside"):
         confusion_counts(t, p, 2)  # 255 is no class without ignore_id
-
-
-def with_weight(y, weight):
-    """Append a weight channel [..., 1] to targets [..., K]."""
-    return np.concatenate([y, np.asarray(weight, "float32")[..., None]], axis=-1)
 
 
 @pytest.mark.parametrize("n_classes", [2, 4])

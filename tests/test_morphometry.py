@@ -4,6 +4,7 @@ import math
 
 import numpy as np
 import pytest
+from _helpers import disc
 
 from unet_tf.morphometry import OBJECT_COLUMNS, SUMMARY_COLUMNS, measure_objects, summarize_objects
 
@@ -13,11 +14,6 @@ NAMES = ("background", "axon", "myelin")
 def only(rows):
     assert len(rows) == 1
     return rows[0]
-
-
-def disc(shape, cy, cx, r):
-    yy, xx = np.mgrid[: shape[0], : shape[1]]
-    return (yy - cy) ** 2 + (xx - cx) ** 2 <= r * r
 
 
 def test_square_by_hand():

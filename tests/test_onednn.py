@@ -55,6 +55,7 @@ def _onednn_in_fresh_process(env_value: str | None) -> str:
     return run.stdout.strip().splitlines()[-1]
 
 
+@pytest.mark.slow  # two fresh processes that import TensorFlow
 @pytest.mark.skipif("avx2" not in cpu_flags(), reason="needs an x86-64 CPU with AVX2")
 def test_tensorflow_runs_onednn_after_importing_unet_tf_unless_told_not_to():
     assert _onednn_in_fresh_process(None) == "True"  # on any AVX2 CPU, whatever TensorFlow's own default

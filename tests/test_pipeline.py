@@ -390,6 +390,7 @@ def test_user_errors_name_the_problem():
 # === Real data ===
 
 
+@pytest.mark.slow  # real data
 def test_batch_from_isbi2012_if_available():
     root = os.environ.get("UNET_TF_DATA")
     folder = Path(root) / "isbi2012" / "train" if root else None

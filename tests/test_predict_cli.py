@@ -5,32 +5,11 @@ import csv
 import numpy as np
 import pytest
 import tifffile
+from _helpers import TEM_NAMES, TEM_VALUES, save_model
 
 from unet_tf.cli.predict import main as predict_main
 from unet_tf.config import ModelConfig
 from unet_tf.io import read_image
-
-TEM_VALUES = [0, 50, 100, 150, 200]
-TEM_NAMES = ["background", "blood_vessel", "myelinated_axon", "unmyelinated_axon", "schwann_cell"]
-
-
-def save_model(path, class_values, class_names, test_images=()):
-    import keras
-
-    from unet_tf.model_file import ModelInfo, attach_info
-    from unet_tf.models import build_model
-
-    keras.utils.set_random_seed(0)
-    info = ModelInfo(
-        tuple(class_values),
-        tuple(class_names),
-        patch_size=64,
-        size_divisor=4,
-        test_images=tuple(tuple(map(str, t)) for t in test_images),
-    )
-    model = attach_info(build_model(ModelConfig(base_filters=4, depth=2), len(class_values)), info)
-    model.save(path)
-    return path
 
 
 @pytest.fixture
@@ -46,9 +25,10 @@ def images(tmp_path):
     return folder, labels
 
 
-@pytest.fixture(scope="module")
-def tem_model(tmp_path_factory):
-    return save_model(tmp_path_factory.mktemp("m") / "best.keras", TEM_VALUES, TEM_NAMES)
+@pytest.fixture
+def tem_model(tem_model_file):
+    """The session's untrained 5-class TEM model (conftest.py); read only."""
+    return tem_model_file
 
 
 def test_outputs_values_metrics_and_objects(tmp_path, images, tem_model):

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from _helpers import disc
 
 from unet_tf.targets import (
     IGNORE_ID,
@@ -124,11 +125,6 @@ def test_border_weights_trivial_cases():
     np.testing.assert_array_equal(border_weights(sparse), border_weights(labels))
 
 
-def disc(shape, cy, cx, r):
-    yy, xx = np.indices(shape)
-    return (yy - cy) ** 2 + (xx - cx) ** 2 <= r * r
-
-
 def sparse_frame():
     """Four nuclei of radius 10 with markers of radius 6; nuclei 1 and 3 annotated."""
     shape = (80, 80)
@@ -177,6 +173,7 @@ def test_fully_annotated_frame_ignores_nothing():
 GOWT1 = Path(os.environ.get("UNET_TF_DATA", "data")) / "Fluo-N2DH-GOWT1"
 
 
+@pytest.mark.slow  # real data
 @pytest.mark.skipif(not (GOWT1 / "01_GT" / "SEG" / "man_seg005.tif").exists(), reason="GOWT1 data absent")
 def test_gowt1_partial_frame_every_marker_is_annotated_or_ignored():
     import tifffile

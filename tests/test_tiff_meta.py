@@ -126,6 +126,7 @@ def test_unit_table_and_kwargs():
     assert not needs_bigtiff(2**32 - 2**26) and needs_bigtiff(2**32)
 
 
+@pytest.mark.slow  # real data
 def test_real_ctc_frame_has_its_published_pixel_size():
     import os
     from pathlib import Path

@@ -5,46 +5,29 @@ import json
 
 import numpy as np
 import pytest
+from _helpers import tiny_train_config
 
 from unet_tf.cli.train import main as train_main
 from unet_tf.config import RunConfig, replace_config
 from unet_tf.model_file import read_info
-from unet_tf.synthetic import write_tem_dataset
 from unet_tf.training import train
 
 RUN_FILES = {"best.keras", "last.keras", "config.json", "history.csv", "curves.png", "summary.json"}
 
 
-@pytest.fixture(scope="module")
-def tem_dir(tmp_path_factory):
-    root = tmp_path_factory.mktemp("tem")
-    write_tem_dataset(root, n_train=3, n_test=1, size=128, seed=0)
-    return root
+@pytest.fixture
+def tem_dir(tem_dir_factory):
+    """The session's synthetic TEM folder with 3 training images (conftest.py); read only."""
+    return tem_dir_factory(3)
 
 
-def tiny_cfg(tem_dir, out, **train):
-    cfg = RunConfig()
-    return replace_config(
-        cfg,
-        data={
-            "dataset": "tem",
-            "data_dir": str(tem_dir),
-            "patch_size": 64,
-            "patches_per_image": 2,
-            "val_fraction": 0.34,
-        },
-        model={"base_filters": 4, "depth": 2},
-        train={"epochs": 2, "steps_per_epoch": 2, "batch_size": 2, "out": str(out), **train},
-    )
-
-
-def test_two_epochs_write_every_run_file_and_model_round_trips(tem_dir, tmp_path):
+def test_two_epochs_write_every_run_file_and_model_round_trips(tiny_trained_run):
+    """The session's tiny run (conftest.py: tiny_train_config, 2 epochs x 2 steps) wrote every file."""
     import keras
 
     import unet_tf  # noqa: F401  (the only import a loader needs)
 
-    summary = train(tiny_cfg(tem_dir, tmp_path / "run"), verbose=0)
-    run = tmp_path / "run"
+    run, summary = tiny_trained_run
     assert RUN_FILES <= {p.name for p in run.iterdir()}
     assert summary["epochs_run"] == 2 and 1 <= summary["best_epoch"] <= 2
     with open(run / "history.csv") as f:
@@ -76,13 +59,13 @@ def test_resume_continues_at_the_interrupted_epoch(tem_dir, tmp_path):
 
     out = tmp_path / "run"
     with pytest.raises(KeyboardInterrupt):
-        train(tiny_cfg(tem_dir, out, epochs=3), verbose=0, extra_callbacks=[Interrupt()])
+        train(tiny_train_config(tem_dir, out, steps_per_epoch=1), verbose=0, extra_callbacks=[Interrupt()])
     with open(out / "history.csv") as f:
         assert [int(r["epoch"]) for r in csv.DictReader(f)] == [0]
-    summary = train(tiny_cfg(tem_dir, out, epochs=3, resume=True), verbose=0)
+    summary = train(tiny_train_config(tem_dir, out, steps_per_epoch=1, resume=True), verbose=0)
     with open(out / "history.csv") as f:
-        assert [int(r["epoch"]) for r in csv.DictReader(f)] == [0, 1, 2]
-    assert summary["epochs_run"] == 3
+        assert [int(r["epoch"]) for r in csv.DictReader(f)] == [0, 1]
+    assert summary["epochs_run"] == 2
 
 
 def _cli(tem_dir, tmp_path, *extra):
