@@ -298,3 +298,27 @@ def test_track_channel_and_z_flags(tmp_path, tem_model, capsys):
     assert err.count("\n") == 1 and "tc.tif: axes TCYX (T=3, C=2)" in err and "--channel" in err
     assert predict_main([*base, "--channel", "0"]) == 2
     assert "need --track" in capsys.readouterr().err
+
+
+def test_constant_and_nearly_empty_images_predict_finite_probabilities(tmp_path, tem_model):
+    """A constant image and a 99 %-zero one (both percentiles equal) go through predict.py: finite
+    probabilities, equal to the library's on the image as percentile_normalize's fallback maps it
+    (test_preprocessing checks that fallback against an identity network)."""
+    import unet_tf
+    from unet_tf.preprocessing import percentile_normalize
+
+    folder = tmp_path / "in"
+    folder.mkdir()
+    sparse = np.zeros((48, 40), np.uint8)
+    sparse[5:7, 5:7] = 90
+    tifffile.imwrite(folder / "flat.tif", np.full((48, 40), 7, np.uint8))
+    tifffile.imwrite(folder / "sparse.tif", sparse)
+    out = tmp_path / "out"
+    args = ["--weights", str(tem_model), "--input", str(folder), "--out", str(out), "--tile", "32", "--overlap", "8"]
+    assert predict_main([*args, "--save-probabilities"]) == 0
+    model = unet_tf.load_model(tem_model)
+    for stem, image in (("flat", np.zeros((48, 40))), ("sparse", percentile_normalize(sparse))):
+        prob = tifffile.imread(out / f"{stem}_prob.tif")
+        assert np.isfinite(prob).all()
+        expected = unet_tf.predict_image(model, image.astype(np.float32) * 1000, tile=32, overlap=8).probabilities
+        np.testing.assert_allclose(np.moveaxis(prob, 0, -1), expected, atol=1e-5)
