@@ -345,6 +345,12 @@ def replace_config(cfg: RunConfig, **sections: dict) -> RunConfig:
     return dataclasses.replace(cfg, **parts)
 
 
+def n_outputs(n_classes: int) -> int:
+    """Output channels of a model of ``n_classes`` classes: 1 (a sigmoid, P(class 1)) for two, else one
+    softmax channel per class. The one place this rule lives; ``ModelInfo.n_outputs`` reads it."""
+    return 1 if n_classes == 2 else n_classes
+
+
 def steps_per_pass(n_images: int, patches_per_image: int, batch_size: int) -> int:
     """Optimizer steps of one pass over ``n_images x patches_per_image`` patches (the last batch may be short)."""
     return max(1, math.ceil(n_images * patches_per_image / batch_size))

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .config import ModelConfig, NormalizeConfig, PredictConfig, from_dict, to_dict
+from .config import ModelConfig, NormalizeConfig, PredictConfig, from_dict, n_outputs, to_dict
 from .datasets import DatasetSpec
 from .errors import UserInputError
 
@@ -85,6 +85,11 @@ class ModelInfo:
     @property
     def n_classes(self) -> int:
         return len(self.class_values)
+
+    @property
+    def n_outputs(self) -> int:
+        """The model's output channels (:func:`unet_tf.config.n_outputs`)."""
+        return n_outputs(self.n_classes)
 
     @property
     def spec(self):

@@ -33,7 +33,7 @@ import numpy as np
 import tensorflow as tf
 
 from .augment import sample_patch
-from .config import AugmentConfig
+from .config import AugmentConfig, n_outputs
 from .errors import UserInputError
 from .pipeline_inputs import (  # noqa: F401  (public here too: callers import them from pipeline)
     IGNORE_ID,
@@ -80,7 +80,7 @@ def target_table(n_classes: int) -> np.ndarray:
     """float32 ``[256, K + 1]``: row ``id`` is the target of a uint8 class id,
     :func:`encode_targets` then weight 1; rows of ids outside ``0..C-1``
     (:data:`IGNORE_ID`) are all 0."""
-    k = 1 if n_classes == 2 else n_classes
+    k = n_outputs(n_classes)
     table = np.zeros((256, k + 1), np.float32)
     if n_classes == 2:
         table[1, 0] = 1.0

@@ -127,7 +127,7 @@ def should_stream(
     file, the estimate (:func:`whole_image_bytes_per_pixel` x pixels) and the memory.
     """
     height, width = image_shape(path)
-    k = 1 if info.n_classes == 2 else info.n_classes
+    k = info.n_outputs
     instances = "model" if info.target == "instances" else "split" if config.split_touching else None
     bpp = whole_image_bytes_per_pixel(
         np.dtype(image_dtype(path)).itemsize,
@@ -368,7 +368,7 @@ def _stream_outputs(
 ) -> list[Path]:
     """Drain ``bands`` into the mask (and probability) writers; the paths written."""
     mask_path = out_dir / f"{name}_mask.tif"
-    k = 1 if info.n_classes == 2 else info.n_classes
+    k = info.n_outputs
     pages = _probability_pages(out_dir, name, shape, k) if config.save_probabilities else []
     try:
         with contextlib.ExitStack() as stack:  # every writer sees an error and then leaves no file

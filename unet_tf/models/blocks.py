@@ -12,6 +12,7 @@ from __future__ import annotations
 import keras
 from keras import layers, ops
 
+from unet_tf.config import n_outputs
 from unet_tf.models.fused_norm import FusedBatchNormalization
 
 UPSAMPLING_MODES = ("nearest", "bilinear", "transpose")
@@ -179,7 +180,7 @@ def apply_head(x, n_classes: int, name: str = "head"):
     """
     if n_classes < 2:
         raise ValueError(f"n_classes must be at least 2, got {n_classes}")
-    channels = 1 if n_classes == 2 else n_classes
+    channels = n_outputs(n_classes)
     activation = "sigmoid" if n_classes == 2 else "softmax"
     x = layers.Conv2D(channels, 1, name=f"{name}_conv")(x)
     return layers.Activation(activation, dtype="float32", name="probabilities")(x)
