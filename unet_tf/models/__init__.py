@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+# losses and metrics register their Keras names on import: with them, ``import unet_tf.models`` is enough for
+# keras.models.load_model(path, compile=True) to restore a run's compiled loss and metrics (tests/test_golden.py)
+from .. import losses, metrics  # noqa: F401
 from ..config import ModelConfig
 from ..errors import UserInputError
 from .blocks import UPSAMPLING_MODES, FlattenSpatial, UnflattenSpatial
