@@ -122,6 +122,18 @@ class ModelInfo:
         return from_dict(cls, values, "model info")
 
 
+def tiling_options(config: PredictConfig, info: ModelInfo) -> dict[str, Any]:
+    """The keyword arguments of ``inference.predict_bands`` / ``predict_rows`` for ``config`` and a model:
+    tile, overlap, batch_size and tta from ``config``, size_divisor from ``info``."""
+    return {
+        "tile": config.tile,
+        "overlap": config.overlap,
+        "batch_size": config.batch_size,
+        "size_divisor": info.size_divisor,
+        "tta": config.tta,
+    }
+
+
 def min_size_for(config: PredictConfig, info: ModelInfo) -> tuple[int, str]:
     """(smallest object in px, where it came from): ``config.min_size`` if set, else the model's own, else 0."""
     if config.min_size is not None:

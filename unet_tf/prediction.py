@@ -29,7 +29,7 @@ from .inputs import check_output_names, shard_suffix
 from .instance_metrics import INSTANCE_COLUMNS, InstanceEvaluator
 from .instances import instances_for
 from .io import iter_pages, mask_dtype, page_count, read_image
-from .model_file import ModelInfo, min_size_for, read_info
+from .model_file import ModelInfo, min_size_for, read_info, tiling_options
 from .morphometry import OBJECT_COLUMNS, SUMMARY_COLUMNS, measure_objects, summarize_objects
 from .notes import quiet_run, say_note
 from .outputs import ImageOutputs, probability_bands, write_outputs  # noqa: F401  (public here too)
@@ -139,11 +139,7 @@ def predict_image(
         predict_fn,
         lambda row0, row1: stretch(image[row0:row1], lo, hi, clip=norm.clip),
         image.shape,
-        tile=config.tile,
-        overlap=config.overlap,
-        batch_size=config.batch_size,
-        size_divisor=info.size_divisor,
-        tta=config.tta,
+        **tiling_options(config, info),
         progress=progress,
     )
     ids = probabilities_to_ids(prob, config.threshold)

@@ -52,7 +52,7 @@ from .config import PredictConfig
 from .errors import UserInputError
 from .inference import ProgressFn, predict_bands, probabilities_to_ids
 from .io import mask_dtype, say_once
-from .model_file import ModelInfo, min_size_for
+from .model_file import ModelInfo, min_size_for, tiling_options
 from .preprocessing import ids_to_values, stretch_limits
 from .preprocessing import stretch as normalize_rows  # the stretch of percentile_normalize, on rows
 from .tiff_stream import TiledTiffWriter, WindowReader, image_dtype, image_shape
@@ -335,11 +335,7 @@ def predict_file_streaming(
             predict_fn,
             lambda r0, r1: normalize_rows(reader.read(r0, r1), lo, hi, norm.clip),
             shape,
-            tile=config.tile,
-            overlap=config.overlap,
-            batch_size=config.batch_size,
-            size_divisor=info.size_divisor,
-            tta=config.tta,
+            **tiling_options(config, info),
             progress=progress,
         )
         size = min_size_for(config, info)[0]
