@@ -68,6 +68,28 @@ def test_resume_continues_at_the_interrupted_epoch(tem_dir, tmp_path):
     assert summary["epochs_run"] == 2
 
 
+def test_resumed_run_keeps_a_better_best_model_of_the_interrupted_one(tmp_path):
+    """After --resume the best checkpoint starts from history.csv's best val_dice (0.9), so a worse first
+    resumed epoch (0.5) does not overwrite best.keras; a better one (0.95) does."""
+    import keras
+
+    from unet_tf.callbacks import AtomicModelCheckpoint, best_so_far, make_callbacks
+
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "history.csv").write_text("epoch,val_dice,val_loss\n0,0.6,0.5\n1,0.9,0.3\n2,nan,0.4\n")
+    assert best_so_far(run / "history.csv", "val_dice", "max") == 0.9
+    assert best_so_far(run / "history.csv", "val_loss", "min") == 0.3
+    assert best_so_far(run / "history.csv", "dice", "max") is None
+    cfg = tiny_train_config(tmp_path, run, resume=True)
+    best = next(c for c in make_callbacks(cfg, run, 1) if isinstance(c, AtomicModelCheckpoint) and c.save_best_only)
+    best.set_model(keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)]))
+    best.on_epoch_end(3, {"val_dice": 0.5, "val_loss": 0.2})
+    assert not (run / "best.keras").exists()
+    best.on_epoch_end(4, {"val_dice": 0.95, "val_loss": 0.2})
+    assert (run / "best.keras").is_file()
+
+
 def _cli(tem_dir, tmp_path, *extra):
     return train_main(
         [

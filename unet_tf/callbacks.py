@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import csv
+import math
 import time
 from pathlib import Path
 from typing import Sequence
@@ -39,6 +41,20 @@ class TimeLimit(keras.callbacks.Callback):
             self.model.stop_training = True
 
 
+def best_so_far(history_csv: Path, metric: str, mode: str) -> float | None:
+    """The best finite ``metric`` in a run's ``history.csv`` (``mode`` ``"max"`` or ``"min"``); None
+    when there is no file, no such column or no finite value. A resumed run starts its best checkpoint
+    from here, so its first epoch does not overwrite a better ``best.keras`` of the interrupted run."""
+    if not history_csv.is_file():
+        return None
+    with open(history_csv, newline="") as f:
+        values = [float(row[metric]) for row in csv.DictReader(f) if row.get(metric) not in (None, "")]
+    values = [v for v in values if math.isfinite(v)]
+    if not values:
+        return None
+    return max(values) if mode == "max" else min(values)
+
+
 def make_callbacks(
     cfg: RunConfig,
     run_dir: Path,
@@ -49,10 +65,13 @@ def make_callbacks(
     """Checkpoints (best by ``monitor``, last), early stopping, LR schedule and plateau, CSV log, resume backup."""
     t = cfg.train
     metric, mode = monitor
+    best = best_so_far(run_dir / "history.csv", metric, mode) if t.resume else None
     callbacks = [
         keras.callbacks.BackupAndRestore(str(run_dir / "backup")),
         ScheduledLearningRate(t.lr, steps_per_epoch, t.epochs, t.lr_schedule, t.max_minutes),
-        AtomicModelCheckpoint(str(run_dir / "best.keras"), monitor=metric, mode=mode, save_best_only=True),
+        AtomicModelCheckpoint(
+            str(run_dir / "best.keras"), monitor=metric, mode=mode, save_best_only=True, initial_value_threshold=best
+        ),
         AtomicModelCheckpoint(str(run_dir / "last.keras")),
         keras.callbacks.EarlyStopping(monitor=metric, mode=mode, patience=t.early_stopping_patience),
         keras.callbacks.ReduceLROnPlateau(monitor="val_loss", factor=0.5, patience=t.reduce_lr_patience, min_lr=1e-5),
