@@ -39,8 +39,8 @@ from typing import Any, Sequence
 import numpy as np
 from scipy import ndimage
 
-from .io import say_once
 from .morphometry import _structure, measure_labels
+from .notes import say_note
 
 MAX_PIXELS = 2**25  # buffer cap: ~330 MiB while labelling
 
@@ -91,7 +91,7 @@ class BandObjects:
         if len(self.pending) >= max(len(self.buffer), 1):  # amortized: relabel at most 2x the pixels
             cut = (len(self.buffer) + len(self.pending)) * self.width > self.max_pixels
             if cut:
-                say_once(
+                say_note(
                     "very tall objects are cut into pieces in the object table (streamed prediction)",
                     f"{self.image_name} (over {self.max_pixels // self.width} rows)",
                 )

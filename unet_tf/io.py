@@ -50,23 +50,14 @@ def is_image_file(path: str | Path) -> bool:
     return Path(path).suffix.lower() in IMAGE_SUFFIXES
 
 
-def say_once(kind: str, example: str | Path | None = None) -> None:
-    """Say ``note: <kind>, e.g. <example>`` once per run, counting repeats (:mod:`unet_tf.notes`).
-
-    ``kind`` is the fixed text of the note; the file or name it applies to goes
-    in ``example``, so that 55 colour images make one note, not 55.
-    """
-    say_note(kind, example)
-
-
 def _to_gray(bands: np.ndarray, path: Path) -> np.ndarray:
     """(H, W, B) in R,G,B(,A) order -> (H, W) of the same dtype."""
     n = bands.shape[-1]
     if n == 2:
-        say_once("gray+alpha images are read as their gray band (alpha ignored)", path)
+        say_note("gray+alpha images are read as their gray band (alpha ignored)", path)
         return np.ascontiguousarray(bands[..., 0])
     if n in (3, 4):
-        say_once("colour images are reduced to gray (luminance; alpha ignored)", path)
+        say_note("colour images are reduced to gray (luminance; alpha ignored)", path)
         gray = bands[..., :3].astype(np.float64) @ _LUMA
         if np.issubdtype(bands.dtype, np.integer):
             info = np.iinfo(bands.dtype)
@@ -184,7 +175,7 @@ def _note_hyperstack(tif, path: Path) -> None:
     extra = [f"{a}={n}" for a, n in zip(series.axes, series.shape) if a not in "YXS" and n > 1]
     if len(extra) > 1:
         kind = "hyperstacks are read as 2-D planes in file order (C/Z/T flattened)"
-        say_once(kind, f"{path} ({series.axes}: {', '.join(extra)})")
+        say_note(kind, f"{path} ({series.axes}: {', '.join(extra)})")
 
 
 def _planes(tif, path: Path, note: bool = True) -> list:
@@ -407,7 +398,7 @@ def write_mask(path: str | Path, mask: np.ndarray, pixel_size_um: float | None =
             import cv2
 
             if pixel_size_um is not None:
-                say_once("PNG masks carry no pixel size; write .tif to keep it", path)
+                say_note("PNG masks carry no pixel size; write .tif to keep it", path)
             if not cv2.imwrite(str(tmp), mask):
                 raise UserInputError(f"{path}: OpenCV could not write this PNG")
         else:

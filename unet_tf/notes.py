@@ -57,7 +57,7 @@ def note_line(kind: str, example: str = "", count: int = 1) -> str:
 
 
 _CURRENT: contextvars.ContextVar[Notes | None] = contextvars.ContextVar("unet_tf_notes", default=None)
-# Outside any run: each kind once per process (the old behaviour of io.say_once, keyed on the kind).
+# Outside any run: each kind once per process (keyed on the kind).
 _OUTSIDE_RUNS = Notes()
 
 

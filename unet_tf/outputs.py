@@ -16,8 +16,9 @@ import numpy as np
 
 from .config import PredictConfig
 from .errors import UserInputError
-from .io import mask_dtype, say_once, write_mask, write_tiff
+from .io import mask_dtype, write_mask, write_tiff
 from .model_file import ModelInfo
+from .notes import say_note
 from .overlay import overlay_image, write_png
 from .tiff_writers import StackWriter
 
@@ -52,7 +53,7 @@ def write_instances(path: Path, instances: np.ndarray, pixel_size: float | None 
     """Write (H, W) instance ids (0 background) as a uint16 TIFF (uint32 above 65535 objects, said once)."""
     dtype = instance_dtype(int(instances.max(initial=0)))
     if dtype != INSTANCE_DTYPE:
-        say_once("images with more than 65535 objects have their instance ids written as uint32", path)
+        say_note("images with more than 65535 objects have their instance ids written as uint32", path)
     write_tiff(path, np.asarray(instances).astype(dtype, copy=False), pixel_size_um=pixel_size)
 
 

@@ -51,8 +51,9 @@ from .band_objects import BandObjects
 from .config import PredictConfig
 from .errors import UserInputError
 from .inference import ProgressFn, predict_bands, probabilities_to_ids
-from .io import mask_dtype, say_once
+from .io import mask_dtype
 from .model_file import ModelInfo, min_size_for, tiling_options
+from .notes import say_note
 from .preprocessing import ids_to_values, stretch_limits
 from .preprocessing import stretch as normalize_rows  # the stretch of percentile_normalize, on rows
 from .tiff_stream import TiledTiffWriter, WindowReader, image_dtype, image_shape
@@ -330,7 +331,7 @@ def predict_file_streaming(
         norm = info.normalize
         lo, hi, exact = image_percentiles(reader, (norm.pmin, norm.pmax))
         if config.overlay:
-            say_once("no overlay is written for images predicted in bands (streamed)")
+            say_note("no overlay is written for images predicted in bands (streamed)")
         bands = predict_bands(
             predict_fn,
             lambda r0, r1: normalize_rows(reader.read(r0, r1), lo, hi, norm.clip),

@@ -35,8 +35,8 @@ from .io import (
     gdal_env,
     page_count,
     read_image,
-    say_once,
 )
+from .notes import say_note
 from .tiff_writers import StackWriter, TiledTiffWriter, tiles_from_bands, write_tiled  # noqa: F401 (public here)
 
 MAX_BLOCK_BYTES = 64 * 2**20
@@ -124,7 +124,7 @@ class WindowReader:
         # Room for ~3 rows of blocks across the width: overlapping bands reuse the edge rows.
         self._cache_mb = max(GDAL_CACHE_MB, 3 * block * -(-self._src.width // cols) // 2**20 + 1)
         if self._src.compression is not None and block > max_block_bytes:
-            say_once(
+            say_note(
                 "stored as compressed blocks, which cannot be read in windows; reading it whole "
                 "(re-save it tiled to stream it)",
                 f"{self.path} ({rows}x{cols} px blocks)",

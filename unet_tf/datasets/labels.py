@@ -11,7 +11,8 @@ import numpy as np
 from scipy import ndimage
 
 from ..errors import UserInputError
-from ..io import read_image, read_label, read_page, say_once
+from ..io import read_image, read_label, read_page
+from ..notes import say_note
 from ..preprocessing import percentile_normalize, values_to_ids
 from ..targets import border_weights, ignore_from_markers, instance_target, marker_margin, object_areas, with_ignore
 from .layouts import ArraySample, DatasetSpec, Sample
@@ -60,7 +61,7 @@ def read_instances(sample: Sample | ArraySample, spec: DatasetSpec) -> np.ndarra
             overlap += int(np.count_nonzero(inside & (out > 0)))
             out[inside] = k
         if overlap:
-            say_once("pixels of two nucleus masks overlap; the later file's id kept", f"{sample.name} ({overlap} px)")
+            say_note("pixels of two nucleus masks overlap; the later file's id kept", f"{sample.name} ({overlap} px)")
         return out
     out = np.asarray(arrays[0]).astype(np.int32)
     if spec.ignore_value is not None:
