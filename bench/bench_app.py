@@ -65,8 +65,8 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def make_model(path: Path) -> None:
     from unet_tf.config import ModelConfig
-    from unet_tf.model_file import ModelInfo, attach_info
     from unet_tf.models import build_model
+    from unet_tf.models.file import ModelInfo, attach_info
 
     info = ModelInfo((0, 255), ("background", "cell"), patch_size=256, size_divisor=16)
     attach_info(build_model(ModelConfig(), 2), info).save(path)
@@ -75,8 +75,8 @@ def make_model(path: Path) -> None:
 def cli_path(model, image_path: Path, out: Path) -> float:
     """predict.py after its model is loaded: predict_files on one image."""
     from unet_tf.app.logic import predict_config
-    from unet_tf.datasets import Sample
-    from unet_tf.prediction import predict_files
+    from unet_tf.data.layouts import Sample
+    from unet_tf.prediction.files import predict_files
 
     t0 = time.perf_counter()
     predict_files(model, [Sample(image_path)], out, predict_config(), log=lambda text: None)
@@ -86,9 +86,9 @@ def cli_path(model, image_path: Path, out: Path) -> float:
 def app_path(model, info, name: str, data: bytes) -> float:
     """The page's work without Streamlit: logic.* around predict_image."""
     from unet_tf.app import logic
-    from unet_tf.evaluation import Evaluator
-    from unet_tf.morphometry import measure_objects
-    from unet_tf.prediction import predict_image
+    from unet_tf.evaluation.semantic import Evaluator
+    from unet_tf.objects.morphometry import measure_objects
+    from unet_tf.prediction.image import predict_image
 
     config = logic.predict_config()
     t0 = time.perf_counter()
@@ -212,7 +212,7 @@ def main(argv=None) -> None:
     args = parse_args(argv)
     from bench_predict import write_synthetic
 
-    from unet_tf.model_file import load_model_and_info
+    from unet_tf.models.file import load_model_and_info
 
     with tempfile.TemporaryDirectory(prefix="bench_app_") as folder:
         work = Path(folder)

@@ -28,9 +28,11 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import unet_tf  # noqa: E402
-from unet_tf import training  # noqa: E402
-from unet_tf.datasets import TrainingData, dataset_spec, list_samples, read_class_ids  # noqa: E402
-from unet_tf.finetune import FreezeEncoder, init_from, with_parent_architecture  # noqa: E402
+from unet_tf.data.labels import read_class_ids  # noqa: E402
+from unet_tf.data.layouts import dataset_spec, list_samples  # noqa: E402
+from unet_tf.data.splits import TrainingData  # noqa: E402
+from unet_tf.training import run as training  # noqa: E402
+from unet_tf.training.finetune import FreezeEncoder, init_from, with_parent_architecture  # noqa: E402
 
 TRAIN, VAL, TEST = ("00", "01"), ("02",), ("25", "26", "27", "28", "29")
 

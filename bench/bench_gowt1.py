@@ -46,10 +46,10 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import unet_tf  # noqa: E402
-from unet_tf.instance_metrics import InstanceEvaluator  # noqa: E402
-from unet_tf.instances import label_components  # noqa: E402
-from unet_tf.model_file import read_info  # noqa: E402
-from unet_tf.targets import min_object_size, object_areas  # noqa: E402
+from unet_tf.data.targets import min_object_size, object_areas  # noqa: E402
+from unet_tf.evaluation.matching import InstanceEvaluator  # noqa: E402
+from unet_tf.models.file import read_info  # noqa: E402
+from unet_tf.objects.instances import label_components  # noqa: E402
 
 FULL_FRAMES = {"01": ("021", "031", "033", "039"), "02": ("052", "055", "072")}  # the fully annotated SEG frames
 SEQ = {"train": "01", "test": "02"}  # --train-sequence 02 swaps them

@@ -5,13 +5,13 @@ from seed 0) is saved as a bare ``.keras`` network and exported to ONNX
 (``unet_tf.export.write_onnx``). Each engine then runs in its own subprocess
 (so peak RSS is its own): build the synthetic image (smooth blobs + noise,
 float32, already normalized), load the engine, and run
-``unet_tf.inference.predict_tiled`` with the same tiles, overlap and batch
+``unet_tf.prediction.tiled.predict_tiled`` with the same tiles, overlap and batch
 size: ``make_predict_fn(keras_model)`` for TensorFlow, ``load_onnx(path)`` for
 onnxruntime. Reported per engine: load time, the first batch alone (tracing /
 session warm-up), the whole tiled prediction, peak RSS (``VmHWM``), and
 the max abs difference of the two probability maps (on a 1/8 subsample).
 
-The onnxruntime child imports ``unet_tf.onnx_model`` and ``unet_tf.inference``
+The onnxruntime child imports ``unet_tf.prediction.onnx`` and ``unet_tf.prediction.tiled``
 without running ``unet_tf/__init__.py`` (which loads Keras until the lazy
 public API lands), so its RSS is what a machine without TensorFlow would see;
 it prints whether TensorFlow got imported anyway.
@@ -68,7 +68,7 @@ def prepare(folder: Path) -> None:
     import keras
 
     from unet_tf.config import ModelConfig
-    from unet_tf.export import write_onnx
+    from unet_tf.export.onnx import write_onnx
     from unet_tf.models import build_model
 
     keras.utils.set_random_seed(0)
@@ -115,17 +115,17 @@ def child(args: argparse.Namespace) -> None:
     start = time.perf_counter()
     if args.engine == "onnx":
         _import_without_package_init()
-        from unet_tf.onnx_model import load_onnx
+        from unet_tf.prediction.onnx import load_onnx
 
         predict_fn = load_onnx(Path(args.model_dir) / "model.onnx", threads=args.threads)
     else:
         _import_package()
         import keras
 
-        from unet_tf.inference import make_predict_fn
+        from unet_tf.prediction.tiled import make_predict_fn
 
         predict_fn = make_predict_fn(keras.models.load_model(Path(args.model_dir) / "bare.keras"))
-    from unet_tf.inference import predict_tiled
+    from unet_tf.prediction.tiled import predict_tiled
 
     load_s = time.perf_counter() - start
     height, width = (int(v) for v in args.size.lower().split("x"))

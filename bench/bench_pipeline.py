@@ -62,7 +62,7 @@ def elastic_warp_ms(patch: int, repeats: int = 100) -> float:
     import numpy as np
     import tensorflow as tf
 
-    from unet_tf import augment as A
+    from unet_tf.data import augment as A
 
     image = tf.constant(np.random.default_rng(0).random(1024 * 1024, np.float32))
     mask = tf.constant(np.zeros(1024 * 1024, np.uint8))
@@ -90,7 +90,7 @@ def main(argv=None) -> None:
     import tensorflow as tf
 
     from unet_tf.config import AugmentConfig
-    from unet_tf.pipeline import make_dataset
+    from unet_tf.data.pipeline import make_dataset
 
     if args.threads:
         tf.config.threading.set_intra_op_parallelism_threads(args.threads)

@@ -4,7 +4,7 @@ For every image size and mode a fresh subprocess (so peak memory is per run)
 predicts one synthetic 8-bit (or 16-bit) TIFF and writes its mask and object
 table, as ``predict.py`` does:
 
-- ``stream``: ``unet_tf.streaming.predict_file_streaming`` (row windows, exact
+- ``stream``: ``unet_tf.prediction.streaming.predict_file_streaming`` (row windows, exact
   histogram percentiles, band-wise tiled mask, objects per band);
 - ``whole``: ``read_image`` -> ``predict_image`` -> ``write_mask`` ->
   ``measure_objects`` on the whole mask (only up to ``--whole-max-mpix``: the
@@ -110,7 +110,7 @@ def synthetic_bands(shape: tuple[int, int], dtype: str, seed: int = 0, rows: int
 
 
 def write_synthetic(path: Path, shape: tuple[int, int], dtype: str) -> None:
-    from unet_tf.tiff_stream import write_tiled
+    from unet_tf.io.writers import write_tiled
 
     write_tiled(path, synthetic_bands(shape, dtype), shape, dtype, tile=256)
 
@@ -217,8 +217,8 @@ def build(args: argparse.Namespace):
     """The untrained default U-Net with a ModelInfo, so both paths take it as a loaded model."""
     import keras
 
-    from unet_tf.model_file import ModelInfo, attach_info
     from unet_tf.models import build_unet
+    from unet_tf.models.file import ModelInfo, attach_info
 
     keras.utils.set_random_seed(0)  # the same weights in every subprocess, so both modes give one mask
     info = ModelInfo((0, 255), ("background", "foreground"), patch_size=args.tile, size_divisor=2**args.depth)
@@ -228,9 +228,10 @@ def build(args: argparse.Namespace):
 
 def run_whole(model, predict_fn, path: Path, config, progress, objects: bool = True) -> int | str:
     """predict.py's whole-image path for one file: read, predict, write the mask, objects."""
-    from unet_tf import prediction
-    from unet_tf.io import read_image, write_mask
-    from unet_tf.morphometry import measure_objects
+    from unet_tf.io.images import read_image
+    from unet_tf.io.writers import write_mask
+    from unet_tf.objects.morphometry import measure_objects
+    from unet_tf.prediction import image as prediction
 
     image = read_image(path)
     prediction._PREDICT_FNS[model] = predict_fn  # the timed function
@@ -243,8 +244,8 @@ def run_child(args: argparse.Namespace) -> None:
     import numpy as np
 
     from unet_tf.config import PredictConfig
-    from unet_tf.prediction import engine
-    from unet_tf.streaming import predict_file_streaming
+    from unet_tf.prediction.image import engine
+    from unet_tf.prediction.streaming import predict_file_streaming
 
     model = build(args)
     predict_fn, info = engine(model)

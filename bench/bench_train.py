@@ -124,8 +124,9 @@ def keras_worker(spec: dict) -> None:
     import keras
 
     from unet_tf.config import AugmentConfig
+    from unet_tf.data.pipeline import make_dataset
+    from unet_tf.data.sampling import class_counts, rare_classes_from_counts
     from unet_tf.models import build_resunet, build_unet
-    from unet_tf.pipeline import class_counts, make_dataset, rare_classes_from_counts
 
     if spec.get("policy", "float32") != "float32":
         keras.mixed_precision.set_global_policy(spec["policy"])
@@ -138,13 +139,13 @@ def keras_worker(spec: dict) -> None:
     depth = {"depth": spec["depth"]} if spec.get("depth") else {}  # else the architecture's default
     model = builder(n_classes=2, base_filters=spec["base"], upsampling=spec["upsampling"], **depth)
     if spec.get("loss", "bce") == "train":
-        from unet_tf.losses import make_loss
-        from unet_tf.metrics import DiceScore, IoUScore, PixelAccuracy
+        from unet_tf.training.losses import make_loss
+        from unet_tf.training.metrics import DiceScore, IoUScore, PixelAccuracy
 
         loss = make_loss("auto", 2, pos_weight=2.0)
         metrics = [DiceScore(2, name="dice"), IoUScore(2, name="iou"), PixelAccuracy(2, name="pixel_accuracy")]
     else:
-        from unet_tf.losses import WeightedBCE
+        from unet_tf.training.losses import WeightedBCE
 
         # the pipeline's y carries a weight channel; WeightedBCE reads it (plain BCE otherwise, same values)
         loss, metrics = WeightedBCE(), None
@@ -189,7 +190,7 @@ def keras_worker(spec: dict) -> None:
 
     predict_fn, tiles = None, None
     if "infer" in spec["variants"]:
-        from unet_tf.inference import make_predict_fn
+        from unet_tf.prediction.tiled import make_predict_fn
 
         predict_fn = make_predict_fn(model)
         tiles = rng.random((spec["infer_batch"], spec["infer_tile"], spec["infer_tile"], 1), dtype=np.float32)
@@ -537,7 +538,7 @@ def print_table(
 ) -> None:
     print(f"\n`{command}`\n")
     sys.path.insert(0, str(REPO))
-    from unet_tf.precision import cpu_flags  # light: no TensorFlow
+    from unet_tf.runtime import cpu_flags
 
     flags = cpu_flags()
     bf16_flags = ", ".join(sorted(f for f in flags if "bf16" in f or "amx" in f)) or "none"
@@ -622,7 +623,7 @@ def parse_args(argv=None) -> argparse.Namespace:
         "--inference",
         action="store_true",
         help="also time inference: model(x, training=False) on --infer-batch tiles of --infer-tile px "
-        "(Keras: unet_tf.inference.make_predict_fn; PyTorch: eval + inference_mode)",
+        "(Keras: unet_tf.prediction.tiled.make_predict_fn; PyTorch: eval + inference_mode)",
     )
     p.add_argument("--infer-tile", type=int, default=512)
     p.add_argument("--infer-batch", type=int, default=4)

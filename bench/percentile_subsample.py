@@ -1,6 +1,6 @@
 """How far percentiles from a strided row subsample are from exact ones (normalization 2 / 98 %).
 
-Streaming prediction (``unet_tf.streaming``) uses exact percentiles for integer
+Streaming prediction (``unet_tf.prediction.streaming``) uses exact percentiles for integer
 images of up to 16 bits (a histogram of every pixel) and the rows ``0, s, 2s,
 ...`` only for float and 32-bit images. This script measures what the subsample
 would cost on real and synthetic images: for each row stride, the largest
@@ -22,9 +22,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from unet_tf.io import read_image  # noqa: E402
-from unet_tf.preprocessing import percentile_normalize  # noqa: E402
-from unet_tf.streaming import normalize_rows  # noqa: E402
+from unet_tf.data.normalize import percentile_normalize, stretch  # noqa: E402
+from unet_tf.io.images import read_image  # noqa: E402
 from unet_tf.synthetic import generate_tem_image  # noqa: E402
 
 STRIDES = (2, 4, 8, 16, 32)
@@ -43,8 +42,8 @@ def tiny_predictor():
     import keras
 
     from unet_tf.config import ModelConfig
-    from unet_tf.inference import make_predict_fn, predict_tiled, probabilities_to_ids
     from unet_tf.models import build_model
+    from unet_tf.prediction.tiled import make_predict_fn, predict_tiled, probabilities_to_ids
 
     keras.utils.set_random_seed(0)
     fn = make_predict_fn(build_model(ModelConfig(base_filters=4, depth=2), 3))
@@ -60,7 +59,7 @@ def main() -> None:
         exact_ids = predict(exact) if not name.startswith("isbi") or name.endswith("20.png") else None
         for stride in STRIDES:
             lo, hi = np.percentile(image[::stride], (2.0, 98.0))
-            sub = normalize_rows(image, lo, hi)
+            sub = stretch(image, lo, hi)
             changed = "" if exact_ids is None else f"{100 * np.mean(predict(sub) != exact_ids):.3f} %"
             print(f"| {name} | {image.dtype} | {stride} | {np.abs(sub - exact).max():.4f} | {changed} |")
 

@@ -38,8 +38,8 @@ def save_model(path, class_values, class_names, test_images=()) -> Path:
     import keras
 
     from unet_tf.config import ModelConfig
-    from unet_tf.model_file import ModelInfo, attach_info
     from unet_tf.models import build_model
+    from unet_tf.models.file import ModelInfo, attach_info
 
     keras.utils.set_random_seed(0)
     info = ModelInfo(

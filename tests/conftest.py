@@ -41,7 +41,7 @@ def tiny_trained_run(tem_dir_factory, tmp_path_factory):
     Tests that only need *a* trained run folder or ``best.keras`` read it;
     none may write into it.
     """
-    from unet_tf.training import train
+    from unet_tf.training.run import train
 
     out = tmp_path_factory.mktemp("tiny_run") / "run"
     summary = train(tiny_train_config(tem_dir_factory(3), out), verbose=0)

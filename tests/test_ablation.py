@@ -23,14 +23,14 @@ from unet_tf.ablation import (
     total_step_budget,
     write_plot,
 )
-from unet_tf.ablation import run as ablation  # the module whose train / evaluate_cell the tests replace
+from unet_tf.ablation import run as ablation
 from unet_tf.cli.train import main as train_main
 from unet_tf.config import RunConfig, steps_per_pass
 from unet_tf.config import replace_config as replace_cfg
-from unet_tf.datasets import TEM_CLASS_NAMES
 from unet_tf.errors import UserInputError
-from unet_tf.evaluation import Evaluator
+from unet_tf.evaluation.semantic import Evaluator
 from unet_tf.synthetic import write_tem_dataset
+from unet_tf.synthetic.shapes import TEM_CLASS_NAMES
 
 FOREGROUND = TEM_CLASS_NAMES[1:]
 

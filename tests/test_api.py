@@ -36,7 +36,7 @@ def test_readme_python_api_example_runs(tmp_path, monkeypatch):
 
 def test_predict_image_equals_predict_py(tmp_path, tem_model_file):
     from unet_tf.cli.predict import main as predict_main
-    from unet_tf.io import read_label
+    from unet_tf.io.images import read_label
     from unet_tf.synthetic import write_tem_dataset
 
     write_tem_dataset(tmp_path / "d", n_train=1, n_test=1, size=96, seed=3)

@@ -105,7 +105,7 @@ def test_choose_model_upload_threshold_and_files_as_predict_py(runs, image, tmp_
 
 
 def test_label_gives_metrics_table_as_predict_py(runs, image, tmp_path, monkeypatch):
-    from unet_tf.evaluation import Evaluator
+    from unet_tf.evaluation.semantic import Evaluator
 
     truth = np.random.default_rng(2).choice(TEM_VALUES, (72, 88)).astype(np.uint8)
     (tmp_path / "labels").mkdir()
@@ -235,7 +235,7 @@ def test_pair_labels_matches_like_predict_py():
 
 
 def test_class_areas_histogram_and_zip():
-    from unet_tf.model_file import ModelInfo
+    from unet_tf.models.file import ModelInfo
 
     ids = np.zeros((4, 5), np.uint8)
     ids[0, :2] = 1

@@ -3,8 +3,8 @@ import pytest
 import tensorflow as tf
 from scipy import ndimage
 
-from unet_tf import augment as A
 from unet_tf.config import AugmentConfig
+from unet_tf.data import augment as A
 
 OFF = dict(elastic=False, flip_rot90=False, affine_prob=0.0, intensity_prob=0.0)
 STRONG = {

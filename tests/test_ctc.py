@@ -16,8 +16,8 @@ import pytest
 import tifffile
 from test_tracking import LINEAGE, N_FRAMES, TRACK_OF_LABEL, movie
 
-from unet_tf import ctc, motility
 from unet_tf.errors import UserInputError
+from unet_tf.tracking import ctc, motility
 
 pytest.importorskip("ctc_metrics")
 

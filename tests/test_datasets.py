@@ -8,15 +8,9 @@ import numpy as np
 import pytest
 import tifffile
 
-from unet_tf.datasets import (
-    Sample,
-    choose_subset,
-    dataset_spec,
-    list_samples,
-    load_pairs,
-    read_class_ids,
-    split_train_val,
-)
+from unet_tf.data.labels import load_pairs, read_class_ids
+from unet_tf.data.layouts import Sample, dataset_spec, list_samples
+from unet_tf.data.splits import choose_subset, split_train_val
 from unet_tf.errors import UserInputError
 
 
@@ -145,8 +139,8 @@ def _ctc_partial(tmp_path):
 
 
 def test_ctc_never_labels_a_marked_nucleus_background(tmp_path):
-    from unet_tf.datasets import instance_spec
-    from unet_tf.targets import IGNORE_ID
+    from unet_tf.data.layouts import instance_spec
+    from unet_tf.data.targets import IGNORE_ID
 
     sample, tra = _ctc_partial(tmp_path)
     for spec in (dataset_spec("ctc"), instance_spec(dataset_spec("ctc"))):
@@ -159,7 +153,8 @@ def test_ctc_never_labels_a_marked_nucleus_background(tmp_path):
 
 
 def test_instance_target_refuses_class_value_masks(tmp_path):
-    from unet_tf.datasets import instance_spec, read_instances
+    from unet_tf.data.labels import read_instances
+    from unet_tf.data.layouts import instance_spec
 
     mask = np.zeros((20, 20), np.uint8)
     mask[2:6, 2:6] = 255
@@ -174,7 +169,7 @@ def test_instance_target_refuses_class_value_masks(tmp_path):
 
 def test_ignore_value_that_is_a_class_value_is_an_error():
     from unet_tf.config import RunConfig, replace_config
-    from unet_tf.datasets import run_spec
+    from unet_tf.data.splits import run_spec
 
     cfg = replace_config(RunConfig(), data={"dataset": "folder", "class_values": (0, 255), "ignore_value": 255})
     with pytest.raises(UserInputError, match="--ignore-value 255: is also the value of class"):
@@ -195,7 +190,7 @@ def test_dsb2018_masks_merge(tmp_path):
     samples = list_samples("dsb2018", tmp_path)
     ids = read_class_ids(samples[0], dataset_spec("dsb2018"))
     assert ids.sum() == 3
-    from unet_tf.datasets import read_instances
+    from unet_tf.data.labels import read_instances
 
     inst = read_instances(samples[0], dataset_spec("dsb2018"))
     assert inst[0, 0] == 1 and inst[4, 4] == 2 and inst.sum() == 1 + 1 + 2  # one id per nucleus file
@@ -216,7 +211,7 @@ def test_split_by_image_and_subset_are_deterministic():
 
 
 def test_holdout_takes_the_last_images_by_name():
-    from unet_tf.datasets import split_holdout
+    from unet_tf.data.splits import split_holdout
 
     samples = [Sample(Path(f"{i:02d}.png"), (Path(f"l{i:02d}.png"),)) for i in range(30)]
     rest, test = split_holdout(samples, 5)
@@ -229,7 +224,8 @@ def test_holdout_takes_the_last_images_by_name():
 
 def test_one_diagonal_object_is_an_instance_not_class_values(tmp_path):
     """An object whose pixels touch only at corners is one object (8-connected), not two of one class."""
-    from unet_tf.datasets import instance_spec, read_instances
+    from unet_tf.data.labels import read_instances
+    from unet_tf.data.layouts import instance_spec
 
     mask = np.zeros((12, 12), np.uint8)
     for i in range(2, 9):
@@ -244,7 +240,8 @@ def test_one_diagonal_object_is_an_instance_not_class_values(tmp_path):
 
 
 def test_in_memory_class_value_mask_is_a_user_error():
-    from unet_tf.datasets import ArraySample, instance_spec, read_instances
+    from unet_tf.data.labels import read_instances
+    from unet_tf.data.layouts import ArraySample, instance_spec
 
     mask = np.zeros((20, 20), np.uint8)
     mask[2:6, 2:6] = 255
@@ -294,9 +291,9 @@ def _write_two_frame_ctc(root: Path):
 def test_ctc_ignore_margin_is_set_wide_not_per_frame(tmp_path):
     """The ignore region of every frame is grown by one margin from all annotated objects of train + val."""
     from unet_tf.config import RunConfig
-    from unet_tf.datasets import TrainingData
-    from unet_tf.targets import IGNORE_ID
-    from unet_tf.training import load_arrays
+    from unet_tf.data.splits import TrainingData
+    from unet_tf.data.targets import IGNORE_ID
+    from unet_tf.training.run import load_arrays
 
     frames = _write_two_frame_ctc(tmp_path)
     samples = list_samples("ctc", tmp_path)
@@ -316,7 +313,8 @@ def test_ctc_ignore_margin_is_set_wide_not_per_frame(tmp_path):
     assert any("4.96 px" in line for line in lines), lines
     from dataclasses import replace
 
-    from unet_tf.datasets import instance_spec, with_marker_margin
+    from unet_tf.data.labels import with_marker_margin
+    from unet_tf.data.layouts import instance_spec
 
     fixed = replace(dataset_spec("ctc"), ignore_margin=3.0)
     assert instance_spec(fixed).ignore_margin == 3.0  # the instance target keeps the set's margin
@@ -331,8 +329,8 @@ def test_gowt1_sparse_frames_use_the_set_wide_margin():
     """01/008 and 01/018 annotate one nucleus each (per-frame margins 14.1 and 10.9 px); the set gives 24.4 px."""
     from scipy import ndimage
 
-    from unet_tf.datasets import read_class_ids, with_marker_margin
-    from unet_tf.targets import IGNORE_ID, unannotated_markers
+    from unet_tf.data.labels import read_class_ids, with_marker_margin
+    from unet_tf.data.targets import IGNORE_ID, unannotated_markers
 
     samples = list_samples("ctc", GOWT1)
     segs = [tifffile.imread(s.labels[0]) for s in samples]
@@ -366,7 +364,7 @@ def _ctc_sequences(root: Path, frames: dict):
 
 def _resolve(dataset, root, **data):
     from unet_tf.config import RunConfig, replace_config
-    from unet_tf.datasets import resolve_data
+    from unet_tf.data.splits import resolve_data
 
     seed = data.pop("seed", 0)
     cfg = replace_config(RunConfig(), data={"dataset": dataset, "data_dir": str(root), **data}, train={"seed": seed})

@@ -30,10 +30,10 @@ import pytest
 
 from unet_tf.cli.train import build_parser, config_from_args
 from unet_tf.cli.train import main as train_main
-from unet_tf.datasets import Sample
-from unet_tf.distribute import WorkerInfo, cluster_note, worker_info
+from unet_tf.data.layouts import Sample
 from unet_tf.errors import UserInputError
-from unet_tf.inputs import shard_samples, shard_suffix
+from unet_tf.prediction.inputs import shard_samples, shard_suffix
+from unet_tf.training.distribute import WorkerInfo, cluster_note, worker_info
 
 REPO = Path(__file__).resolve().parents[1]
 RUN_FILES = {"best.keras", "last.keras", "config.json", "history.csv", "curves.png", "summary.json"}
@@ -108,7 +108,7 @@ def test_strategy_flag_errors_are_one_line(tmp_path, capsys, monkeypatch):
 
 def test_pipeline_shards_hold_exactly_the_unsharded_patches():
     from unet_tf.config import AugmentConfig
-    from unet_tf.pipeline import make_dataset
+    from unet_tf.data.pipeline import make_dataset
 
     rng = np.random.default_rng(0)
     images = [rng.random((40, 48)).astype(np.float32), rng.random((32, 32)).astype(np.float32)]
@@ -198,7 +198,7 @@ def twin_args(data_dir, epochs=3):
 
 def train_here(args, **extra_callbacks):
     """A single-process run of the same command line, in this process (default strategy)."""
-    from unet_tf.training import train
+    from unet_tf.training.run import train
 
     return train(config_from_args(build_parser().parse_args(args)), verbose=0, **extra_callbacks)
 
@@ -309,11 +309,11 @@ import tensorflow as tf
 cpu = tf.config.list_physical_devices("CPU")[0]
 tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
 import keras, numpy as np
-from unet_tf.distribute import make_strategy
-from unet_tf.losses import WeightedBCE
-from unet_tf.metrics import DiceScore
+from unet_tf.training.distribute import make_strategy
+from unet_tf.training.losses import WeightedBCE
+from unet_tf.training.metrics import DiceScore
 from unet_tf.cli.train import build_parser, config_from_args
-from unet_tf.training import train
+from unet_tf.training.run import train
 
 # (1) model.fit under MirroredStrategy, a tiny model without BatchNormalization, plain SGD
 strategy = make_strategy("mirrored")

@@ -6,8 +6,8 @@ import math
 import numpy as np
 import pytest
 
-from unet_tf.evaluation import METRICS_COLUMNS, Evaluator, evaluate
-from unet_tf.tables import format_table, write_csv
+from unet_tf.evaluation.semantic import METRICS_COLUMNS, Evaluator, evaluate
+from unet_tf.io.tables import format_table, write_csv
 
 
 def metrics_table(per_image, class_names):
@@ -155,7 +155,7 @@ def test_format_table_is_aligned():
 
 def test_ignored_pixels_count_in_no_score():
     """Pixels whose true id is IGNORE_ID (unannotated) change no score, whatever is predicted there."""
-    from unet_tf.targets import IGNORE_ID
+    from unet_tf.data.targets import IGNORE_ID
 
     truth = np.array([[0, 1, 1], [0, IGNORE_ID, IGNORE_ID]], np.uint8)
     a = np.array([[0, 1, 0], [0, 0, 0]], np.uint8)

@@ -12,7 +12,7 @@ import yaml
 
 from unet_tf.cli.export import main as export_main
 from unet_tf.errors import UserInputError
-from unet_tf.model_file import ModelInfo
+from unet_tf.models.file import ModelInfo
 
 pytest.importorskip("onnxruntime")
 pytest.importorskip("tf2onnx")
@@ -35,9 +35,9 @@ def tiny_model_file(path, n_classes, test_images=()):
     """A base-4, depth-2 U-Net with its info layer, saved at ``path``; returns (path, info)."""
     import keras
 
-    from unet_tf import model_file
     from unet_tf.config import ModelConfig
     from unet_tf.models import build_model
+    from unet_tf.models import file as model_file
 
     keras.utils.set_random_seed(n_classes)
     values, names = CLASSES[n_classes]
@@ -70,7 +70,7 @@ def model_files(tmp_path_factory):
 
 @pytest.mark.parametrize("n_classes", [2, 3])
 def test_onnx_equals_keras_on_two_sizes_and_carries_the_info(model_files, tmp_path, n_classes):
-    from unet_tf.onnx_model import load_onnx
+    from unet_tf.prediction.onnx import load_onnx
 
     weights, info = model_files[n_classes]
     assert export_main(["--weights", str(weights), "--out", str(tmp_path / "out"), "--format", "onnx"]) == 0
@@ -108,7 +108,8 @@ def test_savedmodel_reloads_with_a_dict_endpoint_and_matches(model_files, tmp_pa
 
 @pytest.mark.slow  # a fresh process that imports Keras
 def test_bare_network_loads_with_plain_keras_without_unet_tf(model_files, tmp_path):
-    from unet_tf.export import custom_layers, load_for_export
+    from unet_tf.export import load_for_export
+    from unet_tf.export.checks import custom_layers
 
     bare, _ = load_for_export(model_files[3][0])
     assert custom_layers(bare) == [] and "unet_tf_info" not in [layer.name for layer in bare.layers]
@@ -129,7 +130,7 @@ def test_bare_network_loads_with_plain_keras_without_unet_tf(model_files, tmp_pa
 
 def test_attention_layers_are_named_as_needing_unet_tf():
     from unet_tf.config import ModelConfig
-    from unet_tf.export import custom_layers
+    from unet_tf.export.checks import custom_layers
     from unet_tf.models import build_model
 
     model = build_model(ModelConfig(base_filters=4, depth=2, attention=True), 3)
@@ -178,7 +179,7 @@ def test_a_foreign_onnx_file_is_a_clear_error(tmp_path, capsys):
     import onnx
     from onnx import TensorProto, helper
 
-    from unet_tf.onnx_model import load_onnx
+    from unet_tf.prediction.onnx import load_onnx
 
     io = [helper.make_tensor_value_info(n, TensorProto.FLOAT, [1, 4, 4, 1]) for n in ("x", "y")]
     graph = helper.make_graph([helper.make_node("Identity", ["x"], ["y"])], "foreign", io[:1], io[1:])
@@ -211,9 +212,9 @@ def test_bad_format_and_unwritable_out_are_one_line_errors(model_files, tmp_path
 
 
 def test_a_failed_check_writes_nothing(model_files, tmp_path, monkeypatch, capsys):
-    import unet_tf.export as export
+    from unet_tf.export import checks
 
-    monkeypatch.setattr(export, "ATOL", 0.0)  # any float difference now fails the ONNX check
+    monkeypatch.setattr(checks, "ATOL", 0.0)  # any float difference now fails the ONNX check
     (tmp_path / "out").mkdir()
     (tmp_path / "out" / "keep.txt").write_text("old")
     assert export_main(["--weights", str(model_files[3][0]), "--out", str(tmp_path / "out"), "--format", "onnx"]) == 2
@@ -222,8 +223,9 @@ def test_a_failed_check_writes_nothing(model_files, tmp_path, monkeypatch, capsy
 
 
 def test_metadata_round_trip_and_check_sizes():
-    from unet_tf.export import check_sizes, parse_formats
-    from unet_tf.onnx_model import info_from_metadata, metadata_props
+    from unet_tf.export import parse_formats
+    from unet_tf.export.checks import check_sizes
+    from unet_tf.prediction.onnx import info_from_metadata, metadata_props
 
     info = {**INFO, "class_values": [0, 50, 100], "class_names": ["a", "b", "c"]}
     props = metadata_props(info)
@@ -275,8 +277,7 @@ def test_predict_py_with_onnx_writes_the_keras_mask(model_files, tmp_path, n_cla
 
 
 def test_a_shape_mismatch_names_the_exported_format():
-    from unet_tf.export import max_difference
-    from unet_tf.export.checks import ExportCheckError
+    from unet_tf.export.checks import ExportCheckError, max_difference
 
     wrapped = r"ONNX model\.onnx gives shape \(1, 2, 64, 64, 1\), Keras \(2, 64, 64, 1\)"
     with pytest.raises(ExportCheckError, match=wrapped):
@@ -297,7 +298,7 @@ def test_onnx_output_is_4d_when_tf2onnx_converts_the_output_transpose_after_remo
     import onnx
     from tf2onnx.optimizer.transpose_optimizer import TransposeOptimizer
 
-    from unet_tf.onnx_model import load_onnx
+    from unet_tf.prediction.onnx import load_onnx
 
     original, calls = TransposeOptimizer.post_optimize_action, []
 
@@ -340,7 +341,7 @@ def test_squeeze_leading_unit_axes_restores_rank_4_and_names_a_bad_shape():
     from onnx import helper
 
     from unet_tf.export.checks import ExportCheckError
-    from unet_tf.export.onnx_graph import name_and_label_io, squeeze_leading_unit_axes
+    from unet_tf.export.onnx import name_and_label_io, squeeze_leading_unit_axes
 
     graph = _unsqueezing_graph(1)
     assert squeeze_leading_unit_axes(graph) == 1 and squeeze_leading_unit_axes(graph) == 0  # idempotent

@@ -8,10 +8,10 @@ import pytest
 
 from unet_tf.config import ModelConfig, RunConfig, replace_config
 from unet_tf.errors import UserInputError
-from unet_tf.finetune import FreezeEncoder, init_from, is_encoder_layer, parent_model_config
-from unet_tf.losses import make_loss
-from unet_tf.model_file import ModelInfo, attach_info
 from unet_tf.models import build_model
+from unet_tf.models.file import ModelInfo, attach_info
+from unet_tf.training.finetune import FreezeEncoder, init_from, is_encoder_layer, parent_model_config
+from unet_tf.training.losses import make_loss
 
 TINY = ModelConfig(base_filters=4, depth=2)
 CLASSES = {2: ((0, 255), ("background", "cell")), 5: ((0, 50, 100, 150, 200), tuple("abcde"))}
@@ -180,8 +180,8 @@ def test_freeze_encoder_trains_only_the_decoder_then_everything():
 @pytest.mark.slow  # a whole run: ~20 s alone, minutes on the loaded shared machine
 def test_fine_tuning_run_through_the_training_phases(parent5, tmp_path, monkeypatch):
     """Until train.py wires --init-from: wrap compile_model, as the lead's call will."""
-    from unet_tf import training
     from unet_tf.synthetic import write_tem_dataset
+    from unet_tf.training import run as training
 
     write_tem_dataset(tmp_path / "tem", n_train=2, n_test=0, size=64, seed=0)
     records = []
@@ -224,7 +224,7 @@ def test_freeze_encoder_refuses_a_distribution_strategy():
 def test_check_settings_refuses_freezing_without_a_parent_or_under_a_strategy():
     from dataclasses import dataclass
 
-    from unet_tf.finetune import check_settings
+    from unet_tf.training.finetune import check_settings
 
     @dataclass
     class Train:  # the two TrainConfig fields the lead adds

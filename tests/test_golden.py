@@ -53,8 +53,11 @@ from pathlib import Path
 
 import numpy as np
 
-import unet_tf.models  # noqa: F401  (the documented way to register unet_tf's Keras objects)
 import keras
+
+from unet_tf.models import register_keras_objects
+
+register_keras_objects()  # the documented way to load a best.keras with Keras alone
 
 golden = Path(sys.argv[1])
 x = np.load(golden / "input.npy")
@@ -80,7 +83,7 @@ print("REPORT " + json.dumps(report))
 
 
 def test_golden_keras_file_loads_compiled_with_keras_alone():
-    """keras.models.load_model(compile=True) after ``import unet_tf.models``: loss, metrics and output restored."""
+    """keras.models.load_model(compile=True) after ``unet_tf.models.register_keras_objects()``: loss, metrics and output restored."""
     expected = {stem: files[0] for stem, files in MODELS.items()}
     run = subprocess.run(
         [sys.executable, "-c", COMPILED_LOAD, str(GOLDEN), json.dumps(expected)],

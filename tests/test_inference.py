@@ -9,17 +9,8 @@ import numpy as np
 import pytest
 
 from unet_tf.errors import UserInputError
-from unet_tf.inference import (
-    ProgressBar,
-    blending_window,
-    make_predict_fn,
-    plan_tiles,
-    predict_tiled,
-    probabilities_to_ids,
-    reflect_indices,
-    tile_starts,
-    tiling_padding,
-)
+from unet_tf.prediction.tiled import ProgressBar, make_predict_fn, predict_tiled, probabilities_to_ids
+from unet_tf.prediction.tiling import blending_window, plan_tiles, reflect_indices, tile_starts, tiling_padding
 
 # === Tiling plan ===
 

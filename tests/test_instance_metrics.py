@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from unet_tf.errors import UserInputError
-from unet_tf.instance_metrics import (
+from unet_tf.evaluation.matching import (
     INSTANCE_COLUMNS,
     THRESHOLDS,
     InstanceEvaluator,

@@ -5,7 +5,8 @@ import pytest
 from _helpers import disc
 from scipy import ndimage as ndi
 
-from unet_tf.instances import (
+from unet_tf.data.targets import instance_target
+from unet_tf.objects.instances import (
     fill_label_holes,
     instances_from_probabilities,
     label_components,
@@ -13,7 +14,6 @@ from unet_tf.instances import (
     renumber,
     split_touching,
 )
-from unet_tf.targets import instance_target
 
 
 def ellipse(shape, cy, cx, a, b, angle):

@@ -5,9 +5,9 @@ import numpy as np
 import pytest
 import tifffile
 
-from unet_tf.errors import UserInputError
-from unet_tf.io import read_image, read_label, write_mask, write_tiff
-from unet_tf.notes import note_run
+from unet_tf.errors import UserInputError, note_run
+from unet_tf.io.images import read_image, read_label
+from unet_tf.io.writers import write_mask, write_tiff
 
 
 @pytest.fixture
@@ -141,9 +141,9 @@ def test_outputs_get_the_usual_file_mode(tmp_path):
 
 # --- stacks (issue 15) --------------------------------------------------------
 
-from unet_tf.io import iter_pages, page_count, read_page  # noqa: E402
-from unet_tf.tiff_meta import pixel_size_um  # noqa: E402
-from unet_tf.tiff_stream import StackWriter  # noqa: E402
+from unet_tf.io.images import iter_pages, page_count, read_page  # noqa: E402
+from unet_tf.io.metadata import pixel_size_um  # noqa: E402
+from unet_tf.io.writers import StackWriter  # noqa: E402
 
 
 def test_16bit_stack_round_trips_page_by_page(tmp_path, rng):
@@ -234,7 +234,7 @@ def test_written_tiffs_carry_the_pixel_size(tmp_path, size):
 
 @pytest.mark.parametrize("kwargs", [{"imagej": True}, {"ome": True}, {}])
 def test_stack_axes_and_planes_in_the_axes_c_order(tmp_path, kwargs):
-    from unet_tf.io import iter_stack_planes, stack_axes
+    from unet_tf.io.images import iter_stack_planes, stack_axes
 
     planes = np.arange(3 * 2 * 4 * 5, dtype=np.uint16).reshape(3, 2, 4, 5)  # T, C, Y, X
     path = tmp_path / "h.tif"

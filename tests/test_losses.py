@@ -9,9 +9,9 @@ tf = pytest.importorskip("tensorflow")
 
 from _helpers import as_bhwk, with_weight  # noqa: E402
 
+from unet_tf.config import LOSS_NAMES  # noqa: E402
 from unet_tf.errors import UserInputError  # noqa: E402
-from unet_tf.losses import (  # noqa: E402
-    LOSS_NAMES,
+from unet_tf.training.losses import (  # noqa: E402  # noqa: E402
     CombinedLoss,
     Dice,
     FocalTversky,
@@ -23,7 +23,7 @@ from unet_tf.losses import (  # noqa: E402
     pos_weight_from_fraction,
     soft_tversky_index,
 )
-from unet_tf.metrics import DiceScore  # noqa: E402
+from unet_tf.training.metrics import DiceScore  # noqa: E402
 
 EPS = 1e-7  # keras.config.epsilon(): the probability clip of the CE losses
 
@@ -388,7 +388,7 @@ def test_configs_saved_before_the_weight_channel_still_load():
                     "registered_name": "unet_tf>WeightedBCE",
                     "config": {"name": "bce", "reduction": "sum_over_batch_size", "pos_weight": 3.0},
                 },
-                # Tversky lived in unet_tf.losses then: the registered name finds it in overlap_losses
+                # Tversky lived in unet_tf.training.losses then: the registered name finds it in overlap_losses
                 {
                     "module": "unet_tf.losses",
                     "class_name": "Tversky",

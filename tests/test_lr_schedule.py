@@ -4,7 +4,7 @@ import keras
 import numpy as np
 import pytest
 
-from unet_tf.lr_schedule import ScheduledLearningRate, lr_factor
+from unet_tf.training.callbacks import ScheduledLearningRate, lr_factor
 
 
 def test_lr_factor_by_hand():
@@ -46,7 +46,7 @@ def test_callback_sets_each_step_and_keeps_plateau_cuts():
 
 
 def test_time_budget_moves_the_schedule_when_it_is_ahead_of_the_steps(monkeypatch):
-    import unet_tf.lr_schedule as schedule_module
+    from unet_tf.training import callbacks as schedule_module
 
     clock = [100.0]
     monkeypatch.setattr(schedule_module.time, "perf_counter", lambda: clock[0])

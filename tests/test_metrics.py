@@ -10,16 +10,9 @@ keras = pytest.importorskip("keras")
 
 from _helpers import as_bhwk, with_weight  # noqa: E402
 
-from unet_tf.metrics import (  # noqa: E402
-    DiceScore,
-    IoUScore,
-    PixelAccuracy,
-    confusion_counts,
-    scores_from_counts,
-    split_weight,
-    tversky_from_counts,
-)
-from unet_tf.pipeline_inputs import IGNORE_ID  # noqa: E402
+from unet_tf.data.targets import IGNORE_ID  # noqa: E402
+from unet_tf.evaluation.scores import confusion_counts, scores_from_counts, tversky_from_counts  # noqa: E402
+from unet_tf.training.metrics import DiceScore, IoUScore, PixelAccuracy, split_weight  # noqa: E402
 
 
 def foreground_mean(per_class):

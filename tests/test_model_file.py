@@ -5,7 +5,7 @@ import pytest
 
 from unet_tf.config import ModelConfig, PredictConfig
 from unet_tf.errors import UserInputError
-from unet_tf.model_file import FORMAT_VERSION, ModelInfo
+from unet_tf.models.file import FORMAT_VERSION, ModelInfo
 
 FORMAT_2 = {  # a ModelInfo dict as unet_tf wrote it before min_size (format 2)
     "class_values": [0, 1, 2],
@@ -45,8 +45,8 @@ def test_format_2_keras_file_loads(tmp_path):
     """A best.keras whose info layer holds a format-2 dict (no min_size) loads, and predicts with min size 0."""
     import keras
 
-    from unet_tf.model_file import load_model_and_info, min_size_for
     from unet_tf.models import build_model
+    from unet_tf.models.file import load_model_and_info, min_size_for
     from unet_tf.models.info_layer import InfoLayer
 
     keras.utils.set_random_seed(0)
@@ -70,8 +70,8 @@ class FakeInstanceModel:
 
 
 def test_predict_image_uses_the_model_min_size_unless_one_is_given():
-    from unet_tf.model_file import min_size_for
-    from unet_tf.prediction import predict_image
+    from unet_tf.models.file import min_size_for
+    from unet_tf.prediction.image import predict_image
 
     image = np.zeros((64, 64), np.float32)
     image[5:25, 5:25] = 1.0  # 400 px object (interior with a rim of boundary)

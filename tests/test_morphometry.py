@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from _helpers import disc
 
-from unet_tf.morphometry import OBJECT_COLUMNS, SUMMARY_COLUMNS, measure_objects, summarize_objects
+from unet_tf.objects.morphometry import OBJECT_COLUMNS, SUMMARY_COLUMNS, measure_objects, summarize_objects
 
 NAMES = ("background", "axon", "myelin")
 

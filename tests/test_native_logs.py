@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from unet_tf.errors import UserInputError
-from unet_tf.native_logs import NATIVE_LINE, LineFilter, hide_native_lines
+from unet_tf.runtime import NATIVE_LINE, LineFilter, hide_native_lines
 
 REPO = Path(__file__).resolve().parents[1]
 GLOG = b"E0000 00:00:1700000000.123456   12 util.cc:131] oneDNN supports DT_INT32 only on platforms with AVX-512.\n"
@@ -57,7 +57,7 @@ def test_python_output_and_native_lines_in_one_process():
     """sys.stderr, warnings and tracebacks go through fd 2 too (pytest's capfd would bypass it: a subprocess)."""
     code = (
         "import os, sys, warnings\n"
-        "from unet_tf.native_logs import hide_native_lines\n"
+        "from unet_tf.runtime import hide_native_lines\n"
         "with hide_native_lines():\n"
         "    print('one', file=sys.stderr)\n"
         f"    os.write(2, {GLOG!r})\n"
@@ -114,7 +114,7 @@ def test_terminal_stays_a_terminal():
     """On a terminal, fd 2 inside the block is a pty, so progress bars still redraw in place."""
     code = (
         "import os\n"
-        "from unet_tf.native_logs import hide_native_lines\n"
+        "from unet_tf.runtime import hide_native_lines\n"
         "with hide_native_lines():\n"
         "    os.write(2, b'tty=%d\\n' % os.isatty(2))\n"
         f"    os.write(2, {GLOG!r})\n"

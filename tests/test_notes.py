@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 
 from unet_tf.config import PredictConfig
-from unet_tf.datasets import Sample
-from unet_tf.model_file import ModelInfo
-from unet_tf.notes import Notes, note_line, note_run, say_note
-from unet_tf.prediction import predict_files
+from unet_tf.data.layouts import Sample
+from unet_tf.errors import Notes, note_line, note_run, say_note
+from unet_tf.models.file import ModelInfo
+from unet_tf.prediction.files import predict_files
 
 NATIVE = b"E0000 00:00:1700000000.123456   12 util.cc:131] oneDNN supports DT_INT32 only on platforms with AVX-512.\n"
 

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from unet_tf import onednn
-from unet_tf.precision import cpu_flags
+from unet_tf import runtime as onednn
+from unet_tf.runtime import cpu_flags
 
 REPO = Path(__file__).resolve().parents[1]
 AVX2_ONLY = {"sse4_2", "avx", "fma", "avx2"}
@@ -49,7 +49,7 @@ def _onednn_in_fresh_process(env_value: str | None) -> str:
     env = {k: v for k, v in os.environ.items() if k != "TF_ENABLE_ONEDNN_OPTS"}
     if env_value is not None:
         env["TF_ENABLE_ONEDNN_OPTS"] = env_value
-    code = "import unet_tf, tensorflow; from unet_tf.onednn import onednn_enabled; print(onednn_enabled())"
+    code = "import unet_tf, tensorflow; from unet_tf.runtime import onednn_enabled; print(onednn_enabled())"
     run = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, run.stderr[-2000:]
     return run.stdout.strip().splitlines()[-1]

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from unet_tf.errors import UserInputError
-from unet_tf.model_file import ModelInfo
+from unet_tf.models.file import ModelInfo
 
 pytest.importorskip("onnxruntime")
 pytest.importorskip("tf2onnx")
@@ -21,7 +21,8 @@ def exported(tmp_path_factory):
     """(bare Keras network, path of its ONNX export, info) of a tiny 3-class model."""
     from test_export import tiny_model_file
 
-    from unet_tf.export import load_for_export, write_onnx
+    from unet_tf.export import load_for_export
+    from unet_tf.export.onnx import write_onnx
 
     folder = tmp_path_factory.mktemp("onnx")
     weights, _ = tiny_model_file(folder / "best.keras", 3)
@@ -30,8 +31,8 @@ def exported(tmp_path_factory):
 
 
 def test_predict_tiled_with_onnx_equals_keras(exported):
-    from unet_tf.inference import make_predict_fn, predict_tiled
-    from unet_tf.onnx_model import load_onnx
+    from unet_tf.prediction.onnx import load_onnx
+    from unet_tf.prediction.tiled import make_predict_fn, predict_tiled
 
     bare, path, info = exported
     model = load_onnx(path, threads=2)
@@ -46,7 +47,7 @@ def test_predict_tiled_with_onnx_equals_keras(exported):
 
 
 def test_bad_files_and_batches(exported, tmp_path):
-    from unet_tf.onnx_model import load_onnx
+    from unet_tf.prediction.onnx import load_onnx
 
     with pytest.raises(UserInputError, match="nothing.onnx: no such ONNX file"):
         load_onnx(tmp_path / "nothing.onnx")
@@ -60,14 +61,14 @@ def test_bad_files_and_batches(exported, tmp_path):
 SCRIPT = """
 import sys, numpy as np
 {prelude}
-from unet_tf.onnx_model import load_onnx
+from unet_tf.prediction.onnx import load_onnx
 model = load_onnx(sys.argv[1])
 out = model(np.zeros((1, 64, 64, 1), np.float32))
 assert out.shape == (1, 64, 64, 3), out.shape
 heavy = sorted(n for n in sys.modules if n.split('.')[0] in ('tensorflow', 'keras', 'tf2onnx'))
 print(' '.join(heavy[:5]))
 """
-# Imports unet_tf.onnx_model without running unet_tf/__init__.py (which may load Keras).
+# Imports unet_tf.prediction.onnx without running unet_tf/__init__.py (which may load Keras).
 STUB_PACKAGE = (
     f"import types; pkg = types.ModuleType('unet_tf'); pkg.__path__ = [{str(REPO / 'unet_tf')!r}]; "
     "sys.modules['unet_tf'] = pkg"

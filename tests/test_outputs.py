@@ -6,9 +6,9 @@ import tifffile
 
 from unet_tf.config import PredictConfig
 from unet_tf.errors import UserInputError
-from unet_tf.model_file import ModelInfo
-from unet_tf.outputs import ImageOutputs, instance_dtype, write_outputs
-from unet_tf.prediction import Prediction
+from unet_tf.models.file import ModelInfo
+from unet_tf.prediction.image import Prediction
+from unet_tf.prediction.outputs import ImageOutputs, instance_dtype, write_outputs
 
 INFO = ModelInfo((0, 255), ("background", "cell"), patch_size=64, size_divisor=4)
 CONFIG = PredictConfig(overlay=False)

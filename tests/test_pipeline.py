@@ -7,18 +7,10 @@ import tensorflow as tf
 from scipy import ndimage
 
 from unet_tf.config import AugmentConfig
+from unet_tf.data.pipeline import encode_targets, encode_weighted_targets, make_dataset
+from unet_tf.data.sampling import rare_classes_from_counts, tile_origins, tile_spans, validation_plan, validation_spans
+from unet_tf.data.targets import IGNORE_ID
 from unet_tf.errors import UserInputError
-from unet_tf.pipeline import (
-    IGNORE_ID,
-    encode_targets,
-    encode_weighted_targets,
-    make_dataset,
-    rare_classes_from_counts,
-    tile_origins,
-    tile_spans,
-    validation_plan,
-    validation_spans,
-)
 
 GEOMETRY_ONLY = AugmentConfig(
     elastic_prob=1.0, elastic_alpha=12.0, affine_prob=1.0, rotation_deg=25.0, intensity_prob=0.0
@@ -253,7 +245,7 @@ def test_validation_counts_each_pixel_once_in_weight_and_dice():
     assert x.shape == (2, 32, 32, 1)
     assert y[..., 1].sum() == 40 * 20 - 6  # every pixel of the image once, ignored ones not at all
 
-    from unet_tf.metrics import DiceScore
+    from unet_tf.training.metrics import DiceScore
 
     metric = DiceScore(2)
     for xb, yb in zip(xs, ys):

@@ -6,9 +6,10 @@ import pytest
 
 from unet_tf.config import ModelConfig, RunConfig, TrainConfig, replace_config
 from unet_tf.errors import UserInputError
-from unet_tf.model_file import load_model_and_info
 from unet_tf.models import build_model
-from unet_tf.precision import cpu_flags, dtype_policy, float32_model, resolve_precision
+from unet_tf.models.file import load_model_and_info
+from unet_tf.runtime import cpu_flags
+from unet_tf.training.precision import dtype_policy, float32_model, resolve_precision
 
 
 def test_cpu_flags_from_cpuinfo(tmp_path):
@@ -64,8 +65,8 @@ def test_float32_model_computes_what_a_float32_build_computes():
 
 
 def test_bfloat16_run_writes_a_model_that_loads_in_float32(tmp_path):
-    from unet_tf.datasets import TrainingData
-    from unet_tf.training import train
+    from unet_tf.data.splits import TrainingData
+    from unet_tf.training.run import train
 
     rng = np.random.default_rng(0)
     images = [rng.random((64, 64)).astype(np.float32) for _ in range(3)]

@@ -9,7 +9,7 @@ from _helpers import TEM_NAMES, TEM_VALUES, save_model
 
 from unet_tf.cli.predict import main as predict_main
 from unet_tf.config import ModelConfig
-from unet_tf.io import read_image
+from unet_tf.io.images import read_image
 
 
 @pytest.fixture
@@ -164,8 +164,8 @@ def test_dsb2018_holdout_is_scored_against_every_nucleus(tmp_path):
     """A dsb2018 case has one mask file per nucleus: the truth is their union, not the first file."""
     import cv2
 
-    from unet_tf.model_file import ModelInfo, attach_info
     from unet_tf.models import build_model
+    from unet_tf.models.file import ModelInfo, attach_info
 
     case = tmp_path / "c1"
     (case / "images").mkdir(parents=True)
@@ -239,7 +239,7 @@ def test_stack_predicts_page_by_page_like_single_files(tmp_path, tem_model):
         rows = list(csv.DictReader(f))
     assert {r["page"] for r in rows} <= {"1", "2", "3", "4", "5"} and rows
     assert all(abs(float(r["pixel_size_um"]) - 0.25) < 1e-9 for r in rows)  # read from the ImageJ metadata
-    from unet_tf.tiff_meta import pixel_size_um
+    from unet_tf.io.metadata import pixel_size_um
 
     assert abs(pixel_size_um(tmp_path / "a" / "stack_mask.tif")[0] - 0.25) < 1e-9  # the mask carries it
 
@@ -305,7 +305,7 @@ def test_constant_and_nearly_empty_images_predict_finite_probabilities(tmp_path,
     probabilities, equal to the library's on the image as percentile_normalize's fallback maps it
     (test_preprocessing checks that fallback against an identity network)."""
     import unet_tf
-    from unet_tf.preprocessing import percentile_normalize
+    from unet_tf.data.normalize import percentile_normalize
 
     folder = tmp_path / "in"
     folder.mkdir()

@@ -1,8 +1,8 @@
 import numpy as np
 import pytest
 
+from unet_tf.data.normalize import ids_to_values, percentile_normalize, stretch, stretch_limits, values_to_ids
 from unet_tf.errors import UserInputError
-from unet_tf.preprocessing import ids_to_values, percentile_normalize, stretch, stretch_limits, values_to_ids
 
 
 def test_percentiles_map_to_zero_and_one():
@@ -84,8 +84,8 @@ def test_normal_image_is_stretched_by_its_percentiles_as_before():
 def test_streamed_prediction_normalizes_a_sparse_image_as_the_whole_image_path(tmp_path):
     import tifffile
 
-    from unet_tf import streaming
-    from unet_tf.tiff_stream import WindowReader
+    from unet_tf.io.windows import WindowReader
+    from unet_tf.prediction import streaming
 
     image = np.zeros((600, 40), np.uint16)
     image[100:103, 10:13] = 1000  # 10 of 24000 pixels bright: both percentiles 0
@@ -102,8 +102,8 @@ def test_streamed_prediction_normalizes_a_sparse_image_as_the_whole_image_path(t
 def test_predict_image_normalizes_a_sparse_image_with_the_fallback(monkeypatch):
     """The whole-image path stretches with percentile_normalize's limits, fallback included:
     an identity network hands back the normalized image (not x / 1e-20)."""
-    from unet_tf import prediction
-    from unet_tf.model_file import ModelInfo
+    from unet_tf.models.file import ModelInfo
+    from unet_tf.prediction import image as prediction
 
     image = np.zeros((64, 48), np.uint16)
     image[10:12, 10:12] = 800

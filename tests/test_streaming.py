@@ -6,15 +6,14 @@ import numpy as np
 import pytest
 import tifffile
 
-from unet_tf import streaming
-from unet_tf.band_objects import BandObjects
 from unet_tf.config import ModelConfig, PredictConfig
-from unet_tf.errors import UserInputError
-from unet_tf.inference import predict_bands, predict_tiled
-from unet_tf.morphometry import measure_objects
-from unet_tf.notes import note_run
-from unet_tf.preprocessing import percentile_normalize
-from unet_tf.tiff_stream import WindowReader
+from unet_tf.data.normalize import percentile_normalize
+from unet_tf.errors import UserInputError, note_run
+from unet_tf.io.windows import WindowReader
+from unet_tf.objects.bands import BandObjects
+from unet_tf.objects.morphometry import measure_objects
+from unet_tf.prediction import streaming
+from unet_tf.prediction.tiled import predict_bands, predict_tiled
 
 NAMES = ("background", "a", "b")
 
@@ -22,8 +21,8 @@ NAMES = ("background", "a", "b")
 def tiny_model(class_values, class_names):
     import keras
 
-    from unet_tf.model_file import ModelInfo, attach_info
     from unet_tf.models import build_model
+    from unet_tf.models.file import ModelInfo, attach_info
 
     keras.utils.set_random_seed(0)
     info = ModelInfo(tuple(class_values), tuple(class_names), patch_size=64, size_divisor=4)
@@ -175,7 +174,8 @@ def test_object_crossing_a_band_edge_is_counted_once_with_its_area():
 
 
 def test_streamed_outputs_identical_to_predict_image(tmp_path, big_tiff):
-    from unet_tf.prediction import engine, predict_image, probability_bands
+    from unet_tf.prediction.image import engine, predict_image
+    from unet_tf.prediction.outputs import probability_bands
 
     model = tiny_model((0, 50, 100), NAMES)
     path, image = big_tiff
@@ -197,8 +197,8 @@ def test_streamed_objects_csv_equals_the_whole_image_one(tmp_path, binary_model)
     """predict_files with ``stream`` (forced) writes the objects.csv of the whole-image path, intensities too."""
     import csv
 
-    from unet_tf.datasets import Sample
-    from unet_tf.prediction import predict_files
+    from unet_tf.data.layouts import Sample
+    from unet_tf.prediction.files import predict_files
 
     rng = np.random.default_rng(3)
     image = (rng.random((300, 260)) * 3000).astype(np.uint16)
@@ -226,7 +226,7 @@ def test_streamed_objects_csv_equals_the_whole_image_one(tmp_path, binary_model)
 
 
 def test_not_enough_disk_space_is_said_before_writing(tmp_path, big_tiff, binary_model, monkeypatch):
-    from unet_tf.prediction import engine
+    from unet_tf.prediction.image import engine
 
     predict_fn, info = engine(binary_model)
     monkeypatch.setattr(streaming.shutil, "disk_usage", lambda p: type("U", (), {"free": 10**6})())
@@ -238,7 +238,7 @@ def test_not_enough_disk_space_is_said_before_writing(tmp_path, big_tiff, binary
 
 
 def test_tiff_unreadable_in_windows_falls_back_to_a_whole_read(tmp_path, binary_model, monkeypatch, capsys):
-    from unet_tf.prediction import engine, predict_image
+    from unet_tf.prediction.image import engine, predict_image
 
     rng = np.random.default_rng(0)
     image = (rng.random((300, 200)) * 200).astype(np.uint8)
@@ -264,7 +264,7 @@ def test_whole_image_bytes_per_pixel_hand_computed():
 
 
 def test_should_stream_from_the_header_and_the_memory_available(tmp_path, binary_model):
-    from unet_tf.prediction import engine
+    from unet_tf.prediction.image import engine
 
     tifffile.imwrite(tmp_path / "s.tif", np.zeros((100, 200), np.uint8))
     info = engine(binary_model)[1]
@@ -280,8 +280,8 @@ def test_should_stream_from_the_header_and_the_memory_available(tmp_path, binary
 
 
 def test_an_image_too_large_for_the_memory_is_streamed_and_the_log_says_why(tmp_path, binary_model, monkeypatch):
-    from unet_tf.datasets import Sample
-    from unet_tf.prediction import predict_files
+    from unet_tf.data.layouts import Sample
+    from unet_tf.prediction.files import predict_files
 
     tifffile.imwrite(tmp_path / "img.tif", (np.random.default_rng(0).random((200, 150)) * 255).astype(np.uint8))
     monkeypatch.setattr(streaming, "available_memory", lambda: 200 * 150 * 17 * 2 - 1)
@@ -301,9 +301,10 @@ def test_whole_image_peak_memory_stays_under_the_estimate(tmp_path, classes):
 
     import cv2
 
-    from unet_tf.model_file import ModelInfo
-    from unet_tf.outputs import write_outputs
-    from unet_tf.prediction import object_rows, predict_image
+    from unet_tf.models.file import ModelInfo
+    from unet_tf.prediction.files import object_rows
+    from unet_tf.prediction.image import predict_image
+    from unet_tf.prediction.outputs import write_outputs
 
     names = ("background", "a", "b")[:classes]
     info = ModelInfo((0, 50, 100)[:classes], names, patch_size=64, size_divisor=4)

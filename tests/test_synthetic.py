@@ -246,8 +246,8 @@ def test_otsu_baseline_is_poor_on_synthetic_tem(pair256):
 
 def test_split_touching_counts_the_generated_fibres_within_five_percent():
     """The packed myelinated fibres of a demo image, merged in the class mask, counted one by one again."""
-    from unet_tf.instance_metrics import evaluate_instances
-    from unet_tf.instances import split_touching
+    from unet_tf.evaluation.matching import evaluate_instances
+    from unet_tf.objects.instances import split_touching
 
     sample = generate_tem_sample(512, seed=1)
     merged = ndi.label(sample.label == MYELINATED)[1]

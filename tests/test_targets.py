@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from _helpers import disc
 
-from unet_tf.targets import (
+from unet_tf.data.targets import (
     IGNORE_ID,
     border_weights,
     format_ignore_stats,

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import tifffile
 
-from unet_tf.tiff_meta import needs_bigtiff, pixel_size_um, resolution_kwargs, um_per_unit
+from unet_tf.io.metadata import needs_bigtiff, pixel_size_um, resolution_kwargs, um_per_unit
 
 IMAGE = np.zeros((4, 5), np.uint8)
 

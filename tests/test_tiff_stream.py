@@ -5,19 +5,11 @@ import numpy as np
 import pytest
 import tifffile
 
-from unet_tf.errors import UserInputError
-from unet_tf.io import read_image
-from unet_tf.notes import note_run
-from unet_tf.tiff_meta import pixel_size_um
-from unet_tf.tiff_stream import (
-    StackWriter,
-    TiledTiffWriter,
-    WindowReader,
-    image_dtype,
-    image_shape,
-    read_window,
-    write_tiled,
-)
+from unet_tf.errors import UserInputError, note_run
+from unet_tf.io.images import read_image
+from unet_tf.io.metadata import pixel_size_um
+from unet_tf.io.windows import WindowReader, image_dtype, image_shape, read_window
+from unet_tf.io.writers import StackWriter, TiledTiffWriter, write_tiled
 
 
 @pytest.fixture
@@ -158,7 +150,7 @@ def test_writers_refuse_bad_bands_and_pages(tmp_path, image):
 
 
 def test_stack_writer_carries_pixel_size_and_big_stacks_use_bigtiff(tmp_path, image, monkeypatch):
-    import unet_tf.tiff_writers as tiff_writers
+    from unet_tf.io import writers as tiff_writers
 
     path = tmp_path / "s.tif"
     with StackWriter(path, n_pages=2, dtype=np.uint16, pixel_size_um=0.0125) as writer:

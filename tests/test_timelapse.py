@@ -7,8 +7,8 @@ from scipy import ndimage
 
 from unet_tf.config import PredictConfig, TrackConfig
 from unet_tf.errors import UserInputError
-from unet_tf.model_file import ModelInfo
-from unet_tf.timelapse import track_sequence
+from unet_tf.models.file import ModelInfo
+from unet_tf.tracking.sequence import track_sequence
 
 
 class DiscModel:
@@ -174,7 +174,7 @@ def test_plain_multipage_tiff_stays_a_stack_of_frames(tmp_path):
 
 
 def test_time_planes_positions_by_hand():
-    from unet_tf.timelapse import time_planes
+    from unet_tf.tracking.sequence import time_planes
 
     # T=3, C=2, Z=4 in C order: plane (t, c, z) is at t*8 + c*4 + z
     assert time_planes("TCZ", (3, 2, 4), "f", channel=1, z=2) == ([6, 14, 22], "T")
@@ -207,7 +207,7 @@ def test_whole_frame_objects_are_written_and_scored(tmp_path):
 
 
 def test_expand_inputs_natural_order_for_folders_and_globs(tmp_path):
-    from unet_tf.inputs import expand_inputs
+    from unet_tf.prediction.inputs import expand_inputs
 
     for name in ("img_10.tif", "img_2.tif", "img_1.tif", "img_02b.tif"):
         tifffile.imwrite(tmp_path / name, np.zeros((4, 4), np.uint8))

@@ -14,8 +14,9 @@ import csv
 import numpy as np
 import pytest
 
-from unet_tf import ctc, motility, tracking
 from unet_tf.errors import UserInputError
+from unet_tf.tracking import ctc, motility
+from unet_tf.tracking import link as tracking
 
 SIZE, RADIUS, N_FRAMES = 96, 5, 8
 

@@ -9,8 +9,8 @@ from _helpers import tiny_train_config
 
 from unet_tf.cli.train import main as train_main
 from unet_tf.config import RunConfig, replace_config
-from unet_tf.model_file import read_info
-from unet_tf.training import train
+from unet_tf.models.file import read_info
+from unet_tf.training.run import train
 
 RUN_FILES = {"best.keras", "last.keras", "config.json", "history.csv", "curves.png", "summary.json"}
 
@@ -73,7 +73,7 @@ def test_resumed_run_keeps_a_better_best_model_of_the_interrupted_one(tmp_path):
     resumed epoch (0.5) does not overwrite best.keras; a better one (0.95) does."""
     import keras
 
-    from unet_tf.callbacks import AtomicModelCheckpoint, best_so_far, make_callbacks
+    from unet_tf.training.callbacks import AtomicModelCheckpoint, best_so_far, make_callbacks
 
     run = tmp_path / "run"
     run.mkdir()
@@ -156,7 +156,8 @@ def test_config_file_is_overridden_by_flags(tmp_path):
 
 def test_best_model_written_when_validation_has_no_foreground(tmp_path):
     """Validation Dice is undefined without foreground: best.keras follows the validation loss instead."""
-    from unet_tf.datasets import ArraySample, DatasetSpec, TrainingData
+    from unet_tf.data.layouts import ArraySample, DatasetSpec
+    from unet_tf.data.splits import TrainingData
 
     rng = np.random.default_rng(0)
     image = rng.random((64, 64)).astype(np.float32)
@@ -181,7 +182,8 @@ def test_isbi_challenge_volumes_train_page_by_page(tmp_path):
     """The ISBI challenge's own train-volume.tif + train-labels.tif: each page is a sample; a stack stays whole."""
     import tifffile
 
-    from unet_tf.datasets import list_samples, split_train_val
+    from unet_tf.data.layouts import list_samples
+    from unet_tf.data.splits import split_train_val
     from unet_tf.errors import UserInputError
 
     rng = np.random.default_rng(0)
@@ -210,8 +212,8 @@ def test_instance_model_carries_a_minimum_object_size_from_its_training_objects(
     """--instance-masks: the model file holds a quarter of the 5th-percentile training object area."""
     import tifffile
 
-    from unet_tf.model_file import load_model_and_info
-    from unet_tf.targets import min_object_size, object_areas
+    from unet_tf.data.targets import min_object_size, object_areas
+    from unet_tf.models.file import load_model_and_info
 
     rng = np.random.default_rng(0)
     (tmp_path / "data" / "images").mkdir(parents=True)
@@ -241,7 +243,7 @@ def test_fit_counts_one_pass_per_epoch_through_one_iterator():
     import keras
     import tensorflow as tf
 
-    from unet_tf.fitting import fit
+    from unet_tf.training.fit import fit
 
     seen = []
 

@@ -15,7 +15,7 @@ functions)::
 Importing the package is light: TensorFlow loads on first use of a name that
 needs it (PEP 562 lazy attributes). Those names also register unet_tf's Keras
 objects, so ``keras.models.load_model("best.keras")`` works after any of them
-(or after ``import unet_tf.models``); if Keras is already imported when
+(or after ``unet_tf.models.register_keras_objects()``); if Keras is already imported when
 unet_tf is, they are registered at once.
 """
 
@@ -27,7 +27,7 @@ import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from .onednn import prefer_onednn  # noqa: E402  (before anything loads TensorFlow)
+from unet_tf.runtime import prefer_onednn  # noqa: E402  (before anything loads TensorFlow)
 
 prefer_onednn()
 
@@ -45,27 +45,27 @@ _LIGHT = {
     "AblationConfig": "config",
     "load_config": "config",
     "replace_config": "config",
-    "ModelInfo": "model_file",
+    "ModelInfo": "models.file",
     "UserInputError": "errors",
-    "evaluate": "evaluation",
-    "Evaluator": "evaluation",
-    "measure_objects": "morphometry",
-    "percentile_normalize": "preprocessing",
-    "read_image": "io",
-    "read_label": "io",
-    "values_to_ids": "preprocessing",
-    "TrainingData": "datasets",
+    "evaluate": "evaluation.semantic",
+    "Evaluator": "evaluation.semantic",
+    "measure_objects": "objects.morphometry",
+    "percentile_normalize": "data.normalize",
+    "read_image": "io.images",
+    "read_label": "io.images",
+    "values_to_ids": "data.normalize",
+    "TrainingData": "data.splits",
 }
 _MODEL_FACING = {
     "build_model": "models",
     "build_unet": "models",
     "build_resunet": "models",
-    "load_model": "model_file",
-    "read_info": "model_file",
-    "train": "training",
-    "predict_image": "prediction",
-    "Prediction": "prediction",
-    "predict_files": "prediction",
+    "load_model": "models.file",
+    "read_info": "models.file",
+    "train": "training.run",
+    "predict_image": "prediction.image",
+    "Prediction": "prediction.image",
+    "predict_files": "prediction.files",
 }
 __all__ = sorted([*_LIGHT, *_MODEL_FACING, "__version__"])
 
@@ -75,8 +75,8 @@ def __getattr__(name: str):
     if module is None:
         raise AttributeError(f"module 'unet_tf' has no attribute {name!r}")
     if name in _MODEL_FACING:
-        importlib.import_module(".native_logs", __name__).import_tensorflow()
-        importlib.import_module(".model_file", __name__).register_keras_objects()
+        importlib.import_module(".runtime", __name__).import_tensorflow()
+        importlib.import_module(".models.file", __name__).register_keras_objects()
     value = getattr(importlib.import_module(f".{module}", __name__), name)
     globals()[name] = value
     return value
@@ -87,4 +87,4 @@ def __dir__():
 
 
 if "keras" in sys.modules:  # Keras is loaded already: registering costs nothing
-    importlib.import_module(".model_file", __name__).register_keras_objects()
+    importlib.import_module(".models.file", __name__).register_keras_objects()

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .errors import UserInputError
+from unet_tf.errors import UserInputError
 
 DATASET_NAMES = ("tem", "isbi2012", "folder", "ctc", "dsb2018")
 MODEL_NAMES = ("unet", "resunet")
@@ -127,7 +127,7 @@ class TrainConfig:
     lr: float = 2e-3  # the peak of the cosine schedule (BENCHMARKS.md, "Round 3": 1e-3 reached 0.879, 2e-3 0.916)
     lr_schedule: str = "cosine"  # cosine: 5 % linear warm-up, then cosine decay; constant: plateau cuts only
     loss: str = "auto"
-    # auto: mixed_bfloat16 on a CPU with avx512_bf16 or AMX (and no GPU), else float32 (unet_tf.precision)
+    # auto: mixed_bfloat16 on a CPU with avx512_bf16 or AMX (and no GPU), else float32 (unet_tf.training.precision)
     precision: str = "auto"
     tversky_alpha: float = 0.3
     tversky_beta: float = 0.7
@@ -138,7 +138,7 @@ class TrainConfig:
     resume: bool = False
     tensorboard: bool = False
     max_minutes: float | None = None
-    # tf.distribute strategy: auto, none, mirrored, multiworker (see unet_tf.distribute);
+    # tf.distribute strategy: auto, none, mirrored, multiworker (see unet_tf.training.distribute);
     # batch_size is per replica, lr is used as given
     strategy: str = "auto"
     # Fine-tuning: start from a trained model's weights (its architecture; the head is replaced when the

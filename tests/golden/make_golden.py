@@ -61,7 +61,7 @@ def write_model(path: Path, class_values, names):
     import keras
 
     from unet_tf import load_config
-    from unet_tf.training import class_balance, compile_model, load_arrays, model_info_for, patch_datasets
+    from unet_tf.training.run import class_balance, compile_model, load_arrays, model_info_for, patch_datasets
 
     cfg = load_config(
         None,

@@ -1,7 +1,7 @@
 """Training-set-size ablation: test Dice against the number of labelled images.
 
 The grid is sizes x augmentation on/off x model(s) x repeats. Repeat ``r`` uses
-seed ``base seed + r``: a different subset of images (:func:`unet_tf.datasets.choose_subset`),
+seed ``base seed + r``: a different subset of images (:func:`unet_tf.data.splits.choose_subset`),
 a different validation split and a different initialisation. Augmentation
 settings and models share the seed's subset, so they are compared on the same
 images. Every cell trains exactly like ``train.py --train-size N --seed S``
@@ -24,7 +24,7 @@ Output folder::
     ablation.json          the grid's base settings (a rerun must match them)
     cells/<model>-n<size>-aug<on|off>-s<seed>/   the run folder, test/ predictions
 
-Test scores are the per-image ``"mean"`` rows of :mod:`unet_tf.evaluation`
+Test scores are the per-image ``"mean"`` rows of :mod:`unet_tf.evaluation.semantic`
 (every test image weighs the same); ``mean_dice`` is the mean of the
 foreground classes' Dice (classes absent from truth and prediction, NaN, are
 skipped). Running the same command again skips the cells that have a row in
@@ -37,7 +37,7 @@ the grid loop).
 
 from __future__ import annotations
 
-from .plan import (
+from unet_tf.ablation.plan import (
     BUDGETS,
     Cell,
     Schedule,
@@ -48,10 +48,9 @@ from .plan import (
     plan_grid,
     total_step_budget,
 )
-from .report import (
+from unet_tf.ablation.report import (
     column_name,
     markdown_table,
-    nanmean,
     nanstd,
     read_rows,
     row_columns,
@@ -61,7 +60,7 @@ from .report import (
     write_reports,
     write_rows,
 )
-from .run import AblationData, evaluate_cell, resolve_pool, run_ablation, run_cell
+from unet_tf.ablation.run import AblationData, evaluate_cell, resolve_pool, run_ablation, run_cell
 
 __all__ = [
     "AblationData",
@@ -74,7 +73,6 @@ __all__ = [
     "evaluate_cell",
     "markdown_table",
     "n_train_images",
-    "nanmean",
     "nanstd",
     "on_off",
     "plan_grid",

@@ -14,9 +14,9 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Sequence
 
-from ..config import RunConfig, replace_config, steps_per_pass
-from ..datasets import split_train_val
-from ..errors import UserInputError
+from unet_tf.config import RunConfig, replace_config, steps_per_pass
+from unet_tf.data.splits import split_train_val
+from unet_tf.errors import UserInputError
 
 BUDGETS = ("steps", "epochs")
 

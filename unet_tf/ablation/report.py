@@ -3,7 +3,7 @@
 ``ablation.csv`` holds one row per cell; ``summarize`` groups the rows per
 model, augmentation and size (mean and std over repeats, NaN skipped);
 ``markdown_table`` and ``write_plot`` show the summary. The NaN-skipping mean,
-the column namer and the CSV writer are :mod:`unet_tf.tables`'.
+the column namer and the CSV writer are :mod:`unet_tf.io.tables`'.
 """
 
 from __future__ import annotations
@@ -15,8 +15,8 @@ from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 
-from ..io import atomic_path
-from ..tables import nanmean, score_column, write_csv
+from unet_tf.io.tables import nanmean, score_column, write_csv
+from unet_tf.io.writers import atomic_path
 
 ROW_KEY = ("model", "size", "augment", "seed")
 _INT_COLUMNS = {"size", "seed", "n_train", "n_val", "n_test", "epochs", "steps", "best_epoch"}
@@ -37,7 +37,7 @@ _TAIL_COLUMNS = (
 )
 
 
-# === NaN-skipping statistics (the mean: unet_tf.tables.nanmean) ===
+# === NaN-skipping statistics (the mean: unet_tf.io.tables.nanmean) ===
 
 
 def nanstd(values: Iterable[float | None]) -> float:

@@ -18,16 +18,8 @@ from typing import Any, Callable, Mapping, Sequence
 import keras
 import numpy as np
 
-from .. import config as cfgmod
-from ..config import PredictConfig, RunConfig, replace_config, steps_per_pass
-from ..datasets import Sample, labelled_pool, list_samples, resolve_data
-from ..errors import UserInputError
-from ..io import atomic_path
-from ..model_file import load_model
-from ..models import MODELS, check_input_size, resolved_depth
-from ..prediction import predict_files
-from ..training import train
-from .plan import (
+from unet_tf import config as cfgmod
+from unet_tf.ablation.plan import (
     BUDGETS,
     Cell,
     Schedule,
@@ -38,7 +30,16 @@ from .plan import (
     plan_grid,
     total_step_budget,
 )
-from .report import read_rows, row_key, scores_from_metrics, sort_rows, write_reports
+from unet_tf.ablation.report import read_rows, row_key, scores_from_metrics, sort_rows, write_reports
+from unet_tf.config import PredictConfig, RunConfig, replace_config, steps_per_pass
+from unet_tf.data.layouts import Sample, list_samples
+from unet_tf.data.splits import labelled_pool, resolve_data
+from unet_tf.errors import UserInputError
+from unet_tf.io.writers import atomic_path
+from unet_tf.models.build import MODELS, check_input_size, resolved_depth
+from unet_tf.models.file import load_model
+from unet_tf.prediction.files import predict_files
+from unet_tf.training.run import train
 
 Log = Callable[[str], None]
 

@@ -2,6 +2,6 @@
 
 import sys
 
-from ..cli.app import main
+from unet_tf.cli.app import main
 
 sys.exit(main())

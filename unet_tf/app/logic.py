@@ -1,11 +1,11 @@
 """The web app's work without Streamlit: find models, read uploads, segment, build the downloads.
 
 Everything here calls the same functions as ``predict.py``
-(:func:`unet_tf.prediction.predict_image`, :func:`unet_tf.prediction.write_outputs`,
-:func:`unet_tf.tables.write_csv`, :class:`unet_tf.evaluation.Evaluator`), so
+(:func:`unet_tf.prediction.image.predict_image`, :func:`unet_tf.prediction.image.write_outputs`,
+:func:`unet_tf.io.tables.write_csv`, :class:`unet_tf.evaluation.semantic.Evaluator`), so
 the files the page offers are byte-for-byte the files ``predict.py`` writes
 for the same model, image and options. Uploads are saved under their own
-name in a temporary folder and read by :func:`unet_tf.io.read_image`; error
+name in a temporary folder and read by :func:`unet_tf.io.images.read_image`; error
 messages name the uploaded file, not the temporary path.
 """
 
@@ -26,9 +26,9 @@ from typing import Any
 
 import numpy as np
 
-from ..config import PredictConfig
-from ..errors import UserInputError
-from ..model_file import INFO_LAYER, ModelInfo
+from unet_tf.config import PredictConfig
+from unet_tf.errors import UserInputError
+from unet_tf.models.file import INFO_LAYER, ModelInfo
 
 PREVIEW_SIDE = 1024  # longest side of the images shown in the page, in px
 ZIP_TIME = (2000, 1, 1, 0, 0, 0)  # fixed entry time: the same files give the same zip bytes
@@ -119,7 +119,7 @@ def saved_upload(name: str, data: bytes, folder: str | Path | None = None) -> Pa
 
 def load_uploaded_model(name: str, data: bytes, folder: str | Path | None = None) -> tuple[Any, ModelInfo]:
     """Load an uploaded ``.keras`` file; errors name the upload, not the temporary path."""
-    from ..model_file import load_model_and_info
+    from unet_tf.models.file import load_model_and_info
 
     path = saved_upload(name, data, folder)
     with upload_errors(path.parent, name):
@@ -151,7 +151,7 @@ def as_file(name: str, data: bytes) -> Iterator[Path]:
 
 def read_upload(name: str, data: bytes) -> np.ndarray:
     """An uploaded image as predict.py reads it: (H, W) in the file's own dtype, full resolution."""
-    from ..io import read_image
+    from unet_tf.io.images import read_image
 
     with as_file(name, data) as path:
         return read_image(path)
@@ -163,7 +163,8 @@ def read_upload_label(name: str, data: bytes, info: ModelInfo, shape: tuple[int,
     Unknown label values, or a size other than the image's ``shape`` (H, W),
     raise UserInputError naming the upload.
     """
-    from ..datasets import Sample, read_class_ids
+    from unet_tf.data.labels import read_class_ids
+    from unet_tf.data.layouts import Sample
 
     with as_file(name, data) as path:
         truth = read_class_ids(Sample(path, (path,)), info.spec)
@@ -179,7 +180,7 @@ def pair_labels(image_names: Sequence[str], label_names: Sequence[str]) -> dict[
 
     One image and one label are paired whatever their names.
     """
-    from ..inputs import find_label
+    from unet_tf.prediction.inputs import find_label
 
     if len(image_names) == 1 and len(label_names) == 1:
         return {image_names[0]: label_names[0]}
@@ -200,7 +201,7 @@ def predict_config(**options: Any) -> PredictConfig:
 
 def image_files(name: str, image: np.ndarray, result: Any, info: ModelInfo, config: PredictConfig) -> dict[str, bytes]:
     """``<name>_mask.tif``, ``_overlay.png``, ``_prob.tif`` (and ``_instances.tif``): predict.py's writer, as bytes."""
-    from ..prediction import write_outputs
+    from unet_tf.prediction.outputs import write_outputs
 
     with tempfile.TemporaryDirectory(prefix="unet_tf_app_") as folder:
         write_outputs(Path(folder), name, image, result, info, config, config.pixel_size)
@@ -211,8 +212,8 @@ def table_files(
     objects: Sequence[Mapping[str, Any]], names: Sequence[str], evaluator: Any, info: ModelInfo, config: PredictConfig
 ) -> dict[str, bytes]:
     """``objects.csv``, ``objects_summary.csv`` and (with scores) ``metrics.csv`` as predict.py writes them."""
-    from ..morphometry import OBJECT_COLUMNS, SUMMARY_COLUMNS, summarize_objects
-    from ..tables import write_csv
+    from unet_tf.io.tables import write_csv
+    from unet_tf.objects.morphometry import OBJECT_COLUMNS, SUMMARY_COLUMNS, summarize_objects
 
     with tempfile.TemporaryDirectory(prefix="unet_tf_app_") as folder:
         out = Path(folder)
@@ -265,7 +266,7 @@ def preview_step(shape: Sequence[int], max_side: int = PREVIEW_SIDE) -> int:
 
 def gray_preview(image: np.ndarray, step: int) -> np.ndarray:
     """uint8 (h, w) display version of an image: every ``step``-th pixel, stretched as the overlay is."""
-    from ..preprocessing import percentile_normalize
+    from unet_tf.data.normalize import percentile_normalize
 
     small = image[::step, ::step]
     return (np.clip(percentile_normalize(small, 1, 99.5), 0, 1) * 255).astype(np.uint8)
@@ -276,10 +277,10 @@ def overlay_preview(
 ) -> np.ndarray:
     """RGB uint8 (h, w, 3): classes 1.. in the overlay's colours over the subsampled image at ``opacity``.
 
-    The blend of :func:`unet_tf.overlay.overlay_image` without its legend box
+    The blend of :func:`unet_tf.prediction.outputs.overlay_image` without its legend box
     (the page draws the legend beside it); the downloaded PNG is predict.py's.
     """
-    from ..overlay import PALETTE
+    from unet_tf.prediction.outputs import PALETTE
 
     gray = gray_preview(image, step)
     small = ids[::step, ::step]
@@ -292,7 +293,7 @@ def overlay_preview(
 
 def legend(class_names: Sequence[str]) -> list[tuple[str, str]]:
     """(class name, ``#rrggbb``) of each foreground class, in the overlay's colours."""
-    from ..overlay import PALETTE
+    from unet_tf.prediction.outputs import PALETTE
 
     return [
         (name, "#{:02x}{:02x}{:02x}".format(*PALETTE[(c - 1) % len(PALETTE)]))

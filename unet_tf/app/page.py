@@ -33,7 +33,7 @@ class Segmented:
     name: str  # the upload's file name
     stem: str  # the output name, as predict.py's <stem>
     image: Any  # (H, W) as read
-    result: Any  # unet_tf.prediction.Prediction
+    result: Any  # unet_tf.prediction.image.Prediction
     files: dict  # <stem>_mask.tif, <stem>_overlay.png, <stem>_prob.tif -> bytes
     objects: dict = field(default_factory=dict)  # (pixel size, min size) -> object rows
 
@@ -44,7 +44,7 @@ class Segmented:
 @st.cache_resource(show_spinner="Loading the model…", max_entries=4)
 def load_run_model(path: str, stamp: float):
     """(model, ModelInfo) of a model file; ``stamp`` (its mtime) reloads a rewritten file."""
-    from unet_tf.model_file import load_model_and_info
+    from unet_tf.models.file import load_model_and_info
 
     return load_model_and_info(path)
 
@@ -88,7 +88,7 @@ def choose_model() -> tuple[str, Any, Any] | None:
 
 def choose_options(info) -> PredictConfig | None:
     """Sidebar: predict.py's options with its defaults; None (and an error) when they do not fit."""
-    from unet_tf.inference import check_tiling
+    from unet_tf.prediction.tiled import check_tiling
 
     d, side, div = PredictConfig(), st.sidebar, info.size_divisor
     side.header("Options")
@@ -147,7 +147,7 @@ def choose_options(info) -> PredictConfig | None:
 
 def predict_one(model, info, name: str, data: bytes, config: PredictConfig) -> Segmented:
     """Read, predict at full resolution (progress bar over tiles) and write the per-image files."""
-    from unet_tf.prediction import predict_image
+    from unet_tf.prediction.image import predict_image
 
     image = logic.read_upload(name, data)
     bar = st.progress(0.0, text=f"{name}: predicting")
@@ -206,7 +206,7 @@ def read_truths(results: list[Segmented], uploads: list, info) -> tuple[dict[str
 
 def scores_and_tables(results: list[Segmented], labels: list, info, config: PredictConfig):
     """(Evaluator, predict.py's table files), kept in the session until results, labels or options change."""
-    from unet_tf.evaluation import Evaluator
+    from unet_tf.evaluation.semantic import Evaluator
 
     key = (tuple(id(r) for r in results), tuple((u.file_id, u.name) for u in labels), config)
     cached = st.session_state.get("tables")
@@ -229,7 +229,7 @@ def scores_and_tables(results: list[Segmented], labels: list, info, config: Pred
 
 def objects_of(r: Segmented, info, config: PredictConfig) -> list[dict]:
     """predict.py's object rows of one image (one per instance where there are instances)."""
-    from unet_tf.prediction import object_rows
+    from unet_tf.prediction.files import object_rows
 
     key = (config.pixel_size, config.min_size)
     if key not in r.objects:
@@ -271,7 +271,7 @@ def show_images(r: Segmented, info) -> None:
 
 def show_tables(results: list[Segmented], r: Segmented, info, config: PredictConfig, evaluator) -> None:
     """Per-class areas, object summary, the sortable object table, the area histogram, the metrics."""
-    from unet_tf.morphometry import OBJECT_COLUMNS, SUMMARY_COLUMNS, summarize_objects
+    from unet_tf.objects.morphometry import OBJECT_COLUMNS, SUMMARY_COLUMNS, summarize_objects
 
     objects = [row for res in results for row in objects_of(res, info, config)]
     left, right = st.columns(2)

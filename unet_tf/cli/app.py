@@ -14,8 +14,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from ..errors import UserInputError
-from .common import run_main
+from unet_tf.cli.common import run_main
+from unet_tf.errors import UserInputError
 
 HOST = "127.0.0.1"
 
@@ -33,7 +33,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def streamlit_command(port: int) -> list[str]:
     """The ``streamlit run`` command line: headless, loopback only, no telemetry, no file watcher."""
-    from ..app import PAGE
+    from unet_tf.app import PAGE
 
     return [
         sys.executable,

@@ -6,16 +6,15 @@ import argparse
 import sys
 from typing import Callable
 
-from ..errors import UserInputError
-from ..notes import note_run
+from unet_tf.errors import UserInputError, note_run
 
 
 def run_main(body: Callable[[], int | None]) -> int:
     """Run ``body``; a user mistake prints one line ``error: ...`` and returns 2.
 
-    Bodies call :func:`unet_tf.native_logs.import_tensorflow` before their
+    Bodies call :func:`unet_tf.runtime.import_tensorflow` before their
     heavy imports, after checking what can be checked without TensorFlow.
-    The command is one run of notes (:mod:`unet_tf.notes`): each said once,
+    The command is one run of notes (:mod:`unet_tf.errors`): each said once,
     with a count at the end.
     """
     try:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from .common import run_main
+from unet_tf.cli.common import run_main
 
 FORMATS = "onnx,savedmodel,bioimageio"
 
@@ -30,7 +30,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
 
     def body() -> int:
-        from ..export import export_model, parse_formats  # heavy: TensorFlow
+        from unet_tf.export import export_model, parse_formats
 
         formats = parse_formats(args.format)
         export_model(args.weights, args.out, formats)

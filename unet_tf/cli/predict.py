@@ -6,9 +6,9 @@ import argparse
 import sys
 from pathlib import Path
 
-from ..config import PredictConfig, TrackConfig
-from ..native_logs import import_tensorflow
-from .common import run_main
+from unet_tf.cli.common import run_main
+from unet_tf.config import PredictConfig, TrackConfig
+from unet_tf.runtime import import_tensorflow
 
 
 def shard_arg(text: str) -> tuple[int, int]:
@@ -142,19 +142,19 @@ def track_config_from_args(args: argparse.Namespace) -> TrackConfig:
 def _load(weights: str):
     """(model, ModelInfo) of a ``.keras`` file (TensorFlow) or a ``.onnx`` export (onnxruntime, no TensorFlow)."""
     if Path(weights).suffix.lower() == ".onnx":
-        from ..onnx_model import load_onnx
+        from unet_tf.prediction.onnx import load_onnx
 
         model = load_onnx(weights)
         return model, model.info
     import_tensorflow()
-    from ..model_file import load_model_and_info
+    from unet_tf.models.file import load_model_and_info
 
     return load_model_and_info(weights)
 
 
 def _track(model, args: argparse.Namespace, config: PredictConfig) -> int:
-    from ..errors import UserInputError
-    from ..timelapse import track_sequence
+    from unet_tf.errors import UserInputError
+    from unet_tf.tracking.sequence import track_sequence
 
     if not args.input:
         raise UserInputError("--track: give the time-lapse with --input (a folder of frames or a multi-page TIFF)")
@@ -168,13 +168,13 @@ def main(argv: list[str] | None = None) -> int:
 
     def body() -> int:
         if (args.channel is not None or args.z is not None) and not args.track:
-            from ..errors import UserInputError
+            from unet_tf.errors import UserInputError
 
             raise UserInputError("--channel / --z pick a plane of a time-lapse hyperstack: they need --track")
         config = config_from_args(args)
         model, info = _load(args.weights)
-        from ..inputs import check_output_names, samples_for, shard_samples
-        from ..prediction import predict_files
+        from unet_tf.prediction.files import predict_files
+        from unet_tf.prediction.inputs import check_output_names, samples_for, shard_samples
 
         if args.track:
             return _track(model, args, config)

@@ -6,8 +6,8 @@ import argparse
 from pathlib import Path
 from typing import Sequence
 
-from ..errors import UserInputError
-from ..synthetic import write_tem_dataset
+from unet_tf.errors import UserInputError
+from unet_tf.synthetic import write_tem_dataset
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -9,7 +9,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from ..config import (
+from unet_tf.cli.common import int_list, run_main, str_list
+from unet_tf.config import (
     BUDGET_NAMES,
     DATASET_NAMES,
     LOSS_NAMES,
@@ -28,9 +29,8 @@ from ..config import (
     nest_settings,
     read_settings_file,
 )
-from ..errors import UserInputError
-from ..native_logs import import_tensorflow
-from .common import int_list, run_main, str_list
+from unet_tf.errors import UserInputError
+from unet_tf.runtime import import_tensorflow
 
 
 def on_off_list(text: str) -> tuple[bool, ...]:
@@ -288,7 +288,7 @@ def ablation_config(ablation: dict, no_augment: bool) -> AblationConfig:
 
 def run_ablation_from_args(cfg: RunConfig, grid: AblationConfig, quiet: bool) -> int:
     import_tensorflow()
-    from ..ablation import run_ablation
+    from unet_tf.ablation import run_ablation
 
     out = cfg.train.out or f"runs/ablation-{cfg.data.dataset}"
     run_ablation(
@@ -317,11 +317,11 @@ def main(argv: list[str] | None = None) -> int:
         if ablation:
             return run_ablation_from_args(cfg, ablation_config(ablation, getattr(args, "no_augment", False)), quiet)
         import_tensorflow()
-        from ..training import train
+        from unet_tf.training.run import train
 
         summary = train(cfg, verbose=2 if quiet else "auto")
         if cfg.train.strategy == "multiworker":
-            from ..distribute import worker_info
+            from unet_tf.training.distribute import worker_info
 
             if not worker_info().is_chief:
                 print(f"\nworker {worker_info().index} done; the chief writes the run folder")

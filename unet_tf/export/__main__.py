@@ -2,6 +2,6 @@
 
 import sys
 
-from ..cli.export import main
+from unet_tf.cli.export import main
 
 sys.exit(main())

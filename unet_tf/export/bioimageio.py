@@ -25,8 +25,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import UserInputError
-from ..overlay import PALETTE
+from unet_tf.errors import UserInputError
+from unet_tf.prediction.outputs import PALETTE
 
 TEST_SIDE = 256
 UNET_CITATION = {
@@ -55,7 +55,7 @@ def crop_for_test(image: np.ndarray, size_divisor: int, side: int = TEST_SIDE) -
 
 def test_image(info: dict, side: int = TEST_SIDE) -> tuple[np.ndarray, str]:
     """A raw 2-D test image and where it came from: the model's first readable test image, else synthetic."""
-    from ..io import read_image
+    from unet_tf.io.images import read_image
 
     for row in info.get("test_images") or ():
         try:
@@ -63,7 +63,7 @@ def test_image(info: dict, side: int = TEST_SIDE) -> tuple[np.ndarray, str]:
         except (UserInputError, OSError, IndexError):
             continue
         return crop_for_test(image, int(info["size_divisor"]), side), f"a central crop of {Path(row[0]).name}"
-    from ..synthetic import generate_tem_image
+    from unet_tf.synthetic import generate_tem_image
 
     image, _ = generate_tem_image(side, seed=0)
     return crop_for_test(image, int(info["size_divisor"]), side), "a synthetic TEM image (unet_tf.synthetic, seed 0)"
@@ -71,7 +71,7 @@ def test_image(info: dict, side: int = TEST_SIDE) -> tuple[np.ndarray, str]:
 
 def test_tensors(bare, info: dict, image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(input (1, H, W, 1) float32 raw, output (1, H, W, K) float32 Keras probabilities)."""
-    from ..preprocessing import percentile_normalize
+    from unet_tf.data.normalize import percentile_normalize
 
     norm = info.get("normalize") or {}
     raw = np.asarray(image, np.float32)
@@ -85,7 +85,7 @@ COVER_COLOURS = np.array(PALETTE, np.float32)  # RGB, classes 1, 2, ... (predict
 
 def cover_image(image: np.ndarray, ids: np.ndarray, alpha: float = 0.45) -> np.ndarray:
     """RGB uint8 (H, 2W): the image (1/99.5 percentile stretch) beside it with classes 1.. coloured."""
-    from ..preprocessing import percentile_normalize
+    from unet_tf.data.normalize import percentile_normalize
 
     gray = (np.clip(percentile_normalize(image, 1, 99.5), 0, 1) * 255).astype(np.uint8)
     rgb = np.repeat(gray[..., None], 3, axis=-1)
@@ -100,7 +100,7 @@ def write_cover(path: Path, image: np.ndarray, probabilities: np.ndarray) -> Pat
     """``path`` PNG: :func:`cover_image` of the test image and its predicted classes (2:1, as bioimage.io prefers)."""
     import cv2
 
-    from ..inference import probabilities_to_ids
+    from unet_tf.prediction.tiled import probabilities_to_ids
 
     if not cv2.imwrite(str(path), cover_image(image, probabilities_to_ids(probabilities))[..., ::-1]):
         raise UserInputError(f"{path}: could not write the cover image")
@@ -327,7 +327,7 @@ def write_package(
     """
     import yaml
 
-    from .checks import ExportCheckError, custom_layers
+    from unet_tf.export.checks import ExportCheckError, custom_layers
 
     folder.mkdir()
     image, source = test_image(info)

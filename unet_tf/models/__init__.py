@@ -1,79 +1,34 @@
-"""Model builders: ``build_model(cfg, n_classes)`` picks the U-Net or the Deep ResUNet."""
+"""The networks and the model file.
+
+- ``build.py``: :func:`build_model` (U-Net or Deep ResUNet from a :class:`unet_tf.config.ModelConfig`);
+  ``unet.py``, ``resunet.py``, ``blocks.py``, ``fused_norm.py``: the Keras layers and builders.
+- ``file.py``: the model file contract (:class:`ModelInfo` inside ``best.keras``, :func:`load_model`,
+  :func:`read_info`), usable without TensorFlow; ``info_layer.py``: the layer that carries it.
+
+Importing this package is light (no Keras); the builders load on first use. To load a ``best.keras``
+with Keras alone, call :func:`register_keras_objects` first (or use :func:`unet_tf.load_model`).
+"""
 
 from __future__ import annotations
 
-# losses and metrics register their Keras names on import: with them, ``import unet_tf.models`` is enough for
-# keras.models.load_model(path, compile=True) to restore a run's compiled loss and metrics (tests/test_golden.py)
-from .. import losses, metrics  # noqa: F401
-from ..config import ModelConfig
-from ..errors import UserInputError
-from .blocks import UPSAMPLING_MODES, FlattenSpatial, UnflattenSpatial
-from .info_layer import InfoLayer
-from .resunet import build_resunet
-from .unet import build_unet
+import importlib
 
-MODELS = ("unet", "resunet")
-
-__all__ = [
-    "MODELS",
-    "UPSAMPLING_MODES",
-    "FlattenSpatial",
-    "InfoLayer",
-    "UnflattenSpatial",
-    "build_model",
-    "build_resunet",
-    "build_unet",
-    "check_input_size",
-]
+_LAZY = {
+    "build_model": "build",
+    "check_input_size": "build",
+    "resolved_depth": "build",
+    "build_unet": "unet",
+    "build_resunet": "resunet",
+    "register_keras_objects": "file",
+}
+__all__ = sorted(_LAZY)
 
 
-def check_input_size(size: int, depth: int, what: str = "patch size") -> None:
-    """Raise :class:`UserInputError` unless ``size`` is a positive multiple of ``2**depth``."""
-    factor = 2**depth
-    if size > 0 and size % factor == 0:
-        return
-    suggestion = max(factor, round(size / factor) * factor)
-    raise UserInputError(
-        f"{what} {size} is not divisible by 2**{depth} = {factor} (the model's depth {depth}); use e.g. {suggestion}"
-    )
+def __getattr__(name: str):
+    if name not in _LAZY:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f"{__name__}.{_LAZY[name]}"), name)
 
 
-DEFAULT_DEPTH = {"unet": 4, "resunet": 3}
-
-
-def resolved_depth(cfg: ModelConfig) -> int:
-    """``cfg.depth``, or the architecture's own default (U-Net 4, Deep ResUNet 3)."""
-    if cfg.model not in MODELS:
-        raise UserInputError(f"model {cfg.model!r} is unknown; choose one of {', '.join(MODELS)}")
-    return DEFAULT_DEPTH[cfg.model] if cfg.depth is None else cfg.depth
-
-
-def build_model(cfg: ModelConfig, n_classes: int):
-    """The ``keras.Model`` that ``cfg`` describes, for ``n_classes`` classes (>= 2).
-
-    Output: one sigmoid channel (P(class 1)) when ``n_classes == 2``, else
-    ``n_classes`` softmax channels; input ``(B, H, W, 1)`` float32 with H, W
-    divisible by ``2**resolved_depth(cfg)``.
-    """
-    if cfg.model not in MODELS:
-        raise UserInputError(f"model {cfg.model!r} is unknown; choose one of {', '.join(MODELS)}")
-    if cfg.upsampling not in UPSAMPLING_MODES:
-        raise UserInputError(f"upsampling {cfg.upsampling!r} is unknown; choose one of {', '.join(UPSAMPLING_MODES)}")
-    depth = resolved_depth(cfg)
-    if depth < 1:
-        raise UserInputError(f"depth must be at least 1, got {depth}")
-    if cfg.base_filters < 1:
-        raise UserInputError(f"base filters must be at least 1, got {cfg.base_filters}")
-    if not 0.0 <= cfg.dropout < 1.0:
-        raise UserInputError(f"dropout must be in [0, 1), got {cfg.dropout}")
-    if n_classes < 2:
-        raise UserInputError(f"a segmentation needs at least 2 classes, got {n_classes}")
-    builder = build_unet if cfg.model == "unet" else build_resunet
-    return builder(
-        n_classes=n_classes,
-        base_filters=cfg.base_filters,
-        depth=depth,
-        upsampling=cfg.upsampling,
-        dropout=cfg.dropout,
-        attention=cfg.attention,
-    )
+def __dir__():
+    return __all__

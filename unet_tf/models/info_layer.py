@@ -1,4 +1,4 @@
-"""The layer that carries a model's :class:`unet_tf.model_file.ModelInfo` inside ``best.keras``."""
+"""The layer that carries a model's :class:`unet_tf.models.file.ModelInfo` inside ``best.keras``."""
 
 from __future__ import annotations
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import keras
 from keras import layers
 
-from .blocks import (
+from unet_tf.models.blocks import (
     UPSAMPLING_MODES,
     apply_head,
     apply_residual_stem,

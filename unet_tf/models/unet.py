@@ -5,7 +5,7 @@ from __future__ import annotations
 import keras
 from keras import layers
 
-from .blocks import UPSAMPLING_MODES, apply_conv_block, apply_head, apply_self_attention, apply_upsample
+from unet_tf.models.blocks import UPSAMPLING_MODES, apply_conv_block, apply_head, apply_self_attention, apply_upsample
 
 
 def build_unet(

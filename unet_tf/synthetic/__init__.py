@@ -42,9 +42,9 @@ command line is :mod:`unet_tf.cli.synthetic`.
 
 from __future__ import annotations
 
-from .dataset import image_seed, write_tem_dataset
-from .image import TemSample, generate_tem_image, generate_tem_sample
-from .shapes import TEM_CLASS_NAMES, TEM_CLASS_VALUES
+from unet_tf.synthetic.dataset import image_seed, write_tem_dataset
+from unet_tf.synthetic.image import TemSample, generate_tem_image, generate_tem_sample
+from unet_tf.synthetic.shapes import TEM_CLASS_NAMES, TEM_CLASS_VALUES
 
 __all__ = [
     "TEM_CLASS_VALUES",

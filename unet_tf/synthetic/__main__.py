@@ -1,5 +1,5 @@
 """``python -m unet_tf.synthetic --out DIR``: see :mod:`unet_tf.cli.synthetic`."""
 
-from ..cli.synthetic import main
+from unet_tf.cli.synthetic import main
 
 raise SystemExit(main())

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import UserInputError
-from ..io import write_tiff
-from .image import as_hw, generate_tem_sample
+from unet_tf.errors import UserInputError
+from unet_tf.io.writers import write_tiff
+from unet_tf.synthetic.image import as_hw, generate_tem_sample
 
 
 def image_seed(seed: int, split: int, index: int) -> int:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .shapes import (
+from unet_tf.synthetic.shapes import (
     BG,
     M_AXO,
     M_ENDO,

@@ -7,9 +7,9 @@ from typing import NamedTuple
 import numpy as np
 from scipy import ndimage as ndi
 
-from ..errors import UserInputError
-from .drawing import layout_and_draw
-from .shapes import AMP_BLOB, AMP_COLL, AMP_FINE, AMP_LOW, BASE, MYEL, Canvas, new_canvas
+from unet_tf.errors import UserInputError
+from unet_tf.synthetic.drawing import layout_and_draw
+from unet_tf.synthetic.shapes import AMP_BLOB, AMP_COLL, AMP_FINE, AMP_LOW, BASE, MYEL, Canvas, new_canvas
 
 
 class TemSample(NamedTuple):
