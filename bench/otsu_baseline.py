@@ -9,7 +9,7 @@ time to generate one 1024 x 1024 image. Saves a preview (image | label) PNG.
 
 The baseline itself (:func:`otsu_threshold`, :func:`dice_score`,
 :func:`otsu_baseline`) lives here, not in the package: it is a reference to beat,
-not something a user runs (tests/test_synthetic.py imports it from here).
+not something a user runs (tests/synthetic/test_synthetic.py imports it from here).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Write the golden model files that ``tests/test_golden.py`` loads.
+"""Write the golden model files that ``tests/models/test_golden.py`` loads.
 
 DO NOT RERUN THIS SCRIPT AFTER THE PACKAGE RE-LAYOUT (or after any change to
 unet_tf's Keras objects, losses, metrics or ModelInfo). The files it wrote are

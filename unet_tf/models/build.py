@@ -11,11 +11,13 @@ from unet_tf.models.blocks import UPSAMPLING_MODES
 from unet_tf.models.resunet import build_resunet
 from unet_tf.models.unet import build_unet
 
-# losses and metrics register their Keras names on import: with them, keras.models.load_model(path, compile=True)
-# restores a run's compiled loss and metrics (models.file.register_keras_objects imports this module)
-from unet_tf.training import losses, metrics  # noqa: F401  (their Keras classes register on import)
+# Every module with a registered Keras object (``unet_tf>Name``), so that after importing this module
+# keras.models.load_model(path, compile=True) restores a run's layers, info, loss and metrics.
+from unet_tf.models import blocks, fused_norm, info_layer  # noqa: F401  (register on import)
+from unet_tf.training import losses, metrics  # noqa: F401  (register on import)
 
 MODELS = ("unet", "resunet")
+
 
 def check_input_size(size: int, depth: int, what: str = "patch size") -> None:
     """Raise :class:`UserInputError` unless ``size`` is a positive multiple of ``2**depth``."""

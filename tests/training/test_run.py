@@ -281,7 +281,7 @@ def test_bench_epochs_rows_add_up(tem_dir, tmp_path, capsys):
     import sys
     from pathlib import Path
 
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
     import bench_epochs
 
     flags = "--data-dir {} --patch-size 64 --patches-per-image 2 --val-fraction 0.34 --base-filters 4 --depth 2"

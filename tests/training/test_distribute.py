@@ -35,7 +35,7 @@ from unet_tf.errors import UserInputError
 from unet_tf.prediction.inputs import shard_samples, shard_suffix
 from unet_tf.training.distribute import WorkerInfo, cluster_note, worker_info
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 RUN_FILES = {"best.keras", "last.keras", "config.json", "history.csv", "curves.png", "summary.json"}
 TIMEOUT = 240  # seconds for one subprocess run; a hang fails the test
 

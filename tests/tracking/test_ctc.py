@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import tifffile
-from test_tracking import LINEAGE, N_FRAMES, TRACK_OF_LABEL, movie
+from _helpers import LINEAGE, N_FRAMES, TRACK_OF_LABEL, movie
 
 from unet_tf.errors import UserInputError
 from unet_tf.tracking import ctc, motility

@@ -13,13 +13,13 @@ from unet_tf.models.file import ModelInfo
 pytest.importorskip("onnxruntime")
 pytest.importorskip("tf2onnx")
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory):
     """(bare Keras network, path of its ONNX export, info) of a tiny 3-class model."""
-    from test_export import tiny_model_file
+    from _helpers import tiny_model_file
 
     from unet_tf.export import load_for_export
     from unet_tf.export.onnx import write_onnx

@@ -19,7 +19,7 @@ import pytest
 
 import unet_tf
 
-GOLDEN = Path(__file__).resolve().parent / "golden"
+GOLDEN = Path(__file__).resolve().parents[1] / "golden"
 MODELS = {  # file stem -> (expected output, ModelInfo dict)
     "unet_v0.1": ("expected.npy", "info_v0.1.json"),
     "unet3_v0.1": ("expected3_v0.1.npy", "info3_v0.1.json"),
@@ -83,7 +83,7 @@ print("REPORT " + json.dumps(report))
 
 
 def test_golden_keras_file_loads_compiled_with_keras_alone():
-    """keras.models.load_model(compile=True) after ``unet_tf.models.register_keras_objects()``: loss, metrics and output restored."""
+    """keras.models.load_model(compile=True) after register_keras_objects(): loss, metrics and output restored."""
     expected = {stem: files[0] for stem, files in MODELS.items()}
     run = subprocess.run(
         [sys.executable, "-c", COMPILED_LOAD, str(GOLDEN), json.dumps(expected)],

@@ -9,6 +9,7 @@ import zipfile
 import numpy as np
 import pytest
 import yaml
+from _helpers import CLASSES, INFO, tiny_model_file
 
 from unet_tf.cli.export import main as export_main
 from unet_tf.errors import UserInputError
@@ -17,42 +18,8 @@ from unet_tf.models.file import ModelInfo
 pytest.importorskip("onnxruntime")
 pytest.importorskip("tf2onnx")
 
-INFO = {
-    "dataset": "folder",
-    "data_dir": None,
-    "label_mode": "values",
-    "patch_size": 64,
-    "size_divisor": 4,
-    "normalize": {"pmin": 2.0, "pmax": 98.0, "clip": False},
-    "test_images": [],
-    "unet_tf_version": "0.1.0",
-    "model": {"model": "unet", "base_filters": 4, "depth": 2},
-}
-CLASSES = {2: ([0, 255], ["background", "membrane"]), 3: ([0, 50, 100], ["background", "axon", "myelin"])}
 
 
-def tiny_model_file(path, n_classes, test_images=()):
-    """A base-4, depth-2 U-Net with its info layer, saved at ``path``; returns (path, info)."""
-    import keras
-
-    from unet_tf.config import ModelConfig
-    from unet_tf.models import build_model
-    from unet_tf.models import file as model_file
-
-    keras.utils.set_random_seed(n_classes)
-    values, names = CLASSES[n_classes]
-    info = {
-        **INFO,
-        "class_values": values,
-        "class_names": names,
-        "test_images": [list(map(str, t)) for t in test_images],
-    }
-    record = getattr(model_file.ModelInfo, "from_dict", None)  # a typed ModelInfo after issue 10
-    model = model_file.attach_info(
-        build_model(ModelConfig(base_filters=4, depth=2), n_classes), record(info) if record else info
-    )
-    model.save(path)
-    return path, info
 
 
 def keras_probabilities(path, x):

@@ -13,44 +13,11 @@ import csv
 
 import numpy as np
 import pytest
+from _helpers import LINEAGE, N_FRAMES, SIZE, TRACK_OF_LABEL, movie, movie_centres
 
 from unet_tf.errors import UserInputError
 from unet_tf.tracking import ctc, motility
 from unet_tf.tracking import link as tracking
-
-SIZE, RADIUS, N_FRAMES = 96, 5, 8
-
-
-def _disc(image: np.ndarray, centre: tuple[float, float], value: int) -> None:
-    yy, xx = np.ogrid[: image.shape[0], : image.shape[1]]
-    image[(yy - centre[0]) ** 2 + (xx - centre[1]) ** 2 <= RADIUS**2] = value
-
-
-def movie_centres(t: int) -> dict[int, tuple[int, int]]:
-    """{instance label: centre} of frame t: hand-written straight paths."""
-    centres = {40: (10, 10 + 5 * t), 10: (85, 88 - 3 * t), 20: (85, 20)}
-    if t < 4:
-        centres[30] = (50, 20 + 4 * t)
-    else:
-        centres[31] = (44 - 4 * (t - 4), 36 + 2 * (t - 4))
-        centres[32] = (56 + 4 * (t - 4), 36 + 2 * (t - 4))
-    return centres
-
-
-def movie(skip: dict[int, int] | None = None) -> list[np.ndarray]:
-    """Eight (96, 96) uint16 instance frames; ``skip`` {frame: label} leaves an object out."""
-    frames = []
-    for t in range(N_FRAMES):
-        frame = np.zeros((SIZE, SIZE), np.uint16)
-        for label, centre in movie_centres(t).items():
-            if (skip or {}).get(t) != label:
-                _disc(frame, centre, label)
-        frames.append(frame)
-    return frames
-
-
-TRACK_OF_LABEL = {10: 1, 20: 2, 30: 3, 40: 4, 31: 5, 32: 6}
-LINEAGE = [[1, 0, 7, 0], [2, 0, 7, 0], [3, 0, 3, 0], [4, 0, 7, 0], [5, 4, 7, 3], [6, 4, 7, 3]]
 
 
 def _link(frames, **kwargs) -> tracking.Tracks:
