@@ -1,4 +1,11 @@
-"""The one exception type for user mistakes (bad files, flags, values)."""
+"""What the library tells the user: :class:`UserInputError` for mistakes, notes for facts worth knowing.
+
+Both speak the library's words: a parameter is named in backticks as a notebook
+user writes it, a field of :class:`unet_tf.config.RunConfig` as `train.lr` or
+`data.patch_size`, a function argument as `tile`. The command lines print the
+same text with each name replaced by its flag (`train.lr` -> --lr:
+:func:`unet_tf.cli.common.flag_words`).
+"""
 
 from __future__ import annotations
 
@@ -7,14 +14,15 @@ import contextvars
 import dataclasses
 import sys
 from pathlib import Path
-from typing import Iterator, TextIO
+from typing import Callable, Iterator, TextIO
 
 
 class UserInputError(Exception):
     """A problem with the user's input, reported as one line without a traceback.
 
-    The message names the file or flag and what is wrong with it; the command
-    line entry points print it as ``error: <message>`` and exit with status 2.
+    The message names the file or parameter (in backticks, see the module
+    docstring) and what is wrong with it; the command line entry points print
+    it as ``error: <message>`` with flags for parameters and exit with status 2.
     """
 
 
@@ -23,6 +31,7 @@ class Notes:
     """The notes of one run: kind -> (count, first example); prints to ``stream`` (None: ``sys.stderr``)."""
 
     stream: TextIO | None = None
+    words: Callable[[str], str] = str  # how a line reaches the reader (the CLI puts flags for parameters)
     counts: dict[str, int] = dataclasses.field(default_factory=dict)
     examples: dict[str, str] = dataclasses.field(default_factory=dict)
 
@@ -32,7 +41,10 @@ class Notes:
         self.counts[kind] = self.counts.get(kind, 0) + 1
         if first:
             self.examples[kind] = "" if example is None else str(example)
-            print(note_line(kind, self.examples[kind]), file=self.stream or sys.stderr)
+            self.print(note_line(kind, self.examples[kind]))
+
+    def print(self, line: str) -> None:
+        print(self.words(line), file=self.stream or sys.stderr)
 
     def summary(self) -> list[str]:
         """One line per kind said more than once: ``note: <kind>: <n> files, e.g. <example>``."""
@@ -60,24 +72,25 @@ def say_note(kind: str, example: str | Path | None = None) -> None:
 
 
 @contextlib.contextmanager
-def note_run(stream: TextIO | None = None) -> Iterator[Notes]:
+def note_run(stream: TextIO | None = None, words: Callable[[str], str] = str) -> Iterator[Notes]:
     """A run whose notes are said once each; prints the summary lines when the block ends without error.
 
     Inside an active run this joins it (the outer run prints the summary).
+    ``words`` rewrites each printed line (the command lines: parameters -> flags).
     Usable as a decorator: ``@note_run()``.
     """
     current = _CURRENT.get()
     if current is not None:
         yield current
         return
-    notes = Notes(stream)
+    notes = Notes(stream, words)
     token = _CURRENT.set(notes)
     try:
         yield notes
     finally:
         _CURRENT.reset(token)
     for line in notes.summary():
-        print(line, file=notes.stream or sys.stderr)
+        notes.print(line)
 
 
 @contextlib.contextmanager
@@ -88,6 +101,3 @@ def quiet_run() -> Iterator[Notes]:
 
     with note_run() as notes, hide_native_lines():
         yield notes
-
-
-__all__ = ["Notes", "note_line", "say_note", "note_run", "quiet_run"]

@@ -7,13 +7,13 @@ from __future__ import annotations
 
 from unet_tf.config import ModelConfig
 from unet_tf.errors import UserInputError
-from unet_tf.models.blocks import UPSAMPLING_MODES
-from unet_tf.models.resunet import build_resunet
-from unet_tf.models.unet import build_unet
 
 # Every module with a registered Keras object (``unet_tf>Name``), so that after importing this module
 # keras.models.load_model(path, compile=True) restores a run's layers, info, loss and metrics.
 from unet_tf.models import blocks, fused_norm, info_layer  # noqa: F401  (register on import)
+from unet_tf.models.blocks import UPSAMPLING_MODES
+from unet_tf.models.resunet import build_resunet
+from unet_tf.models.unet import build_unet
 from unet_tf.training import losses, metrics  # noqa: F401  (register on import)
 
 MODELS = ("unet", "resunet")
