@@ -31,7 +31,7 @@ from unet_tf.runtime import prefer_onednn  # noqa: E402  (before anything loads 
 
 prefer_onednn()
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 # public name -> (module, attribute); light ones import no TensorFlow
 _LIGHT = {

@@ -1,5 +1,8 @@
-"""TensorFlow's oneDNN CPU kernels on every x86-64 Linux CPU with AVX2, not only the newest.
+"""The process a run lives in: the CPU's flags, TensorFlow's oneDNN kernels, its native log lines.
 
+This module imports no TensorFlow (``unet_tf/__init__.py`` imports it first).
+
+**CPU kernels.** TensorFlow's oneDNN CPU kernels on every x86-64 Linux CPU with AVX2, not only the newest.
 TensorFlow turns its oneDNN kernels on by default only where the CPU has
 avx512_vnni, avx512_bf16, avx_vnni or AMX (``DefaultOneDnnPolicy`` in
 ``tensorflow/core/util/port.cc``). On every other CPU (AVX2-only EPYCs and
@@ -7,7 +10,29 @@ Xeons, most laptops) it runs its Eigen kernels, built for AVX, which train our
 U-Net 1.7x slower than oneDNN restricted to AVX2 (BENCHMARKS.md, "Round 4"), and
 slower than PyTorch. So unet_tf sets ``TF_ENABLE_ONEDNN_OPTS=1`` before
 TensorFlow loads, on x86-64 Linux with AVX2, unless the user has set it (either
-way: ``0`` keeps Eigen). This module imports no TensorFlow.
+way: ``0`` keeps Eigen).
+
+**Native logs.** Keep TensorFlow's native start-up lines off the user's terminal.
+On a machine without a GPU, importing TensorFlow and its first device query
+print absl lines (``WARNING: All log messages before absl::InitializeLog()``,
+``Could not find cuda drivers``, ``failed call to cuInit: ... CUDA error``)
+straight from C++ to file descriptor 2, before absl logging is initialised:
+``TF_CPP_MIN_LOG_LEVEL`` does not reach them (abseil/abseil-cpp#1957), and the
+``tensorflow-cpu`` wheel drops only the CUDA ones. Users read them as failures.
+:func:`import_tensorflow` sends fd 2 to a temporary file for exactly that
+import and query, and replays what was captured if either fails.
+
+Later, TensorFlow logs from C++ while it trains and predicts, e.g. at the first
+epoch on some Intel CPUs ``E0000 00:00:1700000000.123456 12 util.cc:131]
+oneDNN supports DT_INT32 only on platforms with AVX-512. Falling back to the
+default Eigen-based implementation``. :func:`hide_native_lines` (around
+:func:`unet_tf.train` and :func:`unet_tf.predict_files`) filters fd 2 line by
+line: lines in absl/glog format (``[IWEF]mmdd ...``) or TensorFlow's older one
+(``2024-01-31 12:00:00.123456: W ...``) are held back, everything else (our
+messages, Python warnings, tracebacks, progress bars) passes through in order.
+Held-back lines are replayed if the block fails.
+
+``UNET_TF_TF_LOGS=1`` shows everything.
 """
 
 from __future__ import annotations
