@@ -55,6 +55,7 @@ from unet_tf.io.windows import WindowReader, image_dtype, image_shape
 from unet_tf.io.writers import TiledTiffWriter, mask_dtype
 from unet_tf.models.file import ModelInfo, min_size_for, tiling_options
 from unet_tf.objects.bands import BandObjects
+from unet_tf.prediction.outputs import n_probability_bands, probability_bands
 from unet_tf.prediction.tiled import ProgressFn, predict_bands, probabilities_to_ids
 
 READ_ROWS = 512  # rows per read in the statistics pass
@@ -96,7 +97,7 @@ def whole_image_bytes_per_pixel(
     if overlay:
         stages.append(OVERLAY_BPP)
     if save_probabilities:
-        stages.append(4 * max(n_outputs, 2) + 4)
+        stages.append(4 * n_probability_bands(n_outputs) + 4)
     if instances == "model":
         stages.append(INSTANCE_MODEL_BPP)
     elif instances == "split":
@@ -220,7 +221,7 @@ def output_bytes(shape: tuple[int, int], info: ModelInfo, config: PredictConfig)
     pixels = shape[0] * shape[1]
     total = pixels * np.dtype(mask_dtype(max(info.class_values))).itemsize
     if config.save_probabilities:
-        total += 2 * pixels * 4 * info.n_classes
+        total += 2 * pixels * 4 * n_probability_bands(info.n_outputs)
     return total
 
 
@@ -238,9 +239,9 @@ def check_disk_space(path: Path, out_dir: Path, needed: int) -> None:
 # === Prediction ===
 
 
-def _probability_pages(out_dir: Path, name: str, shape, k: int) -> list[TiledTiffWriter]:
+def _probability_pages(out_dir: Path, name: str, shape, n_outputs: int) -> list[TiledTiffWriter]:
     """One temporary tiled TIFF per probability band (joined into ``<name>_prob.tif`` at the end)."""
-    bands = 2 if k == 1 else k
+    bands = n_probability_bands(n_outputs)
     return [TiledTiffWriter(out_dir / f".{name}_prob{i}.part.tif", shape, np.float32) for i in range(bands)]
 
 
@@ -289,8 +290,7 @@ def _write_band(
     if objects is not None:
         objects.add(ids, raw_rows(row0, row0 + len(rows)))
     if writers["prob"]:
-        bands = [1 - rows[..., 0], rows[..., 0]] if rows.shape[-1] == 1 else np.moveaxis(rows, -1, 0)
-        for writer, band in zip(writers["prob"], bands):
+        for writer, band in zip(writers["prob"], probability_bands(rows)):
             writer.write_band(band)
 
 
@@ -363,8 +363,7 @@ def _stream_outputs(
 ) -> list[Path]:
     """Drain ``bands`` into the mask (and probability) writers; the paths written."""
     mask_path = out_dir / f"{name}_mask.tif"
-    k = info.n_outputs
-    pages = _probability_pages(out_dir, name, shape, k) if config.save_probabilities else []
+    pages = _probability_pages(out_dir, name, shape, info.n_outputs) if config.save_probabilities else []
     try:
         with contextlib.ExitStack() as stack:  # every writer sees an error and then leaves no file
             mask = stack.enter_context(
