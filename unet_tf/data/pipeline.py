@@ -32,11 +32,19 @@ from typing import NamedTuple, Sequence
 import numpy as np
 import tensorflow as tf
 
-from unet_tf.data.augment import sample_patch
 from unet_tf.config import AugmentConfig, n_outputs
-from unet_tf.errors import UserInputError
+from unet_tf.data.augment import sample_patch
+from unet_tf.data.sampling import (
+    check_arrays,
+    check_settings,
+    class_counts,
+    rare_candidates,
+    rare_classes_from_counts,
+    validation_plan,
+    validation_spans,
+)
 from unet_tf.data.targets import IGNORE_ID
-from unet_tf.data.sampling import MAX_CANDIDATES, check_arrays, check_settings, class_counts, rare_candidates, rare_classes_from_counts, tile_origins, tile_spans, validation_plan, validation_spans
+from unet_tf.errors import UserInputError
 
 
 class PackedImages(NamedTuple):
