@@ -1,7 +1,7 @@
 """The files of one predicted input: mask, instances, overlay(s), probabilities; single images and stacks.
 
 Dtypes: ``<name>_mask.tif`` holds the class values in uint8, or uint16 when a
-value exceeds 255 (``io.mask_dtype``). ``<name>_instances.tif`` is always uint16
+value exceeds 255 (:func:`unet_tf.io.writers.mask_dtype`). ``<name>_instances.tif`` is always uint16
 (the Cell Tracking Challenge and napari convention), whatever the number of
 objects; only an image with more than 65535 objects gets uint32 (said once),
 and a stack page with that many is a UserInputError (its pages share one dtype).

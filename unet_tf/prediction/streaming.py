@@ -1,25 +1,27 @@
 """Predict one image file in bands of rows: memory O(tile x W), whatever the image size.
 
-:func:`predict_file_streaming` is ``predict_image`` + ``write_outputs`` +
-``measure_objects`` for one single-page image file, without ever holding the
-image, its normalized copy, the probabilities or the mask whole:
+:func:`predict_file_streaming` is :func:`~unet_tf.prediction.image.predict_image`
++ :func:`~unet_tf.prediction.outputs.write_outputs` +
+:func:`~unet_tf.objects.morphometry.measure_objects` for one single-page image
+file, without ever holding the image, its normalized copy, the probabilities or
+the mask whole:
 
 1. *Statistics pass*: the input is read in row windows
-   (``tiff_stream.WindowReader``; PNG/JPEG are whole reads anyway, and a TIFF
+   (:class:`unet_tf.io.windows.WindowReader`; PNG/JPEG are whole reads anyway, and a TIFF
    stored as huge compressed blocks falls back to a whole read, said once).
    Integer images of up to 16 bits get EXACT percentiles from a histogram of
    every pixel (:func:`exact_percentiles`, equal to ``np.percentile``
    bit for bit), so the mask equals the whole-image path's exactly. Other
    dtypes (float, 32-bit) use a strided subsample of the rows
    (:func:`subsample_rows_stride`, at most ``SUBSAMPLE_PIXELS`` pixels).
-2. *Prediction pass*: ``inference.predict_bands`` reads normalized rows one
+2. *Prediction pass*: :func:`unet_tf.prediction.tiled.predict_bands` reads normalized rows one
    tile row at a time and yields finished rows; each band becomes class ids
    (``probabilities_to_ids``) and label values (``ids_to_values``), written
    straight into a tiled (Big)TIFF ``<name>_mask.tif``; with
    ``save_probabilities`` also ``<name>_prob.tif`` (the band layout of
-   ``prediction.probability_bands``: one float32 page per class); objects are
+   :func:`unet_tf.prediction.outputs.probability_bands`: one float32 page per class); objects are
    measured per band with objects crossing band edges merged
-   (``band_objects.BandObjects``), their mean / max intensity from the raw
+   (:class:`unet_tf.objects.bands.BandObjects`), their mean / max intensity from the raw
    rows of the same band (read again from the file), as the whole-image path
    measures them on the raw image.
 
@@ -232,7 +234,7 @@ def check_disk_space(path: Path, out_dir: Path, needed: int) -> None:
     if needed > free:
         raise UserInputError(
             f"{path}: its outputs need up to {needed / 1e9:.2f} GB (uncompressed) but {out_dir} has "
-            f"{free / 1e9:.2f} GB free; free space or choose another --out"
+            f"{free / 1e9:.2f} GB free; free space or choose another `out_dir`"
         )
 
 
