@@ -172,7 +172,7 @@ def test_ignore_value_that_is_a_class_value_is_an_error():
     from unet_tf.data.splits import run_spec
 
     cfg = replace_config(RunConfig(), data={"dataset": "folder", "class_values": (0, 255), "ignore_value": 255})
-    with pytest.raises(UserInputError, match="--ignore-value 255: is also the value of class"):
+    with pytest.raises(UserInputError, match="`data.ignore_value` 255: is also the value of class"):
         run_spec(cfg, [])
     cfg = replace_config(cfg, data={"ignore_value": 128})
     assert run_spec(cfg, []).ignore_value == 128
@@ -206,7 +206,7 @@ def test_split_by_image_and_subset_are_deterministic():
     sub = choose_subset(samples, 4, seed=1)
     assert len(sub) == 4 and sub == choose_subset(samples, 4, seed=1)
     assert sub != choose_subset(samples, 4, seed=2)
-    with pytest.raises(UserInputError, match="--train-size 11: the dataset has 10"):
+    with pytest.raises(UserInputError, match="`data.train_size` 11: the dataset has 10"):
         choose_subset(samples, 11)
 
 
@@ -218,7 +218,7 @@ def test_holdout_takes_the_last_images_by_name():
     assert [s.image.name for s in test] == ["25.png", "26.png", "27.png", "28.png", "29.png"]
     assert len(rest) == 25 and rest[-1].image.name == "24.png"
     assert split_holdout(samples, 0) == (samples, [])
-    with pytest.raises(UserInputError, match="--holdout 30"):
+    with pytest.raises(UserInputError, match="`data.holdout` 30"):
         split_holdout(samples, 30)
 
 
@@ -385,7 +385,7 @@ def test_serial_sections_validate_on_a_contiguous_block(tmp_path):
     for seed in range(6):
         data, lines = _resolve("isbi2012", tmp_path, seed=seed)
         pos = _positions(data)
-        assert len(data.val) == 6 and len(data.train) == 24  # --val-fraction 0.2 of 30 images
+        assert len(data.val) == 6 and len(data.train) == 24  # data.val_fraction 0.2 of 30 images
         assert pos == list(range(pos[0], pos[0] + 6)), (seed, pos)
         first, last = data.val[0].image.stem, data.val[-1].image.stem
         assert any(f"image/{first}..image/{last}" in line for line in lines), lines

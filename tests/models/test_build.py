@@ -1,12 +1,15 @@
 """Model builders: shapes, output activations, names, parameter counts, save/load."""
 
+import inspect
+from dataclasses import replace
+
 import keras
 import numpy as np
 import pytest
 
 from unet_tf.config import ModelConfig
 from unet_tf.errors import UserInputError
-from unet_tf.models import build_model, build_resunet, build_unet, check_input_size
+from unet_tf.models import build_model, build_resunet, build_unet, check_input_size, resolved_depth
 
 RNG = np.random.default_rng(0)
 
@@ -75,6 +78,15 @@ def test_attention_handles_two_sizes_trains_and_round_trips(builder, tmp_path):
     loaded = keras.models.load_model(path)
     x = _image(64, 96)
     np.testing.assert_array_equal(np.asarray(model(x, training=False)), np.asarray(loaded(x, training=False)))
+
+
+@pytest.mark.parametrize("builder", BUILDERS)
+def test_builder_defaults_are_the_model_config_defaults(builder):
+    defaults = {k: v.default for k, v in inspect.signature(builder).parameters.items()}
+    cfg = ModelConfig()
+    assert (defaults["base_filters"], defaults["upsampling"]) == (cfg.base_filters, cfg.upsampling)
+    assert (defaults["dropout"], defaults["attention"]) == (cfg.dropout, cfg.attention)
+    assert defaults["depth"] == resolved_depth(replace(cfg, model="unet" if builder is build_unet else "resunet"))
 
 
 def test_check_input_size():

@@ -10,12 +10,18 @@ from typing import Sequence
 import numpy as np
 from scipy import ndimage
 
-from unet_tf.errors import UserInputError
-from unet_tf.io.images import read_image, read_label, read_page
-from unet_tf.errors import say_note
-from unet_tf.data.normalize import percentile_normalize, values_to_ids
-from unet_tf.data.targets import border_weights, ignore_from_markers, instance_target, marker_margin, object_areas, with_ignore
 from unet_tf.data.layouts import ArraySample, DatasetSpec, Sample
+from unet_tf.data.normalize import percentile_normalize, values_to_ids
+from unet_tf.data.targets import (
+    border_weights,
+    ignore_from_markers,
+    instance_target,
+    marker_margin,
+    object_areas,
+    with_ignore,
+)
+from unet_tf.errors import UserInputError, say_note
+from unet_tf.io.images import read_image, read_label, read_page
 
 
 def _read_label(sample: Sample, path: Path) -> np.ndarray:
@@ -70,7 +76,7 @@ def read_instances(sample: Sample | ArraySample, spec: DatasetSpec) -> np.ndarra
     if values.size == 1 and ndimage.label(out > 0, structure=np.ones((3, 3), bool))[1] > 1:
         raise UserInputError(
             f"{_where(sample)}: every object has the same value {values[0]}: these look like class "
-            "values, not one id per object (use --target semantic, or label each object)"
+            "values, not one id per object (use `data.target` semantic, or label each object)"
         )
     return out
 
@@ -130,7 +136,7 @@ def read_class_ids(sample: Sample | ArraySample, spec: DatasetSpec) -> np.ndarra
 
 
 def read_border_weights(sample: Sample | ArraySample, spec: DatasetSpec, w0: float, sigma: float) -> np.ndarray:
-    """Separation-border weights, float32 (H, W), of a sample's objects (:func:`unet_tf.data.targets.border_weights`)."""
+    """Separation-border weights, float32 (H, W), of a sample's objects (:func:`~.targets.border_weights`)."""
     return border_weights(read_instances(sample, spec), w0, sigma)
 
 

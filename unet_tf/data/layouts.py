@@ -185,7 +185,7 @@ def ctc_markers(seg: Path) -> Path:
 
 def _ctc(root: Path, split: str) -> list[Sample]:
     if split != "train":
-        raise UserInputError(f"{root}: the ctc layout has no test split; give images with --input")
+        raise UserInputError(f"{root}: the ctc layout has no test split; give images in `inputs`")
     sequences = (
         sorted(p for p in root.iterdir() if p.is_dir() and re.fullmatch(r"\d+", p.name)) if root.is_dir() else []
     )
@@ -300,7 +300,8 @@ def dataset_spec(
     if class_names:
         if len(class_names) != spec.n_classes:
             raise UserInputError(
-                f"--class-names: {len(class_names)} names for {spec.n_classes} class values {list(spec.class_values)}"
+                f"`data.class_names`: {len(class_names)} names for {spec.n_classes} class values "
+                f"{list(spec.class_values)}"
             )
         spec = DatasetSpec(spec.name, spec.class_values, tuple(class_names), spec.label_mode)
     if len(spec.class_names) != spec.n_classes:
@@ -310,7 +311,7 @@ def dataset_spec(
     if spec.n_classes < 2:
         raise UserInputError(f"{name}: need at least 2 classes, got values {list(spec.class_values)}")
     if len(set(spec.class_values)) != spec.n_classes:
-        raise UserInputError(f"--class-values: repeated values in {list(spec.class_values)}")
+        raise UserInputError(f"`data.class_values`: repeated values in {list(spec.class_values)}")
     return spec
 
 
@@ -324,17 +325,17 @@ def resolve_target(name: str, target: str = "auto", instance_masks: bool = False
     if target == "auto":
         return "instances" if supports else "semantic"
     if target == "instances" and not supports:
-        hint = " (add --instance-masks if each mask holds one id per object)" if name == "folder" else ""
-        raise UserInputError(f"--target instances: the {name} layout has no instance labels{hint}")
+        hint = " (set `data.instance_masks` if each mask holds one id per object)" if name == "folder" else ""
+        raise UserInputError(f"`data.target` instances: the {name} layout has no instance labels{hint}")
     if target not in ("semantic", "instances"):
-        raise UserInputError(f"--target {target}: choose auto, semantic or instances")
+        raise UserInputError(f"`data.target` {target}: choose auto, semantic or instances")
     return target
 
 
 def instance_spec(spec: DatasetSpec, boundary_width: int = 2) -> DatasetSpec:
     """The classes an instance model learns for dataset ``spec`` (its label files hold object ids)."""
     if boundary_width < 1:
-        raise UserInputError(f"--boundary-width {boundary_width}: must be at least 1 px")
+        raise UserInputError(f"`data.boundary_width` {boundary_width}: must be at least 1 px")
     mode = "union" if spec.label_mode == "union" else "instances"
     return replace(
         spec,
@@ -351,9 +352,8 @@ def with_ignore_value(spec: DatasetSpec, value: int | None) -> DatasetSpec:
     if value is None:
         return spec
     if value in spec.class_values:
-        raise UserInputError(
-            f"--ignore-value {value}: is also the value of class '{spec.class_names[spec.class_values.index(value)]}'"
-        )
+        name = spec.class_names[spec.class_values.index(value)]
+        raise UserInputError(f"`data.ignore_value` {value}: is also the value of class '{name}'")
     return replace(spec, ignore_value=value)
 
 
@@ -366,6 +366,6 @@ def _values_in_masks(samples: Sequence[Sample], ignore_value: int | None = None)
     if len(values) > 32:
         raise UserInputError(
             f"{samples[0].labels[0].parent}: masks hold {len(values)} different values; "
-            "these look like instance labels: give --class-values, or --instance-masks"
+            "these look like instance labels: give `data.class_values`, or set `data.instance_masks`"
         )
     return tuple(sorted(values))

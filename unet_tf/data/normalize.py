@@ -85,7 +85,7 @@ def values_to_ids(label: np.ndarray, class_values: Sequence[int], source: str | 
         shown = ", ".join(str(v) for v in unknown[:10]) + (" ..." if unknown.size > 10 else "")
         raise UserInputError(
             f"{source}: label values {shown} are not among the class values "
-            f"{', '.join(str(v) for v in values)} (set --class-values)"
+            f"{', '.join(str(v) for v in values)} (set `data.class_values`)"
         )
     order = np.argsort(values)
     ids = order[np.searchsorted(values[order], label)]

@@ -32,11 +32,19 @@ from typing import NamedTuple, Sequence
 import numpy as np
 import tensorflow as tf
 
-from unet_tf.data.augment import sample_patch
 from unet_tf.config import AugmentConfig, n_outputs
-from unet_tf.errors import UserInputError
+from unet_tf.data.augment import sample_patch
+from unet_tf.data.sampling import (
+    check_arrays,
+    check_settings,
+    class_counts,
+    rare_candidates,
+    rare_classes_from_counts,
+    validation_plan,
+    validation_spans,
+)
 from unet_tf.data.targets import IGNORE_ID
-from unet_tf.data.sampling import MAX_CANDIDATES, check_arrays, check_settings, class_counts, rare_candidates, rare_classes_from_counts, tile_origins, tile_spans, validation_plan, validation_spans
+from unet_tf.errors import UserInputError
 
 
 class PackedImages(NamedTuple):
@@ -56,11 +64,12 @@ class PackedImages(NamedTuple):
 def encode_targets(mask_ids: tf.Tensor, n_classes: int) -> tf.Tensor:
     """Class ids ``[..., 1]`` (any integer dtype) -> float32 targets ``[..., K]``.
 
-    ``n_classes == 2``: ``K = 1``, 1.0 where the id is 1. Otherwise ``K = C``
-    one-hot channels. Ids outside ``0..C-1`` (:data:`IGNORE_ID`) give all 0.
+    ``K`` is :func:`unet_tf.config.n_outputs`: for two classes ``K = 1``, 1.0
+    where the id is 1; otherwise ``K = C`` one-hot channels. Ids outside
+    ``0..C-1`` (:data:`IGNORE_ID`) give all 0.
     """
     ids = tf.cast(mask_ids[..., 0], tf.int32)
-    if n_classes == 2:
+    if n_outputs(n_classes) == 1:
         return tf.cast(tf.equal(ids, 1), tf.float32)[..., tf.newaxis]
     return tf.one_hot(ids, n_classes, dtype=tf.float32)
 
@@ -71,7 +80,7 @@ def target_table(n_classes: int) -> np.ndarray:
     (:data:`IGNORE_ID`) are all 0."""
     k = n_outputs(n_classes)
     table = np.zeros((256, k + 1), np.float32)
-    if n_classes == 2:
+    if k == 1:
         table[1, 0] = 1.0
     else:
         table[np.arange(n_classes), np.arange(n_classes)] = 1.0

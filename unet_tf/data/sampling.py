@@ -12,8 +12,8 @@ from typing import Sequence
 
 import numpy as np
 
-from unet_tf.errors import UserInputError
 from unet_tf.data.targets import IGNORE_ID
+from unet_tf.errors import UserInputError
 
 MAX_CANDIDATES = 20_000  # rare-class centre candidates kept per class per image
 

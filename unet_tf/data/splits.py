@@ -1,8 +1,8 @@
 """Which images train, validate and test: subsets, splits, hold-outs, and the resolved :class:`TrainingData`.
 
 :func:`resolve_data` turns a :class:`~unet_tf.config.RunConfig` into the
-samples of a run (the dataset layout's files, the ``--train-size`` subset, the
-validation split by image, contiguous for ordered frames, the ``--holdout``
+samples of a run (the dataset layout's files, the ``data.train_size`` subset, the
+validation split by image, contiguous for ordered frames, the ``data.holdout``
 test images);
 :meth:`TrainingData.from_arrays` does the same for images already in memory.
 """
@@ -18,9 +18,20 @@ from typing import Callable, Sequence
 import numpy as np
 
 from unet_tf.config import RunConfig
+from unet_tf.data.layouts import (
+    ORDERED_LAYOUTS,
+    ArraySample,
+    DatasetSpec,
+    Sample,
+    dataset_spec,
+    default_data_dir,
+    instance_spec,
+    list_samples,
+    resolve_target,
+    with_ignore_value,
+)
 from unet_tf.errors import UserInputError
 from unet_tf.synthetic import write_tem_dataset
-from unet_tf.data.layouts import ORDERED_LAYOUTS, ArraySample, DatasetSpec, Sample, dataset_spec, default_data_dir, instance_spec, list_samples, resolve_target, with_ignore_value
 
 
 def choose_subset(samples: Sequence[Sample], n: int | None, seed: int = 0) -> list[Sample]:
@@ -29,7 +40,7 @@ def choose_subset(samples: Sequence[Sample], n: int | None, seed: int = 0) -> li
     if n is None:
         return samples
     if n < 1 or n > len(samples):
-        raise UserInputError(f"--train-size {n}: the dataset has {len(samples)} labelled training images")
+        raise UserInputError(f"`data.train_size` {n}: the dataset has {len(samples)} labelled training images")
     keep = np.random.default_rng(seed).permutation(len(samples))[:n]
     return [samples[i] for i in sorted(keep)]
 
@@ -57,7 +68,7 @@ def split_train_val(
     """
     samples = list(samples)
     if not 0 <= val_fraction < 1:
-        raise UserInputError(f"--val-fraction {val_fraction}: must be in [0, 1)")
+        raise UserInputError(f"`data.val_fraction` {val_fraction}: must be in [0, 1)")
     if val_fraction == 0 or len(samples) < 2:
         return samples, []
     n_val = min(len(samples) - 1, max(1, round(val_fraction * len(samples))))
@@ -115,7 +126,7 @@ def _stacks_until(sizes: Sequence[int], n_val: int, rng: np.random.Generator) ->
             break
         chosen.add(k)
     if len(chosen) == len(sizes):
-        raise UserInputError("--val-fraction: too large for these stacks; every stack would be validation")
+        raise UserInputError("`data.val_fraction`: too large for these stacks; every stack would be validation")
     return chosen
 
 
@@ -155,7 +166,7 @@ def split_holdout(samples: Sequence[Sample], holdout: int) -> tuple[list[Sample]
     samples = list(samples)
     if holdout < 0 or holdout >= len(samples):
         raise UserInputError(
-            f"--holdout {holdout}: the dataset has {len(samples)} labelled images; keep at least one to train"
+            f"`data.holdout` {holdout}: the dataset has {len(samples)} labelled images; keep at least one to train"
         )
     return (samples[: len(samples) - holdout], samples[len(samples) - holdout :]) if holdout else (samples, [])
 
@@ -247,7 +258,7 @@ def run_spec(cfg: RunConfig, samples: Sequence[Sample]) -> DatasetSpec:
 def labelled_pool(
     cfg: RunConfig, log: Callable[[str], None] = print
 ) -> tuple[Path, DatasetSpec, list[Sample], list[Sample]]:
-    """(data folder, classes, labelled training images minus --holdout, the held-out ones)."""
+    """(data folder, classes, labelled training images minus ``data.holdout``, the held-out ones)."""
     d = cfg.data
     data_dir = Path(d.data_dir) if d.data_dir else default_data_dir(d.dataset)
     if d.dataset == "tem":
@@ -266,7 +277,7 @@ def resolve_data(cfg: RunConfig, log: Callable[[str], None] = print) -> Training
     ordered = d.dataset in ORDERED_LAYOUTS
     train, val = split_train_val(subset, d.val_fraction, cfg.train.seed, ordered)
     if not val:
-        log("note: only one training image (or --val-fraction 0): validating on the training image itself")
+        log("note: only one training image (or `data.val_fraction` 0): validating on the training image itself")
         val = train
     else:
         log(validation_note(subset, val, ordered, cfg.train.seed))

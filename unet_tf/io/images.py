@@ -1,4 +1,4 @@
-"""Read microscopy images and label masks; write masks and probability maps.
+"""Read microscopy images, label masks and stacks, whole or page by page.
 
 Readers return ONE 2-D array in the file's true dtype (uint8, uint16, float32,
 ...), never rescaled or downsampled:
@@ -6,7 +6,7 @@ Readers return ONE 2-D array in the file's true dtype (uint8, uint16, float32,
 - TIFF (``.tif``, ``.tiff``) through rasterio (GDAL): 8/16/32-bit integer and
   float32. Multi-band TIFFs are treated like PNGs below. GDAL decodes LZW and
   tiled deflate faster than tifffile (measured ~1.5x and ~1.2x on 8k x 8k
-  uint16), so single images and windows (``tiff_stream``) stay on rasterio.
+  uint16), so single images and windows (:mod:`unet_tf.io.windows`) stay on rasterio.
 - PNG, JPEG, BMP through OpenCV with ``IMREAD_UNCHANGED`` (8- and 16-bit).
 
 Stacks (multi-page TIFF, OME-TIFF, ImageJ hyperstacks) are read through
@@ -20,8 +20,8 @@ luminance (0.299 R + 0.587 G + 0.114 B, rounded back to the file's dtype, so a
 gray image saved as RGB comes back exactly). This is said once per run, with the
 number of files it applied to at the end (:mod:`unet_tf.errors`).
 
-Every writer is atomic: it writes a temporary file in the destination folder and
-renames it, so an interrupted run never leaves a half-written output.
+Windows of huge images are read by :mod:`unet_tf.io.windows`; files are written
+by :mod:`unet_tf.io.writers`.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Streaming image I/O: image headers, row windows, and writers that never hold the whole output.
+"""Reading huge images in row windows: image headers and windows, not the whole image at once.
 
 - :func:`image_shape` / :func:`image_dtype`: (H, W) and dtype from the header only.
 - :class:`WindowReader` / :func:`read_window`: rows [row0, row1) of a single-page
@@ -7,14 +7,9 @@
   blocks are huge and compressed (e.g. the whole image as one deflate strip)
   cannot be read in windows: it is read whole once and sliced, said once.
   PNG/JPEG/BMP are always read whole.
-- Writers (in :mod:`unet_tf.io.writers`, re-exported here):
-  :class:`StackWriter`, a multi-page TIFF written one page at a time;
-  :class:`TiledTiffWriter` / :func:`write_tiled`, a tiled (Big)TIFF fed with
-  bands of rows of any height; rows are buffered up to one tile row, cut into
-  tiles and handed to tifffile, so memory is one band plus one tile row.
 
-All writers are atomic (``unet_tf.io.writers.atomic_path``): the file appears only when
-every page/row arrived; an error or a short input leaves nothing behind.
+Their counterparts for writing, tiled (Big)TIFFs fed band by band, are in
+:mod:`unet_tf.io.writers`.
 """
 
 from __future__ import annotations

@@ -1,7 +1,18 @@
-"""TIFF writers that never hold the whole output: stacks page by page, tiled (Big)TIFFs band by band.
+"""Every file the package writes goes through here: atomic writes, masks, TIFFs, stacks, tiled BigTIFFs.
 
-All writers are atomic (``unet_tf.io.writers.atomic_path``): the file appears only when
-every page/row arrived; an error or a short input leaves nothing behind.
+- :func:`atomic_path`: a temporary file beside the destination, renamed on
+  success, so an interrupted run never leaves a half-written output.
+- :func:`mask_dtype` / :func:`write_mask`: a mask of label values as TIFF or
+  PNG, uint8 or uint16 when a value exceeds 255; :func:`write_tiff`: any
+  (H, W) or (bands, H, W) array, with the pixel size ImageJ-style
+  (:mod:`unet_tf.io.metadata`).
+- Writers that never hold the whole output: :class:`StackWriter`, a
+  multi-page TIFF written one page at a time; :class:`TiledTiffWriter` /
+  :func:`write_tiled`, a tiled (Big)TIFF fed with bands of rows of any height
+  (buffered up to one tile row, cut into tiles and handed to tifffile).
+
+All writers are atomic: the file appears only when every page/row arrived; an
+error or a short input leaves nothing behind.
 """
 
 from __future__ import annotations
@@ -169,7 +180,7 @@ class StackWriter(_AtomicTiff):
         n_pages: int, the number of pages that will be appended (checked on exit;
             also decides BigTIFF).
         dtype: numpy dtype of every page (masks: ``unet_tf.io.writers.mask_dtype``).
-        pixel_size_um: float | None, stored ImageJ-style (see ``tiff_meta``). Default None.
+        pixel_size_um: float | None, stored ImageJ-style (see :mod:`unet_tf.io.metadata`). Default None.
         compression: str | None, tifffile compression. Default "zlib".
     """
 

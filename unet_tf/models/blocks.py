@@ -173,14 +173,15 @@ def apply_self_attention(x, num_heads: int = 4, key_dim: int | None = None, name
 def apply_head(x, n_classes: int, name: str = "head"):
     """1x1 conv to the output channels and the output activation (float32).
 
-    ``n_classes == 2``: one sigmoid channel, the probability of class 1.
-    ``n_classes > 2``: ``n_classes`` softmax channels.
+    The channels are :func:`unet_tf.config.n_outputs`: for ``n_classes == 2``
+    one sigmoid channel, the probability of class 1; for ``n_classes > 2``,
+    ``n_classes`` softmax channels.
     Shapes: ``(B, H, W, C) -> (B, H, W, 1 or n_classes)``, float32 also under
     mixed precision. Layers: ``{name}_conv`` and ``probabilities``.
     """
     if n_classes < 2:
         raise ValueError(f"n_classes must be at least 2, got {n_classes}")
     channels = n_outputs(n_classes)
-    activation = "sigmoid" if n_classes == 2 else "softmax"
+    activation = "sigmoid" if channels == 1 else "softmax"
     x = layers.Conv2D(channels, 1, name=f"{name}_conv")(x)
     return layers.Activation(activation, dtype="float32", name="probabilities")(x)

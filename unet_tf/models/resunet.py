@@ -5,6 +5,7 @@ from __future__ import annotations
 import keras
 from keras import layers
 
+from unet_tf.config import ModelConfig
 from unet_tf.models.blocks import (
     UPSAMPLING_MODES,
     apply_head,
@@ -17,11 +18,11 @@ from unet_tf.models.blocks import (
 
 def build_resunet(
     n_classes: int = 2,
-    base_filters: int = 64,
+    base_filters: int = ModelConfig.base_filters,
     depth: int = 3,
-    upsampling: str = "nearest",
-    dropout: float = 0.0,
-    attention: bool = False,
+    upsampling: str = ModelConfig.upsampling,
+    dropout: float = ModelConfig.dropout,
+    attention: bool = ModelConfig.attention,
     name: str = "resunet",
 ) -> keras.Model:
     """Deep ResUNet with ``depth`` stride-2 downsamplings (the last one enters the bridge).
@@ -42,6 +43,9 @@ def build_resunet(
 
     Input ``image``: float32 ``(B, H, W, 1)`` with H and W divisible by
     ``2**depth``; output ``(B, H, W, 1 or n_classes)``.
+
+    Defaults are :class:`unet_tf.config.ModelConfig`'s (``depth`` 3: what
+    :func:`unet_tf.models.build.resolved_depth` gives a Deep ResUNet).
     """
     if upsampling not in UPSAMPLING_MODES:
         raise ValueError(f"upsampling must be one of {UPSAMPLING_MODES}, got {upsampling!r}")

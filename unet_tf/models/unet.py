@@ -5,16 +5,17 @@ from __future__ import annotations
 import keras
 from keras import layers
 
+from unet_tf.config import ModelConfig
 from unet_tf.models.blocks import UPSAMPLING_MODES, apply_conv_block, apply_head, apply_self_attention, apply_upsample
 
 
 def build_unet(
     n_classes: int = 2,
-    base_filters: int = 32,
+    base_filters: int = ModelConfig.base_filters,
     depth: int = 4,
-    upsampling: str = "nearest",
-    dropout: float = 0.0,
-    attention: bool = False,
+    upsampling: str = ModelConfig.upsampling,
+    dropout: float = ModelConfig.dropout,
+    attention: bool = ModelConfig.attention,
     batch_norm: bool = True,
     name: str = "unet",
 ) -> keras.Model:
@@ -33,6 +34,9 @@ def build_unet(
 
     Input ``image``: float32 ``(B, H, W, 1)`` with H and W divisible by
     ``2**depth``; output ``(B, H, W, 1 or n_classes)``.
+
+    Defaults are :class:`unet_tf.config.ModelConfig`'s (``depth`` 4: what
+    :func:`unet_tf.models.build.resolved_depth` gives a U-Net).
     """
     if upsampling not in UPSAMPLING_MODES:
         raise ValueError(f"upsampling must be one of {UPSAMPLING_MODES}, got {upsampling!r}")

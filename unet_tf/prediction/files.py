@@ -1,13 +1,16 @@
-"""Segment images with a trained model: :func:`predict_image` on arrays, :func:`predict_files` on files.
+"""Segment image files: :func:`predict_files`, behind ``predict.py``, the web app and the ablation.
 
-``predict_image`` is the one prediction path: normalize with the model's own
-percentiles -> tiled, blended probabilities -> class ids -> label values.
-``predict_files`` (behind ``predict.py``, the web app and the ablation) reads
-each file, calls it, and writes for each image ``<stem>``: ``<stem>_mask.tif``
+Each sample (an image or a multi-page stack, with optional labels) is read
+page by page and segmented with :func:`unet_tf.prediction.image.predict_image`;
+a single-page image too large to predict whole goes band by band through
+:mod:`unet_tf.prediction.streaming`. For each image ``<stem>`` it writes
+(:class:`unet_tf.prediction.outputs.ImageOutputs`) ``<stem>_mask.tif``
 (original label values), ``<stem>_overlay.png`` (classes coloured over the
-image, with a legend) and optionally ``<stem>_prob.tif`` (float32, one band per
+image, with a legend), ``<stem>_instances.tif`` for an instance model or with
+``split_touching``, and optionally ``<stem>_prob.tif`` (float32, one band per
 class); for the whole run ``objects.csv`` and ``objects_summary.csv``, and with
-ground truth ``metrics.csv``. Every file is written atomically.
+ground truth ``metrics.csv`` (and ``instance_metrics.csv``). Every file is
+written atomically.
 """
 
 from __future__ import annotations
@@ -69,7 +72,7 @@ def _prepare(samples: Sequence[Sample], info: ModelInfo, out_dir: Path, config: 
 def _pixel_size(path: Path, config: PredictConfig, said: set, log: Callable[[str], None]) -> float | None:
     """``config.pixel_size`` if given, else the file's own (TIFF metadata); where it came from is said once."""
     if config.pixel_size is not None:
-        value, source = config.pixel_size, "--pixel-size"
+        value, source = config.pixel_size, "`predict.pixel_size`"
     else:
         value, source = pixel_size_um(path)
     if (value, source) not in said:
@@ -77,7 +80,7 @@ def _pixel_size(path: Path, config: PredictConfig, said: set, log: Callable[[str
         log(
             f"pixel size: {value:g} µm ({source}; {path.name})"
             if value
-            else f"pixel size: unknown for {path.name} ({source}); give --pixel-size for µm columns"
+            else f"pixel size: unknown for {path.name} ({source}); give `predict.pixel_size` for µm columns"
         )
     return value
 

@@ -1,4 +1,16 @@
-"""predict_image"""
+"""One 2-D array in, its segmentation out: :func:`predict_image`, the one prediction path.
+
+:func:`predict_image` stretches the raw image with the model's own
+percentiles (``ModelInfo.normalize``), predicts tiled, blended probabilities
+(:func:`unet_tf.prediction.tiled.predict_rows`), turns them into class ids and
+the label values of the training data and, for an instance model or with
+``split_touching``, into objects (:func:`unet_tf.objects.instances.instances_for`):
+a :class:`Prediction`. It reads and writes no file; :mod:`unet_tf.prediction.files`
+does that around it.
+
+:func:`engine` gives the batch function and the ModelInfo of a Keras model
+(compiled once per model) or of an :class:`unet_tf.prediction.onnx.OnnxModel`.
+"""
 
 from __future__ import annotations
 
@@ -26,7 +38,7 @@ class Prediction:
             model, else one channel per class.
         ids: uint8 (H, W) class ids 0..C-1.
         mask: (H, W) the class ids as the label values of the training data,
-            uint8 (uint16 when a value exceeds 255: ``io.mask_dtype``).
+            uint8 (uint16 when a value exceeds 255: :func:`unet_tf.io.writers.mask_dtype`).
         instances: int32 (H, W) one id per object (0 background), for an
             instance model or with ``split_touching``; else None.
     """

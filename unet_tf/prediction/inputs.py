@@ -46,7 +46,7 @@ def shard_samples(samples: Sequence[Sample], index: int, count: int) -> list[Sam
     most one.
     """
     if count < 1 or not 0 <= index < count:
-        raise UserInputError(f"--shard {index}/{count}: need 0 <= i < n, e.g. 0/2 and 1/2")
+        raise UserInputError(f"`predict.shard` {index}/{count}: need 0 <= i < n, e.g. 0/2 and 1/2")
     ordered = sorted(samples, key=lambda s: natural_key(s.image))
     return ordered[index::count]
 
@@ -94,18 +94,18 @@ def expand_inputs(inputs: Sequence[str]) -> list[Path]:
 
 
 def default_inputs(info: ModelInfo) -> list[Sample]:
-    """The held-out images of training (--holdout), else the dataset's test split."""
+    """The held-out images of training (``data.holdout``), else the dataset's test split."""
     if info.test_images:
         samples = [Sample(Path(image), tuple(Path(p) for p in labels)) for image, *labels in info.test_images]
         if info.dataset == "ctc":  # the TRA markers tell the unannotated nuclei of a partial frame
             samples = [replace(s, markers=ctc_markers(s.labels[0])) if s.labels else s for s in samples]
         return samples
     if not info.data_dir:
-        raise UserInputError("this model does not record its dataset folder: give --input")
+        raise UserInputError("this model does not record its dataset folder: give `inputs`")
     try:
         return list_samples(info.dataset, info.data_dir, "test")
     except UserInputError as exc:
-        raise UserInputError(f"no default input ({exc}); give --input") from None
+        raise UserInputError(f"no default input ({exc}); give `inputs`") from None
 
 
 def find_label(image: Path, labels_dir: Path) -> Path | None:
@@ -122,7 +122,7 @@ def find_label(image: Path, labels_dir: Path) -> Path | None:
 
 
 def samples_for(inputs: Sequence[str] | None, labels_dir: str | None, info: ModelInfo) -> list[Sample]:
-    """Samples to segment: --input paths (labels from --labels) or the dataset's test split."""
+    """Samples to segment: ``inputs`` paths (labels from ``labels_dir``) or the dataset's test split."""
     if inputs:
         paths = expand_inputs(inputs)
         samples = [Sample(p) for p in paths]

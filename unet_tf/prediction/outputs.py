@@ -1,7 +1,7 @@
 """The files of one predicted input: mask, instances, overlay(s), probabilities; single images and stacks.
 
 Dtypes: ``<name>_mask.tif`` holds the class values in uint8, or uint16 when a
-value exceeds 255 (``io.mask_dtype``). ``<name>_instances.tif`` is always uint16
+value exceeds 255 (:func:`unet_tf.io.writers.mask_dtype`). ``<name>_instances.tif`` is always uint16
 (the Cell Tracking Challenge and napari convention), whatever the number of
 objects; only an image with more than 65535 objects gets uint32 (said once),
 and a stack page with that many is a UserInputError (its pages share one dtype).
@@ -23,13 +23,23 @@ from unet_tf.io.writers import StackWriter, atomic_path, mask_dtype, write_mask,
 from unet_tf.models.file import ModelInfo
 
 
+def n_probability_bands(n_outputs: int) -> int:
+    """K': the bands per page of ``<name>_prob.tif`` for a model of ``n_outputs`` channels (``ModelInfo.n_outputs``).
+
+    One per class: a binary model's one sigmoid channel P(class 1) gives two
+    bands (1 - P, P); a softmax model gives its ``n_outputs`` channels.
+    """
+    return 2 if n_outputs == 1 else n_outputs
+
+
 def probability_bands(prob: np.ndarray) -> np.ndarray:
     """(K', H, W) float32 bands of a (H, W, K) probability map: both classes for a binary model (K = 1).
 
-    Written straight into the result: no (H, W, K') temporary beside it.
+    K' is :func:`n_probability_bands` of K. Written straight into the result:
+    no (H, W, K') temporary beside it.
     """
     k = prob.shape[-1]
-    bands = np.empty((2 if k == 1 else k,) + prob.shape[:2], np.float32)
+    bands = np.empty((n_probability_bands(k),) + prob.shape[:2], np.float32)
     if k == 1:
         np.subtract(1, prob[..., 0], out=bands[0], dtype=np.float32)
         bands[1] = prob[..., 0]
@@ -88,7 +98,7 @@ class ImageOutputs:
                 StackWriter(self.out_dir / f"{self.name}_mask.tif", self.n_pages, dtype, self.pixel_size)
             )
             if self.config.save_probabilities:
-                bands = 2 if self.info.n_classes == 2 else self.info.n_classes
+                bands = n_probability_bands(self.info.n_outputs)
                 self.prob_writer = self.stack.enter_context(
                     StackWriter(
                         self.out_dir / f"{self.name}_prob.tif", self.n_pages * bands, np.float32, self.pixel_size

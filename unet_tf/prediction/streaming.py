@@ -1,25 +1,27 @@
 """Predict one image file in bands of rows: memory O(tile x W), whatever the image size.
 
-:func:`predict_file_streaming` is ``predict_image`` + ``write_outputs`` +
-``measure_objects`` for one single-page image file, without ever holding the
-image, its normalized copy, the probabilities or the mask whole:
+:func:`predict_file_streaming` is :func:`~unet_tf.prediction.image.predict_image`
++ :func:`~unet_tf.prediction.outputs.write_outputs` +
+:func:`~unet_tf.objects.morphometry.measure_objects` for one single-page image
+file, without ever holding the image, its normalized copy, the probabilities or
+the mask whole:
 
 1. *Statistics pass*: the input is read in row windows
-   (``tiff_stream.WindowReader``; PNG/JPEG are whole reads anyway, and a TIFF
+   (:class:`unet_tf.io.windows.WindowReader`; PNG/JPEG are whole reads anyway, and a TIFF
    stored as huge compressed blocks falls back to a whole read, said once).
    Integer images of up to 16 bits get EXACT percentiles from a histogram of
    every pixel (:func:`exact_percentiles`, equal to ``np.percentile``
    bit for bit), so the mask equals the whole-image path's exactly. Other
    dtypes (float, 32-bit) use a strided subsample of the rows
    (:func:`subsample_rows_stride`, at most ``SUBSAMPLE_PIXELS`` pixels).
-2. *Prediction pass*: ``inference.predict_bands`` reads normalized rows one
+2. *Prediction pass*: :func:`unet_tf.prediction.tiled.predict_bands` reads normalized rows one
    tile row at a time and yields finished rows; each band becomes class ids
    (``probabilities_to_ids``) and label values (``ids_to_values``), written
    straight into a tiled (Big)TIFF ``<name>_mask.tif``; with
    ``save_probabilities`` also ``<name>_prob.tif`` (the band layout of
-   ``prediction.probability_bands``: one float32 page per class); objects are
+   :func:`unet_tf.prediction.outputs.probability_bands`: one float32 page per class); objects are
    measured per band with objects crossing band edges merged
-   (``band_objects.BandObjects``), their mean / max intensity from the raw
+   (:class:`unet_tf.objects.bands.BandObjects`), their mean / max intensity from the raw
    rows of the same band (read again from the file), as the whole-image path
    measures them on the raw image.
 
@@ -55,6 +57,7 @@ from unet_tf.io.windows import WindowReader, image_dtype, image_shape
 from unet_tf.io.writers import TiledTiffWriter, mask_dtype
 from unet_tf.models.file import ModelInfo, min_size_for, tiling_options
 from unet_tf.objects.bands import BandObjects
+from unet_tf.prediction.outputs import n_probability_bands, probability_bands
 from unet_tf.prediction.tiled import ProgressFn, predict_bands, probabilities_to_ids
 
 READ_ROWS = 512  # rows per read in the statistics pass
@@ -96,7 +99,7 @@ def whole_image_bytes_per_pixel(
     if overlay:
         stages.append(OVERLAY_BPP)
     if save_probabilities:
-        stages.append(4 * max(n_outputs, 2) + 4)
+        stages.append(4 * n_probability_bands(n_outputs) + 4)
     if instances == "model":
         stages.append(INSTANCE_MODEL_BPP)
     elif instances == "split":
@@ -220,7 +223,7 @@ def output_bytes(shape: tuple[int, int], info: ModelInfo, config: PredictConfig)
     pixels = shape[0] * shape[1]
     total = pixels * np.dtype(mask_dtype(max(info.class_values))).itemsize
     if config.save_probabilities:
-        total += 2 * pixels * 4 * info.n_classes
+        total += 2 * pixels * 4 * n_probability_bands(info.n_outputs)
     return total
 
 
@@ -231,16 +234,16 @@ def check_disk_space(path: Path, out_dir: Path, needed: int) -> None:
     if needed > free:
         raise UserInputError(
             f"{path}: its outputs need up to {needed / 1e9:.2f} GB (uncompressed) but {out_dir} has "
-            f"{free / 1e9:.2f} GB free; free space or choose another --out"
+            f"{free / 1e9:.2f} GB free; free space or choose another `out_dir`"
         )
 
 
 # === Prediction ===
 
 
-def _probability_pages(out_dir: Path, name: str, shape, k: int) -> list[TiledTiffWriter]:
+def _probability_pages(out_dir: Path, name: str, shape, n_outputs: int) -> list[TiledTiffWriter]:
     """One temporary tiled TIFF per probability band (joined into ``<name>_prob.tif`` at the end)."""
-    bands = 2 if k == 1 else k
+    bands = n_probability_bands(n_outputs)
     return [TiledTiffWriter(out_dir / f".{name}_prob{i}.part.tif", shape, np.float32) for i in range(bands)]
 
 
@@ -289,8 +292,7 @@ def _write_band(
     if objects is not None:
         objects.add(ids, raw_rows(row0, row0 + len(rows)))
     if writers["prob"]:
-        bands = [1 - rows[..., 0], rows[..., 0]] if rows.shape[-1] == 1 else np.moveaxis(rows, -1, 0)
-        for writer, band in zip(writers["prob"], bands):
+        for writer, band in zip(writers["prob"], probability_bands(rows)):
             writer.write_band(band)
 
 
@@ -363,8 +365,7 @@ def _stream_outputs(
 ) -> list[Path]:
     """Drain ``bands`` into the mask (and probability) writers; the paths written."""
     mask_path = out_dir / f"{name}_mask.tif"
-    k = info.n_outputs
-    pages = _probability_pages(out_dir, name, shape, k) if config.save_probabilities else []
+    pages = _probability_pages(out_dir, name, shape, info.n_outputs) if config.save_probabilities else []
     try:
         with contextlib.ExitStack() as stack:  # every writer sees an error and then leaves no file
             mask = stack.enter_context(

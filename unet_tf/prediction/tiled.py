@@ -7,7 +7,7 @@ centres, where the network saw the most context (nnU-Net's sliding window and
 Gaussian importance map). Memory is bounded by the tiles in flight plus the
 output buffers: the activations of the whole image never exist at once.
 
-Padding (:func:`tiling_padding`): the image is reflect-padded (virtually:
+Padding (:func:`~unet_tf.prediction.tiling.tiling_padding`): the image is reflect-padded (virtually:
 border tiles are gathered with reflected indices) by a margin of
 ``overlap / 2`` rounded up to a multiple of ``size_divisor`` on every side, so
 border pixels get as much context as pixels in the overlap between two tiles,
@@ -22,9 +22,11 @@ time, reading input rows through a callable and yielding finished output rows,
 so memory is O(tile x W); :func:`predict_rows` stacks its bands into one array
 (reading rows through any callable) and :func:`predict_tiled` is that over an array.
 
-Pure functions: :func:`tile_starts`, :func:`plan_tiles`, :func:`tiling_padding`,
-:func:`window_line`, :func:`blending_window`, :func:`reflect_indices` (in
-``unet_tf.prediction.tiling``, re-exported here), :func:`probabilities_to_ids`.
+The tiling plan and the window are small pure functions of
+:mod:`unet_tf.prediction.tiling` (:func:`~unet_tf.prediction.tiling.tile_starts`,
+:func:`~unet_tf.prediction.tiling.tiling_padding`,
+:func:`~unet_tf.prediction.tiling.blending_window`, ...); pure here:
+:func:`probabilities_to_ids`.
 TensorFlow is imported only inside :func:`make_predict_fn`.
 """
 

@@ -10,7 +10,7 @@ pass. The importance window (:func:`blending_window`) is separable
 (:func:`window_line`), so weight sums over a grid of tiles are outer products
 of 1-D sums.
 
-``unet_tf.prediction.tiled`` re-exports every name here.
+The tile loop that uses them is :mod:`unet_tf.prediction.tiled`.
 """
 
 from __future__ import annotations
@@ -66,7 +66,7 @@ def plan_tiles(shape: tuple[int, int], tile: int, overlap: int, align: int = 1) 
 def tiling_padding(
     shape: tuple[int, int], tile: int, overlap: int, size_divisor: int = 1
 ) -> tuple[tuple[int, int], tuple[int, int]]:
-    """``((top, bottom), (left, right))`` padding that :func:`predict_tiled` applies.
+    """``((top, bottom), (left, right))`` padding that :func:`~unet_tf.prediction.tiled.predict_tiled` applies.
 
     ``margin = ceil(overlap / 2)`` rounded up to a multiple of ``size_divisor``
     on every side; bottom and right get more so that each padded side is at
@@ -119,7 +119,7 @@ def blending_window(tile: int, kind: str = "gaussian", sigma_scale: float = 1 / 
     everywhere, so tile borders still count where no other tile covers them
     (nnU-Net floors its map the same way). Being separable, the sum of the
     windows over a grid of tiles is the outer product of two 1-D sums, which is
-    how :func:`predict_tiled` keeps its weights in O(H + W) memory.
+    how :func:`~unet_tf.prediction.tiled.predict_tiled` keeps its weights in O(H + W) memory.
     """
     line = window_line(tile, kind, sigma_scale, floor)
     window = np.outer(line, line).astype(np.float32)
