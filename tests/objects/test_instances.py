@@ -11,7 +11,6 @@ from unet_tf.objects.instances import (
     instances_from_probabilities,
     label_components,
     remove_small,
-    renumber,
     split_touching,
 )
 
@@ -102,9 +101,8 @@ def test_fill_label_holes_fills_only_single_owner_holes():
     assert (fill_label_holes(edge)[2:4, 0] == 0).all()
 
 
-def test_renumber_and_remove_small():
+def test_remove_small():
     labels = np.array([[0, 7, 7], [40, 40, 0], [2, 0, 0]])
-    assert renumber(labels).tolist() == [[0, 2, 2], [3, 3, 0], [1, 0, 0]]
     assert remove_small(labels, 2).tolist() == [[0, 7, 7], [40, 40, 0], [0, 0, 0]]
 
 

@@ -103,7 +103,7 @@ def test_non_integer_labels_are_an_error():
 
 
 def test_negative_labels_are_an_error():
-    with pytest.raises(UserInputError, match="frame 0: label image has negative ids"):
+    with pytest.raises(UserInputError, match="frame 0: negative object id -1"):
         tracking.object_table(0, np.full((4, 4), -1, np.int32))
 
 

@@ -30,6 +30,8 @@ from typing import Iterable
 import numpy as np
 from scipy import ndimage as ndi
 
+from unet_tf.objects.labels import check_labels, renumber_if_sparse
+
 IGNORE_ID = 255
 """Class id meaning "ignore this pixel" in uint8 class-id masks and targets."""
 
@@ -39,15 +41,6 @@ MARKER_MARGIN_FACTOR = 0.8
 MIN_SIZE_PERCENTILE = 5.0
 MIN_SIZE_FRACTION = 0.25
 """Default minimum object size: this fraction of that percentile of the training object areas."""
-
-
-def _check_labels(labels: np.ndarray, name: str) -> np.ndarray:
-    labels = np.asarray(labels)
-    if labels.ndim != 2 or not np.issubdtype(labels.dtype, np.integer):
-        raise ValueError(f"{name} must be a 2-D integer label image, got shape {labels.shape} dtype {labels.dtype}")
-    if labels.size and labels.min() < 0:
-        raise ValueError(f"{name} must hold ids >= 0, got minimum {labels.min()}")
-    return labels
 
 
 # === 3-class target ===
@@ -74,7 +67,7 @@ def instance_target(instances: np.ndarray, boundary_width: int = 2) -> np.ndarra
     Returns:
         uint8 (H, W): 0 background, 1 interior, 2 boundary.
     """
-    instances = _check_labels(instances, "instances")
+    instances = check_labels(instances, "instances")
     if int(boundary_width) != boundary_width or boundary_width < 1:
         raise ValueError(f"boundary_width must be an integer >= 1, got {boundary_width!r}")
     size = 2 * int(boundary_width) + 1
@@ -103,15 +96,6 @@ def with_ignore(target: np.ndarray, ignore: np.ndarray | None) -> np.ndarray:
 # === Separation-border weights ===
 
 
-def _compact(instances: np.ndarray) -> np.ndarray:
-    """Ids renumbered 1..n when they are sparse (so find_objects stays small)."""
-    ids = np.unique(instances)
-    ids = ids[ids > 0]
-    if ids.size and ids[-1] > 2 * ids.size + 1024:
-        return np.searchsorted(np.concatenate([[0], ids]), instances).astype(np.int32)
-    return instances
-
-
 def nearest_two_distances(instances: np.ndarray, cutoff: float) -> tuple[np.ndarray, np.ndarray]:
     """Distances d1 <= d2 (float32, H, W) to the nearest and second-nearest object.
 
@@ -121,7 +105,7 @@ def nearest_two_distances(instances: np.ndarray, cutoff: float) -> tuple[np.ndar
     distance map is exact; a distance above ``cutoff`` may be reported as
     ``inf`` (objects farther away are not looked at).
     """
-    instances = _compact(instances)
+    instances = renumber_if_sparse(instances)
     d1 = np.full(instances.shape, np.inf, dtype=np.float32)
     d2 = np.full(instances.shape, np.inf, dtype=np.float32)
     m = int(math.ceil(cutoff))
@@ -187,7 +171,7 @@ def border_weights(
     Returns:
         float32 (H, W), values in ``[1, 1 + w0]``.
     """
-    instances = _check_labels(instances, "instances")
+    instances = check_labels(instances, "instances")
     if w0 < 0 or sigma <= 0:
         raise ValueError(f"need w0 >= 0 and sigma > 0, got w0={w0}, sigma={sigma}")
     weights = np.ones(instances.shape, dtype=np.float32)
@@ -208,7 +192,7 @@ def border_weights(
 
 def typical_radius(instances: np.ndarray) -> float:
     """Median equivalent radius ``sqrt(area / pi)`` (px) of the objects of ``instances``; NaN if none."""
-    instances = _check_labels(instances, "instances")
+    instances = check_labels(instances, "instances")
     _, areas = np.unique(instances[instances > 0], return_counts=True)
     return float(np.median(np.sqrt(areas / np.pi))) if areas.size else math.nan
 
@@ -272,8 +256,8 @@ def ignore_from_markers(seg: np.ndarray, markers: np.ndarray, margin: float | No
     Returns:
         bool (H, W), True where the pixel is to be ignored.
     """
-    seg = _check_labels(seg, "seg")
-    markers = _check_labels(markers, "markers")
+    seg = check_labels(seg, "seg")
+    markers = check_labels(markers, "markers")
     if seg.shape != markers.shape:
         raise ValueError(f"seg has shape {seg.shape} but markers {markers.shape}")
     missing = unannotated_markers(seg, markers)

@@ -40,7 +40,8 @@ import numpy as np
 from scipy import ndimage
 
 from unet_tf.errors import say_note
-from unet_tf.objects.morphometry import _structure, measure_labels
+from unet_tf.objects.labels import structure
+from unet_tf.objects.morphometry import measure_labels
 
 MAX_PIXELS = 2**25  # buffer cap: ~330 MiB while labelling
 
@@ -68,7 +69,7 @@ class BandObjects:
     ):
         self.class_names, self.width, self.max_pixels = tuple(class_names), int(width), max_pixels
         self.image_name, self.pixel_size, self.min_size = image_name, pixel_size, min_size
-        self.structure = _structure(connectivity)
+        self.structure = structure(connectivity)
         self.buffer = np.zeros((0, self.width), np.uint8)
         self.row0 = 0  # image row of buffer[0]
         self.pending = np.zeros((0, self.width), np.uint8)  # rows not yet labelled

@@ -40,6 +40,7 @@ from typing import Sequence
 import numpy as np
 
 from unet_tf.errors import UserInputError
+from unet_tf.objects.labels import check_labels
 
 START_NEW, START_DIVISION, START_GAP = "new", "division", "gap"
 
@@ -89,14 +90,8 @@ def object_table(
     Returns:
         :class:`ObjectTable` with the objects sorted by label.
     """
-    labels = np.asarray(labels)
     where = f"frame {frame_index}" + (f" ({name})" if name else "")
-    if labels.ndim != 2 or not np.issubdtype(labels.dtype, np.integer):
-        raise UserInputError(
-            f"{where}: expected a 2-D integer label image, got shape {labels.shape}, dtype {labels.dtype}"
-        )
-    if labels.size and labels.min() < 0:
-        raise UserInputError(f"{where}: label image has negative ids (min {labels.min()}); ids must be >= 0")
+    labels = check_labels(labels, where, UserInputError)
     if intensity is not None and np.shape(intensity) != labels.shape:
         raise UserInputError(f"{where}: intensity image {np.shape(intensity)} differs from labels {labels.shape}")
     rows, cols = np.nonzero(labels)
