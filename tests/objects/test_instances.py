@@ -269,7 +269,7 @@ def test_fragment_dropped_inside_an_object_becomes_part_of_it():
 
 
 def test_small_objects_packed_around_a_large_one_are_split_off():
-    """The typical radius comes from every peak of the cluster (median 11 px here), not from the
+    """The median inscribed radius comes from every peak of the cluster (median 11 px here), not from the
     cluster's largest object (40 px): with the latter, h = 6 px would merge the four small discs in."""
     yy, xx = np.mgrid[:160, :160]
     mask = (yy - 80) ** 2 + (xx - 80) ** 2 <= 40**2

@@ -37,7 +37,7 @@ IGNORE_ID = 255
 
 BACKGROUND, INTERIOR, BOUNDARY = 0, 1, 2
 MARKER_MARGIN_FACTOR = 0.8
-"""Default growth of an unannotated TRA marker, in units of the typical nucleus radius."""
+"""Default growth of an unannotated TRA marker, in units of the median equivalent radius of the nuclei."""
 MIN_SIZE_PERCENTILE = 5.0
 MIN_SIZE_FRACTION = 0.25
 """Default minimum object size: this fraction of that percentile of the training object areas."""
@@ -190,8 +190,14 @@ def border_weights(
 # === Ignore regions for sparse annotation (Cell Tracking Challenge) ===
 
 
-def typical_radius(instances: np.ndarray) -> float:
-    """Median equivalent radius ``sqrt(area / pi)`` (px) of the objects of ``instances``; NaN if none."""
+def median_equivalent_radius(instances: np.ndarray) -> float:
+    """Median equivalent radius ``sqrt(area / pi)`` (px) of the objects of ``instances``; NaN if none.
+
+    The radius of the disc of each object's area (an area in length units),
+    not :func:`unet_tf.objects.instances.split_touching`'s median inscribed
+    radius (the height of the distance map's maxima), which is smaller for
+    any shape but a disc.
+    """
     instances = check_labels(instances, "instances")
     _, areas = np.unique(instances[instances > 0], return_counts=True)
     return float(np.median(np.sqrt(areas / np.pi))) if areas.size else math.nan
@@ -234,9 +240,9 @@ def ignore_from_markers(seg: np.ndarray, markers: np.ndarray, margin: float | No
     follows the nucleus's shape (elongated nuclei have elongated markers), but
     it is smaller than the nucleus and often off-centre. Measured on the 265
     annotated GOWT1 nuclei (both sequences), each treated as if unannotated:
-    the marker grown by 0.75 x the frame's typical radius misses 0.9 % of the
+    the marker grown by 0.75 x the frame's median equivalent radius misses 0.9 % of the
     nucleus pixels on average and ignores 1.2 x the nucleus area of
-    background besides; a disc of 1.5 x the typical radius around the marker's
+    background besides; a disc of 1.5 x that radius around the marker's
     centre misses 0.8 % for 1.3 x; the marker grown by 0.85 x misses 0.55 %
     for 1.5 x. The default factor 0.8 misses 0.7 % for 1.3 x (3.8 % of the
     nuclei lose more than 5 % of their pixels). Erring on the large side is
@@ -249,7 +255,7 @@ def ignore_from_markers(seg: np.ndarray, markers: np.ndarray, margin: float | No
         markers: (H, W) integer TRA markers, one id per object, 0 elsewhere.
         margin: growth in px; training passes :func:`marker_margin` of
             every annotated object of the data set. Default (None):
-            :data:`MARKER_MARGIN_FACTOR` (0.8) x :func:`typical_radius` of
+            :data:`MARKER_MARGIN_FACTOR` (0.8) x :func:`median_equivalent_radius` of
             ``seg`` (of ``markers`` when ``seg`` is empty), which a frame with
             one or two annotated nuclei makes noisy.
 
@@ -264,7 +270,7 @@ def ignore_from_markers(seg: np.ndarray, markers: np.ndarray, margin: float | No
     if missing.size == 0:
         return np.zeros(seg.shape, dtype=bool)
     if margin is None:
-        radius = typical_radius(seg if seg.any() else markers)
+        radius = median_equivalent_radius(seg if seg.any() else markers)
         margin = MARKER_MARGIN_FACTOR * radius
     if margin < 0:
         raise ValueError(f"margin must be >= 0, got {margin}")

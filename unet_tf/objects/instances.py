@@ -298,8 +298,16 @@ def _split_seeds(dist: np.ndarray, components: np.ndarray, h: float, min_distanc
     return np.concatenate([[0], group + 1])[markers]
 
 
-def _typical_radius(dist: np.ndarray, components: np.ndarray) -> float:
-    """Median height of the distance map's maxima (depth >= 1 px): one per object, also inside a packed cluster."""
+def _median_inscribed_radius(dist: np.ndarray, components: np.ndarray) -> float:
+    """Median height of the distance map's maxima (depth >= 1 px): one per object, also inside a packed cluster.
+
+    Each maximum is the radius of the largest disc inscribed in its object
+    (distance from its centre to the background), so this is the objects'
+    median inscribed radius: for a disc its radius, for other shapes less
+    than the equivalent radius ``sqrt(area / pi)`` of
+    :func:`unet_tf.data.targets.median_equivalent_radius`. ``dist.max()``
+    when no maximum is deep enough.
+    """
     peaks, owner, _ = _component_peaks(dist, components, 1.0)
     if owner.size == 0:
         return float(dist.max())
@@ -325,9 +333,9 @@ def split_touching(
     closer than ``min_distance`` px are merged into one marker.
     Each seed floods ``-distance`` within the mask (skimage watershed).
 
-    Defaults scale with the typical object radius ``r`` (the median height of
-    the distance map's maxima of depth >= 1 px, so every object of a packed
-    cluster counts, not only the cluster's largest): ``h = 0.15 r``
+    Defaults scale with the median inscribed radius ``r`` of the objects (the
+    median height of the distance map's maxima of depth >= 1 px, so every
+    object of a packed cluster counts, not only the cluster's largest): ``h = 0.15 r``
     (at least 1 px) and ``min_distance = 0.5 r``. Two discs of radius ``r``
     are then split when the neck between them is narrower than about
     ``0.85 r`` on each side of the contact line, i.e. while their centres are
@@ -352,7 +360,7 @@ def split_touching(
         mask = ndi.binary_fill_holes(mask)
     dist = ndi.distance_transform_edt(mask).astype(np.float32)
     components, _ = ndi.label(mask, structure=structure(8))
-    radius = _typical_radius(dist, components)
+    radius = _median_inscribed_radius(dist, components)
     h = max(1.0, SPLIT_H_FACTOR * radius) if h is None else float(h)
     min_distance = SPLIT_DISTANCE_FACTOR * radius if min_distance is None else float(min_distance)
     markers = _split_seeds(dist, components, h, min_distance)
