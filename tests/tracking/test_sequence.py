@@ -85,7 +85,7 @@ def test_gt_folder_without_man_track_is_an_error(tmp_path):
         )
 
 
-# --- frame order and hyperstacks (issue: --track on scrambled time / C or Z planes as time) ----------------
+# --- frame order and hyperstacks (issue: tracking scrambled time / C or Z planes as time) ----------------
 
 CENTRES = [(12, 10), (32, 20), (50, 12)]
 

@@ -19,7 +19,8 @@ patch sampler and the augmentation carry the results like any other mask.
   default ``min_size`` of prediction).
 
 Instance label images are 2-D non-negative integer arrays (H, W): 0 is
-background, every other value one object (ids need not be consecutive).
+background, every other value one object (ids need not be consecutive),
+checked and renumbered by the helpers of :mod:`unet_tf.objects.labels`.
 """
 
 from __future__ import annotations

@@ -12,7 +12,7 @@ dropped, and finished objects left in the kept rows are erased (they cannot
 touch any later pixel), so each object is measured once. The new band is at
 least as tall as the buffer, so re-labelling costs O(pixels) overall even when one object spans the whole image.
 
-Each object is measured with ``morphometry.measure_labels`` on the buffer (the
+Each object is measured with :func:`unet_tf.objects.morphometry.measure_labels` on the buffer (the
 same crop, contour and moments as on the whole mask) and shifted to image rows.
 When the raw image rows are fed with the ids (``add(ids, image)``), a buffer of
 them runs beside the ids, so ``mean_intensity`` / ``max_intensity`` are those of
@@ -93,7 +93,7 @@ class BandObjects:
             cut = (len(self.buffer) + len(self.pending)) * self.width > self.max_pixels
             if cut:
                 say_note(
-                    "very tall objects are cut into pieces in the object table (streamed prediction)",
+                    "very tall objects are cut into pieces in the object table (streamed prediction, `predict.stream`)",
                     f"{self.image_name} (over {self.max_pixels // self.width} rows)",
                 )
             self._scan(final=cut)

@@ -20,7 +20,8 @@ Hand-written Python versions of either would be slower and less tested.
 Every function returns int32 (H, W) labels, 0 background, objects numbered
 1..N (for connected components: in raster order of their first pixel;
 after a watershed: in that order of their seeds). Hole filling and small-object
-removal are exposed as :func:`fill_label_holes` and :func:`remove_small`.
+removal are exposed as :func:`fill_label_holes` and :func:`remove_small`;
+renumbering, checks and neighbourhoods come from :mod:`unet_tf.objects.labels`.
 """
 
 from __future__ import annotations
@@ -114,7 +115,7 @@ def label_components(mask: np.ndarray, min_size: int = 0, connectivity: int = 8)
         mask: (H, W) bool (or anything where nonzero = object).
         min_size: components of fewer pixels are dropped. Default 0.
         connectivity: 8 (corner-touching pixels connect, as in
-            ``morphometry.measure_objects``) or 4. Default 8.
+            :func:`unet_tf.objects.morphometry.measure_objects`) or 4. Default 8.
     """
     mask = check_mask(mask, "mask")
     labels, _ = ndi.label(mask, structure=structure(connectivity))

@@ -27,7 +27,7 @@ was judged invalid; and it calls ``sklearn.metrics.confusion_matrix`` on every
 pair of full frames, which for labels that are not 0..n-1 maps each pixel
 through a Python dict (about 2.8 s per 1024 x 1024 frame pair on a loaded
 2-core CPU, 100 s for GOWT1 02). :func:`match_masks` counts the pairs with the
-instance metrics' :func:`~unet_tf.evaluation.matching.overlap_table` and is tested
+instance scores' :func:`~unet_tf.evaluation.matching.overlap_table` and is tested
 equal to py-ctcmetrics' ``match`` on masks with background.
 """
 
