@@ -16,9 +16,9 @@ from unet_tf.data.targets import (
     ignore_stats,
     instance_target,
     marker_margin,
+    median_equivalent_radius,
     min_object_size,
     object_areas,
-    typical_radius,
     unannotated_markers,
     with_ignore,
 )
@@ -142,7 +142,7 @@ def sparse_frame():
 def test_ignore_covers_unannotated_nuclei_and_never_annotated_ones():
     seg, markers, nuclei = sparse_frame()
     assert unannotated_markers(seg, markers).tolist() == [2, 4]
-    assert typical_radius(seg) == pytest.approx(math.sqrt(disc((80, 80), 40, 40, 10).sum() / math.pi))
+    assert median_equivalent_radius(seg) == pytest.approx(math.sqrt(disc((80, 80), 40, 40, 10).sum() / math.pi))
     ignore = ignore_from_markers(seg, markers)
     assert ignore.dtype == bool
     assert not ignore[seg > 0].any()

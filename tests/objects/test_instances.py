@@ -11,7 +11,6 @@ from unet_tf.objects.instances import (
     instances_from_probabilities,
     label_components,
     remove_small,
-    renumber,
     split_touching,
 )
 
@@ -102,9 +101,8 @@ def test_fill_label_holes_fills_only_single_owner_holes():
     assert (fill_label_holes(edge)[2:4, 0] == 0).all()
 
 
-def test_renumber_and_remove_small():
+def test_remove_small():
     labels = np.array([[0, 7, 7], [40, 40, 0], [2, 0, 0]])
-    assert renumber(labels).tolist() == [[0, 2, 2], [3, 3, 0], [1, 0, 0]]
     assert remove_small(labels, 2).tolist() == [[0, 7, 7], [40, 40, 0], [0, 0, 0]]
 
 
@@ -271,7 +269,7 @@ def test_fragment_dropped_inside_an_object_becomes_part_of_it():
 
 
 def test_small_objects_packed_around_a_large_one_are_split_off():
-    """The typical radius comes from every peak of the cluster (median 11 px here), not from the
+    """The median inscribed radius comes from every peak of the cluster (median 11 px here), not from the
     cluster's largest object (40 px): with the latter, h = 6 px would merge the four small discs in."""
     yy, xx = np.mgrid[:160, :160]
     mask = (yy - 80) ** 2 + (xx - 80) ** 2 <= 40**2

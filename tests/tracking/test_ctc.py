@@ -16,8 +16,10 @@ import pytest
 import tifffile
 from _helpers import LINEAGE, N_FRAMES, TRACK_OF_LABEL, movie
 
+from unet_tf.config import TrackConfig
 from unet_tf.errors import UserInputError
-from unet_tf.tracking import ctc, motility
+from unet_tf.tracking import ctc
+from unet_tf.tracking.sequence import track_frames
 
 pytest.importorskip("ctc_metrics")
 
@@ -41,7 +43,7 @@ def write_gt(gt_dir: Path, frames, track_of_label, lineage, seg_frames=(0, 4, 7)
 def result(tmp_path_factory):
     root = tmp_path_factory.mktemp("ctc")
     gt = write_gt(root / "01_GT", movie(), lambda t: TRACK_OF_LABEL, LINEAGE)
-    tracks = motility.track_label_frames(lambda: iter(movie()), root / "01_RES")
+    tracks = track_frames(lambda: iter(movie()), root / "01_RES")
     return root / "01_RES", gt, tracks
 
 
@@ -66,7 +68,7 @@ def test_written_files_round_trip_through_the_scorers_reader(result):
 
 def test_missed_division_costs_tra_not_det(tmp_path, result):
     _, gt, _ = result
-    motility.track_label_frames(lambda: iter(movie()), tmp_path / "res", divisions=False)
+    track_frames(lambda: iter(movie()), tmp_path / "res", TrackConfig(divisions=False))
     scores = ctc.score_sequence(tmp_path / "res", gt)
     assert scores["DET"] == 1.0 and scores["SEG"] == 1.0
     assert 0.9 < scores["TRA"] < 1.0
@@ -77,7 +79,7 @@ def test_closed_gap_is_a_valid_ctc_result(tmp_path):
     lineage = LINEAGE[:6] + [[7, 4, 7, 4]]
     lineage[3] = [4, 0, 2, 0]
     gt = write_gt(tmp_path / "01_GT", frames, lambda t: {**TRACK_OF_LABEL, 40: 4 if t < 3 else 7}, lineage)
-    motility.track_label_frames(lambda: iter(frames), tmp_path / "res", max_gap=1)
+    track_frames(lambda: iter(frames), tmp_path / "res", TrackConfig(max_gap=1))
     assert ctc.score_sequence(tmp_path / "res", gt) == {"DET": 1.0, "SEG": 1.0, "TRA": 1.0}
     # the same track id across the gap breaks the CTC rules; the scorer says so
     shutil.copytree(tmp_path / "res", tmp_path / "same_id")

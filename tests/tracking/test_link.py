@@ -15,9 +15,11 @@ import numpy as np
 import pytest
 from _helpers import LINEAGE, N_FRAMES, SIZE, TRACK_OF_LABEL, movie, movie_centres
 
+from unet_tf.config import TrackConfig
 from unet_tf.errors import UserInputError
 from unet_tf.tracking import ctc, motility
 from unet_tf.tracking import link as tracking
+from unet_tf.tracking.sequence import track_frames
 
 
 def _link(frames, **kwargs) -> tracking.Tracks:
@@ -91,7 +93,7 @@ def test_frames_of_different_sizes_are_an_error():
 
 def test_empty_sequence_is_an_error(tmp_path):
     with pytest.raises(UserInputError, match="no frames"):
-        motility.track_label_frames(lambda: iter([]), tmp_path / "res")
+        track_frames(lambda: iter([]), tmp_path / "res")
     assert not (tmp_path / "res").exists()
 
 
@@ -101,7 +103,7 @@ def test_non_integer_labels_are_an_error():
 
 
 def test_negative_labels_are_an_error():
-    with pytest.raises(UserInputError, match="frame 0: label image has negative ids"):
+    with pytest.raises(UserInputError, match="frame 0: negative object id -1"):
         tracking.object_table(0, np.full((4, 4), -1, np.int32))
 
 
@@ -129,7 +131,7 @@ def _read_csv(path):
 
 def test_outputs_and_motility_tables(tmp_path):
     out = tmp_path / "01_RES"
-    tracks = motility.track_label_frames(lambda: iter(movie()), out, pixel_size=0.5, frame_interval=2.0)
+    tracks = track_frames(lambda: iter(movie()), out, TrackConfig(frame_interval=2.0), pixel_size=0.5)
     assert sorted(p.name for p in out.iterdir()) == sorted(
         [ctc.mask_name(t, N_FRAMES) for t in range(N_FRAMES)]
         + ["res_track.txt", "tracks.csv", "tracks_summary.csv", "tracks.png"]

@@ -1,4 +1,4 @@
-"""predict.py --track's path: frames -> predict_image -> instances -> tracks -> CTC files and scores."""
+"""The tracking pipeline: frames -> (predict_image -> instances) -> tracks -> CTC files and scores."""
 
 import numpy as np
 import pytest
@@ -8,7 +8,7 @@ from scipy import ndimage
 from unet_tf.config import PredictConfig, TrackConfig
 from unet_tf.errors import UserInputError
 from unet_tf.models.file import ModelInfo
-from unet_tf.tracking.sequence import track_sequence
+from unet_tf.tracking.sequence import track_frames, track_sequence
 
 
 class DiscModel:
@@ -85,7 +85,7 @@ def test_gt_folder_without_man_track_is_an_error(tmp_path):
         )
 
 
-# --- frame order and hyperstacks (issue: --track on scrambled time / C or Z planes as time) ----------------
+# --- frame order and hyperstacks (issue: tracking scrambled time / C or Z planes as time) ----------------
 
 CENTRES = [(12, 10), (32, 20), (50, 12)]
 
@@ -141,7 +141,7 @@ def test_tcyx_hyperstack_needs_a_channel_and_gives_t_frames(tmp_path, writer):
         run_track(tmp_path, [path])
     message = str(error.value)
     assert "\n" not in message and str(path) in message and "TCYX" in message and "C=2" in message
-    assert "channel=0..1" in message and "--channel" in message
+    assert "`track.channel`=0..1" in message
     row, tracks, log = run_track(tmp_path, [path], TrackConfig(channel=0))
     assert row["frames"] == 5 and row["tracks"] == 3
     assert_steady_motion(tracks, 5)
@@ -155,9 +155,9 @@ def test_tzyx_hyperstack_needs_a_z_plane(tmp_path):
     path = tmp_path / "tz.tif"
     stack = np.stack([np.stack([disc_frame(i), np.zeros((64, 64), np.uint8), disc_frame(i)]) for i in range(4)])
     tifffile.imwrite(path, stack, imagej=True, metadata={"axes": "TZYX"})
-    with pytest.raises(UserInputError, match=r"tz\.tif: axes TZYX \(T=4, Z=3\).*z=0\.\.2 \(predict\.py --z\)"):
+    with pytest.raises(UserInputError, match=r"tz\.tif: axes TZYX \(T=4, Z=3\).*`track\.z`=0\.\.2"):
         run_track(tmp_path, [path])
-    with pytest.raises(UserInputError, match=r"z=3, but .* 3 plane\(s\) along Z"):
+    with pytest.raises(UserInputError, match=r"`track\.z`=3, but .* 3 plane\(s\) along Z"):
         run_track(tmp_path, [path], TrackConfig(z=3))
     row, tracks, _ = run_track(tmp_path, [path], TrackConfig(z=2))
     assert row["frames"] == 4
@@ -214,3 +214,31 @@ def test_expand_inputs_natural_order_for_folders_and_globs(tmp_path):
     expected = ["img_1.tif", "img_2.tif", "img_02b.tif", "img_10.tif"]
     assert [p.name for p in expand_inputs([str(tmp_path)])] == expected
     assert [p.name for p in expand_inputs([str(tmp_path / "img_*.tif")])] == expected
+
+
+class SemanticModel(DiscModel):
+    """A two-class model without instance output (and no ``split_touching``): nothing to track."""
+
+    info = ModelInfo((0, 1), ("background", "cell"), size_divisor=4, normalize=ModelInfo((0, 1), ("a", "b")).normalize)
+
+    def __call__(self, batch):
+        return (batch[..., :1] > 0.5).astype(np.float32)
+
+
+def test_a_model_without_objects_is_an_error_in_library_words(tmp_path):
+    seq = movie(tmp_path)
+    with pytest.raises(UserInputError, match="`track`: needs objects.*`predict.split_touching`"):
+        track_sequence(SemanticModel(), [str(seq)], tmp_path / "res", PredictConfig(tile=32, overlap=8), log=print)
+
+
+def test_images_and_label_frames_go_through_one_pipeline(tmp_path):
+    """track_frames on images with ``segment`` writes what it writes for the segmented label frames."""
+    labels = [tifffile.imread(p) for p in sorted((movie(tmp_path).parent / "01_GT" / "SEG").glob("*.tif"))]
+    images = [(frame > 0).astype(np.uint8) * 200 + 20 for frame in labels]
+    options = TrackConfig(frame_interval=3.0)
+    by_labels = track_frames(lambda: iter(labels), tmp_path / "labels", options, background=images[-1])
+    segmented = iter(labels)
+    by_images = track_frames(lambda: iter(images), tmp_path / "images", options, segment=lambda image: next(segmented))
+    np.testing.assert_array_equal(by_images.lineage, by_labels.lineage)
+    for name in [f"mask{t:03d}.tif" for t in range(6)] + ["res_track.txt", "tracks_summary.csv", "tracks.png"]:
+        assert (tmp_path / "images" / name).read_bytes() == (tmp_path / "labels" / name).read_bytes(), name

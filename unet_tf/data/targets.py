@@ -19,7 +19,8 @@ patch sampler and the augmentation carry the results like any other mask.
   default ``min_size`` of prediction).
 
 Instance label images are 2-D non-negative integer arrays (H, W): 0 is
-background, every other value one object (ids need not be consecutive).
+background, every other value one object (ids need not be consecutive),
+checked and renumbered by the helpers of :mod:`unet_tf.objects.labels`.
 """
 
 from __future__ import annotations
@@ -30,24 +31,17 @@ from typing import Iterable
 import numpy as np
 from scipy import ndimage as ndi
 
+from unet_tf.objects.labels import check_labels, renumber_if_sparse
+
 IGNORE_ID = 255
 """Class id meaning "ignore this pixel" in uint8 class-id masks and targets."""
 
 BACKGROUND, INTERIOR, BOUNDARY = 0, 1, 2
 MARKER_MARGIN_FACTOR = 0.8
-"""Default growth of an unannotated TRA marker, in units of the typical nucleus radius."""
+"""Default growth of an unannotated TRA marker, in units of the median equivalent radius of the nuclei."""
 MIN_SIZE_PERCENTILE = 5.0
 MIN_SIZE_FRACTION = 0.25
 """Default minimum object size: this fraction of that percentile of the training object areas."""
-
-
-def _check_labels(labels: np.ndarray, name: str) -> np.ndarray:
-    labels = np.asarray(labels)
-    if labels.ndim != 2 or not np.issubdtype(labels.dtype, np.integer):
-        raise ValueError(f"{name} must be a 2-D integer label image, got shape {labels.shape} dtype {labels.dtype}")
-    if labels.size and labels.min() < 0:
-        raise ValueError(f"{name} must hold ids >= 0, got minimum {labels.min()}")
-    return labels
 
 
 # === 3-class target ===
@@ -74,7 +68,7 @@ def instance_target(instances: np.ndarray, boundary_width: int = 2) -> np.ndarra
     Returns:
         uint8 (H, W): 0 background, 1 interior, 2 boundary.
     """
-    instances = _check_labels(instances, "instances")
+    instances = check_labels(instances, "instances")
     if int(boundary_width) != boundary_width or boundary_width < 1:
         raise ValueError(f"boundary_width must be an integer >= 1, got {boundary_width!r}")
     size = 2 * int(boundary_width) + 1
@@ -103,15 +97,6 @@ def with_ignore(target: np.ndarray, ignore: np.ndarray | None) -> np.ndarray:
 # === Separation-border weights ===
 
 
-def _compact(instances: np.ndarray) -> np.ndarray:
-    """Ids renumbered 1..n when they are sparse (so find_objects stays small)."""
-    ids = np.unique(instances)
-    ids = ids[ids > 0]
-    if ids.size and ids[-1] > 2 * ids.size + 1024:
-        return np.searchsorted(np.concatenate([[0], ids]), instances).astype(np.int32)
-    return instances
-
-
 def nearest_two_distances(instances: np.ndarray, cutoff: float) -> tuple[np.ndarray, np.ndarray]:
     """Distances d1 <= d2 (float32, H, W) to the nearest and second-nearest object.
 
@@ -121,7 +106,7 @@ def nearest_two_distances(instances: np.ndarray, cutoff: float) -> tuple[np.ndar
     distance map is exact; a distance above ``cutoff`` may be reported as
     ``inf`` (objects farther away are not looked at).
     """
-    instances = _compact(instances)
+    instances = renumber_if_sparse(instances)
     d1 = np.full(instances.shape, np.inf, dtype=np.float32)
     d2 = np.full(instances.shape, np.inf, dtype=np.float32)
     m = int(math.ceil(cutoff))
@@ -187,7 +172,7 @@ def border_weights(
     Returns:
         float32 (H, W), values in ``[1, 1 + w0]``.
     """
-    instances = _check_labels(instances, "instances")
+    instances = check_labels(instances, "instances")
     if w0 < 0 or sigma <= 0:
         raise ValueError(f"need w0 >= 0 and sigma > 0, got w0={w0}, sigma={sigma}")
     weights = np.ones(instances.shape, dtype=np.float32)
@@ -206,9 +191,15 @@ def border_weights(
 # === Ignore regions for sparse annotation (Cell Tracking Challenge) ===
 
 
-def typical_radius(instances: np.ndarray) -> float:
-    """Median equivalent radius ``sqrt(area / pi)`` (px) of the objects of ``instances``; NaN if none."""
-    instances = _check_labels(instances, "instances")
+def median_equivalent_radius(instances: np.ndarray) -> float:
+    """Median equivalent radius ``sqrt(area / pi)`` (px) of the objects of ``instances``; NaN if none.
+
+    The radius of the disc of each object's area (an area in length units),
+    not :func:`unet_tf.objects.instances.split_touching`'s median inscribed
+    radius (the height of the distance map's maxima), which is smaller for
+    any shape but a disc.
+    """
+    instances = check_labels(instances, "instances")
     _, areas = np.unique(instances[instances > 0], return_counts=True)
     return float(np.median(np.sqrt(areas / np.pi))) if areas.size else math.nan
 
@@ -250,9 +241,9 @@ def ignore_from_markers(seg: np.ndarray, markers: np.ndarray, margin: float | No
     follows the nucleus's shape (elongated nuclei have elongated markers), but
     it is smaller than the nucleus and often off-centre. Measured on the 265
     annotated GOWT1 nuclei (both sequences), each treated as if unannotated:
-    the marker grown by 0.75 x the frame's typical radius misses 0.9 % of the
+    the marker grown by 0.75 x the frame's median equivalent radius misses 0.9 % of the
     nucleus pixels on average and ignores 1.2 x the nucleus area of
-    background besides; a disc of 1.5 x the typical radius around the marker's
+    background besides; a disc of 1.5 x that radius around the marker's
     centre misses 0.8 % for 1.3 x; the marker grown by 0.85 x misses 0.55 %
     for 1.5 x. The default factor 0.8 misses 0.7 % for 1.3 x (3.8 % of the
     nuclei lose more than 5 % of their pixels). Erring on the large side is
@@ -265,22 +256,22 @@ def ignore_from_markers(seg: np.ndarray, markers: np.ndarray, margin: float | No
         markers: (H, W) integer TRA markers, one id per object, 0 elsewhere.
         margin: growth in px; training passes :func:`marker_margin` of
             every annotated object of the data set. Default (None):
-            :data:`MARKER_MARGIN_FACTOR` (0.8) x :func:`typical_radius` of
+            :data:`MARKER_MARGIN_FACTOR` (0.8) x :func:`median_equivalent_radius` of
             ``seg`` (of ``markers`` when ``seg`` is empty), which a frame with
             one or two annotated nuclei makes noisy.
 
     Returns:
         bool (H, W), True where the pixel is to be ignored.
     """
-    seg = _check_labels(seg, "seg")
-    markers = _check_labels(markers, "markers")
+    seg = check_labels(seg, "seg")
+    markers = check_labels(markers, "markers")
     if seg.shape != markers.shape:
         raise ValueError(f"seg has shape {seg.shape} but markers {markers.shape}")
     missing = unannotated_markers(seg, markers)
     if missing.size == 0:
         return np.zeros(seg.shape, dtype=bool)
     if margin is None:
-        radius = typical_radius(seg if seg.any() else markers)
+        radius = median_equivalent_radius(seg if seg.any() else markers)
         margin = MARKER_MARGIN_FACTOR * radius
     if margin < 0:
         raise ValueError(f"margin must be >= 0, got {margin}")

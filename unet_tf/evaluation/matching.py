@@ -53,7 +53,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from unet_tf.errors import UserInputError
+from unet_tf.objects.labels import as_label_image, index_by_id
 
 THRESHOLDS = tuple(round(0.5 + 0.05 * i, 2) for i in range(10))
 """IoU thresholds 0.50, 0.55, ..., 0.95 of ``mean_ap``."""
@@ -108,48 +108,13 @@ class Overlaps:
         return self.inter / union
 
 
-def _label_image(labels: np.ndarray, name: str) -> np.ndarray:
-    """``labels`` as an integer label image: a bool mask becomes its 8-connected components (int32).
-
-    Raises:
-        UserInputError: a negative id, named with ``name`` and the value.
-    """
-    labels = np.asarray(labels)
-    if labels.dtype == bool:
-        from unet_tf.objects.instances import label_components
-
-        return label_components(labels) if labels.ndim == 2 else labels.astype(np.int32)
-    if labels.size and labels.min() < 0:
-        raise UserInputError(f"{name} label image: negative object id {labels.min()} (ids must be >= 0, 0 background)")
-    if labels.dtype.kind == "f":
-        if not np.array_equal(labels, np.round(labels)):
-            raise UserInputError(f"{name} label image: fractional ids in a {labels.dtype} array (ids must be integers)")
-        return labels.astype(np.int64)
-    return labels
-
-
-def _compact(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(ids of the objects, their areas, index image: 0 background, i + 1 for ids[i])."""
-    if labels.size and labels.min() >= 0 and labels.max() <= 4 * labels.size:  # no sorting needed
-        counts = np.bincount(labels.ravel())
-        ids = np.flatnonzero(counts[1:]) + 1
-        lookup = np.zeros(counts.size, dtype=np.int64)
-        lookup[ids] = np.arange(1, ids.size + 1)
-        return ids, counts[ids], lookup[labels]
-    ids, inverse, counts = np.unique(labels, return_inverse=True, return_counts=True)
-    index = inverse.reshape(labels.shape)
-    if ids.size and ids[0] == 0:
-        return ids[1:], counts[1:], index
-    return ids, counts, index + 1
-
-
 def overlap_table(true: np.ndarray, pred: np.ndarray) -> Overlaps:
     """Sparse overlap table of two label images of the same shape (H, W) (see the module docstring)."""
-    true, pred = _label_image(true, "true"), _label_image(pred, "pred")
+    true, pred = as_label_image(true, "true"), as_label_image(pred, "pred")
     if true.shape != pred.shape or true.ndim != 2:
         raise ValueError(f"true and pred must be 2-D of one shape, got {true.shape} and {pred.shape}")
-    t_ids, t_area, t_index = _compact(true)
-    p_ids, p_area, p_index = _compact(pred)
+    t_ids, t_area, t_index = index_by_id(true)
+    p_ids, p_area, p_index = index_by_id(pred)
     both = (t_index > 0) & (p_index > 0)
     key = (t_index[both].astype(np.int64) - 1) * max(p_ids.size, 1) + (p_index[both] - 1)
     pairs, inter = np.unique(key, return_counts=True)
@@ -251,7 +216,7 @@ def instance_counts(
         thresholds: IoU thresholds; the first must be 0.5 for the
             precision / recall / PQ columns. Default :data:`THRESHOLDS`.
     """
-    true, pred = _label_image(true, "true"), _label_image(pred, "pred")
+    true, pred = as_label_image(true, "true"), as_label_image(pred, "pred")
     every = overlap_table(true, pred)
     pred, n_ignored = drop_ignored(pred, ignore)
     overlaps = overlap_table(true, pred) if n_ignored else every

@@ -20,7 +20,7 @@ def tversky_from_counts(tp: Any, fp: Any, fn: Any, alpha: float, beta: float, sm
     TensorFlow tensors alike (element-wise, any shape). ``alpha`` weighs false
     positives and ``beta`` false negatives (Salehi et al., 2017);
     ``alpha = beta = 0.5`` gives Dice, ``alpha = beta = 1`` gives IoU. The
-    soft Tversky loss (``losses.py``) calls this with soft counts; the scores
+    soft Tversky loss (:mod:`unet_tf.training.losses`) calls this with soft counts; the scores
     here call it with hard counts and ``smooth = 0``.
     """
     return (tp + smooth) / (tp + alpha * fp + beta * fn + smooth)

@@ -1,6 +1,6 @@
 """Per-class scores of predicted masks against ground truth, as table rows.
 
-The formulas live in ``metrics.py`` (:func:`~unet_tf.evaluation.scores.confusion_counts`
+The formulas live in :mod:`unet_tf.evaluation.scores` (:func:`~unet_tf.evaluation.scores.confusion_counts`
 and :func:`~unet_tf.evaluation.scores.scores_from_counts`); this module only arranges
 them into rows and aggregates over images (:mod:`unet_tf.io.tables` writes them).
 
@@ -16,7 +16,7 @@ the image (the same value on every class row of that image). ``tp, fp, fn``
 are pixel counts of that class (one-vs-rest).
 
 Undefined scores: a score whose denominator is 0 is NaN ("undefined", as in
-``metrics.py``): Dice and IoU of a class absent from both truth and
+:mod:`~unet_tf.evaluation.scores`): Dice and IoU of a class absent from both truth and
 prediction, precision of a class never predicted, recall of a class absent
 from the truth. In CSV files NaN is written ``nan``; an empty cell means "not
 applicable" (``None``, e.g. the counts of a "mean" row).

@@ -12,7 +12,7 @@ dropped, and finished objects left in the kept rows are erased (they cannot
 touch any later pixel), so each object is measured once. The new band is at
 least as tall as the buffer, so re-labelling costs O(pixels) overall even when one object spans the whole image.
 
-Each object is measured with ``morphometry.measure_labels`` on the buffer (the
+Each object is measured with :func:`unet_tf.objects.morphometry.measure_labels` on the buffer (the
 same crop, contour and moments as on the whole mask) and shifted to image rows.
 When the raw image rows are fed with the ids (``add(ids, image)``), a buffer of
 them runs beside the ids, so ``mean_intensity`` / ``max_intensity`` are those of
@@ -40,7 +40,8 @@ import numpy as np
 from scipy import ndimage
 
 from unet_tf.errors import say_note
-from unet_tf.objects.morphometry import _structure, measure_labels
+from unet_tf.objects.labels import structure
+from unet_tf.objects.morphometry import measure_labels
 
 MAX_PIXELS = 2**25  # buffer cap: ~330 MiB while labelling
 
@@ -68,7 +69,7 @@ class BandObjects:
     ):
         self.class_names, self.width, self.max_pixels = tuple(class_names), int(width), max_pixels
         self.image_name, self.pixel_size, self.min_size = image_name, pixel_size, min_size
-        self.structure = _structure(connectivity)
+        self.structure = structure(connectivity)
         self.buffer = np.zeros((0, self.width), np.uint8)
         self.row0 = 0  # image row of buffer[0]
         self.pending = np.zeros((0, self.width), np.uint8)  # rows not yet labelled
@@ -92,7 +93,7 @@ class BandObjects:
             cut = (len(self.buffer) + len(self.pending)) * self.width > self.max_pixels
             if cut:
                 say_note(
-                    "very tall objects are cut into pieces in the object table (streamed prediction)",
+                    "very tall objects are cut into pieces in the object table (streamed prediction, `predict.stream`)",
                     f"{self.image_name} (over {self.max_pixels // self.width} rows)",
                 )
             self._scan(final=cut)

@@ -20,7 +20,8 @@ Hand-written Python versions of either would be slower and less tested.
 Every function returns int32 (H, W) labels, 0 background, objects numbered
 1..N (for connected components: in raster order of their first pixel;
 after a watershed: in that order of their seeds). Hole filling and small-object
-removal are exposed as :func:`fill_label_holes` and :func:`remove_small`.
+removal are exposed as :func:`fill_label_holes` and :func:`remove_small`;
+renumbering, checks and neighbourhoods come from :mod:`unet_tf.objects.labels`.
 """
 
 from __future__ import annotations
@@ -28,33 +29,15 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage as ndi
 
+from unet_tf.objects.labels import check_mask, renumber, structure
+
 SPLIT_H_FACTOR = 0.15
 SPLIT_DISTANCE_FACTOR = 0.5
 WEAK_SEED_FRACTION = 0.25
 """A seed smaller than this fraction of ``min_size`` px is weak: too little interior to be an object's."""
 
 
-def _structure(connectivity: int) -> np.ndarray:
-    if connectivity not in (4, 8):
-        raise ValueError(f"connectivity must be 4 or 8, got {connectivity!r}")
-    return ndi.generate_binary_structure(2, 1 if connectivity == 4 else 2)
-
-
-def _check_mask(mask: np.ndarray, name: str) -> np.ndarray:
-    mask = np.asarray(mask)
-    if mask.ndim != 2:
-        raise ValueError(f"{name} must be 2-D (H, W), got shape {mask.shape}")
-    return mask.astype(bool, copy=False)
-
-
-# === Label image helpers ===
-
-
-def renumber(labels: np.ndarray) -> np.ndarray:
-    """Ids renumbered 1..N (int32), keeping their order; 0 stays background."""
-    from skimage.segmentation import relabel_sequential
-
-    return relabel_sequential(np.asarray(labels))[0].astype(np.int32, copy=False)
+# === Cleaning label images ===
 
 
 def remove_small(labels: np.ndarray, min_size: int) -> np.ndarray:
@@ -90,7 +73,7 @@ def fill_label_holes(labels: np.ndarray) -> np.ndarray:
         return out
     enclosed = np.ones(n + 1, dtype=bool)
     enclosed[np.concatenate([pockets[0], pockets[-1], pockets[:, 0], pockets[:, -1]])] = False
-    cross = _structure(4)
+    cross = structure(4)
     for i, box in enumerate(ndi.find_objects(pockets), start=1):
         if box is None or not enclosed[i]:
             continue
@@ -104,7 +87,7 @@ def fill_label_holes(labels: np.ndarray) -> np.ndarray:
 
 def _add_unseeded(labels: np.ndarray, mask: np.ndarray) -> np.ndarray:
     """``labels`` plus, as new ids, the 8-connected parts of ``mask`` that no seed reached."""
-    rest, n_rest = ndi.label(mask & (labels == 0), structure=_structure(8))
+    rest, n_rest = ndi.label(mask & (labels == 0), structure=structure(8))
     if n_rest == 0:
         return labels
     labels = labels.astype(np.int64)
@@ -132,10 +115,10 @@ def label_components(mask: np.ndarray, min_size: int = 0, connectivity: int = 8)
         mask: (H, W) bool (or anything where nonzero = object).
         min_size: components of fewer pixels are dropped. Default 0.
         connectivity: 8 (corner-touching pixels connect, as in
-            ``morphometry.measure_objects``) or 4. Default 8.
+            :func:`unet_tf.objects.morphometry.measure_objects`) or 4. Default 8.
     """
-    mask = _check_mask(mask, "mask")
-    labels, _ = ndi.label(mask, structure=_structure(connectivity))
+    mask = check_mask(mask, "mask")
+    labels, _ = ndi.label(mask, structure=structure(connectivity))
     return renumber(remove_small(labels, min_size))
 
 
@@ -289,7 +272,7 @@ def _component_peaks(dist: np.ndarray, components: np.ndarray, h: float) -> tupl
     owners, centres = [], []
     for k, box in enumerate(ndi.find_objects(components), start=1):
         own = components[box] == k
-        peaks, n = ndi.label(h_maxima(np.where(own, dist[box], 0), h).astype(bool) & own, structure=_structure(8))
+        peaks, n = ndi.label(h_maxima(np.where(own, dist[box], 0), h).astype(bool) & own, structure=structure(8))
         if n == 0:
             continue
         markers[box][peaks > 0] = peaks[peaks > 0] + len(owners)
@@ -316,8 +299,16 @@ def _split_seeds(dist: np.ndarray, components: np.ndarray, h: float, min_distanc
     return np.concatenate([[0], group + 1])[markers]
 
 
-def _typical_radius(dist: np.ndarray, components: np.ndarray) -> float:
-    """Median height of the distance map's maxima (depth >= 1 px): one per object, also inside a packed cluster."""
+def _median_inscribed_radius(dist: np.ndarray, components: np.ndarray) -> float:
+    """Median height of the distance map's maxima (depth >= 1 px): one per object, also inside a packed cluster.
+
+    Each maximum is the radius of the largest disc inscribed in its object
+    (distance from its centre to the background), so this is the objects'
+    median inscribed radius: for a disc its radius, for other shapes less
+    than the equivalent radius ``sqrt(area / pi)`` of
+    :func:`unet_tf.data.targets.median_equivalent_radius`. ``dist.max()``
+    when no maximum is deep enough.
+    """
     peaks, owner, _ = _component_peaks(dist, components, 1.0)
     if owner.size == 0:
         return float(dist.max())
@@ -343,9 +334,9 @@ def split_touching(
     closer than ``min_distance`` px are merged into one marker.
     Each seed floods ``-distance`` within the mask (skimage watershed).
 
-    Defaults scale with the typical object radius ``r`` (the median height of
-    the distance map's maxima of depth >= 1 px, so every object of a packed
-    cluster counts, not only the cluster's largest): ``h = 0.15 r``
+    Defaults scale with the median inscribed radius ``r`` of the objects (the
+    median height of the distance map's maxima of depth >= 1 px, so every
+    object of a packed cluster counts, not only the cluster's largest): ``h = 0.15 r``
     (at least 1 px) and ``min_distance = 0.5 r``. Two discs of radius ``r``
     are then split when the neck between them is narrower than about
     ``0.85 r`` on each side of the contact line, i.e. while their centres are
@@ -363,14 +354,14 @@ def split_touching(
     """
     from skimage.segmentation import watershed
 
-    mask = _check_mask(mask, "mask")
+    mask = check_mask(mask, "mask")
     if not mask.any():
         return np.zeros(mask.shape, dtype=np.int32)
     if fill_holes:
         mask = ndi.binary_fill_holes(mask)
     dist = ndi.distance_transform_edt(mask).astype(np.float32)
-    components, _ = ndi.label(mask, structure=_structure(8))
-    radius = _typical_radius(dist, components)
+    components, _ = ndi.label(mask, structure=structure(8))
+    radius = _median_inscribed_radius(dist, components)
     h = max(1.0, SPLIT_H_FACTOR * radius) if h is None else float(h)
     min_distance = SPLIT_DISTANCE_FACTOR * radius if min_distance is None else float(min_distance)
     markers = _split_seeds(dist, components, h, min_distance)

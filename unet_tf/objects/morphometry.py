@@ -45,6 +45,8 @@ import cv2
 import numpy as np
 from scipy import ndimage
 
+from unet_tf.objects.labels import renumber_by_position, structure
+
 OBJECT_COLUMNS = (
     "image",
     "page",
@@ -72,15 +74,6 @@ SUMMARY_COLUMNS = ("image", "class", "count", "mean_area_px", "median_area_px", 
 
 
 # === Per-object measurements ===
-
-
-def _structure(connectivity: int) -> np.ndarray:
-    """3x3 neighbourhood for ``scipy.ndimage.label``: 4 (edges) or 8 (edges + corners)."""
-    if connectivity == 8:
-        return np.ones((3, 3), dtype=bool)
-    if connectivity == 4:
-        return np.array([[0, 1, 0], [1, 1, 1], [0, 1, 0]], dtype=bool)
-    raise ValueError(f"connectivity must be 4 or 8, got {connectivity!r}")
 
 
 ROWS_PER_CHUNK = 256  # object pixels are gathered this many label rows at a time
@@ -309,9 +302,9 @@ def measure_objects(
     rows: list[dict[str, Any]] = []
     for c in _check_ids(ids, len(class_names), pixel_size, classes):
         if instances is None:
-            labels, n = ndimage.label(ids == c, structure=_structure(connectivity))
+            labels, n = ndimage.label(ids == c, structure=structure(connectivity))
         else:
-            labels, n = _renumbered(np.where(ids == c, instances, 0))
+            labels, n = renumber_by_position(np.where(ids == c, instances, 0))
         if n:
             rows += measure_labels(
                 labels,
@@ -323,16 +316,6 @@ def measure_objects(
                 image=image,
             )
     return rows
-
-
-def _renumbered(labels: np.ndarray) -> tuple[np.ndarray, int]:
-    """Ids made consecutive 1..n in raster order of first pixels; (labels, n)."""
-    values, first = np.unique(labels.ravel(), return_index=True)
-    keep = values > 0
-    order = values[keep][np.argsort(first[keep])]
-    lookup = np.zeros(int(values.max()) + 1 if values.size else 1, np.int32)
-    lookup[order] = np.arange(1, order.size + 1)
-    return lookup[labels], int(order.size)
 
 
 # === Summaries ===

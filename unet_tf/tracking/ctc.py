@@ -27,7 +27,7 @@ was judged invalid; and it calls ``sklearn.metrics.confusion_matrix`` on every
 pair of full frames, which for labels that are not 0..n-1 maps each pixel
 through a Python dict (about 2.8 s per 1024 x 1024 frame pair on a loaded
 2-core CPU, 100 s for GOWT1 02). :func:`match_masks` counts the pairs with the
-instance metrics' :func:`~unet_tf.evaluation.matching.overlap_table` and is tested
+instance scores' :func:`~unet_tf.evaluation.matching.overlap_table` and is tested
 equal to py-ctcmetrics' ``match`` on masks with background.
 """
 
@@ -43,6 +43,7 @@ import numpy as np
 from unet_tf.errors import UserInputError
 from unet_tf.evaluation.matching import overlap_table
 from unet_tf.io.writers import atomic_path, write_tiff
+from unet_tf.objects.labels import check_labels
 
 SCORES = ("DET", "SEG", "TRA")
 
@@ -67,10 +68,8 @@ def write_ctc_mask(out_dir: str | Path, frame: int, n_frames: int, mask: np.ndar
         n_frames: int, number of frames in the sequence.
         mask: (H, W) integer array of track ids (0 = background), all <= 65535.
     """
-    mask = np.asarray(mask)
-    if mask.ndim != 2 or not np.issubdtype(mask.dtype, np.integer):
-        raise ValueError(f"mask must be a 2-D integer array; received shape {mask.shape}, dtype {mask.dtype}")
-    if mask.size and (mask.min() < 0 or mask.max() > 65535):
+    mask = check_labels(mask, "mask")
+    if mask.size and mask.max() > 65535:
         raise ValueError(f"track ids must be in 0..65535 for uint16 CTC masks; received max {mask.max()}")
     return write_tiff(Path(out_dir) / mask_name(frame, n_frames), mask.astype(np.uint16, copy=False))
 

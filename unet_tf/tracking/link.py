@@ -1,23 +1,18 @@
-"""Instances over frames -> tracks: object tables, LAP linking, CTC files, motility tables.
+"""Instances over frames -> tracks: per-frame object tables and LAP linking.
 
-The flow keeps memory bounded for long movies: only small per-frame object
-tables are kept across frames, never a stack of frames.
+Only small per-frame object tables are kept across frames, never a stack of
+frames, so memory stays bounded for long movies. The pipeline around these
+steps (reading frames twice, writing the outputs) is
+:func:`unet_tf.tracking.sequence.track_frames`.
 
-1. Pass 1: for each instance label frame ``labels_t`` (H, W) (0 = background,
-   one id per object), :func:`object_table` gives one row per object (centroid,
-   area, mean intensity).
-2. :func:`link` joins the tables into tracks with laptrack (LAP linking with
-   gap closing and division detection; Jaqaman et al. 2008, the algorithm of
-   TrackMate's LAP tracker). Result: :class:`Tracks`, with the track id of
-   every (frame, label) and the CTC lineage table ``L B E P``.
-3. Pass 2: :func:`write_outputs` reads the frames again, one at a time (from
-   wherever pass 1 left them, e.g. temporary label files), replaces each label
-   by its track id (:meth:`Tracks.relabel`) and writes the CTC result
-   (``maskTTT.tif``, ``res_track.txt``), ``tracks.csv``, ``tracks_summary.csv``
-   and ``tracks.png``.
-
-:func:`track_label_frames` runs all three on label frames that can be read
-twice (a callable returning a fresh iterable).
+* :func:`object_table`: for one instance label frame ``labels_t`` (H, W)
+  (0 = background, one id per object), one row per object (centroid, area,
+  mean intensity).
+* :func:`link` joins the tables into tracks with laptrack (LAP linking with
+  gap closing and division detection; Jaqaman et al. 2008, the algorithm of
+  TrackMate's LAP tracker). Result: :class:`Tracks`, with the track id of
+  every (frame, label) (:meth:`Tracks.relabel` turns a label frame into a
+  track-id frame) and the CTC lineage table ``L B E P``.
 
 Track rules (those of the Cell Tracking Challenge, see :mod:`unet_tf.tracking.ctc`): a
 track is an unbroken run of frames; it ends at a division (two daughter tracks
@@ -45,6 +40,7 @@ from typing import Sequence
 import numpy as np
 
 from unet_tf.errors import UserInputError
+from unet_tf.objects.labels import check_labels
 
 START_NEW, START_DIVISION, START_GAP = "new", "division", "gap"
 
@@ -94,14 +90,8 @@ def object_table(
     Returns:
         :class:`ObjectTable` with the objects sorted by label.
     """
-    labels = np.asarray(labels)
     where = f"frame {frame_index}" + (f" ({name})" if name else "")
-    if labels.ndim != 2 or not np.issubdtype(labels.dtype, np.integer):
-        raise UserInputError(
-            f"{where}: expected a 2-D integer label image, got shape {labels.shape}, dtype {labels.dtype}"
-        )
-    if labels.size and labels.min() < 0:
-        raise UserInputError(f"{where}: label image has negative ids (min {labels.min()}); ids must be >= 0")
+    labels = check_labels(labels, where, UserInputError)
     if intensity is not None and np.shape(intensity) != labels.shape:
         raise UserInputError(f"{where}: intensity image {np.shape(intensity)} differs from labels {labels.shape}")
     rows, cols = np.nonzero(labels)
@@ -307,6 +297,3 @@ def link(
         lineage=np.array(lineage, dtype=np.int64).reshape(-1, 4),
         start=np.array(start, dtype=str),
     )
-
-
-# === Outputs (pass 2) ===

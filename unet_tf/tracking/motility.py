@@ -1,5 +1,8 @@
 """Motility tables and the trajectory plot of linked tracks (:class:`unet_tf.tracking.link.Tracks`).
 
+Pass 2 of the tracking pipeline (:func:`unet_tf.tracking.sequence.write_outputs`)
+writes them beside the CTC result.
+
 Definitions (pixels; row ``y``, column ``x``; a track is an unbroken run of
 frames, see :mod:`unet_tf.tracking.link`):
 
@@ -19,14 +22,13 @@ frames, see :mod:`unet_tf.tracking.link`):
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any
 
 import numpy as np
 
 from unet_tf.io.tables import write_csv
 from unet_tf.io.writers import atomic_path
-from unet_tf.tracking.ctc import write_ctc_mask, write_res_track
-from unet_tf.tracking.link import Tracks, link, object_table
+from unet_tf.tracking.link import Tracks
 
 
 def _steps(objects: dict[str, np.ndarray]) -> np.ndarray:
@@ -211,78 +213,3 @@ def plot_tracks(tracks: Tracks, background: np.ndarray, path: str | Path) -> Pat
         fig.savefig(tmp, format="png")
     plt.close(fig)
     return Path(path)
-
-
-def write_outputs(
-    tracks: Tracks,
-    frames: Iterable[np.ndarray],
-    out_dir: str | Path,
-    *,
-    background: np.ndarray | None = None,
-    pixel_size: float | None = None,
-    frame_interval: float | None = None,
-) -> dict[str, Path]:
-    """Write the CTC result and the motility tables and plot into ``out_dir``.
-
-    Args:
-        tracks: :class:`Tracks` from :func:`link`.
-        frames: iterable of the same (H, W) label frames as pass 1, in order, read
-            one at a time (e.g. a generator reading temporary label files).
-        out_dir: str or Path; receives ``maskTTT.tif``, ``res_track.txt``, ``tracks.csv``,
-            ``tracks_summary.csv`` and ``tracks.png``, each written atomically.
-        background: optional (H, W) image under the trajectories in ``tracks.png``
-            (default: the last frame's objects).
-        pixel_size: float, micrometres per pixel; adds µm columns (default None).
-        frame_interval: float, minutes between frames; adds per-minute speeds (default None).
-
-    Returns:
-        {"masks": out_dir, "res_track": ..., "tracks": ..., "summary": ..., "plot": ...}.
-    """
-    out_dir = Path(out_dir)
-    last = None
-    count = 0
-    for t, labels in enumerate(frames):
-        if t >= tracks.n_frames:
-            raise ValueError(f"frames yields more than the {tracks.n_frames} tracked frames")
-        last = tracks.relabel(t, labels)
-        write_ctc_mask(out_dir, t, tracks.n_frames, last)
-        count += 1
-    if count != tracks.n_frames:
-        raise ValueError(f"frames yielded {count} frames; {tracks.n_frames} were tracked")
-    paths = {"masks": out_dir, "res_track": write_res_track(out_dir / "res_track.txt", tracks.lineage)}
-    paths.update(write_track_tables(tracks, out_dir, pixel_size=pixel_size, frame_interval=frame_interval))
-    paths["plot"] = plot_tracks(tracks, last > 0 if background is None else background, out_dir / "tracks.png")
-    return paths
-
-
-def track_label_frames(
-    frames: Callable[[], Iterable[np.ndarray]],
-    out_dir: str | Path,
-    *,
-    names: Sequence[str] | None = None,
-    max_distance: float = 30.0,
-    max_gap: int = 2,
-    divisions: bool = True,
-    background: np.ndarray | None = None,
-    pixel_size: float | None = None,
-    frame_interval: float | None = None,
-) -> Tracks:
-    """Track instance label frames that can be read twice, and write every output.
-
-    Args:
-        frames: callable returning a fresh iterable of (H, W) integer label frames
-            in time order, e.g. ``lambda: (read_label(p) for p in paths)``; called twice.
-        out_dir: str or Path, the output folder (see :func:`write_outputs`).
-        names: optional frame names (file paths) for error messages.
-        max_distance, max_gap, divisions: see :func:`link`.
-        background, pixel_size, frame_interval: see :func:`write_outputs`.
-
-    Returns:
-        :class:`Tracks`.
-    """
-    tables = [object_table(t, labels, name=names[t] if names else "") for t, labels in enumerate(frames())]
-    tracks = link(tables, max_distance=max_distance, max_gap=max_gap, divisions=divisions, source=str(out_dir))
-    write_outputs(
-        tracks, frames(), out_dir, background=background, pixel_size=pixel_size, frame_interval=frame_interval
-    )
-    return tracks
