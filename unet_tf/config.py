@@ -1,10 +1,11 @@
 """Settings as frozen dataclasses: saved with every run, read back by predict.
 
 Every field has a plain default, and defaults live only here: the command
-lines, ``--config`` files and notebooks fill them by name (see
+lines, settings files (``config_file``) and notebooks fill them by name (see
 :func:`from_dict`, :func:`load_config`), so an unknown key is an error, not a
-silently ignored typo. The name tuples below are the choices the command lines
-offer; this module imports nothing heavy, so ``--help`` stays instant.
+silently ignored typo. The name tuples below are the choices a setting offers
+(the command lines offer the same), and this is their only home; this module
+imports nothing heavy, so a command line's help stays instant.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from unet_tf.errors import UserInputError
 
 DATASET_NAMES = ("tem", "isbi2012", "folder", "ctc", "dsb2018")
 MODEL_NAMES = ("unet", "resunet")
+DEFAULT_DEPTH = {"unet": 4, "resunet": 3}  # 2x downsamplings of each model when ModelConfig.depth is None
 UPSAMPLING_NAMES = ("nearest", "bilinear", "transpose")
 STRATEGY_NAMES = ("auto", "none", "mirrored", "multiworker")
 LOSS_NAMES = (
@@ -38,6 +40,7 @@ BUDGET_NAMES = ("steps", "epochs")
 LR_SCHEDULE_NAMES = ("cosine", "constant")
 PRECISION_NAMES = ("auto", "float32", "mixed_bfloat16")
 TARGET_NAMES = ("auto", "semantic", "instances")
+EXPORT_FORMAT_NAMES = ("onnx", "savedmodel", "bioimageio")
 
 
 @dataclass(frozen=True)
@@ -111,7 +114,7 @@ class ModelConfig:
 
     model: str = "unet"
     base_filters: int = 16
-    depth: int | None = None  # 2x downsamplings; None: 4 for unet, 3 for resunet
+    depth: int | None = None  # 2x downsamplings; None: DEFAULT_DEPTH of the model (4 for unet, 3 for resunet)
     upsampling: str = "nearest"
     dropout: float = 0.0
     attention: bool = False
@@ -209,7 +212,16 @@ class TrackConfig:
 
 @dataclass(frozen=True)
 class AblationConfig:
-    """The training-set-size grid: sizes x augmentation x models x repeats."""
+    """The training-set-size grid: sizes x augmentation x models x repeats (:func:`unet_tf.ablation.run_ablation`).
+
+    ``train_sizes``: labelled images per cell (training + validation); ``augment``: the
+    augmentation settings compared; ``models``: the architectures (None: the run's own
+    ``model.model``); ``repeats``: seeds ``train.seed + r``; ``budget``: one of
+    :data:`BUDGET_NAMES` (``steps``: the same optimizer steps per cell; ``epochs``:
+    ``train.epochs`` passes over each cell's patches); ``budget_steps``: total steps per
+    cell under ``steps`` (None: ``train.epochs x train.steps_per_epoch``, or without steps per
+    epoch ``train.epochs`` passes over the largest size).
+    """
 
     train_sizes: tuple[int, ...] = ()
     augment: tuple[bool, ...] = (True, False)
@@ -321,7 +333,7 @@ def config_from_settings(*layers: dict) -> RunConfig:
 
 
 def load_config(path: str | Path | None = None, **overrides: Any) -> RunConfig:
-    """The :class:`RunConfig` of a YAML/JSON file (the one ``train.py --config`` reads).
+    """The :class:`RunConfig` of a YAML/JSON settings file (train.py's ``config_file``).
 
     Args:
         path: str or Path or None. A YAML or JSON file with flat keys

@@ -25,7 +25,7 @@ from unet_tf.ablation import (
 )
 from unet_tf.ablation import run as ablation
 from unet_tf.cli.train import main as train_main
-from unet_tf.config import RunConfig, steps_per_pass
+from unet_tf.config import AblationConfig, RunConfig, steps_per_pass
 from unet_tf.config import replace_config as replace_cfg
 from unet_tf.errors import UserInputError
 from unet_tf.evaluation.semantic import Evaluator
@@ -201,12 +201,36 @@ def test_summary_table_and_plot(tmp_path):
 
 def test_impossible_size_is_refused_before_any_cell(tem_dir, tmp_path, capsys):
     out = tmp_path / "out"
-    with pytest.raises(UserInputError, match=r"--train-sizes 99: the dataset has only 4 labelled"):
-        run_ablation(tiny_cfg(tem_dir), [2, 99], out_dir=out)
+    with pytest.raises(UserInputError, match=r"`ablation.train_sizes` 99: the dataset has only 4 labelled"):
+        run_ablation(tiny_cfg(tem_dir), AblationConfig(train_sizes=(2, 99)), out_dir=out)
     assert not out.exists()
     assert train_main(tiny_args(tem_dir, out)[:-4] + ["--train-sizes", "2,99"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert err[-1].startswith("error: --train-sizes 99") and not out.exists()
+
+
+@pytest.mark.parametrize(
+    "grid, message",
+    [
+        (AblationConfig(), r"`ablation.train_sizes`: give at least one size"),
+        (AblationConfig(train_sizes=(0, 2)), r"`ablation.train_sizes` 0,2: sizes must be at least 1"),
+        (AblationConfig(train_sizes=(2,), repeats=0), r"`ablation.repeats` 0: must be at least 1"),
+        (AblationConfig(train_sizes=(2,), augment=()), r"`ablation.augment`: give on, off or on,off"),
+        (AblationConfig(train_sizes=(2,), models=("unet", "vnet")), r"`ablation.models` vnet: unknown"),
+        (AblationConfig(train_sizes=(2,), budget="hours"), r"`ablation.budget` hours: choose one of steps, epochs"),
+        (
+            AblationConfig(train_sizes=(2,), budget="epochs", budget_steps=5),
+            r"`ablation.budget_steps` 5: needs `ablation.budget` steps",
+        ),
+    ],
+)
+def test_a_bad_grid_names_the_setting_before_any_image_is_read(tmp_path, grid, message):
+    cfg = tiny_cfg(tmp_path / "no such folder")
+    with pytest.raises(UserInputError, match=message):
+        run_ablation(cfg, grid, out_dir=tmp_path / "out")
+    with pytest.raises(UserInputError, match=r"`data.train_size`: the ablation sets it per cell"):
+        run_ablation(replace_cfg(cfg, data={"train_size": 2}), AblationConfig(train_sizes=(2,)), tmp_path / "out")
+    assert not (tmp_path / "out").exists()
 
 
 def test_holdout_leaves_the_pool_before_subsets_are_drawn(tem_dir, tmp_path):
@@ -215,15 +239,19 @@ def test_holdout_leaves_the_pool_before_subsets_are_drawn(tem_dir, tmp_path):
     assert [s.image.name for s in data.test] == ["raw_03.tif"]
     plain = resolve_pool(tiny_cfg(tem_dir), log=lambda _: None)
     assert len(plain.pool) == 4 and [s.image.parent.name for s in plain.test] == ["test"]
-    with pytest.raises(UserInputError, match=r"only 3 labelled training images after --holdout 1"):
-        run_ablation(replace_cfg(tiny_cfg(tem_dir), data={"holdout": 1}), [4], out_dir=tmp_path / "out")
+    with pytest.raises(UserInputError, match=r"only 3 labelled training images after `data.holdout` 1"):
+        run_ablation(
+            replace_cfg(tiny_cfg(tem_dir), data={"holdout": 1}),
+            AblationConfig(train_sizes=(4,)),
+            out_dir=tmp_path / "out",
+        )
     assert not (tmp_path / "out").exists()
 
 
 def test_no_labelled_test_images_suggests_holdout(tmp_path):
     write_tem_dataset(tmp_path / "tem", n_train=2, n_test=0, size=64)
-    with pytest.raises(UserInputError, match=r"no labelled test images.*--holdout"):
-        run_ablation(tiny_cfg(tmp_path / "tem"), [1], out_dir=tmp_path / "out")
+    with pytest.raises(UserInputError, match=r"no labelled test images.*`data.holdout`"):
+        run_ablation(tiny_cfg(tmp_path / "tem"), AblationConfig(train_sizes=(1,)), out_dir=tmp_path / "out")
     assert not (tmp_path / "out").exists()
 
 
@@ -262,12 +290,12 @@ class FakeRuns:
 
 def test_interrupted_grid_resumes_and_skips_finished_cells(tem_dir, tmp_path, monkeypatch):
     out = tmp_path / "out"
-    cfg, logs = tiny_cfg(tem_dir), []
+    cfg, grid, logs = tiny_cfg(tem_dir), AblationConfig(train_sizes=(1, 3)), []
     first = FakeRuns(interrupt_at=2)
     monkeypatch.setattr(ablation, "train", first.train)
     monkeypatch.setattr(ablation, "evaluate_cell", first.evaluate_cell)
     with pytest.raises(KeyboardInterrupt):
-        run_ablation(cfg, [1, 3], out_dir=out, log=logs.append)
+        run_ablation(cfg, grid, out_dir=out, log=logs.append)
     assert len(read_csv(out / "ablation.csv")) == 1
     stale = out / "cells" / "unet-n3-augon-s0"  # interrupted before its first epoch ended
     stale.mkdir(parents=True)
@@ -275,7 +303,7 @@ def test_interrupted_grid_resumes_and_skips_finished_cells(tem_dir, tmp_path, mo
 
     again = FakeRuns()
     monkeypatch.setattr(ablation, "train", again.train)
-    rows = run_ablation(cfg, [1, 3], out_dir=out, log=logs.append)
+    rows = run_ablation(cfg, grid, out_dir=out, log=logs.append)
     assert len(rows) == 4 and len(read_csv(out / "ablation.csv")) == 4
     trained = [(c.data.train_size, c.data.augment.enabled, c.train.resume) for c in again.configs]
     assert trained == [(1, False, True), (3, True, False), (3, False, False)]
@@ -290,24 +318,18 @@ def test_interrupted_grid_resumes_and_skips_finished_cells(tem_dir, tmp_path, mo
     # same grid again: nothing trains; other base settings in the same folder are refused
     third = FakeRuns()
     monkeypatch.setattr(ablation, "train", third.train)
-    run_ablation(cfg, [1, 3], out_dir=out, log=logs.append)
+    run_ablation(cfg, grid, out_dir=out, log=logs.append)
     assert third.configs == []
     with pytest.raises(UserInputError, match="other settings.*train.epochs"):
-        run_ablation(tiny_cfg(tem_dir, epochs=5), [1, 3], out_dir=out, log=logs.append)
+        run_ablation(tiny_cfg(tem_dir, epochs=5), grid, out_dir=out, log=logs.append)
 
 
 def test_epochs_budget_uses_one_pass_per_epoch(tem_dir, tmp_path, monkeypatch):
     runs = FakeRuns()
     monkeypatch.setattr(ablation, "train", runs.train)
     monkeypatch.setattr(ablation, "evaluate_cell", runs.evaluate_cell)
-    rows = run_ablation(
-        tiny_cfg(tem_dir, epochs=2),
-        [2, 4],
-        augments=[True],
-        out_dir=tmp_path / "o",
-        budget="epochs",
-        log=lambda _: None,
-    )
+    grid = AblationConfig(train_sizes=(2, 4), augment=(True,), budget="epochs")
+    rows = run_ablation(tiny_cfg(tem_dir, epochs=2), grid, out_dir=tmp_path / "o", log=lambda _: None)
     assert [c.train.steps_per_epoch for c in runs.configs] == [None, None]
     assert [c.train.epochs for c in runs.configs] == [2, 2]
     assert [(r["size"], r["n_train"], r["steps"]) for r in rows] == [(2, 1, 2), (4, 3, 6)]

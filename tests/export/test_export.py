@@ -19,9 +19,6 @@ pytest.importorskip("onnxruntime")
 pytest.importorskip("tf2onnx")
 
 
-
-
-
 def keras_probabilities(path, x):
     from unet_tf.export import load_for_export
 
@@ -203,6 +200,34 @@ def test_metadata_round_trip_and_check_sizes():
     assert check_sizes(4) == ((64, 64), (96, 128)) and check_sizes(32) == ((64, 64), (96, 128))
     assert check_sizes(128) == ((128, 128), (256, 384))
     assert parse_formats("ONNX, bioimageio,onnx") == ("onnx", "bioimageio")
+    with pytest.raises(UserInputError, match=r"`formats` onnx,tflite: unknown format tflite; choose from onnx, "):
+        parse_formats("onnx,tflite")
+
+
+def test_library_errors_name_the_arguments(model_files, tmp_path):
+    from unet_tf.export import export_model
+
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(UserInputError, match=r"`out` .*file: exists and is not a folder"):
+        export_model(model_files[2][0], tmp_path / "file", ("onnx",))
+    with pytest.raises(UserInputError, match=r"`out` .*cannot write here \(.*file is a file"):
+        export_model(model_files[2][0], tmp_path / "file" / "out", "onnx")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["file"]
+
+
+@pytest.mark.parametrize("n_classes", [2, 3])
+def test_export_reads_the_model_info_as_model_info(model_files, n_classes):
+    from unet_tf.export import load_for_export
+    from unet_tf.export.bioimageio import config_section, output_channels
+
+    weights, info = model_files[n_classes]
+    _, loaded = load_for_export(weights)
+    assert isinstance(loaded, ModelInfo) and loaded == ModelInfo.from_dict(info)
+    names = list(CLASSES[n_classes][1])
+    assert output_channels(loaded) == (names[1:] if n_classes == 2 else names)  # a sigmoid head: P(class 1)
+    section = config_section(loaded)
+    assert section["class_names"] == names and section["normalize"] == {"pmin": 2.0, "pmax": 98.0, "clip": False}
+    assert yaml.safe_load(yaml.safe_dump(section)) == section  # plain YAML: lists, not tuples
 
 
 def test_cover_colours_only_foreground_classes():

@@ -4,15 +4,22 @@ The grid is sizes x augmentation on/off x model(s) x repeats. Repeat ``r`` uses
 seed ``base seed + r``: a different subset of images (:func:`unet_tf.data.splits.choose_subset`),
 a different validation split and a different initialisation. Augmentation
 settings and models share the seed's subset, so they are compared on the same
-images. Every cell trains exactly like ``train.py --train-size N --seed S``
-(``N`` labelled images, ``--val-fraction`` of them for validation and the
-choice of ``best.keras``) and is tested on the SAME held-out images: the
-dataset's labelled test split, or with ``--holdout K`` the last K labelled
-training images, which are removed from the pool before any subset is drawn.
+images. Every cell trains exactly like one run with ``data.train_size`` N and
+``train.seed`` S (N labelled images, ``data.val_fraction`` of them for
+validation and the choice of ``best.keras``) and is tested on the SAME held-out
+images: the dataset's labelled test split, or with ``data.holdout`` K the last K
+labelled training images, which are removed from the pool before any subset is
+drawn.
 
-Budget (:func:`cell_schedule`): ``steps`` (default) gives every cell the same
-number of optimizer steps, ``epochs`` the fixed-epoch protocol of the
-literature (one epoch = one pass over ``patches_per_image x images`` patches).
+The grid is an :class:`unet_tf.config.AblationConfig` (``ablation.train_sizes``,
+``ablation.augment``, ``ablation.models``, ``ablation.repeats``,
+``ablation.budget``, ``ablation.budget_steps``), passed as it is to
+:func:`run_ablation` with the run's :class:`~unet_tf.config.RunConfig`.
+
+Budget (:func:`cell_schedule`, ``ablation.budget``): ``steps`` (default) gives
+every cell the same number of optimizer steps, ``epochs`` the fixed-epoch
+protocol of the literature (one epoch = one pass over ``patches_per_image x
+images`` patches).
 Early stopping never cuts a cell short; ``best.keras`` is kept by ``val_dice``.
 
 Output folder::
@@ -27,8 +34,9 @@ Output folder::
 Test scores are the per-image ``"mean"`` rows of :mod:`unet_tf.evaluation.semantic`
 (every test image weighs the same); ``mean_dice`` is the mean of the
 foreground classes' Dice (classes absent from truth and prediction, NaN, are
-skipped). Running the same command again skips the cells that have a row in
-``ablation.csv``; a cell interrupted in training resumes from its last epoch.
+skipped). Running the same grid into the same folder again skips the cells
+that have a row in ``ablation.csv``; a cell interrupted in training resumes
+from its last epoch.
 
 Modules: :mod:`.plan` (the grid and the budget, pure), :mod:`.report` (rows,
 summary, table, plot), :mod:`.run` (the images, training and testing a cell,
@@ -38,7 +46,6 @@ the grid loop).
 from __future__ import annotations
 
 from unet_tf.ablation.plan import (
-    BUDGETS,
     Cell,
     Schedule,
     cell_config,
@@ -64,7 +71,6 @@ from unet_tf.ablation.run import AblationData, evaluate_cell, resolve_pool, run_
 
 __all__ = [
     "AblationData",
-    "BUDGETS",
     "Cell",
     "Schedule",
     "cell_config",

@@ -14,12 +14,9 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Sequence
 
-from unet_tf.config import RunConfig, replace_config, steps_per_pass
+from unet_tf.config import BUDGET_NAMES, RunConfig, replace_config, steps_per_pass
 from unet_tf.data.splits import split_train_val
 from unet_tf.errors import UserInputError
-
-BUDGETS = ("steps", "epochs")
-
 
 # === The grid ===
 
@@ -133,14 +130,14 @@ def cell_schedule(cfg: RunConfig, size: int, budget: str, total_steps: int | Non
     t, d = cfg.train, cfg.data
     if budget == "steps":
         if not total_steps or total_steps < 1:
-            raise UserInputError(f"--budget-steps {total_steps}: must be at least 1")
+            raise UserInputError(f"`ablation.budget_steps` {total_steps}: must be at least 1")
         epochs = min(t.epochs, total_steps)
         per_epoch = math.ceil(total_steps / epochs)
         return Schedule(epochs, per_epoch, epochs * per_epoch)
     if budget == "epochs":
         per_pass = steps_per_pass(n_train_images(size, d.val_fraction), d.patches_per_image, t.batch_size)
         return Schedule(t.epochs, None, t.epochs * per_pass)
-    raise UserInputError(f"--budget {budget}: choose one of {', '.join(BUDGETS)}")
+    raise UserInputError(f"`ablation.budget` {budget}: choose one of {', '.join(BUDGET_NAMES)}")
 
 
 def cell_config(base: RunConfig, cell: Cell, schedule: Schedule, run_dir: Path, resume: bool) -> RunConfig:

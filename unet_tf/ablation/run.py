@@ -1,9 +1,11 @@
-"""Running the ablation grid: check the request, resolve the images, train and test every cell.
+"""Running the ablation grid: check the grid, resolve the images, train and test every cell.
 
-:func:`run_ablation` (``train.py --ablation``): each cell trains like ``train.py
---train-size N --seed S``, is tested on the same held-out images
-(:func:`resolve_pool`) and gets its ``ablation.csv`` row when done, so a rerun
-skips finished cells and resumes an interrupted training.
+:func:`run_ablation` takes the run's :class:`~unet_tf.config.RunConfig` and the
+grid's :class:`~unet_tf.config.AblationConfig` as they are (train.py builds both
+from its arguments). Each cell trains like one run with ``data.train_size`` N and
+``train.seed`` S, is tested on the same held-out images (:func:`resolve_pool`)
+and gets its ``ablation.csv`` row when done, so a rerun skips finished cells and
+resumes an interrupted training.
 """
 
 from __future__ import annotations
@@ -20,7 +22,6 @@ import numpy as np
 
 from unet_tf import config as cfgmod
 from unet_tf.ablation.plan import (
-    BUDGETS,
     Cell,
     Schedule,
     cell_config,
@@ -31,12 +32,20 @@ from unet_tf.ablation.plan import (
     total_step_budget,
 )
 from unet_tf.ablation.report import read_rows, row_key, scores_from_metrics, sort_rows, write_reports
-from unet_tf.config import PredictConfig, RunConfig, replace_config, steps_per_pass
+from unet_tf.config import (
+    BUDGET_NAMES,
+    MODEL_NAMES,
+    AblationConfig,
+    PredictConfig,
+    RunConfig,
+    replace_config,
+    steps_per_pass,
+)
 from unet_tf.data.layouts import Sample, list_samples
 from unet_tf.data.splits import labelled_pool, resolve_data
 from unet_tf.errors import UserInputError
 from unet_tf.io.writers import atomic_path
-from unet_tf.models.build import MODELS, check_input_size, resolved_depth
+from unet_tf.models.build import check_input_size, resolved_depth
 from unet_tf.models.file import load_model
 from unet_tf.prediction.files import predict_files
 from unet_tf.training.run import train
@@ -58,7 +67,7 @@ class AblationData:
 
 
 def resolve_pool(cfg: RunConfig, log: Log = print) -> AblationData:
-    """Training pool (labelled training images minus ``--holdout``) and the labelled test images."""
+    """Training pool (labelled training images minus ``data.holdout``) and the labelled test images."""
     d = cfg.data
     data_dir, spec, pool, held = labelled_pool(cfg, log)
     if held:
@@ -70,7 +79,7 @@ def resolve_pool(cfg: RunConfig, log: Log = print) -> AblationData:
             test = []
         if not test:
             raise UserInputError(
-                f"{data_dir}: no labelled test images for the ablation; use --holdout N to keep the last N "
+                f"{data_dir}: no labelled test images for the ablation; use `data.holdout` N to keep the last N "
                 "labelled training images as the test set"
             )
     return AblationData(data_dir, spec.class_names, tuple(pool), tuple(test))
@@ -128,7 +137,7 @@ def check_settings(path: Path, settings: dict) -> None:
         shown = ", ".join(f"{k} {old.get(k)!r} -> {new.get(k)!r}" for k in diff[:3])
         raise UserInputError(
             f"{path.parent}: holds an ablation with other settings ({shown}{' ...' if len(diff) > 3 else ''}); "
-            "use another --out or the same settings"
+            "use another `out_dir` or the same settings"
         )
 
 
@@ -214,22 +223,8 @@ def run_cell(
 
 
 @dataclass(frozen=True)
-class AblationRequest:
-    """What :func:`run_ablation` was asked for (see its arguments)."""
-
-    base: RunConfig
-    sizes: tuple[int, ...]
-    augments: tuple[bool, ...]
-    models: tuple[str, ...]
-    repeats: int
-    out_dir: Path
-    budget: str
-    budget_steps: int | None
-
-
-@dataclass(frozen=True)
 class GridPlan:
-    """A checked request made concrete: the images, each size's schedule, the cells and the report texts."""
+    """A checked grid made concrete: the images, each size's schedule, the cells and the report texts."""
 
     data: AblationData
     schedules: Mapping[int, Schedule]
@@ -240,84 +235,92 @@ class GridPlan:
     title: str
 
 
-def check_request(req: AblationRequest) -> None:
-    """Raise :class:`UserInputError` for a request that cannot run, before any image is read."""
-    sizes, base = req.sizes, req.base
+def grid_models(cfg: RunConfig, grid: AblationConfig) -> tuple[str, ...]:
+    """The models of the grid: ``grid.models``, or the run's own model when None."""
+    return tuple(grid.models or (cfg.model.model,))
+
+
+def check_grid(cfg: RunConfig, grid: AblationConfig) -> None:
+    """Raise :class:`UserInputError` for a grid that cannot run, before any image is read."""
+    sizes = tuple(grid.train_sizes)
     if not sizes:
-        raise UserInputError("--train-sizes: give at least one size, e.g. 5,10,25")
+        raise UserInputError("`ablation.train_sizes`: give at least one size, e.g. 5,10,25")
     if min(sizes) < 1:
-        raise UserInputError(f"--train-sizes {','.join(map(str, sizes))}: sizes must be at least 1")
-    if req.repeats < 1:
-        raise UserInputError(f"--repeats {req.repeats}: must be at least 1")
-    if not req.augments:
-        raise UserInputError("--augment: give on, off or on,off")
-    unknown = [m for m in req.models if m not in MODELS]
+        raise UserInputError(f"`ablation.train_sizes` {','.join(map(str, sizes))}: sizes must be at least 1")
+    if grid.repeats < 1:
+        raise UserInputError(f"`ablation.repeats` {grid.repeats}: must be at least 1")
+    if not grid.augment:
+        raise UserInputError("`ablation.augment`: give on, off or on,off")
+    unknown = [m for m in grid_models(cfg, grid) if m not in MODEL_NAMES]
     if unknown:
-        raise UserInputError(f"--ablation-models {','.join(unknown)}: unknown; choose from {', '.join(MODELS)}")
-    if req.budget not in BUDGETS:
-        raise UserInputError(f"--budget {req.budget}: choose one of {', '.join(BUDGETS)}")
-    if req.budget_steps is not None and (req.budget != "steps" or req.budget_steps < 1):
-        raise UserInputError(f"--budget-steps {req.budget_steps}: needs --budget steps and a value of at least 1")
-    if base.data.train_size is not None:
-        raise UserInputError("--train-size: the ablation sets it per cell; give --train-sizes instead")
-    for model in req.models:
+        raise UserInputError(f"`ablation.models` {','.join(unknown)}: unknown; choose from {', '.join(MODEL_NAMES)}")
+    if grid.budget not in BUDGET_NAMES:
+        raise UserInputError(f"`ablation.budget` {grid.budget}: choose one of {', '.join(BUDGET_NAMES)}")
+    if grid.budget_steps is not None and (grid.budget != "steps" or grid.budget_steps < 1):
+        raise UserInputError(
+            f"`ablation.budget_steps` {grid.budget_steps}: needs `ablation.budget` steps and a value of at least 1"
+        )
+    if cfg.data.train_size is not None:
+        raise UserInputError("`data.train_size`: the ablation sets it per cell; give `ablation.train_sizes` instead")
+    for model in grid_models(cfg, grid):
         check_input_size(
-            base.data.patch_size,
-            resolved_depth(replace_config(base, model={"model": model}).model),
-            f"--patch-size (model {model})",
+            cfg.data.patch_size,
+            resolved_depth(replace_config(cfg, model={"model": model}).model),
+            f"`data.patch_size` (model {model})",
         )
 
 
-def check_pool(req: AblationRequest, data: AblationData) -> None:
+def check_pool(cfg: RunConfig, grid: AblationConfig, data: AblationData) -> None:
     """Refuse sizes larger than the training pool."""
-    too_big = [s for s in req.sizes if s > len(data.pool)]
+    too_big = [s for s in grid.train_sizes if s > len(data.pool)]
     if too_big:
-        held = f" after --holdout {req.base.data.holdout}" if req.base.data.holdout else ""
+        held = f" after `data.holdout` {cfg.data.holdout}" if cfg.data.holdout else ""
         raise UserInputError(
-            f"--train-sizes {','.join(map(str, too_big))}: the dataset has only {len(data.pool)} labelled "
+            f"`ablation.train_sizes` {','.join(map(str, too_big))}: the dataset has only {len(data.pool)} labelled "
             f"training images{held} in {data.data_dir}"
         )
 
 
-def plan_request(req: AblationRequest, log: Log = print) -> GridPlan:
-    """Resolve the images and the schedules of a checked request; refuse other settings in ``out_dir``."""
-    base, sizes = req.base, req.sizes
-    data = resolve_pool(base, log)
-    check_pool(req, data)
-    total = total_step_budget(base, sizes, req.budget_steps) if req.budget == "steps" else None
-    schedules = {s: cell_schedule(base, s, req.budget, total) for s in sizes}
+def plan_ablation(cfg: RunConfig, grid: AblationConfig, out_dir: Path, log: Log = print) -> GridPlan:
+    """Resolve the images and the schedules of a checked grid; refuse other settings in ``out_dir``."""
+    sizes = tuple(grid.train_sizes)
+    data = resolve_pool(cfg, log)
+    check_pool(cfg, grid, data)
+    total = total_step_budget(cfg, sizes, grid.budget_steps) if grid.budget == "steps" else None
+    schedules = {s: cell_schedule(cfg, s, grid.budget, total) for s in sizes}
     largest = schedules[max(sizes)]
-    settings = grid_settings(base, data.data_dir, req.budget, largest.total_steps if total else None)
-    check_settings(req.out_dir / "ablation.json", settings)
+    settings = grid_settings(cfg, data.data_dir, grid.budget, largest.total_steps if total else None)
+    check_settings(out_dir / "ablation.json", settings)
     budget_text = (
         f"{largest.total_steps} steps per cell ({largest.epochs} epochs x {largest.steps_per_epoch})"
-        if req.budget == "steps"
-        else f"{base.train.epochs} epochs of one pass over the cell's patches"
+        if grid.budget == "steps"
+        else f"{cfg.train.epochs} epochs of one pass over the cell's patches"
     )
     note = (
         f"Test Dice on {len(data.test)} held-out image(s) (per-image mean), mean ± std over repeats; "
         f"budget: {budget_text}; data: {data.data_dir}."
     )
     title = f"test Dice on {len(data.test)} held-out image(s); bars: std over seeds"
-    cells = tuple(plan_grid(sizes, req.augments, req.models, req.repeats, base.train.seed))
+    cells = tuple(plan_grid(sizes, grid.augment, grid_models(cfg, grid), grid.repeats, cfg.train.seed))
     return GridPlan(data, schedules, cells, settings, budget_text, note, title)
 
 
-def describe_grid(req: AblationRequest, plan: GridPlan) -> str:
+def describe_grid(cfg: RunConfig, grid: AblationConfig, plan: GridPlan, out_dir: Path) -> str:
     """The opening log line: the grid's shape, the pool, the test images, the budget and the output."""
     data = plan.data
     test_names = ", ".join(s.image.name for s in data.test[:4]) + (" ..." if len(data.test) > 4 else "")
     return (
-        f"ablation: {len(plan.cells)} cells ({len(set(req.sizes))} sizes x {len(set(req.augments))} "
-        f"augmentation x {len(req.models)} model(s) x {req.repeats} repeat(s)); pool of {len(data.pool)} "
-        f"images; test on {len(data.test)} image(s) ({test_names}); budget {plan.budget_text}; "
-        f"output {req.out_dir}"
+        f"ablation: {len(plan.cells)} cells ({len(set(grid.train_sizes))} sizes x {len(set(grid.augment))} "
+        f"augmentation x {len(grid_models(cfg, grid))} model(s) x {grid.repeats} repeat(s)); pool of "
+        f"{len(data.pool)} images; test on {len(data.test)} image(s) ({test_names}); budget {plan.budget_text}; "
+        f"output {out_dir}"
     )
 
 
 def run_cells(
-    req: AblationRequest,
+    cfg: RunConfig,
     plan: GridPlan,
+    out_dir: Path,
     rows: dict[tuple, dict[str, Any]],
     log: Log = print,
     verbose: int | str = "auto",
@@ -333,68 +336,56 @@ def run_cells(
         remaining = sum(1 for c in cells[index - 1 :] if c.key not in rows)
         eta = f" (about {format_duration(np.mean(wall_times) * remaining)} left)" if wall_times else ""
         log(f"{prefix} ...{eta}")
-        row = run_cell(req.base, cell, plan.schedules[cell.size], req.out_dir, data, log=log, verbose=verbose)
+        row = run_cell(cfg, cell, plan.schedules[cell.size], out_dir, data, log=log, verbose=verbose)
         rows[cell.key] = row
         wall_times.append(float(row["wall_seconds"]))
-        write_reports(list(rows.values()), req.out_dir, data.class_names, plan.note, plan.title)
+        write_reports(list(rows.values()), out_dir, data.class_names, plan.note, plan.title)
         log(f"{prefix}: test mean Dice {row['mean_dice']:.4f} ({format_duration(row['wall_seconds'])})")
 
 
 def run_ablation(
-    base_cfg: RunConfig,
-    sizes: Sequence[int],
-    augments: Sequence[bool] = (True, False),
-    models: Sequence[str] | None = None,
-    repeats: int = 1,
+    cfg: RunConfig,
+    grid: AblationConfig,
     out_dir: str | Path = "runs/ablation",
-    budget: str = "steps",
-    budget_steps: int | None = None,
     log: Log = print,
     verbose: int | str = "auto",
 ) -> list[dict[str, Any]]:
     """Run (or finish) the grid; returns every row of ``ablation.csv``.
 
-    Everything that can be wrong with the request (sizes larger than the pool,
+    Everything that can be wrong with the grid (sizes larger than the pool,
     no labelled test images, a bad budget, other settings in ``out_dir``) is a
     :class:`UserInputError` raised before any cell runs.
 
     Args:
-        base_cfg: RunConfig, settings every cell shares (``data.train_size`` must be None).
-        sizes: sequence of int, training-set sizes (labelled images, training + validation).
-        augments: sequence of bool, augmentation settings. Default ``(True, False)``.
-        models: sequence of str, model names. Default ``None``: ``base_cfg.model.model``.
-        repeats: int, repeats with seeds ``base seed + r``. Default 1.
+        cfg: RunConfig, settings every cell shares (``data.train_size`` must be None).
+        grid: AblationConfig, the grid: ``train_sizes`` (labelled images, training + validation;
+            at least one), ``augment``, ``models`` (None: ``cfg.model.model``), ``repeats`` (seeds
+            ``cfg.train.seed + r``), ``budget`` (``"steps"``: the same optimizer steps per cell;
+            ``"epochs"``) and ``budget_steps`` (total steps per cell under ``steps``; None: from ``cfg``).
         out_dir: str or Path, output folder. Default ``"runs/ablation"``.
-        budget: str, ``"steps"`` (same optimizer steps per cell) or ``"epochs"``. Default ``"steps"``.
-        budget_steps: int or None, total steps per cell under ``steps``. Default: from ``base_cfg``.
         log: callable taking one line of progress. Default ``print``.
         verbose: Keras ``fit`` verbosity of each cell. Default ``"auto"``.
 
     Returns:
         list of dict, the rows of ``ablation.csv`` sorted by model, size, augmentation, seed.
+
+    Example:
+        >>> from unet_tf.config import AblationConfig, load_config
+        >>> grid = AblationConfig(train_sizes=(5, 10, 25), repeats=3)
+        >>> rows = run_ablation(load_config(None, dataset="tem"), grid, "runs/ablation-tem")  # doctest: +SKIP
     """
-    req = AblationRequest(
-        base_cfg,
-        tuple(sizes),
-        tuple(augments),
-        tuple(models or (base_cfg.model.model,)),
-        repeats,
-        Path(out_dir),
-        budget,
-        budget_steps,
-    )
-    check_request(req)
-    plan = plan_request(req, log)
-    req.out_dir.mkdir(parents=True, exist_ok=True)
-    with atomic_path(req.out_dir / "ablation.json") as tmp:
+    out_dir = Path(out_dir)
+    check_grid(cfg, grid)
+    plan = plan_ablation(cfg, grid, out_dir, log)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with atomic_path(out_dir / "ablation.json") as tmp:
         tmp.write_text(json.dumps(plan.settings, indent=2) + "\n")
-    rows = {row_key(r): r for r in read_rows(req.out_dir / "ablation.csv")}
-    log(describe_grid(req, plan))
-    run_cells(req, plan, rows, log, verbose)
-    write_reports(list(rows.values()), req.out_dir, plan.data.class_names, plan.note, plan.title)
-    out = req.out_dir
+    rows = {row_key(r): r for r in read_rows(out_dir / "ablation.csv")}
+    log(describe_grid(cfg, grid, plan, out_dir))
+    run_cells(cfg, plan, out_dir, rows, log, verbose)
+    write_reports(list(rows.values()), out_dir, plan.data.class_names, plan.note, plan.title)
     log(
-        f"ablation done: {out / 'ablation.csv'}, {out / 'ablation_summary.csv'}, "
-        f"{out / 'ablation.md'}, {out / 'ablation.png'}"
+        f"ablation done: {out_dir / 'ablation.csv'}, {out_dir / 'ablation_summary.csv'}, "
+        f"{out_dir / 'ablation.md'}, {out_dir / 'ablation.png'}"
     )
     return sort_rows(rows.values())

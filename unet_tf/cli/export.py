@@ -5,8 +5,9 @@ from __future__ import annotations
 import argparse
 
 from unet_tf.cli.common import run_main
+from unet_tf.config import EXPORT_FORMAT_NAMES
 
-FORMATS = "onnx,savedmodel,bioimageio"
+FORMATS = ",".join(EXPORT_FORMAT_NAMES)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -291,17 +291,7 @@ def run_ablation_from_args(cfg: RunConfig, grid: AblationConfig, quiet: bool) ->
     from unet_tf.ablation import run_ablation
 
     out = cfg.train.out or f"runs/ablation-{cfg.data.dataset}"
-    run_ablation(
-        cfg,
-        sizes=grid.train_sizes,
-        augments=grid.augment,
-        models=grid.models,
-        repeats=grid.repeats,
-        out_dir=out,
-        budget=grid.budget,
-        budget_steps=grid.budget_steps,
-        verbose=2 if quiet else "auto",
-    )
+    run_ablation(cfg, grid, out_dir=out, verbose=2 if quiet else "auto")
     return 0
 
 

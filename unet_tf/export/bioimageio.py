@@ -17,6 +17,7 @@ weights format reproduces unet_tf's prediction. Validation runs offline
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import shutil
 import tempfile
@@ -25,7 +26,9 @@ from pathlib import Path
 
 import numpy as np
 
+from unet_tf.config import NormalizeConfig
 from unet_tf.errors import UserInputError
+from unet_tf.models.file import ModelInfo
 from unet_tf.prediction.outputs import PALETTE
 
 TEST_SIDE = 256
@@ -53,29 +56,29 @@ def crop_for_test(image: np.ndarray, size_divisor: int, side: int = TEST_SIDE) -
     return image[y0 : y0 + h, x0 : x0 + w]
 
 
-def test_image(info: dict, side: int = TEST_SIDE) -> tuple[np.ndarray, str]:
+def test_image(info: ModelInfo, side: int = TEST_SIDE) -> tuple[np.ndarray, str]:
     """A raw 2-D test image and where it came from: the model's first readable test image, else synthetic."""
     from unet_tf.io.images import read_image
 
-    for row in info.get("test_images") or ():
+    for row in info.test_images:
         try:
             image = read_image(row[0])
         except (UserInputError, OSError, IndexError):
             continue
-        return crop_for_test(image, int(info["size_divisor"]), side), f"a central crop of {Path(row[0]).name}"
+        return crop_for_test(image, info.size_divisor, side), f"a central crop of {Path(row[0]).name}"
     from unet_tf.synthetic import generate_tem_image
 
     image, _ = generate_tem_image(side, seed=0)
-    return crop_for_test(image, int(info["size_divisor"]), side), "a synthetic TEM image (unet_tf.synthetic, seed 0)"
+    return crop_for_test(image, info.size_divisor, side), "a synthetic TEM image (unet_tf.synthetic, seed 0)"
 
 
-def test_tensors(bare, info: dict, image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def test_tensors(bare, info: ModelInfo, image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(input (1, H, W, 1) float32 raw, output (1, H, W, K) float32 Keras probabilities)."""
     from unet_tf.data.normalize import percentile_normalize
 
-    norm = info.get("normalize") or {}
+    norm = info.normalize
     raw = np.asarray(image, np.float32)
-    x = percentile_normalize(raw, norm.get("pmin", 2.0), norm.get("pmax", 98.0), clip=bool(norm.get("clip")))
+    x = percentile_normalize(raw, norm.pmin, norm.pmax, clip=norm.clip)
     output = bare(x[None, :, :, None], training=False).numpy().astype(np.float32)
     return raw[None, :, :, None], output
 
@@ -107,10 +110,10 @@ def write_cover(path: Path, image: np.ndarray, probabilities: np.ndarray) -> Pat
     return path
 
 
-def output_channels(info: dict) -> list[str]:
-    """Output channel names: P(class 1) for a two-class (sigmoid) model, else one per class."""
-    names = [str(n) for n in info["class_names"]]
-    return [names[1]] if len(names) == 2 else names
+def output_channels(info: ModelInfo) -> list[str]:
+    """Output channel names: P(class 1) for a one-channel (two-class, sigmoid) model, else one per class."""
+    names = [str(n) for n in info.class_names]
+    return [names[1]] if info.n_outputs == 1 else names
 
 
 def _axes(size_divisor: int, channels: list[str], output: bool) -> list[dict]:
@@ -121,19 +124,19 @@ def _axes(size_divisor: int, channels: list[str], output: bool) -> list[dict]:
     return [{"type": "batch"}, *space, {"type": "channel", "channel_names": channels}]
 
 
-def _preprocessing(normalize: dict) -> list[dict]:
+def _preprocessing(normalize: NormalizeConfig) -> list[dict]:
     steps = [
         {
             "id": "scale_range",
             "kwargs": {
                 "axes": ["y", "x"],
-                "min_percentile": float(normalize.get("pmin", 2.0)),
-                "max_percentile": float(normalize.get("pmax", 98.0)),
+                "min_percentile": float(normalize.pmin),
+                "max_percentile": float(normalize.pmax),
                 "eps": 1e-20,
             },
         }
     ]
-    if normalize.get("clip"):
+    if normalize.clip:
         steps.append({"id": "clip", "kwargs": {"min": 0.0, "max": 1.0}})
     return steps
 
@@ -164,10 +167,10 @@ def _weights(folder: Path, has_keras: bool) -> dict:
     return weights
 
 
-def _tensors(info: dict, folder: Path) -> dict:
+def _tensors(info: ModelInfo, folder: Path) -> dict:
     """The ``inputs`` and ``outputs`` entries of rdf.yaml."""
-    divisor, names = int(info["size_divisor"]), [str(n) for n in info["class_names"]]
-    if len(names) == 2:
+    divisor, names = info.size_divisor, [str(n) for n in info.class_names]
+    if info.n_outputs == 1:
         meaning = f"one sigmoid channel, P({names[1]}); P({names[0]}) = 1 - it"
     else:
         meaning = "softmax, one channel per class"
@@ -179,7 +182,7 @@ def _tensors(info: dict, folder: Path) -> dict:
                 "axes": _axes(divisor, ["raw"], False),
                 "test_tensor": _file(folder, "test_input.npy"),
                 "data": {"type": "float32"},
-                "preprocessing": _preprocessing(info.get("normalize") or {}),
+                "preprocessing": _preprocessing(info.normalize),
             }
         ],
         "outputs": [
@@ -206,18 +209,24 @@ CONFIG_KEYS = (
 )
 
 
-def rdf(info: dict, folder: Path, has_keras: bool) -> dict:
+def config_section(info: ModelInfo) -> dict:
+    """The :data:`CONFIG_KEYS` of ``info`` as plain YAML values (tuples become lists) for rdf.yaml's ``config``."""
+    values = json.loads(json.dumps(info.to_dict()))
+    return {k: values[k] for k in CONFIG_KEYS}
+
+
+def rdf(info: ModelInfo, folder: Path, has_keras: bool) -> dict:
     """The rdf.yaml content (spec 0.5) for the files already in ``folder``."""
     from bioimageio.spec.model.v0_5 import ModelDescr
 
-    names = [str(n) for n in info["class_names"]]
-    arch, dataset = (info.get("model") or {}).get("model", "unet"), info.get("dataset", "folder")
+    names = [str(n) for n in info.class_names]
+    arch, dataset = info.model.model, info.dataset
     return {
         "type": "model",
         "format_version": ModelDescr.implemented_format_version,
         "name": f"unet_tf {arch} {dataset} {len(names)} classes",
         "description": f"{arch} segmentation of {', '.join(names)} ({dataset} data), "
-        f"trained with unet_tf {info.get('unet_tf_version', '')}".strip(),
+        f"trained with unet_tf {info.unet_tf_version}".strip(),
         "authors": [{"name": "unet_tf user"}],
         "cite": [UNET_CITATION],
         "license": "MIT",
@@ -226,7 +235,7 @@ def rdf(info: dict, folder: Path, has_keras: bool) -> dict:
         "covers": [_file(folder, "cover.png")],
         **_tensors(info, folder),
         "weights": _weights(folder, has_keras),
-        "config": {"unet_tf": {k: info.get(k) for k in CONFIG_KEYS}},
+        "config": {"unet_tf": config_section(info)},
     }
 
 
@@ -258,29 +267,28 @@ def validate(rdf_path: Path) -> dict[str, str]:
     return results
 
 
-def readme(info: dict, source: str, checks: dict[str, float], results: dict[str, str]) -> str:
+def readme(info: ModelInfo, source: str, checks: dict[str, float], results: dict[str, str]) -> str:
     """README.md of the package, with the "Validation" section."""
     import bioimageio.core
 
-    values = ", ".join(f"{v} = {n}" for v, n in zip(info["class_values"], info["class_names"]))
-    norm = info.get("normalize") or {}
+    values = ", ".join(f"{v} = {n}" for v, n in zip(info.class_values, info.class_names))
+    norm = info.normalize
     lines = [
         "# unet_tf segmentation model",
         "",
-        f"A {(info.get('model') or {}).get('model', 'unet')} trained with unet_tf {info.get('unet_tf_version', '')} "
-        f"on `{info.get('dataset', 'folder')}` data.",
+        f"A {info.model.model} trained with unet_tf {info.unet_tf_version} on `{info.dataset}` data.",
         "",
         f"- Classes (label value = name): {values}.",
         f"- Output `probabilities`: {', '.join(output_channels(info))} "
         + (
             "(the probability of the foreground class; threshold 0.5)."
-            if len(info["class_names"]) == 2
+            if info.n_outputs == 1
             else "(argmax gives the class)."
         ),
-        f"- Input `raw`: one gray channel; height and width multiples of {info['size_divisor']}; "
-        f"trained on {info.get('patch_size')} px patches.",
-        f"- Preprocessing: percentiles {norm.get('pmin', 2.0)} / {norm.get('pmax', 98.0)} of each image "
-        f"map to 0 / 1{' (clipped)' if norm.get('clip') else ''}.",
+        f"- Input `raw`: one gray channel; height and width multiples of {info.size_divisor}; "
+        f"trained on {info.patch_size} px patches.",
+        f"- Preprocessing: percentiles {norm.pmin} / {norm.pmax} of each image "
+        f"map to 0 / 1{' (clipped)' if norm.clip else ''}.",
         "",
         "## Validation",
         "",
@@ -311,13 +319,13 @@ def zip_folder(folder: Path, path: Path) -> Path:
 
 
 def write_package(
-    bare, info: dict, folder: Path, onnx_path: Path, savedmodel: Path, checks: dict[str, float], log=print
+    bare, info: ModelInfo, folder: Path, onnx_path: Path, savedmodel: Path, checks: dict[str, float], log=print
 ) -> tuple[Path, Path]:
     """Write and validate the package ``folder`` and ``folder.zip``; returns both paths.
 
     Args:
         bare: keras.Model, the bare network.
-        info: dict, the model info.
+        info: ModelInfo, the model's info.
         folder: Path of the package folder to create.
         onnx_path, savedmodel: Path of the already written and checked ONNX file / SavedModel folder.
         checks: {weights format: max abs difference to Keras} for the README.

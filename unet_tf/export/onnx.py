@@ -1,18 +1,25 @@
 """ONNX export: write the bare network through tf2onnx, fix the graph it leaves, check it with onnxruntime.
 
-Edits of the ONNX graph that tf2onnx writes: the output's rank, its name, its dimension labels.
+:func:`write_onnx` exports through Keras 3 (``model.export(format="onnx")``, tf2onnx
+on the TensorFlow backend) at opset :data:`ONNX_OPSET`, then edits the graph
+tf2onnx wrote: the output's rank (:func:`squeeze_leading_unit_axes`), its name
+:data:`OUTPUT_NAME` and the dimension labels :data:`DIM_LABELS` of input and
+output (:func:`name_and_label_io`), and stores the model's
+:class:`~unet_tf.models.file.ModelInfo` in ``metadata_props``
+(:func:`unet_tf.prediction.onnx.metadata_props`). :func:`check_onnx` compares
+the file, run by onnxruntime, with the Keras network.
 
-tf2onnx (1.17) can return the output with a leading unit axis: (1, B, H, W, K)
-instead of (B, H, W, K). With one output channel (a two-class sigmoid head) its
-transpose optimizer turns the last NCHW -> NHWC ``Transpose`` into a
-``Reshape``, and its reshape optimizer rewrites that ``Reshape`` as one to
-(1, B, H, W, 1) followed by a ``Squeeze`` of axis 0. The ``Squeeze`` is wired to
-the ``Reshape``'s consumers only, never to a graph output, so when the
-``Identity`` that fed the output was removed first the graph returns the
-``Reshape``'s 5-D tensor and the ``Squeeze`` is dropped as unused. Which comes
-first depends on the order in which tf2onnx visits its nodes, which iterates
-sets of node objects (ordered by memory address): it changes from one process
-to the next and with whatever the process allocated before the export.
+The rank needs the edit because tf2onnx (1.17) can return the output with a
+leading unit axis: (1, B, H, W, K) instead of (B, H, W, K). With one output
+channel (a two-class sigmoid head) its transpose optimizer turns the last NCHW
+-> NHWC ``Transpose`` into a ``Reshape``, and its reshape optimizer rewrites
+that ``Reshape`` as one to (1, B, H, W, 1) followed by a ``Squeeze`` of axis 0.
+The ``Squeeze`` is wired to the ``Reshape``'s consumers only, never to a graph
+output, so when the ``Identity`` that fed the output was removed first the graph
+returns the ``Reshape``'s 5-D tensor and the ``Squeeze`` is dropped as unused.
+Which comes first depends on the order in which tf2onnx visits its nodes, which
+iterates sets of node objects (ordered by memory address): it changes from one
+process to the next and with whatever the process allocated before the export.
 :func:`squeeze_leading_unit_axes` puts the ``Squeeze`` back.
 """
 
@@ -21,16 +28,19 @@ from __future__ import annotations
 from pathlib import Path
 
 from unet_tf.export.checks import ExportCheckError, Log, check_sizes, keras_reference, max_difference, report_check
+from unet_tf.models.file import ModelInfo
 from unet_tf.prediction.onnx import load_onnx, metadata_props
 
-ONNX_OPSET = 17
+ONNX_OPSET = 17  # DeepImageJ reads opsets up to 18
+OUTPUT_NAME = "probabilities"
+DIM_LABELS = ("batch", "y", "x")
 
 
-def write_onnx(bare, info: dict, path: Path, opset: int = ONNX_OPSET) -> Path:
-    """``bare`` as ONNX at ``path``: input ``image``, output ``probabilities``, metadata from ``info``.
+def write_onnx(bare, info: ModelInfo, path: Path, opset: int = ONNX_OPSET) -> Path:
+    """``bare`` as ONNX at ``path``: input ``image``, output ``probabilities``, ``info`` in the metadata.
 
     The output is (B, H, W, K) float32 even where tf2onnx leaves a leading unit
-    axis on it (:mod:`unet_tf.export.onnx_graph`).
+    axis on it (:func:`squeeze_leading_unit_axes`).
     """
     import logging
 
@@ -44,7 +54,7 @@ def write_onnx(bare, info: dict, path: Path, opset: int = ONNX_OPSET) -> Path:
     squeeze_leading_unit_axes(proto.graph, rank=4, source=str(path))  # tf2onnx may leave (1, B, H, W, 1)
     name_and_label_io(proto.graph)
     del proto.metadata_props[:]
-    for key, value in metadata_props(info).items():
+    for key, value in metadata_props(info.to_dict()).items():
         proto.metadata_props.add(key=key, value=value)
     proto.producer_name = "unet_tf"
     onnx.checker.check_model(proto)
@@ -57,12 +67,6 @@ def check_onnx(bare, path: Path, size_divisor: int, log: Log) -> float:
     name = "ONNX (onnxruntime)"
     diff = max_difference(keras_reference(bare), load_onnx(path), check_sizes(size_divisor), name=f"{path}: {name}")
     return report_check(name, diff, path, log)
-
-
-OUTPUT_NAME = "probabilities"
-
-
-DIM_LABELS = ("batch", "y", "x")
 
 
 def _dims(value) -> list:

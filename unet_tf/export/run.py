@@ -2,69 +2,55 @@
 
 from __future__ import annotations
 
-import json
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
+from unet_tf.config import EXPORT_FORMAT_NAMES
 from unet_tf.errors import UserInputError
 from unet_tf.export.checks import Log
 from unet_tf.export.onnx import check_onnx, write_onnx
 from unet_tf.export.savedmodel import check_savedmodel, write_savedmodel
+from unet_tf.models.file import ModelInfo, bare_network, load_model_and_info
 from unet_tf.prediction.onnx import load_onnx
 
-FORMATS = ("onnx", "savedmodel", "bioimageio")
 
-
-OUTPUT_NAMES = {"onnx": "model.onnx", "savedmodel": "savedmodel", "bioimageio": ("bioimageio", "bioimageio.zip")}
-
-
-def info_dict(info) -> dict:
-    """The model info as a plain JSON-able dict (accepts a dict or an object with ``to_dict()``).
-
-    The JSON round trip also turns Keras' tracked list wrappers into plain lists.
-    """
-    return json.loads(json.dumps(info.to_dict() if hasattr(info, "to_dict") else dict(info)))
-
-
-def load_for_export(weights: str | Path):
-    """(bare network, info dict) of a ``best.keras`` written by unet_tf."""
-    from unet_tf.models import file as model_file
-
+def load_for_export(weights: str | Path) -> tuple[Any, ModelInfo]:
+    """(bare network, its :class:`~unet_tf.models.file.ModelInfo`) of a ``best.keras`` written by unet_tf."""
     if Path(weights).suffix.lower() == ".onnx":
         load_onnx(weights)  # a foreign ONNX file: UserInputError "not one exported by unet_tf"
         raise UserInputError(
-            f"{weights}: already an ONNX export of unet_tf; --weights takes the .keras file it came from (best.keras)"
+            f"{weights}: already an ONNX export of unet_tf; `weights` takes the .keras file it came from (best.keras)"
         )
-    model, info = model_file.load_model_and_info(weights)
-    return model_file.bare_network(model), info_dict(info)
+    model, info = load_model_and_info(weights)
+    return bare_network(model), info
 
 
 def parse_formats(text: str | Sequence[str]) -> tuple[str, ...]:
     """``"onnx,savedmodel"`` -> ("onnx", "savedmodel"); an unknown name is a UserInputError."""
     names = [v.strip().lower() for v in (text.split(",") if isinstance(text, str) else text) if v.strip()]
-    unknown = [n for n in names if n not in FORMATS]
+    unknown = [n for n in names if n not in EXPORT_FORMAT_NAMES]
     if unknown or not names:
         raise UserInputError(
-            f"--format {','.join(names) or repr(text)}: unknown format "
-            f"{', '.join(unknown) or '(none given)'}; choose from {', '.join(FORMATS)}"
+            f"`formats` {','.join(names) or repr(text)}: unknown format "
+            f"{', '.join(unknown) or '(none given)'}; choose from {', '.join(EXPORT_FORMAT_NAMES)}"
         )
     return tuple(dict.fromkeys(names))
 
 
 def _staging_dir(out: Path) -> Path:
-    """A new temporary folder beside ``out`` (UserInputError if that place is not writable)."""
+    """A new temporary folder beside ``out`` (a UserInputError naming `out` if that place is not writable)."""
     if out.exists() and not out.is_dir():
-        raise UserInputError(f"--out {out}: exists and is not a folder")
+        raise UserInputError(f"`out` {out}: exists and is not a folder")
     blocker = next((p for p in out.parents if p.exists() and not p.is_dir()), None)
     if blocker is not None:
-        raise UserInputError(f"--out {out}: cannot write here ({blocker} is a file, not a folder)")
+        raise UserInputError(f"`out` {out}: cannot write here ({blocker} is a file, not a folder)")
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
         return Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
     except OSError as exc:
-        raise UserInputError(f"--out {out}: cannot write here ({exc.strerror})") from None
+        raise UserInputError(f"`out` {out}: cannot write here ({exc.strerror})") from None
 
 
 def _publish(staging: Path, names: Sequence[str], out: Path) -> list[Path]:
@@ -83,14 +69,15 @@ def _publish(staging: Path, names: Sequence[str], out: Path) -> list[Path]:
 
 
 def export_model(
-    weights: str | Path, out: str | Path, formats: Sequence[str] = FORMATS, log: Log = print
+    weights: str | Path, out: str | Path, formats: Sequence[str] = EXPORT_FORMAT_NAMES, log: Log = print
 ) -> list[Path]:
     """Export ``weights`` (a unet_tf ``.keras``) to ``out`` in ``formats``; returns the written paths.
 
     Args:
         weights: str or Path of a ``best.keras`` written by unet_tf.
         out: str or Path, the output folder (created; same-named entries replaced).
-        formats: names from :data:`FORMATS`. Default all three.
+        formats: names from :data:`unet_tf.config.EXPORT_FORMAT_NAMES` (or one comma-separated str).
+            Default all three.
         log: called with one line per step. Default ``print``.
 
     Writes ``model.onnx``, ``savedmodel/``, and ``bioimageio/`` + ``bioimageio.zip``.
@@ -107,11 +94,11 @@ def export_model(
             shutil.rmtree(staging, ignore_errors=True)
 
 
-def _write_all(bare, info: dict, staging: Path, formats: Sequence[str], log: Log) -> list[str]:
+def _write_all(bare, info: ModelInfo, staging: Path, formats: Sequence[str], log: Log) -> list[str]:
     """Write the requested formats into ``staging``; return the top-level names to publish."""
     work = staging / "work"
     work.mkdir()
-    divisor = int(info["size_divisor"])
+    divisor = info.size_divisor
     need_onnx = "onnx" in formats or "bioimageio" in formats
     need_sm = "savedmodel" in formats or "bioimageio" in formats
     checks = {}

@@ -5,7 +5,7 @@ Importing this module registers every unet_tf Keras object (layers, losses, metr
 
 from __future__ import annotations
 
-from unet_tf.config import ModelConfig
+from unet_tf.config import DEFAULT_DEPTH, MODEL_NAMES, ModelConfig
 from unet_tf.errors import UserInputError
 
 # Every module with a registered Keras object (``unet_tf>Name``), so that after importing this module
@@ -15,8 +15,6 @@ from unet_tf.models.blocks import UPSAMPLING_MODES
 from unet_tf.models.resunet import build_resunet
 from unet_tf.models.unet import build_unet
 from unet_tf.training import losses, metrics  # noqa: F401  (register on import)
-
-MODELS = ("unet", "resunet")
 
 
 def check_input_size(size: int, depth: int, what: str = "patch size") -> None:
@@ -30,13 +28,10 @@ def check_input_size(size: int, depth: int, what: str = "patch size") -> None:
     )
 
 
-DEFAULT_DEPTH = {"unet": 4, "resunet": 3}
-
-
 def resolved_depth(cfg: ModelConfig) -> int:
     """``cfg.depth``, or the architecture's own default (U-Net 4, Deep ResUNet 3)."""
-    if cfg.model not in MODELS:
-        raise UserInputError(f"model {cfg.model!r} is unknown; choose one of {', '.join(MODELS)}")
+    if cfg.model not in MODEL_NAMES:
+        raise UserInputError(f"model {cfg.model!r} is unknown; choose one of {', '.join(MODEL_NAMES)}")
     return DEFAULT_DEPTH[cfg.model] if cfg.depth is None else cfg.depth
 
 
@@ -47,8 +42,8 @@ def build_model(cfg: ModelConfig, n_classes: int):
     ``n_classes`` softmax channels; input ``(B, H, W, 1)`` float32 with H, W
     divisible by ``2**resolved_depth(cfg)``.
     """
-    if cfg.model not in MODELS:
-        raise UserInputError(f"model {cfg.model!r} is unknown; choose one of {', '.join(MODELS)}")
+    if cfg.model not in MODEL_NAMES:
+        raise UserInputError(f"model {cfg.model!r} is unknown; choose one of {', '.join(MODEL_NAMES)}")
     if cfg.upsampling not in UPSAMPLING_MODES:
         raise UserInputError(f"upsampling {cfg.upsampling!r} is unknown; choose one of {', '.join(UPSAMPLING_MODES)}")
     depth = resolved_depth(cfg)
