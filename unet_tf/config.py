@@ -40,6 +40,7 @@ BUDGET_NAMES = ("steps", "epochs")
 LR_SCHEDULE_NAMES = ("cosine", "constant")
 PRECISION_NAMES = ("auto", "float32", "mixed_bfloat16")
 TARGET_NAMES = ("auto", "semantic", "instances")
+MODEL_TARGETS = TARGET_NAMES[1:]  # what a trained model learned ("auto" is resolved before training)
 EXPORT_FORMAT_NAMES = ("onnx", "savedmodel", "bioimageio")
 
 

@@ -20,7 +20,7 @@ What it writes into ``tests/golden/`` (all from seed 0):
 - ``unet3_v0.1.keras``: the same for three classes (softmax; loss
   WeightedCategoricalCE + Tversky; also per-class Dice metrics).
 - ``unet_v0.1.onnx``: the two-class model exported by
-  :func:`unet_tf.export.export_model` (``--format onnx``; the exporter checks
+  :func:`unet_tf.export.export_model` (``formats=("onnx",)``; the exporter checks
   it against Keras with onnxruntime).
 - ``input.npy``: float32 (1, 32, 32, 1), the fixed test input.
 - ``expected.npy`` / ``expected3_v0.1.npy``: the two models' outputs on it,

@@ -87,6 +87,8 @@ PARAMETER_FLAGS: dict[str, str] = {
     "track.divisions": "--no-divisions",
     # arguments of the library functions behind the commands
     "model_file": "--weights",
+    "weights": "--weights",
+    "out": "--out",
     "inputs": "--input",
     "labels_dir": "--labels",
     "out_dir": "--out",

@@ -12,10 +12,8 @@ from __future__ import annotations
 import keras
 from keras import layers, ops
 
-from unet_tf.config import n_outputs
+from unet_tf.config import UPSAMPLING_NAMES, n_outputs
 from unet_tf.models.fused_norm import FusedBatchNormalization
-
-UPSAMPLING_MODES = ("nearest", "bilinear", "transpose")
 
 # Short CPU runs see a few hundred steps: Keras' default 0.99 leaves the moving
 # statistics far from the batch statistics for most of them, and validation
@@ -97,7 +95,7 @@ def apply_upsample(x, mode: str = "nearest", filters: int | None = None, name: s
             x
         )
     if mode not in ("nearest", "bilinear"):
-        raise ValueError(f"upsampling must be one of {', '.join(UPSAMPLING_MODES)}, got {mode!r}")
+        raise ValueError(f"upsampling must be one of {', '.join(UPSAMPLING_NAMES)}, got {mode!r}")
     x = layers.UpSampling2D(2, interpolation=mode, name=name)(x)
     if filters is not None:
         x = layers.Conv2D(filters, 2, padding="same", kernel_initializer="he_normal", name=f"{name}_conv")(x)

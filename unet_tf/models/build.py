@@ -5,16 +5,17 @@ Importing this module registers every unet_tf Keras object (layers, losses, metr
 
 from __future__ import annotations
 
-from unet_tf.config import DEFAULT_DEPTH, MODEL_NAMES, ModelConfig
+from unet_tf.config import DEFAULT_DEPTH, MODEL_NAMES, UPSAMPLING_NAMES, ModelConfig
 from unet_tf.errors import UserInputError
+
+from unet_tf.models import blocks, fused_norm, info_layer
+from unet_tf.models.resunet import build_resunet
+from unet_tf.models.unet import build_unet
+from unet_tf.training import losses, metrics
 
 # Every module with a registered Keras object (``unet_tf>Name``), so that after importing this module
 # keras.models.load_model(path, compile=True) restores a run's layers, info, loss and metrics.
-from unet_tf.models import blocks, fused_norm, info_layer  # noqa: F401  (register on import)
-from unet_tf.models.blocks import UPSAMPLING_MODES
-from unet_tf.models.resunet import build_resunet
-from unet_tf.models.unet import build_unet
-from unet_tf.training import losses, metrics  # noqa: F401  (register on import)
+REGISTERING_MODULES = (blocks, fused_norm, info_layer, losses, metrics)
 
 
 def check_input_size(size: int, depth: int, what: str = "patch size") -> None:
@@ -44,8 +45,8 @@ def build_model(cfg: ModelConfig, n_classes: int):
     """
     if cfg.model not in MODEL_NAMES:
         raise UserInputError(f"model {cfg.model!r} is unknown; choose one of {', '.join(MODEL_NAMES)}")
-    if cfg.upsampling not in UPSAMPLING_MODES:
-        raise UserInputError(f"upsampling {cfg.upsampling!r} is unknown; choose one of {', '.join(UPSAMPLING_MODES)}")
+    if cfg.upsampling not in UPSAMPLING_NAMES:
+        raise UserInputError(f"upsampling {cfg.upsampling!r} is unknown; choose one of {', '.join(UPSAMPLING_NAMES)}")
     depth = resolved_depth(cfg)
     if depth < 1:
         raise UserInputError(f"depth must be at least 1, got {depth}")

@@ -19,13 +19,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from unet_tf.config import ModelConfig, NormalizeConfig, PredictConfig, from_dict, n_outputs, to_dict
+from unet_tf.config import MODEL_TARGETS, ModelConfig, NormalizeConfig, PredictConfig, from_dict, n_outputs, to_dict
 from unet_tf.data.layouts import DatasetSpec
 from unet_tf.errors import UserInputError
 
 INFO_LAYER = "unet_tf_info"  # the name of models.info_layer.InfoLayer in every model
 FORMAT_VERSION = 3  # 1: the untyped dict of unet_tf 0.1 (same keys, no "target"); 2: no "min_size"
-TARGETS = ("semantic", "instances")
 
 
 @dataclass(frozen=True)
@@ -77,8 +76,8 @@ class ModelInfo:
             raise ValueError(
                 f"class_values {self.class_values} and class_names {self.class_names}: need the same number, at least 2"
             )
-        if self.target not in TARGETS:
-            raise ValueError(f"target must be one of {TARGETS}, got {self.target!r}")
+        if self.target not in MODEL_TARGETS:
+            raise ValueError(f"target must be one of {MODEL_TARGETS}, got {self.target!r}")
         if self.min_size is not None and self.min_size < 0:
             raise ValueError(f"min_size must be None or >= 0, got {self.min_size!r}")
 

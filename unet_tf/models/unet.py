@@ -5,8 +5,8 @@ from __future__ import annotations
 import keras
 from keras import layers
 
-from unet_tf.config import ModelConfig
-from unet_tf.models.blocks import UPSAMPLING_MODES, apply_conv_block, apply_head, apply_self_attention, apply_upsample
+from unet_tf.config import UPSAMPLING_NAMES, ModelConfig
+from unet_tf.models.blocks import apply_conv_block, apply_head, apply_self_attention, apply_upsample
 
 
 def build_unet(
@@ -38,8 +38,8 @@ def build_unet(
     Defaults are :class:`unet_tf.config.ModelConfig`'s (``depth`` 4: what
     :func:`unet_tf.models.build.resolved_depth` gives a U-Net).
     """
-    if upsampling not in UPSAMPLING_MODES:
-        raise ValueError(f"upsampling must be one of {UPSAMPLING_MODES}, got {upsampling!r}")
+    if upsampling not in UPSAMPLING_NAMES:
+        raise ValueError(f"upsampling must be one of {UPSAMPLING_NAMES}, got {upsampling!r}")
     if depth < 1:
         raise ValueError(f"depth must be at least 1, got {depth}")
 
