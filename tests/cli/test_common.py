@@ -38,3 +38,10 @@ def test_run_main_prints_errors_and_notes_in_flag_words(capsys):
         "error: a.tif: --patch-size 100 is not divisible by 16",
     ]
 
+
+
+def test_say_prints_library_progress_lines_in_flag_words(capsys):
+    from unet_tf.cli.common import say
+
+    say("a.tif: no pixel size in the file; give `predict.pixel_size` for physical units")
+    assert capsys.readouterr().out == "a.tif: no pixel size in the file; give --pixel-size for physical units\n"

@@ -111,6 +111,11 @@ def flag_words(text: str) -> str:
     return _PARAMETER.sub(lambda m: PARAMETER_FLAGS.get(m.group(1), m.group(0)), text)
 
 
+def say(line: str) -> None:
+    """The commands' ``log``: print a progress line of the library in flag words."""
+    print(flag_words(line))
+
+
 def run_main(body: Callable[[], int | None]) -> int:
     """Run ``body``; a user mistake prints one line ``error: ...`` and returns 2.
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from unet_tf.cli.common import run_main
+from unet_tf.cli.common import run_main, say
 from unet_tf.config import EXPORT_FORMAT_NAMES
 
 FORMATS = ",".join(EXPORT_FORMAT_NAMES)
@@ -34,7 +34,7 @@ def main(argv: list[str] | None = None) -> int:
         from unet_tf.export import export_model, parse_formats
 
         formats = parse_formats(args.format)
-        export_model(args.weights, args.out, formats)
+        export_model(args.weights, args.out, formats, log=say)
         return 0
 
     return run_main(body)

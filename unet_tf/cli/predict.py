@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from unet_tf.cli.common import run_main
+from unet_tf.cli.common import run_main, say
 from unet_tf.config import PredictConfig, TrackConfig
 from unet_tf.runtime import import_tensorflow
 
@@ -159,7 +159,7 @@ def _track(model, args: argparse.Namespace, config: PredictConfig) -> int:
     if not args.input:
         raise UserInputError("--track: give the time-lapse with --input (a folder of frames or a multi-page TIFF)")
     out = Path(args.out) if args.out else Path(args.weights).parent / "tracks"
-    track_sequence(model, args.input, out, config, track_config_from_args(args))
+    track_sequence(model, args.input, out, config, track_config_from_args(args), log=say)
     return 0
 
 
@@ -183,7 +183,7 @@ def main(argv: list[str] | None = None) -> int:
             check_output_names(samples)  # across all shards: they share the folder
             samples = shard_samples(samples, *config.shard)
         out = Path(args.out) if args.out else Path(args.weights).parent / "predictions"
-        result = predict_files(model, samples, out, config)
+        result = predict_files(model, samples, out, config, log=say)
         if result["failed"]:
             print(f"error: {len(result['failed'])} input(s) failed: {', '.join(result['failed'])}", file=sys.stderr)
             return 1
