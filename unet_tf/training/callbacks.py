@@ -2,8 +2,8 @@
 (:func:`lr_factor`, :class:`ScheduledLearningRate`) and plateau cuts, the CSV log, resume backup.
 
 :class:`AtomicModelCheckpoint` is written on the public ``keras.callbacks.Callback`` API: Keras'
-own ``ModelCheckpoint`` writes in place (a run killed mid-save left a half-written ``best.keras``),
-and replacing its write meant overriding private methods.
+own ``ModelCheckpoint`` writes in place (a run killed mid-save would leave a half-written
+``best.keras``), and replacing only its write meant overriding its private methods.
 """
 
 from __future__ import annotations
@@ -84,7 +84,6 @@ class TimeLimit(keras.callbacks.Callback):
     def __init__(self, minutes: float):
         super().__init__()
         self.minutes = minutes
-
         self.stopped = False  # whether this callback ended the run
 
     def on_train_begin(self, logs=None):
