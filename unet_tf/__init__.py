@@ -7,7 +7,7 @@ functions)::
 
     cfg = unet_tf.load_config(None, dataset="tem", epochs=2)
     summary = unet_tf.train(cfg)                      # or train(cfg, data=TrainingData.from_arrays(...))
-    model = unet_tf.load_model(summary["run_dir"] + "/best.keras")
+    model = unet_tf.load_model(summary.best_path)     # summary: a RunSummary; .to_dict() is summary.json
     result = unet_tf.predict_image(model, image)      # .ids, .probabilities, .mask
     rows = unet_tf.evaluate(truth_ids, result.ids, unet_tf.read_info(model).class_names)
     objects = unet_tf.measure_objects(result.ids, unet_tf.read_info(model).class_names)

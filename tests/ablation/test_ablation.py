@@ -31,6 +31,7 @@ from unet_tf.errors import UserInputError
 from unet_tf.evaluation.semantic import Evaluator
 from unet_tf.synthetic import write_tem_dataset
 from unet_tf.synthetic.shapes import TEM_CLASS_NAMES
+from unet_tf.training.run_folder import RunSummary
 
 FOREGROUND = TEM_CLASS_NAMES[1:]
 
@@ -273,14 +274,22 @@ class FakeRuns:
             (run_dir / "backup").mkdir()  # as BackupAndRestore leaves it after an epoch
             raise KeyboardInterrupt
         (run_dir / "best.keras").write_text("")
-        summary = {
-            "epochs_run": cfg.train.epochs,
-            "best_epoch": 1,
-            "n_train_images": len(data.train),
-            "n_val_images": len(data.val),
-            "wall_seconds": 0.5,
-        }
-        (run_dir / "summary.json").write_text(json.dumps(summary))
+        summary = RunSummary(
+            run_dir=run_dir,
+            best_epoch=1,
+            epochs_run=cfg.train.epochs,
+            best={"dice": 0.5},
+            wall_seconds=0.5,
+            train_patches_per_second=None,
+            n_train_images=len(data.train),
+            n_val_images=len(data.val),
+            parameters=0,
+            precision="float32",
+            onednn=None,
+            tensorflow="",
+            keras="",
+        )
+        (run_dir / "summary.json").write_text(json.dumps(summary.to_dict()))
         return summary
 
     @staticmethod

@@ -1,10 +1,14 @@
-"""Warm-up + cosine rate, set per step, with ReduceLROnPlateau's cuts kept."""
+"""Warm-up + cosine rate, set per step, with ReduceLROnPlateau's cuts kept; atomic checkpoints that save
+when Keras' ModelCheckpoint would; why a run stopped."""
+
+import math
+import warnings
 
 import keras
 import numpy as np
 import pytest
 
-from unet_tf.training.callbacks import ScheduledLearningRate, lr_factor
+from unet_tf.training.callbacks import AtomicModelCheckpoint, ScheduledLearningRate, TimeLimit, lr_factor, stop_reason
 
 
 def test_lr_factor_by_hand():
@@ -57,3 +61,56 @@ def test_time_budget_moves_the_schedule_when_it_is_ahead_of_the_steps(monkeypatc
     assert schedule.progress(3) == pytest.approx(0.5)
     clock[0] += 60
     assert lr_factor(schedule.progress(4)) == pytest.approx(0.05)
+
+
+def _saved_epochs(callback, path, values, monitor="val_dice"):
+    """Epochs (0-based) at which ``callback`` wrote ``path`` for the logged ``values`` (None: not logged)."""
+    callback.set_model(keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)]))
+    saved = []
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # Keras and ours warn alike when the monitored value is missing
+        for epoch, value in enumerate(values):
+            if path.exists():
+                path.unlink()
+            callback.on_epoch_begin(epoch)
+            callback.on_epoch_end(epoch, {} if value is None else {monitor: value, "loss": 1.0})
+            if path.exists():
+                saved.append(epoch)
+    return saved
+
+
+@pytest.mark.parametrize(
+    "mode,threshold,values",
+    [
+        ("max", None, [0.5, 0.4, 0.7, 0.7, math.nan, 0.9, None, 0.8]),
+        ("max", 0.8, [0.5, 0.85, 0.84, 0.9]),
+        ("max", None, [math.nan, 0.5, 0.9]),  # a first NaN becomes the best: nothing beats it (as in Keras)
+        ("min", None, [1.0, 1.2, 0.9, 0.9, math.nan, 0.3]),
+        ("min", 0.5, [0.7, 0.4, 0.45]),
+    ],
+)
+def test_atomic_checkpoint_saves_exactly_when_keras_model_checkpoint_does(tmp_path, mode, threshold, values):
+    """The public-API checkpoint keeps ModelCheckpoint's monitor / mode / initial_value_threshold semantics."""
+    ours = AtomicModelCheckpoint(
+        tmp_path / "a.keras", monitor="val_dice", mode=mode, save_best_only=True, initial_value_threshold=threshold
+    )
+    theirs = keras.callbacks.ModelCheckpoint(
+        str(tmp_path / "b.keras"), monitor="val_dice", mode=mode, save_best_only=True, initial_value_threshold=threshold
+    )
+    expected = _saved_epochs(theirs, tmp_path / "b.keras", values)
+    assert _saved_epochs(ours, tmp_path / "a.keras", values) == expected
+    assert expected  # not vacuous: something was saved
+    every = AtomicModelCheckpoint(tmp_path / "last.keras")
+    assert _saved_epochs(every, tmp_path / "last.keras", values) == list(range(len(values)))
+    assert not list(tmp_path.glob("*.tmp*"))  # no temporary file left behind
+
+
+def test_stop_reason_names_the_callback_that_ended_the_run():
+    early = keras.callbacks.EarlyStopping()
+    timer = TimeLimit(1.0)
+    assert stop_reason([early, timer], 5, 5) == "epochs"
+    assert stop_reason([early, timer], 3, 5) == "callback"
+    timer.stopped = True
+    assert stop_reason([early, timer], 3, 5) == "time_limit"
+    early.stopped_epoch = 2
+    assert stop_reason([early, timer], 3, 5) == "early_stopping"

@@ -88,7 +88,7 @@ def test_worker_info_reads_tf_config():
         with pytest.raises(UserInputError, match=message):
             worker_info(bad)
     two = json.dumps({"cluster": {"worker": ["a:1", "b:1"]}, "task": {"type": "worker", "index": 1}})
-    assert "--strategy multiworker" in cluster_note("auto", two)
+    assert "(use `train.strategy` multiworker on every worker)" in cluster_note("auto", two)
     assert cluster_note("multiworker", two) is None and cluster_note("auto", "") is None
 
 
@@ -340,7 +340,7 @@ moved = max(float(np.abs(a - b).max()) for a, b in zip(w_one, start))
 
 # (2) train() under --strategy mirrored: 2 replicas x batch 1
 args = {json.dumps(twin_args(twin_data))} + ["--strategy", "mirrored", "--batch-size", "1", "--out", sys.argv[1]]
-summary = train(config_from_args(build_parser().parse_args(args)), verbose=0)
+summary = train(config_from_args(build_parser().parse_args(args)), verbose=0).to_dict()
 print("RESULT " + json.dumps({{
     "replicas": strategy.num_replicas_in_sync, "fit_diff": fit_diff, "moved": moved,
     "loss": [logs_one["loss"][0], logs_two["loss"][0]], "dice": [logs_one["dice"][0], logs_two["dice"][0]],

@@ -206,7 +206,7 @@ def test_fine_tuning_run_through_the_training_phases(parent5, tmp_path, monkeypa
         train={"epochs": 2, "steps_per_epoch": 1, "batch_size": 2, "out": str(tmp_path / "run")},
     )
     summary = training.train(cfg, verbose=0, extra_callbacks=[FreezeEncoder(1)])
-    assert summary["epochs_run"] == 2 and records[0]["head_replaced"] is False
+    assert summary.epochs_run == 2 and records[0]["head_replaced"] is False
     assert json.loads((tmp_path / "run" / "config.json").read_text())["model"]["base_filters"] == 4
 
 
@@ -217,7 +217,7 @@ def test_freeze_encoder_refuses_a_distribution_strategy():
         model = tiny_model(2)
     callback = FreezeEncoder(1)
     callback.set_model(model)
-    with pytest.raises(UserInputError, match="--freeze-encoder: works on one device only"):
+    with pytest.raises(UserInputError, match="`train.freeze_encoder_epochs`: works on one device only"):
         callback.on_train_begin()
 
 
@@ -233,9 +233,9 @@ def test_check_settings_refuses_freezing_without_a_parent_or_under_a_strategy():
 
     check_settings(Train(), one_device=False)
     check_settings(Train("best.keras", 2), one_device=True)
-    with pytest.raises(UserInputError, match="--freeze-encoder: needs --init-from"):
+    with pytest.raises(UserInputError, match="`train.freeze_encoder_epochs`: needs `train.init_from`"):
         check_settings(Train(None, 2), one_device=True)
-    with pytest.raises(UserInputError, match="--freeze-encoder: works on one device only"):
+    with pytest.raises(UserInputError, match=r"works on one device only, .* \(use `train.strategy` none\)"):
         check_settings(Train("best.keras", 2), one_device=False)
-    with pytest.raises(UserInputError, match="--freeze-encoder -1: must be at least 0"):
+    with pytest.raises(UserInputError, match="`train.freeze_encoder_epochs` -1: must be at least 0"):
         check_settings(Train("best.keras", -1), one_device=True)

@@ -79,7 +79,7 @@ def test_bfloat16_run_writes_a_model_that_loads_in_float32(tmp_path):
         train={"epochs": 1, "steps_per_epoch": 2, "batch_size": 2, "out": str(tmp_path), "precision": "mixed_bfloat16"},
     )
     summary = train(cfg, data=data, log=lambda line: None, verbose=0)
-    assert summary["precision"] == "mixed_bfloat16"
+    assert summary.precision == "mixed_bfloat16"
     raw = keras.models.load_model(tmp_path / "best.keras", compile=False)
     assert raw.get_layer("enc1_conv1").dtype_policy.name == "mixed_bfloat16"
     model, info = load_model_and_info(tmp_path / "best.keras")

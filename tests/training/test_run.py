@@ -29,7 +29,11 @@ def test_two_epochs_write_every_run_file_and_model_round_trips(tiny_trained_run)
 
     run, summary = tiny_trained_run
     assert RUN_FILES <= {p.name for p in run.iterdir()}
-    assert summary["epochs_run"] == 2 and 1 <= summary["best_epoch"] <= 2
+    assert summary.epochs_run == 2 and 1 <= summary.best_epoch <= 2 and summary.stopped == "epochs"
+    assert summary.to_dict() == json.loads((run / "summary.json").read_text())  # summary.json, as before
+    assert summary.best_path == run / "best.keras" and summary.last_path == run / "last.keras"
+    assert summary.best_metric == "dice" and summary.best_value == summary.best["dice"]
+    assert set(summary.class_dice) == {"blood_vessel", "myelinated_axon", "unmyelinated_axon", "schwann_cell"}
     with open(run / "history.csv") as f:
         rows = list(csv.DictReader(f))
     assert [int(r["epoch"]) for r in rows] == [0, 1]
@@ -65,7 +69,7 @@ def test_resume_continues_at_the_interrupted_epoch(tem_dir, tmp_path):
     summary = train(tiny_train_config(tem_dir, out, steps_per_epoch=1, resume=True), verbose=0)
     with open(out / "history.csv") as f:
         assert [int(r["epoch"]) for r in csv.DictReader(f)] == [0, 1]
-    assert summary["epochs_run"] == 2
+    assert summary.epochs_run == 2
 
 
 def test_resumed_run_keeps_a_better_best_model_of_the_interrupted_one(tmp_path):
@@ -175,7 +179,7 @@ def test_best_model_written_when_validation_has_no_foreground(tmp_path):
     summary = train(cfg, data=data, log=lines.append, verbose=0)
     assert (tmp_path / "run" / "best.keras").is_file()
     assert any("validation loss instead" in line for line in lines)
-    assert summary["best_epoch"] >= 1
+    assert summary.best_epoch >= 1
 
 
 def test_isbi_challenge_volumes_train_page_by_page(tmp_path):
@@ -202,7 +206,7 @@ def test_isbi_challenge_volumes_train_page_by_page(tmp_path):
         train={"epochs": 1, "steps_per_epoch": 1, "batch_size": 2, "out": str(tmp_path / "run")},
     )
     summary = train(cfg, verbose=0)
-    assert (tmp_path / "run" / "best.keras").is_file() and summary["n_train_images"] == 3
+    assert (tmp_path / "run" / "best.keras").is_file() and summary.n_train_images == 3
     tifffile.imwrite(tmp_path / "train-labels.tif", labels[:3], photometric="minisblack")
     with pytest.raises(UserInputError, match="train-labels.tif: 3 page\\(s\\), but the image stack"):
         list_samples("isbi2012", tmp_path)

@@ -177,7 +177,7 @@ def train_cell(
     elif run_dir.exists():
         shutil.rmtree(run_dir)  # interrupted before its first epoch ended: start clean
     cfg = cell_config(base, cell, schedule, run_dir, resume)
-    summary = train(cfg, resolve_data(cfg, log=lambda _: None), log=log, verbose=verbose)
+    summary = train(cfg, resolve_data(cfg, log=lambda _: None), log=log, verbose=verbose).to_dict()
     return summary, time.perf_counter() - t0
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from unet_tf.cli.common import int_list, run_main, str_list
+from unet_tf.cli.common import flag_words, int_list, run_main, str_list
 from unet_tf.config import (
     BUDGET_NAMES,
     DATASET_NAMES,
@@ -309,18 +309,19 @@ def main(argv: list[str] | None = None) -> int:
         import_tensorflow()
         from unet_tf.training.run import train
 
-        summary = train(cfg, verbose=2 if quiet else "auto")
+        # the run log names parameters as the library does (`train.precision`): this command line says flags
+        summary = train(cfg, log=lambda line: print(flag_words(line)), verbose=2 if quiet else "auto")
         if cfg.train.strategy == "multiworker":
             from unet_tf.training.distribute import worker_info
 
             if not worker_info().is_chief:
                 print(f"\nworker {worker_info().index} done; the chief writes the run folder")
                 return 0
-        best = summary["best"]
-        print(f"\nbest epoch {summary['best_epoch']} of {summary['epochs_run']} ({summary['wall_seconds']:.0f} s):")
+        best = summary.best
+        print(f"\nbest epoch {summary.best_epoch} of {summary.epochs_run} ({summary.wall_seconds:.0f} s):")
         for key in sorted(k for k in best if k.startswith("dice")):
             print(f"  validation {key:<28s} {best[key]:.4f}")
-        print(f"\nnext: python predict.py --weights {summary['run_dir']}/best.keras")
+        print(f"\nnext: python predict.py --weights {summary.run_dir}/best.keras")
         return 0
 
     return run_main(body)

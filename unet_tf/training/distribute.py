@@ -1,6 +1,6 @@
 """Scale training out with TensorFlow's own strategies: several GPUs, several machines.
 
-``train.py --strategy`` picks one (:func:`make_strategy`):
+``train.strategy`` picks one (:func:`make_strategy`):
 
 * ``auto`` (default): :class:`tf.distribute.MirroredStrategy` over all GPUs when
   more than one is visible, else TensorFlow's default strategy (one device,
@@ -34,7 +34,7 @@ see with the same global batch; tf.data's own auto-sharding is turned off.
 Validation tiles are split the same way, and the metrics (confusion counts
 and loss sums) are added over all replicas before the scores are taken.
 
-Batch and learning rate: ``--batch-size`` is the batch of one replica; a step
+Batch and learning rate: ``train.batch_size`` is the batch of one replica; a step
 consumes ``batch_size x replicas`` patches (the global batch). The learning
 rate is used as given; scale it yourself if you want the linear-scaling rule.
 
@@ -49,7 +49,7 @@ import contextlib
 import functools
 import json
 import os
-from typing import NamedTuple
+from typing import Any, Callable, NamedTuple
 
 import tensorflow as tf
 
@@ -110,7 +110,7 @@ def worker_info(tf_config: str | None = None) -> WorkerInfo:
 
 
 def make_strategy(name: str = "auto"):
-    """The ``tf.distribute.Strategy`` named by ``--strategy``.
+    """The ``tf.distribute.Strategy`` named by ``train.strategy``.
 
     Call it before any other TensorFlow op of the process: a multi-worker
     strategy configures the collective ops of the runtime, which TensorFlow
@@ -120,7 +120,7 @@ def make_strategy(name: str = "auto"):
     one process would number their collective ops alike and clash.
     """
     if name not in STRATEGIES:
-        raise UserInputError(f"--strategy {name}: choose one of {', '.join(STRATEGIES)}")
+        raise UserInputError(f"`train.strategy` {name}: choose one of {', '.join(STRATEGIES)}")
     return _make_strategy(name)
 
 
@@ -129,7 +129,7 @@ def _make_strategy(name: str):
     if name == "multiworker":
         if not os.environ.get("TF_CONFIG", "").strip():
             raise UserInputError(
-                "--strategy multiworker: set TF_CONFIG on every machine, e.g. "
+                "`train.strategy` multiworker: set TF_CONFIG on every machine, e.g. "
                 '{"cluster": {"worker": ["host1:12345", "host2:12345"]}, "task": {"type": "worker", "index": 0}}'
             )
         worker_info()  # a readable error for a malformed TF_CONFIG
@@ -142,8 +142,8 @@ def _make_strategy(name: str):
             if "at program startup" not in str(exc):
                 raise
             raise UserInputError(
-                "--strategy multiworker: TensorFlow already ran in this process; the multi-worker strategy must be "
-                "created first (one training per process)"
+                "`train.strategy` multiworker: TensorFlow already ran in this process; the multi-worker strategy "
+                "must be created first (one training per process)"
             ) from None
     if name == "mirrored":
         devices = tf.config.list_logical_devices("GPU") or tf.config.list_logical_devices("CPU")
@@ -164,7 +164,7 @@ def strategy_scope(strategy):
 
 
 def cluster_note(name: str, tf_config: str | None = None) -> str | None:
-    """A warning when TF_CONFIG names several workers but ``--strategy`` is not multiworker."""
+    """A warning when TF_CONFIG names several workers but ``train.strategy`` is not multiworker."""
     if name == "multiworker":
         return None
     try:
@@ -173,10 +173,57 @@ def cluster_note(name: str, tf_config: str | None = None) -> str | None:
         return None
     if count > 1:
         return (
-            f"note: TF_CONFIG names {count} workers but --strategy is {name}: this process trains alone "
-            "(use --strategy multiworker on every worker)"
+            f"note: TF_CONFIG names {count} workers but `train.strategy` is {name}: this process trains alone "
+            "(use `train.strategy` multiworker on every worker)"
         )
     return None
 
 
-__all__ = ["STRATEGIES", "WorkerInfo", "worker_info", "make_strategy", "is_default", "strategy_scope", "cluster_note"]
+# === One run ===
+
+
+def start_strategy(name: str, log: Callable[[str], None] = print) -> tuple[Any, WorkerInfo | None]:
+    """``(strategy, worker)``: the strategy ``name`` (made before any other TensorFlow op, see
+    :func:`make_strategy`) and, under ``multiworker``, this process's place in the cluster (else None)."""
+    strategy = make_strategy(name)  # first: before any other TensorFlow op
+    note = cluster_note(name)
+    if note:
+        log(note)
+    return strategy, worker_info() if name == "multiworker" else None
+
+
+def check_workers(n_patches: int, worker: WorkerInfo | None) -> None:
+    """UserInputError when a multi-worker run has fewer training patches per epoch (``n_patches``) than workers."""
+    if worker and n_patches < worker.count:
+        raise UserInputError(
+            f"{n_patches} training patches per epoch are fewer than the {worker.count} workers: "
+            "raise `data.patches_per_image`"
+        )
+
+
+def distribution(strategy: Any, name: str, batch_size: int, worker: WorkerInfo | None) -> dict | None:
+    """How a run is spread over replicas and workers, for ``config.json`` and ``summary.json``: ``strategy``
+    (``name``), ``replicas``, ``global_batch_size`` (``batch_size`` per replica), ``workers``; None on one device."""
+    if is_default(strategy):
+        return None
+    replicas = strategy.num_replicas_in_sync
+    return {
+        "strategy": name,
+        "replicas": replicas,
+        "global_batch_size": batch_size * replicas,
+        "workers": worker.count if worker else 1,
+    }
+
+
+__all__ = [
+    "STRATEGIES",
+    "WorkerInfo",
+    "worker_info",
+    "make_strategy",
+    "is_default",
+    "strategy_scope",
+    "cluster_note",
+    "start_strategy",
+    "check_workers",
+    "distribution",
+]

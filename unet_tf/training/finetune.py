@@ -1,4 +1,4 @@
-"""Fine-tuning: start a run from a trained model's weights (``train.py --init-from``).
+"""Fine-tuning: start a run from a trained model's weights (``train.init_from``).
 
 Three pieces, each usable alone and called by :mod:`unet_tf.training.run`:
 
@@ -34,6 +34,10 @@ from unet_tf.training.distribute import is_default
 Log = Callable[[str], None]
 
 HEAD_LAYER = "head_conv"
+ONE_DEVICE_ONLY = (
+    "`train.freeze_encoder_epochs`: works on one device only, not under a tf.distribute strategy "
+    "(use `train.strategy` none)"
+)
 _ENCODER = re.compile(r"^(enc\d+|bottleneck|bridge)(_|$)")
 
 
@@ -72,13 +76,13 @@ def check_settings(cfg: TrainConfig, one_device: bool) -> None:
     """
     epochs = getattr(cfg, "freeze_encoder_epochs", 0)
     if epochs < 0:
-        raise UserInputError(f"--freeze-encoder {epochs}: must be at least 0")
+        raise UserInputError(f"`train.freeze_encoder_epochs` {epochs}: must be at least 0")
     if epochs and not getattr(cfg, "init_from", None):
-        raise UserInputError("--freeze-encoder: needs --init-from (a fresh encoder has nothing worth keeping)")
-    if epochs and not one_device:
         raise UserInputError(
-            "--freeze-encoder: works on one device only, not under a tf.distribute strategy (use --strategy none)"
+            "`train.freeze_encoder_epochs`: needs `train.init_from` (a fresh encoder has nothing worth keeping)"
         )
+    if epochs and not one_device:
+        raise UserInputError(ONE_DEVICE_ONLY)
 
 
 def finetune_config(cfg: RunConfig, one_device: bool, log: Log = print) -> RunConfig:
@@ -124,12 +128,16 @@ def _weighted_layers(model: Any) -> dict[str, Any]:
     return {layer.name: layer for layer in model.layers if layer.weights and layer.name != INFO_LAYER}
 
 
-def _n_classes(model: Any) -> int:
+def _outputs(model: Any) -> int:
+    return int(model.output.shape[-1])
+
+
+def _classes_here(model: Any) -> str:
+    """This model's class count for the log; a bare network (no info layer) tells only its output channels."""
     try:
-        return read_info(model).n_classes
+        return str(read_info(model).n_classes)
     except UserInputError:
-        channels = int(model.output.shape[-1])
-        return 2 if channels == 1 else channels
+        return f"{_outputs(model)} output channel(s)"
 
 
 def _mismatch(parent: Any, here: Any) -> str | None:
@@ -186,8 +194,8 @@ def init_from(model: Any, parent_path: str | Path, log: Log = print) -> dict:
     parent, info = load_model_and_info(path)
     _check_compatible(parent, model, path)
     theirs = _weighted_layers(parent)
-    n_parent, n_here = info.n_classes, _n_classes(model)
-    replace_head = n_parent != n_here or _mismatch(theirs[HEAD_LAYER], model.get_layer(HEAD_LAYER)) is not None
+    other_head = info.n_outputs != _outputs(model)  # another class count (ModelInfo.n_outputs: 2 classes, 1 channel)
+    replace_head = other_head or _mismatch(theirs[HEAD_LAYER], model.get_layer(HEAD_LAYER)) is not None
     copied = 0
     for name, layer in _weighted_layers(model).items():
         if name == HEAD_LAYER and replace_head:
@@ -195,7 +203,8 @@ def init_from(model: Any, parent_path: str | Path, log: Log = print) -> dict:
         layer.set_weights(theirs[name].get_weights())
         copied += 1
     if replace_head:
-        log(f"replaced the head: {n_parent} classes -> {n_here} (initialised fresh; the rest from {path})")
+        here = _classes_here(model)
+        log(f"replaced the head: {info.n_classes} classes -> {here} (initialised fresh; the rest from {path})")
     else:
         log(f"initialised all {copied} weighted layers from {path}")
     return {
@@ -231,7 +240,7 @@ class FreezeEncoder(keras.callbacks.Callback):
     def __init__(self, epochs: int):
         super().__init__()
         if epochs < 0:
-            raise UserInputError(f"--freeze-encoder {epochs}: must be at least 0")
+            raise UserInputError(f"`train.freeze_encoder_epochs` {epochs}: must be at least 0")
         self.epochs = epochs
         self.frozen = False
 
@@ -239,7 +248,8 @@ class FreezeEncoder(keras.callbacks.Callback):
         layers = [layer for layer in self.model.layers if is_encoder_layer(layer.name)]
         if not layers:
             raise UserInputError(
-                f"--freeze-encoder: model '{self.model.name}' has no encoder layers (enc*, bottleneck*, bridge*)"
+                f"`train.freeze_encoder_epochs`: model '{self.model.name}' has no encoder layers "
+                "(enc*, bottleneck*, bridge*)"
             )
         for layer in layers:
             layer.trainable = not frozen
@@ -249,9 +259,7 @@ class FreezeEncoder(keras.callbacks.Callback):
     def on_train_begin(self, logs=None):
         if self.epochs and not is_default(self.model.distribute_strategy):
             # unet_tf.training.fit.fit_distributed traces its step once: a switch would not take effect
-            raise UserInputError(
-                "--freeze-encoder: works on one device only, not under a tf.distribute strategy (use --strategy none)"
-            )
+            raise UserInputError(ONE_DEVICE_ONLY)
         optimizer = self.model.optimizer
         if self.epochs and not optimizer.built:
             optimizer.build(self.model.trainable_variables)  # all variables: unfreezing later needs their slots

@@ -1,12 +1,12 @@
-"""Segmentation scores: one set of count formulas, used on arrays and in Keras.
+"""Segmentation scores in Keras: the count formulas of :mod:`unet_tf.evaluation.scores`, streamed.
 
 Two layers share the same definitions:
 
-* NumPy functions for whole images (used by ``evaluation.py``):
-  :func:`confusion_counts` turns integer class maps into per-class
-  ``tp, fp, fn, tn`` counts and :func:`scores_from_counts` turns counts into
-  Dice, IoU, precision, recall and pixel accuracy.
-* Streaming Keras metrics (:class:`DiceScore`, :class:`IoUScore`,
+* NumPy functions for whole images, in :mod:`unet_tf.evaluation.scores`:
+  :func:`~unet_tf.evaluation.scores.confusion_counts` turns integer class maps into per-class
+  ``tp, fp, fn, tn`` counts and :func:`~unet_tf.evaluation.scores.scores_from_counts` turns
+  counts into Dice, IoU, precision, recall and pixel accuracy.
+* Here, streaming Keras metrics (:class:`DiceScore`, :class:`IoUScore`,
   :class:`PixelAccuracy`) that add up the same hard counts over every batch of
   an epoch and score them once in ``result()``, so ``val_dice`` is the Dice of
   the whole validation set, not a mean of per-batch Dice values.
@@ -26,7 +26,7 @@ Means over classes skip NaN values; a mean over no defined class is NaN. The
 Keras metrics follow the same rule.
 
 Ignored pixels (nnU-Net's ignore label) are counted nowhere: not in any class's
-``tp, fp, fn, tn`` nor in the pixel total. :func:`confusion_counts` drops the
+``tp, fp, fn, tn`` nor in the pixel total. ``confusion_counts`` drops the
 pixels whose true id is ``ignore_id``; the Keras metrics (and the losses) read
 ``y_true`` with an optional last weight channel (:func:`split_weight`, as
 built by :func:`unet_tf.data.pipeline.make_dataset`) and drop pixels of weight 0.

@@ -13,9 +13,9 @@ from __future__ import annotations
 
 import os
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, Callable
 
-from unet_tf.runtime import cpu_flags
+from unet_tf.runtime import cpu_flags, onednn_note
 
 BF16_FLAGS = ("avx512_bf16", "amx_bf16")
 
@@ -27,7 +27,7 @@ def isa_allows_bf16(cap: str | None = None) -> bool:
 
 
 def resolve_precision(name: str, gpus: int = 0, flags: set[str] | None = None) -> str:
-    """``float32`` or ``mixed_bfloat16`` for ``--precision name`` (``auto``: bfloat16 on a bf16 CPU, no GPU)."""
+    """``float32`` or ``mixed_bfloat16`` for ``train.precision`` ``name`` (``auto``: bfloat16 on a bf16 CPU, no GPU)."""
     if name != "auto":
         return name
     flags = cpu_flags() if flags is None else flags
@@ -44,6 +44,17 @@ def precision_reason(precision: str, flags: set[str] | None = None) -> str:
     if found and not isa_allows_bf16():
         return f"ONEDNN_MAX_CPU_ISA={os.environ.get('ONEDNN_MAX_CPU_ISA')} leaves out bfloat16"
     return "a GPU is used" if found else "this CPU has no avx512_bf16 or amx_bf16"
+
+
+def choose_precision(name: str, gpus: int = 0, log: Callable[[str], None] = print) -> str:
+    """:func:`resolve_precision` for a run with ``gpus`` GPUs, said in the run log when ``auto`` chose (and
+    whether TensorFlow's oneDNN CPU kernels are on, :func:`unet_tf.runtime.onednn_note`)."""
+    precision = resolve_precision(name, gpus=gpus)
+    if precision != name:
+        log(f"precision {precision} (`train.precision` {name}: {precision_reason(precision)})")
+    if note := onednn_note():
+        log(note)
+    return precision
 
 
 @contextmanager

@@ -4,10 +4,15 @@
 notebooks and the tests. It reads as the phases of a run (nnU-Net's
 ``run_training`` is the model)::
 
-    resolve data -> load arrays -> class balance -> model info -> compile
-    -> callbacks -> fit (unet_tf.training.fit.fit) -> run folder
+    start_strategy -> prepare_run (fine-tuning settings, data, run folder) -> load_arrays
+    -> check_workers -> class_balance -> seed -> choose_precision -> build_or_init_model
+    -> record_start (config.json) -> fit_model (unet_tf.training.fit.fit) -> check_divergence
+    -> summarize (summary.json, a RunSummary)
 
-Each phase is a short function below, usable on its own.
+Each phase is a typed function, usable on its own (``start_strategy`` and
+``check_workers`` live in :mod:`~unet_tf.training.distribute`, ``choose_precision``
+in :mod:`~unet_tf.training.precision`); :class:`RunContext` holds what every
+phase reads (settings, data, folders, devices).
 """
 
 from __future__ import annotations
@@ -17,14 +22,14 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
 import keras
 import numpy as np
 import tensorflow as tf
 
 from unet_tf import __version__
-from unet_tf.config import RunConfig, steps_per_pass
+from unet_tf.config import RunConfig, n_outputs, steps_per_pass
 from unet_tf.data.labels import load_pairs, read_border_weights, read_instances, with_marker_margin
 from unet_tf.data.layouts import DatasetSpec
 from unet_tf.data.pipeline import make_dataset
@@ -35,15 +40,21 @@ from unet_tf.errors import UserInputError, quiet_run
 from unet_tf.io.tables import score_column
 from unet_tf.models.build import build_model, check_input_size, resolved_depth
 from unet_tf.models.file import ModelInfo, attach_info
-from unet_tf.runtime import onednn_note
-from unet_tf.training.callbacks import AtomicModelCheckpoint, TimeLimit, make_callbacks
-from unet_tf.training.distribute import WorkerInfo, cluster_note, is_default, make_strategy, strategy_scope, worker_info
+from unet_tf.training.callbacks import choose_monitor, make_callbacks, stop_reason
+from unet_tf.training.distribute import (
+    WorkerInfo,
+    check_workers,
+    distribution,
+    is_default,
+    start_strategy,
+    strategy_scope,
+)
 from unet_tf.training.finetune import finetune_config, init_from
 from unet_tf.training.fit import fit
 from unet_tf.training.losses import class_weights_from_fractions, make_loss, pos_weight_from_fraction
 from unet_tf.training.metrics import DiceScore, IoUScore, PixelAccuracy
-from unet_tf.training.precision import dtype_policy, precision_reason, resolve_precision
-from unet_tf.training.run_folder import default_run_dir, prepare_run_dir, write_config, write_summary
+from unet_tf.training.precision import choose_precision, dtype_policy
+from unet_tf.training.run_folder import RunSummary, default_run_dir, prepare_run_dir, write_config, write_summary
 
 Log = Callable[[str], None]
 
@@ -104,7 +115,7 @@ def class_balance(masks: Sequence[np.ndarray], spec: DatasetSpec, log: Log) -> B
     missing = [spec.class_names[c] for c in range(spec.n_classes) if fractions[c] == 0]
     if missing:
         log(f"warning: no training pixels of class {', '.join(missing)}: the model cannot learn it")
-    binary = spec.n_classes == 2
+    binary = n_outputs(spec.n_classes) == 1  # one sigmoid channel: a positive weight, not class weights
     return Balance(
         fractions=fractions,
         rare=tuple(rare_classes_from_counts(counts)),
@@ -170,22 +181,6 @@ def compile_model(cfg: RunConfig, info: ModelInfo, spec: DatasetSpec, balance: B
     return model
 
 
-def choose_monitor(val_masks: Sequence[np.ndarray], log: Log) -> tuple[str, str]:
-    """(metric, mode) that picks ``best.keras``: validation Dice, or validation loss when Dice is undefined.
-
-    With no foreground pixel in any validation mask, Dice is NaN whenever the
-    model predicts no foreground (and 0 otherwise), so no epoch would ever be
-    "best" and best.keras would never be written: monitor the loss instead.
-    """
-    if any(np.any((m > 0) & (m != IGNORE_ID)) for m in val_masks):
-        return "val_dice", "max"
-    log(
-        "note: the validation images hold no foreground, so validation Dice is undefined: best.keras and early "
-        "stopping follow the validation loss instead"
-    )
-    return "val_loss", "min"
-
-
 def patch_datasets(cfg: RunConfig, arrays: Arrays, spec: DatasetSpec, balance: Balance):
     """``(train(shard), val(shard))``: tf.data pipelines of one replica's batches for worker shard ``(i, n)``."""
     d, batch = cfg.data, cfg.train.batch_size
@@ -226,6 +221,53 @@ def patch_datasets(cfg: RunConfig, arrays: Arrays, spec: DatasetSpec, balance: B
 # === The run ===
 
 
+@dataclass(frozen=True)
+class RunContext:
+    """What every phase of one run reads.
+
+    Attributes:
+        cfg: the run's settings, after :func:`~unet_tf.training.finetune.finetune_config`.
+        data: its images (resolved from ``cfg.data`` unless given).
+        out_dir: the run folder (``train.out``, or ``runs/<dataset>-<model>-<time>``).
+        run_dir: where this process writes: ``out_dir``, or a scratch folder on a worker other than the chief.
+        strategy: the ``tf.distribute.Strategy`` (:mod:`unet_tf.training.distribute`).
+        worker: this process's place in a multi-worker cluster; None otherwise.
+        log: callable taking one line of text.
+        verbose: Keras progress ("auto", 0, 1, 2).
+    """
+
+    cfg: RunConfig
+    data: TrainingData
+    out_dir: Path
+    run_dir: Path
+    strategy: Any
+    worker: WorkerInfo | None = None
+    log: Log = print
+    verbose: int | str = "auto"
+
+    @property
+    def by_chief(self) -> bool:
+        """True on a worker whose run folder the chief writes (this one writes to scratch)."""
+        return self.run_dir != self.out_dir
+
+    @property
+    def layout(self) -> dict | None:
+        """Replicas and workers (:func:`~unet_tf.training.distribute.distribution`); None on one device."""
+        return distribution(self.strategy, self.cfg.train.strategy, self.cfg.train.batch_size, self.worker)
+
+
+@dataclass(frozen=True)
+class Fitted:
+    """What :func:`fit_model` gives :func:`summarize`: the Keras history of this process (metric ->
+    values per epoch), steps per epoch, the global batch, seconds spent and why training ended."""
+
+    history: dict[str, list[float]]
+    steps_per_epoch: int
+    batch: int
+    wall_seconds: float
+    stopped: str
+
+
 @quiet_run()  # notes said once per run, TensorFlow's native log lines hidden (e.g. at the first epoch)
 def train(
     cfg: RunConfig,
@@ -233,8 +275,8 @@ def train(
     log: Log = print,
     verbose: int | str = "auto",
     extra_callbacks: Sequence = (),
-) -> dict:
-    """Train one model; returns the summary dict also written to ``summary.json``.
+) -> RunSummary:
+    """Train one model; returns its :class:`~unet_tf.training.run_folder.RunSummary` (``summary.json``).
 
     Args:
         cfg: RunConfig. Every setting (see :func:`unet_tf.load_config`).
@@ -253,101 +295,131 @@ def train(
     Example:
         >>> cfg = unet_tf.load_config(None, epochs=1, steps_per_epoch=2, base_filters=4,
         ...                           patch_size=64, out="runs/demo")  # doctest: +SKIP
-        >>> unet_tf.train(cfg)["run_dir"]  # doctest: +SKIP
-        'runs/demo'
+        >>> unet_tf.train(cfg).best_path  # doctest: +SKIP
+        PosixPath('runs/demo/best.keras')
     """
-    strategy = make_strategy(cfg.train.strategy)  # first: before any other TensorFlow op
-    note = cluster_note(cfg.train.strategy)
-    if note:
-        log(note)
-    worker = worker_info() if cfg.train.strategy == "multiworker" else None
+    strategy, worker = start_strategy(cfg.train.strategy, log)
     if worker is None or worker.is_chief:
-        return _train(cfg, data, log, verbose, extra_callbacks, strategy, worker)
+        return run_phases(prepare_run(cfg, data, strategy, worker, log, verbose), extra_callbacks)
     with tempfile.TemporaryDirectory(prefix=f"unet_tf-worker{worker.index}-") as scratch:
-        return _train(cfg, data, log, 0, extra_callbacks, strategy, worker, Path(scratch))
+        return run_phases(prepare_run(cfg, data, strategy, worker, log, 0, Path(scratch)), extra_callbacks)
 
 
-def _layout(cfg: RunConfig, strategy, worker: WorkerInfo | None) -> dict | None:
-    """How the run is spread over replicas and workers (None on one device)."""
-    if is_default(strategy):
-        return None
-    replicas = strategy.num_replicas_in_sync
-    return {
-        "strategy": cfg.train.strategy,
-        "replicas": replicas,
-        "global_batch_size": cfg.train.batch_size * replicas,
-        "workers": worker.count if worker else 1,
-    }
+def run_phases(ctx: RunContext, extra_callbacks: Sequence = ()) -> RunSummary:
+    """The phases of :func:`train` after :func:`prepare_run`, in order (the order of random draws)."""
+    arrays = load_arrays(ctx.data, ctx.cfg, ctx.log)
+    check_workers(len(arrays.train_images) * ctx.cfg.data.patches_per_image, ctx.worker)
+    balance = class_balance(arrays.train_masks, ctx.data.spec, ctx.log)
+    keras.utils.set_random_seed(ctx.cfg.train.seed)  # before building: the weights and patches follow the seed
+    precision = choose_precision(ctx.cfg.train.precision, len(tf.config.list_physical_devices("GPU")), ctx.log)
+    model, parent = build_or_init_model(ctx, balance, precision)
+    record_start(ctx, model, balance, parent)
+    fitted = fit_model(ctx, model, arrays, balance, extra_callbacks)
+    check_divergence(fitted.history)
+    return summarize(ctx, model, fitted, precision)
 
 
-def _train(cfg, data, log, verbose, extra_callbacks, strategy, worker, scratch: Path | None = None) -> dict:
-    """The phases of :func:`train`; ``scratch``: the run folder of a worker other than the chief."""
+def prepare_run(
+    cfg: RunConfig,
+    data: TrainingData | None,
+    strategy: Any,
+    worker: WorkerInfo | None = None,
+    log: Log = print,
+    verbose: int | str = "auto",
+    scratch: Path | None = None,
+) -> RunContext:
+    """Check the settings, resolve the data and make the run folder (``scratch``: a worker's own).
+
+    Fine-tuning settings first (:func:`~unet_tf.training.finetune.finetune_config`: a parent's
+    architecture replaces ``cfg.model``), then the patch size against the depth, the data, the folder.
+    """
     cfg = finetune_config(cfg, is_default(strategy), log)
-    check_input_size(cfg.data.patch_size, resolved_depth(cfg.model), "--patch-size")
+    check_input_size(cfg.data.patch_size, resolved_depth(cfg.model), "`data.patch_size`")
     data = data or resolve_data(cfg, log)
     out_dir = Path(cfg.train.out) if cfg.train.out else default_run_dir(cfg)
     run_dir = scratch or out_dir
     prepare_run_dir(run_dir, cfg.train.resume)
-    arrays = load_arrays(data, cfg, log)
-    n_patches = len(arrays.train_images) * cfg.data.patches_per_image
-    if worker and n_patches < worker.count:
-        raise UserInputError(
-            f"{n_patches} training patches per epoch are fewer than the {worker.count} workers: "
-            "raise --patches-per-image"
-        )
-    balance = class_balance(arrays.train_masks, data.spec, log)
-    keras.utils.set_random_seed(cfg.train.seed)
-    precision = resolve_precision(cfg.train.precision, gpus=len(tf.config.list_physical_devices("GPU")))
-    if precision != cfg.train.precision:
-        log(f"precision {precision} (--precision {cfg.train.precision}: {precision_reason(precision)})")
-    if note := onednn_note():
-        log(note)
+    return RunContext(cfg, data, out_dir, run_dir, strategy, worker, log, verbose)
+
+
+def build_or_init_model(ctx: RunContext, balance: Balance, precision: str) -> tuple[keras.Model, dict | None]:
+    """``(model, parent)``: the compiled network, its weights from ``train.init_from`` when set (``parent``:
+    what :func:`~unet_tf.training.finetune.init_from` reports for ``config.json``, else None)."""
     # variables of model, optimizer and metrics live on every replica; layers take the precision's dtype policy
-    with strategy_scope(strategy), dtype_policy(precision):
-        model = compile_model(cfg, model_info_for(cfg, data), data.spec, balance)
-        parent = init_from(model, cfg.train.init_from, log) if cfg.train.init_from else None
-    layout = _layout(cfg, strategy, worker)
-    one_device = {"replicas": 1, "global_batch_size": cfg.train.batch_size, "workers": 1}
-    write_config(run_dir, out_dir, cfg, data, balance, {**(layout or one_device), "parent": parent})
-    log(
-        f"training {cfg.model.model} (base {cfg.model.base_filters}, {model.count_params():,} parameters) on "
-        f"{data.spec.n_classes} classes {list(data.spec.class_names)}; run folder {out_dir}"
-        f"{' (written by the chief)' if scratch else ''}"
+    with strategy_scope(ctx.strategy), dtype_policy(precision):
+        model = compile_model(ctx.cfg, model_info_for(ctx.cfg, ctx.data), ctx.data.spec, balance)
+        parent = init_from(model, ctx.cfg.train.init_from, ctx.log) if ctx.cfg.train.init_from else None
+    return model, parent
+
+
+def record_start(ctx: RunContext, model: keras.Model, balance: Balance, parent: dict | None) -> None:
+    """Write ``config.json`` (settings, resolved data, devices, parent) and say what is trained where."""
+    layout = ctx.layout or {"replicas": 1, "global_batch_size": ctx.cfg.train.batch_size, "workers": 1}
+    write_config(ctx.run_dir, ctx.out_dir, ctx.cfg, ctx.data, balance, {**layout, "parent": parent})
+    spec, m = ctx.data.spec, ctx.cfg.model
+    ctx.log(
+        f"training {m.model} (base {m.base_filters}, {model.count_params():,} parameters) on "
+        f"{spec.n_classes} classes {list(spec.class_names)}; run folder {ctx.out_dir}"
+        f"{' (written by the chief)' if ctx.by_chief else ''}"
     )
-    batch = layout["global_batch_size"] if layout else cfg.train.batch_size
-    steps = cfg.train.steps_per_epoch or steps_per_pass(len(arrays.train_images), cfg.data.patches_per_image, batch)
+
+
+def fit_model(ctx: RunContext, model: keras.Model, arrays: Arrays, balance: Balance, extra_callbacks=()) -> Fitted:
+    """Fit ``model`` on the patches of ``arrays`` with the run's callbacks (:func:`unet_tf.training.fit.fit`)."""
+    t, layout = ctx.cfg.train, ctx.layout
+    batch = layout["global_batch_size"] if layout else t.batch_size
+    steps = t.steps_per_epoch or steps_per_pass(len(arrays.train_images), ctx.cfg.data.patches_per_image, batch)
     t0 = time.perf_counter()
+    callbacks = make_callbacks(ctx.cfg, ctx.run_dir, steps, choose_monitor(arrays.val_masks, ctx.log), extra_callbacks)
     history = fit(
-        strategy,
+        ctx.strategy,
         model,
-        *patch_datasets(cfg, arrays, data.spec, balance),
-        epochs=cfg.train.epochs,
-        steps_per_epoch=cfg.train.steps_per_epoch,
+        *patch_datasets(ctx.cfg, arrays, ctx.data.spec, balance),
+        epochs=t.epochs,
+        steps_per_epoch=t.steps_per_epoch,
         pass_steps=steps,
-        callbacks=make_callbacks(cfg, run_dir, steps, choose_monitor(arrays.val_masks, log), extra_callbacks),
-        verbose=verbose,
-        log=log,
+        callbacks=callbacks,
+        verbose=ctx.verbose,
+        log=ctx.log,
     )
     wall = time.perf_counter() - t0
-    if any(not math.isfinite(v) for v in history.history.get("loss", [])):
-        raise UserInputError("training diverged (NaN loss); try a smaller --lr")
-    rate = {
-        "epochs": len(history.history.get("loss", [])),
-        "steps_per_epoch": steps,
-        "batch": batch,
-        "precision": precision,
-    }
-    return write_summary(run_dir, out_dir, model, data, rate, wall, layout)
+    epochs_done = history.epoch[-1] + 1 if history.epoch else 0
+    return Fitted(history.history, steps, batch, wall, stop_reason(callbacks, epochs_done, t.epochs))
+
+
+def check_divergence(history: dict[str, list[float]]) -> None:
+    """UserInputError when the training loss became NaN or infinite."""
+    if any(not math.isfinite(v) for v in history.get("loss", [])):
+        raise UserInputError("training diverged (NaN loss); try a smaller `train.lr`")
+
+
+def summarize(ctx: RunContext, model: keras.Model, fitted: Fitted, precision: str) -> RunSummary:
+    """Plot the curves, write ``summary.json`` and return it as a :class:`RunSummary`."""
+    epochs = len(fitted.history.get("loss", []))
+    return write_summary(
+        ctx.run_dir,
+        ctx.out_dir,
+        parameters=int(model.count_params()),
+        data=ctx.data,
+        patches=epochs * fitted.steps_per_epoch * fitted.batch,
+        wall=fitted.wall_seconds,
+        precision=precision,
+        layout=ctx.layout,
+        stopped=fitted.stopped,
+    )
 
 
 __all__ = [
     "train",
+    "RunContext",
+    "prepare_run",
     "load_arrays",
     "class_balance",
+    "build_or_init_model",
     "model_info_for",
     "compile_model",
-    "make_callbacks",
+    "fit_model",
+    "check_divergence",
+    "summarize",
     "patch_datasets",
-    "AtomicModelCheckpoint",
-    "TimeLimit",
 ]

@@ -1,9 +1,9 @@
 """Overlap losses: soft Tversky, Dice and focal Tversky (one value per batch).
 
-Same shapes and weight channel as the cross-entropy losses (:mod:`unet_tf.training.losses`): ``y_pred`` ``[B, H, W, K]``, ``y_true`` ``[B, H, W, K]`` or
-``[B, H, W, K + 1]`` with a last weight channel, used here ONLY as a 0/1 mask:
-pixels of weight 0 (ignored) are left out of TP, FP and FN, and every other
-pixel counts once, whatever its weight (a separation-border weight multiplies
+Same shapes and weight channel as the cross-entropy losses (:mod:`unet_tf.training.losses`):
+``y_pred`` ``[B, H, W, K]``, ``y_true`` ``[B, H, W, K]`` or ``[B, H, W, K + 1]`` with a last
+weight channel, used here ONLY as a 0/1 mask: pixels of weight 0 (ignored) are left out of TP,
+FP and FN, and every other pixel counts once, whatever its weight (a separation-border weight multiplies
 the cross-entropy term, not the overlap counts).
 
 Soft counts ``TP = sum y*p``, ``FP = sum (1-y)*p``,

@@ -1,4 +1,5 @@
-"""Cross-entropy losses with per-pixel weights, their weighted sum, and :func:`make_loss` (see the package docstring)."""
+"""Cross-entropy losses with per-pixel weights, their weighted sum, and :func:`make_loss`
+(see the package docstring)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import keras
 import numpy as np
 from keras import ops
 
-from unet_tf.config import LOSS_NAMES
+from unet_tf.config import LOSS_NAMES, n_outputs
 from unet_tf.errors import UserInputError
 from unet_tf.training.losses._overlap import Dice, FocalTversky, Tversky
 from unet_tf.training.metrics import split_weight
@@ -233,7 +234,7 @@ def make_loss(
     pos_weight: float | None = None,
     class_weights: Sequence[float] | None = None,
 ) -> keras.losses.Loss:
-    """The loss for ``--loss NAME`` and a task of ``n_classes`` classes.
+    """The loss named by ``train.loss`` for a task of ``n_classes`` classes.
 
     Names (see ``LOSS_NAMES``): ``auto`` is cross-entropy + Tversky(alpha,
     beta), weights 1 and 1. ``bce`` and ``ce`` both mean the cross-entropy that
@@ -250,10 +251,10 @@ def make_loss(
     """
     key = str(name).strip().lower().replace(" ", "")
     if key not in LOSS_NAMES:
-        raise UserInputError(f"--loss: unknown loss {name!r}; choose one of {', '.join(LOSS_NAMES)}")
+        raise UserInputError(f"`train.loss`: unknown loss {name!r}; choose one of {', '.join(LOSS_NAMES)}")
     if int(n_classes) < 2:
         raise UserInputError(f"a segmentation task needs at least 2 classes, got {n_classes}")
-    binary = int(n_classes) == 2
+    binary = n_outputs(int(n_classes)) == 1  # one sigmoid channel
     if class_weights is not None and len(class_weights) != int(n_classes):
         raise ValueError(f"{len(class_weights)} class weights for {n_classes} classes")
 
