@@ -63,6 +63,7 @@ _MODEL_FACING = {
     "load_model": "models.file",
     "read_info": "models.file",
     "train": "training.run",
+    "RunSummary": "training.run_folder",
     "predict_image": "prediction.image",
     "Prediction": "prediction.image",
     "predict_files": "prediction.files",

@@ -91,13 +91,3 @@ def note_run(stream: TextIO | None = None, words: Callable[[str], str] = str) ->
         _CURRENT.reset(token)
     for line in notes.summary():
         notes.print(line)
-
-
-@contextlib.contextmanager
-def quiet_run() -> Iterator[Notes]:
-    """A run as the user reads it: notes said once with a count (:func:`note_run`) and TensorFlow's
-    native log lines hidden (:func:`unet_tf.runtime.hide_native_lines`). Usable as ``@quiet_run()``."""
-    from unet_tf.runtime import hide_native_lines
-
-    with note_run() as notes, hide_native_lines():
-        yield notes

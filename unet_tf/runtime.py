@@ -51,7 +51,7 @@ from collections.abc import MutableMapping
 from pathlib import Path
 from typing import Iterator
 
-from unet_tf.errors import UserInputError
+from unet_tf.errors import Notes, UserInputError, note_run
 
 
 def cpu_flags(cpuinfo: str | Path = "/proc/cpuinfo") -> set[str]:
@@ -328,3 +328,11 @@ def _filtered_fd2() -> Iterator[None]:
             _write_all(2, b"".join(lines.hidden))
         for fd in (saved, read_fd, write_fd):
             os.close(fd)
+
+
+@contextlib.contextmanager
+def quiet_run() -> Iterator[Notes]:
+    """A run as the user reads it: notes said once with a count (:func:`unet_tf.errors.note_run`) and TensorFlow's
+    native log lines hidden (:func:`hide_native_lines`). Usable as ``@quiet_run()``."""
+    with note_run() as notes, hide_native_lines():
+        yield notes

@@ -122,47 +122,5 @@ def test_golden_onnx_file_gives_the_keras_output():
     assert props["format"] == "unet_tf" and json.loads(props["unet_tf_info"]) == stored
 
 
-PUBLIC_NAMES = [
-    "AblationConfig",
-    "AugmentConfig",
-    "DataConfig",
-    "Evaluator",
-    "ModelConfig",
-    "ModelInfo",
-    "NormalizeConfig",
-    "PredictConfig",
-    "Prediction",
-    "RunConfig",
-    "TrainConfig",
-    "TrainingData",
-    "UserInputError",
-    "__version__",
-    "build_model",
-    "build_resunet",
-    "build_unet",
-    "evaluate",
-    "load_config",
-    "load_model",
-    "measure_objects",
-    "percentile_normalize",
-    "predict_files",
-    "predict_image",
-    "read_image",
-    "read_info",
-    "read_label",
-    "replace_config",
-    "train",
-    "values_to_ids",
-]
 
 
-def test_public_names_are_pinned_and_import():
-    """``unet_tf.__all__`` is exactly PUBLIC_NAMES, and every name still imports from ``unet_tf``.
-
-    The list changes only on purpose (a name added to or removed from the
-    public API), never as a side effect of moving modules: edit it in the same
-    commit as the API change and say so in the commit message.
-    """
-    assert sorted(unet_tf.__all__) == PUBLIC_NAMES
-    missing = [name for name in PUBLIC_NAMES if getattr(unet_tf, name, None) is None]
-    assert not missing, f"unet_tf has no {missing}"

@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from unet_tf.cli.common import flag_words, int_list, run_main, str_list
+from unet_tf.cli.common import int_list, run_main, say, str_list
 from unet_tf.config import (
     BUDGET_NAMES,
     DATASET_NAMES,
@@ -310,7 +310,7 @@ def main(argv: list[str] | None = None) -> int:
         from unet_tf.training.run import train
 
         # the run log names parameters as the library does (`train.precision`): this command line says flags
-        summary = train(cfg, log=lambda line: print(flag_words(line)), verbose=2 if quiet else "auto")
+        summary = train(cfg, log=say, verbose=2 if quiet else "auto")
         if cfg.train.strategy == "multiworker":
             from unet_tf.training.distribute import worker_info
 

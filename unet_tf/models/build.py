@@ -7,7 +7,6 @@ from __future__ import annotations
 
 from unet_tf.config import DEFAULT_DEPTH, MODEL_NAMES, UPSAMPLING_NAMES, ModelConfig
 from unet_tf.errors import UserInputError
-
 from unet_tf.models import blocks, fused_norm, info_layer
 from unet_tf.models.resunet import build_resunet
 from unet_tf.models.unet import build_unet

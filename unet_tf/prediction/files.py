@@ -26,7 +26,7 @@ from unet_tf.config import PredictConfig
 from unet_tf.data.labels import read_class_ids, read_instances
 from unet_tf.data.layouts import Sample
 from unet_tf.data.targets import IGNORE_ID
-from unet_tf.errors import UserInputError, quiet_run, say_note
+from unet_tf.errors import UserInputError, say_note
 from unet_tf.evaluation.matching import INSTANCE_COLUMNS, InstanceEvaluator
 from unet_tf.evaluation.semantic import Evaluator
 from unet_tf.io.images import iter_pages, page_count, read_image
@@ -39,6 +39,7 @@ from unet_tf.prediction.inputs import check_output_names, shard_suffix
 from unet_tf.prediction.outputs import ImageOutputs
 from unet_tf.prediction.streaming import predict_file_streaming, should_stream
 from unet_tf.prediction.tiled import ProgressBar, check_tiling
+from unet_tf.runtime import quiet_run
 
 
 @dataclass

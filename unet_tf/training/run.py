@@ -36,10 +36,11 @@ from unet_tf.data.pipeline import make_dataset
 from unet_tf.data.sampling import class_counts, rare_classes_from_counts
 from unet_tf.data.splits import TrainingData, resolve_data
 from unet_tf.data.targets import IGNORE_ID, format_ignore_stats, ignore_stats, min_object_size, object_areas
-from unet_tf.errors import UserInputError, quiet_run
+from unet_tf.errors import UserInputError
 from unet_tf.io.tables import score_column
 from unet_tf.models.build import build_model, check_input_size, resolved_depth
 from unet_tf.models.file import ModelInfo, attach_info
+from unet_tf.runtime import quiet_run
 from unet_tf.training.callbacks import choose_monitor, make_callbacks, stop_reason
 from unet_tf.training.distribute import (
     WorkerInfo,
