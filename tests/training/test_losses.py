@@ -388,7 +388,7 @@ def test_configs_saved_before_the_weight_channel_still_load():
                     "registered_name": "unet_tf>WeightedBCE",
                     "config": {"name": "bce", "reduction": "sum_over_batch_size", "pos_weight": 3.0},
                 },
-                # Tversky lived in unet_tf.training.losses then: the registered name finds it in overlap_losses
+                # Tversky lived in unet_tf.losses then: the registered name finds it wherever it lives now
                 {
                     "module": "unet_tf.losses",
                     "class_name": "Tversky",

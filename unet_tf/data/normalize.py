@@ -1,4 +1,4 @@
-"""Pure NumPy preprocessing: percentile contrast stretching and label mapping."""
+"""Pure NumPy normalization: percentile contrast stretching (training and prediction) and label mapping."""
 
 from __future__ import annotations
 
