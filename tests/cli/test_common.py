@@ -39,7 +39,6 @@ def test_run_main_prints_errors_and_notes_in_flag_words(capsys):
     ]
 
 
-
 def test_say_prints_library_progress_lines_in_flag_words(capsys):
     from unet_tf.cli.common import say
 

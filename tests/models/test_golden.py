@@ -120,7 +120,3 @@ def test_golden_onnx_file_gives_the_keras_output():
     props = session.get_modelmeta().custom_metadata_map
     stored = json.loads((GOLDEN / "info_v0.1.json").read_text())
     assert props["format"] == "unet_tf" and json.loads(props["unet_tf_info"]) == stored
-
-
-
-
