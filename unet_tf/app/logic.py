@@ -28,6 +28,7 @@ import numpy as np
 
 from unet_tf.config import PredictConfig
 from unet_tf.errors import UserInputError
+from unet_tf.models.bundled import CARD_SUFFIX, bundled_files, card_summary
 from unet_tf.models.file import INFO_LAYER, ModelInfo
 
 PREVIEW_SIDE = 1024  # longest side of the images shown in the page, in px
@@ -39,14 +40,15 @@ ZIP_TIME = (2000, 1, 1, 0, 0, 0)  # fixed entry time: the same files give the sa
 
 @dataclass(frozen=True)
 class ModelEntry:
-    """A ``best.keras`` found under the runs folder, described without loading TensorFlow.
+    """A ``best.keras`` found under the runs folder, or a bundled model, described without loading TensorFlow.
 
     Attributes:
         path: the model file.
-        run: its run folder, relative to the runs folder.
+        run: its run folder, relative to the runs folder; a bundled model's name.
         dataset: the dataset it was trained on ("?" when unreadable).
         class_names: its classes (empty when unreadable).
         dice: best validation Dice from the run's ``summary.json``, or None.
+        summary: a bundled model's one-line summary (the first line of its card); None for a run's model.
     """
 
     path: Path
@@ -54,8 +56,11 @@ class ModelEntry:
     dataset: str
     class_names: tuple[str, ...]
     dice: float | None
+    summary: str | None = None
 
     def label(self) -> str:
+        if self.summary is not None:
+            return f"{self.run} (bundled) · {self.dataset} · {len(self.class_names)} classes · {self.summary}"
         dice = "Dice n/a" if self.dice is None else f"val. Dice {self.dice:.3f}"
         return f"{self.run} · {self.dataset} · {len(self.class_names)} classes · {dice}"
 
@@ -85,21 +90,48 @@ def best_dice(run_dir: Path) -> float | None:
         return None
 
 
-def find_models(runs_dir: str | Path) -> list[ModelEntry]:
+def _peek_classes(path: Path) -> tuple[str, tuple[str, ...]]:
+    """(dataset, class names) of a model file; ("?", ()) when it holds no unet_tf info."""
+    try:
+        info = peek_info(path)
+    except UserInputError:
+        return "?", ()
+    return info.dataset, tuple(info.class_names)
+
+
+def run_models(runs_dir: str | Path) -> list[ModelEntry]:
     """Every ``best.keras`` under ``runs_dir`` (sorted by path); empty when the folder is missing."""
     root = Path(runs_dir)
     if not root.is_dir():
         return []
     entries = []
     for path in sorted(root.rglob("best.keras")):
-        try:
-            info = peek_info(path)
-            dataset, names = info.dataset, info.class_names
-        except UserInputError:
-            dataset, names = "?", ()
         run = str(path.parent.relative_to(root)) if path.parent != root else root.name
-        entries.append(ModelEntry(path, run, dataset, tuple(names), best_dice(path.parent)))
+        entries.append(ModelEntry(path, run, *_peek_classes(path), best_dice(path.parent)))
     return entries
+
+
+def bundled_entries(bundle_root: str | Path | None = None) -> list[ModelEntry]:
+    """The models bundled with the package (by name), with their cards' summaries.
+
+    Args:
+        bundle_root: str, Path or None. The folder of bundled models; None: the
+            package's own (:data:`unet_tf.models.bundled.DEFAULT_ROOT`).
+    """
+    return [
+        ModelEntry(path, name, *_peek_classes(path), None, card_summary(path.with_suffix(CARD_SUFFIX)))
+        for name, path in bundled_files(bundle_root).items()
+    ]
+
+
+def find_models(runs_dir: str | Path, bundle_root: str | Path | None = None) -> list[ModelEntry]:
+    """The page's model list: every ``best.keras`` under ``runs_dir`` (sorted by path), then the bundled models.
+
+    Args:
+        runs_dir: str or Path. The runs folder (missing: no run models).
+        bundle_root: str, Path or None. The folder of bundled models; None: the package's own.
+    """
+    return run_models(runs_dir) + bundled_entries(bundle_root)
 
 
 def digest(data: bytes) -> str:

@@ -51,6 +51,20 @@ def _track_args(p: argparse.ArgumentParser, t: TrackConfig) -> None:
     )
 
 
+def _model_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--weights",
+        help="a best.keras / last.keras written by train.py, the name of a model bundled with unet_tf "
+        "(see --list-models; a file of that name wins), or the model.onnx of unet-tf-export (runs on "
+        "onnxruntime, without TensorFlow); required unless --list-models",
+    )
+    p.add_argument(
+        "--list-models",
+        action="store_true",
+        help="list the models bundled with unet_tf (name and one-line summary) and exit",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     d, t = PredictConfig(), TrackConfig()
     p = argparse.ArgumentParser(
@@ -58,18 +72,15 @@ def build_parser() -> argparse.ArgumentParser:
         description="Segment images with a model trained by train.py: masks, overlays, metrics, objects.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    p.add_argument(
-        "--weights",
-        required=True,
-        help="a best.keras / last.keras written by train.py, or the model.onnx "
-        "of unet-tf-export (runs on onnxruntime, without TensorFlow)",
-    )
+    _model_args(p)
     p.add_argument(
         "--input",
         nargs="+",
         help="image files, folders or globs (default: the test images of the dataset the model was trained on)",
     )
-    p.add_argument("--out", help="output folder (default: <weights folder>/predictions)")
+    p.add_argument(
+        "--out", help="output folder (default: <weights folder>/predictions; ./predictions for a bundled model)"
+    )
     p.add_argument("--labels", help="folder of ground-truth masks (matched by name): writes metrics.csv")
     p.add_argument("--tile", type=int, default=d.tile, help="tile side in px (a multiple of the model's size divisor)")
     p.add_argument("--overlap", type=int, default=d.overlap, help="overlap of neighbouring tiles in px")
@@ -140,7 +151,8 @@ def track_config_from_args(args: argparse.Namespace) -> TrackConfig:
 
 
 def _load(weights: str):
-    """(model, ModelInfo) of a ``.keras`` file (TensorFlow) or a ``.onnx`` export (onnxruntime, no TensorFlow)."""
+    """(model, ModelInfo) of a ``.keras`` file or a bundled model's name (TensorFlow; resolved by
+    :func:`unet_tf.models.file.load_model_and_info`), or of a ``.onnx`` export (onnxruntime, no TensorFlow)."""
     if Path(weights).suffix.lower() == ".onnx":
         from unet_tf.prediction.onnx import load_onnx
 
@@ -163,8 +175,28 @@ def _track(model, args: argparse.Namespace, config: PredictConfig) -> int:
     return 0
 
 
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """The parsed command line; --weights is required unless --list-models (an argparse error, status 2)."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not args.weights and not args.list_models:
+        parser.error("the following arguments are required: --weights (or --list-models)")
+    return args
+
+
+def list_models() -> int:
+    """Print each bundled model's name and one-line summary, or that none are installed (no TensorFlow)."""
+    from unet_tf.models.bundled import describe_bundled
+
+    for line in describe_bundled():
+        print(line)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args = parse_args(argv)
+    if args.list_models:
+        return run_main(list_models)
 
     def body() -> int:
         if (args.channel is not None or args.z is not None) and not args.track:

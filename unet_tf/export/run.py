@@ -12,18 +12,23 @@ from unet_tf.errors import UserInputError
 from unet_tf.export.checks import Log
 from unet_tf.export.onnx import check_onnx, write_onnx
 from unet_tf.export.savedmodel import check_savedmodel, write_savedmodel
+from unet_tf.models.bundled import resolve_weights
 from unet_tf.models.file import ModelInfo, bare_network, load_model_and_info
 from unet_tf.prediction.onnx import load_onnx
 
 
 def load_for_export(weights: str | Path) -> tuple[Any, ModelInfo]:
-    """(bare network, its :class:`~unet_tf.models.file.ModelInfo`) of a ``best.keras`` written by unet_tf."""
+    """(bare network, its :class:`~unet_tf.models.file.ModelInfo`) of a ``best.keras`` written by unet_tf.
+
+    ``weights`` may also name a bundled model (``nuclei``,
+    :func:`unet_tf.models.bundled.resolve_weights`); an existing file of that name wins.
+    """
     if Path(weights).suffix.lower() == ".onnx":
         load_onnx(weights)  # a foreign ONNX file: UserInputError "not one exported by unet_tf"
         raise UserInputError(
             f"{weights}: already an ONNX export of unet_tf; `weights` takes the .keras file it came from (best.keras)"
         )
-    model, info = load_model_and_info(weights)
+    model, info = load_model_and_info(resolve_weights(weights, parameter="weights"))
     return bare_network(model), info
 
 

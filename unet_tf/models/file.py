@@ -181,14 +181,16 @@ def bare_network(model: Any):
 
 
 def load_model_and_info(path: str | Path, compile: bool = False) -> tuple[Any, ModelInfo]:
-    """Load a ``.keras`` file written by unet_tf; returns (keras.Model, ModelInfo).
+    """Load a ``.keras`` file written by unet_tf, or a bundled model by name; returns (keras.Model, ModelInfo).
 
-    A missing file, a file that is not a Keras archive, or a Keras model that
-    unet_tf did not write is a UserInputError naming the file.
+    ``path`` goes through :func:`unet_tf.models.bundled.resolve_weights`: an
+    existing file wins, else a bundled model's name (``nuclei``). Neither, a
+    file that is not a Keras archive, or a Keras model that unet_tf did not
+    write is a UserInputError naming the file (or listing the bundled names).
     """
-    path = Path(path)
-    if not path.is_file():
-        raise UserInputError(f"{path}: no such weights file")
+    from unet_tf.models.bundled import resolve_weights
+
+    path = resolve_weights(path)
     if path.suffix != ".keras" or not zipfile.is_zipfile(path):
         raise UserInputError(f"{path}: not a .keras model file (train one with train.py)")
     register_keras_objects()
@@ -214,7 +216,9 @@ def load_model(path: str | Path, compile: bool = False):
     """Load a ``.keras`` file written by unet_tf (``unet_tf.read_info(model)`` gives its info).
 
     Args:
-        path: str or Path. A ``best.keras`` / ``last.keras`` of a run folder.
+        path: str or Path. A ``best.keras`` / ``last.keras`` of a run folder,
+            or the name of a model bundled with the package
+            (:func:`unet_tf.models.bundled.bundled_models`), e.g. ``"nuclei"``.
         compile: bool. Also restore the loss, metrics and optimizer (needed
             only to continue training). Default False.
 

@@ -28,6 +28,7 @@ import keras
 
 from unet_tf.config import ModelConfig, RunConfig, TrainConfig
 from unet_tf.errors import UserInputError
+from unet_tf.models.bundled import resolve_weights
 from unet_tf.models.file import INFO_LAYER, ModelInfo, load_model_and_info, read_info
 from unet_tf.training.distribute import is_default
 
@@ -41,11 +42,21 @@ ONE_DEVICE_ONLY = (
 _ENCODER = re.compile(r"^(enc\d+|bottleneck|bridge)(_|$)")
 
 
+def parent_file(name_or_path: str | Path) -> Path:
+    """The parent model file of ``train.init_from``: an existing file, else a bundled model's name (``nuclei``).
+
+    Neither is a :class:`UserInputError` naming `train.init_from` and listing
+    the bundled names (:func:`unet_tf.models.bundled.resolve_weights`).
+    """
+    return resolve_weights(name_or_path, parameter="train.init_from")
+
+
 def parent_model_config(path: str | Path) -> tuple[ModelConfig, ModelInfo]:
     """The architecture and the info of a trained model file.
 
     Args:
-        path: str or Path. A ``.keras`` file written by unet_tf (``best.keras``).
+        path: str or Path. A ``.keras`` file written by unet_tf (``best.keras``),
+            or a bundled model's name (:func:`parent_file`).
 
     Returns:
         ``(ModelConfig, ModelInfo)``: the parent's architecture (model,
@@ -54,7 +65,7 @@ def parent_model_config(path: str | Path) -> tuple[ModelConfig, ModelInfo]:
     A missing file, a file that is not a Keras model, or a model unet_tf did
     not write is a :class:`UserInputError` naming the file.
     """
-    _, info = load_model_and_info(path)
+    _, info = load_model_and_info(parent_file(path))
     return info.model, info
 
 
@@ -176,7 +187,8 @@ def init_from(model: Any, parent_path: str | Path, log: Log = print) -> dict:
     Args:
         model: keras.Model. The freshly built (and compiled) network of this
             run, with or without its info layer.
-        parent_path: str or Path. The parent ``.keras`` file.
+        parent_path: str or Path. The parent ``.keras`` file, or a bundled
+            model's name (:func:`parent_file`).
         log: callable taking one line of text. Default ``print``.
 
     Every weight is copied, BatchNorm moving statistics included; the
@@ -190,7 +202,7 @@ def init_from(model: Any, parent_path: str | Path, log: Log = print) -> dict:
         dict for ``config.json``: ``parent`` (resolved path), ``parent_classes``
         (names), ``copied_layers`` (count), ``head_replaced`` (bool).
     """
-    path = Path(parent_path)
+    path = parent_file(parent_path)
     parent, info = load_model_and_info(path)
     _check_compatible(parent, model, path)
     theirs = _weighted_layers(parent)
@@ -275,6 +287,7 @@ class FreezeEncoder(keras.callbacks.Callback):
 
 
 __all__ = [
+    "parent_file",
     "parent_model_config",
     "with_parent_architecture",
     "check_settings",
