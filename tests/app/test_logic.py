@@ -204,13 +204,14 @@ def test_instances_checkbox_splits_touching_objects_like_predict_py(runs, image,
 def test_find_models_reads_info_and_dice_without_loading(runs, tmp_path):
     (tmp_path / "broken").mkdir()
     (tmp_path / "broken" / "best.keras").write_bytes(b"junk")
-    entries = logic.find_models(runs) + logic.find_models(tmp_path)
+    none = tmp_path / "no_bundle"  # the package's bundled models (if any) come after the runs' (test_bundled.py)
+    entries = logic.find_models(runs, none) + logic.find_models(tmp_path, none)
     assert [(e.run, e.dataset, e.class_names, e.dice) for e in entries] == [
         ("cells-unet-b", "folder", ("background", "cell"), None),
         ("tem-unet-a", "folder", tuple(TEM_NAMES), 0.61),
         ("broken", "?", (), None),
     ]
-    assert logic.find_models(tmp_path / "missing") == []
+    assert logic.find_models(tmp_path / "missing", none) == []
     with pytest.raises(UserInputError, match="best.keras: not a model written by unet_tf"):
         logic.peek_info(tmp_path / "broken" / "best.keras")
 

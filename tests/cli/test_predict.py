@@ -160,6 +160,23 @@ def test_bad_input_is_one_line(tmp_path, images, tem_model, capsys):
     )
 
 
+def test_weights_or_list_models_is_required_and_list_says_when_none_are_installed(tmp_path, capsys, monkeypatch):
+    from unet_tf.models import bundled
+
+    with pytest.raises(SystemExit) as exc:
+        predict_main(["--input", str(tmp_path)])
+    assert exc.value.code == 2
+    assert "the following arguments are required: --weights (or --list-models)" in capsys.readouterr().err
+    monkeypatch.setattr(bundled, "DEFAULT_ROOT", tmp_path / "empty")
+    assert predict_main(["--list-models"]) == 0
+    assert capsys.readouterr().out.startswith("no bundled models are installed (a model is <name>.keras")
+    assert predict_main(["--weights", "nuclei", "--out", str(tmp_path / "x")]) == 2
+    assert capsys.readouterr().err == (
+        "error: --weights nuclei: no such weights file, and no bundled model of that name "
+        "(no bundled models are installed)\n"
+    )
+
+
 def test_dsb2018_holdout_is_scored_against_every_nucleus(tmp_path):
     """A dsb2018 case has one mask file per nucleus: the truth is their union, not the first file."""
     import cv2
