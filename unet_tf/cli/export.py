@@ -17,7 +17,11 @@ def build_parser() -> argparse.ArgumentParser:
         "ilastik, QuPath and napari. Each file is checked against the Keras model before it is kept.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    p.add_argument("--weights", required=True, help="a best.keras / last.keras written by train.py")
+    p.add_argument(
+        "--weights",
+        required=True,
+        help="a best.keras / last.keras written by train.py, or a bundled model's name (predict.py --list-models)",
+    )
     p.add_argument(
         "--out",
         required=True,

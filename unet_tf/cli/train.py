@@ -155,7 +155,7 @@ def _training_args(p: argparse.ArgumentParser, t: TrainConfig) -> None:
     g.add_argument(
         "--init-from",
         metavar="MODEL.keras",
-        help="fine-tune: start from a trained model's weights and "
+        help="fine-tune: start from a trained model's weights (a .keras file or a bundled model's name) and "
         "architecture; another class count replaces its head (said); the run records the parent",
     )
     g.add_argument(

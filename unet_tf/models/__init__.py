@@ -4,6 +4,8 @@
   ``unet.py``, ``resunet.py``, ``blocks.py``, ``fused_norm.py``: the Keras layers and builders.
 - ``file.py``: the model file contract (:class:`ModelInfo` inside ``best.keras``, :func:`load_model`,
   :func:`read_info`), usable without TensorFlow; ``info_layer.py``: the layer that carries it.
+- ``bundled.py``: pretrained models shipped in ``bundled/`` (a ``.keras`` file and its model card), usable
+  by name wherever a model file is.
 
 Importing this package is light (no Keras); the builders load on first use. To load a ``best.keras``
 with Keras alone, call :func:`register_keras_objects` first (or use :func:`unet_tf.load_model`).
