@@ -201,12 +201,13 @@ def _streams(sample: Sample, info: ModelInfo, config: PredictConfig, log: Callab
 
 
 def _stream_sample(model: Any, sample: Sample, label: str, out_dir: Path, config: PredictConfig) -> tuple[list, bool]:
-    """Segment one large image band by band (:mod:`unet_tf.prediction.streaming`); (object rows, True)."""
+    """Segment one large image band by band (:mod:`unet_tf.prediction.streaming`, at the image's own scale);
+    (object rows, True)."""
     predict_fn, info = engine(model)
     bar = ProgressBar(f"{label} (in bands)")
     result = predict_file_streaming(predict_fn, info, sample.image, out_dir, sample.image.stem, config, progress=bar)
     bar.close()
-    return result["objects"], True
+    return [{**row, "scale_factor": 1.0, "scale_source": "none"} for row in result["objects"]], True
 
 
 def _write_tables(

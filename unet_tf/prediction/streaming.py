@@ -346,7 +346,7 @@ def predict_file_streaming(
         (paths written), ``seconds``.
     """
     t0, out_dir = time.perf_counter(), Path(out_dir)
-    _say_not_rescaled(info, config, name)
+    _say_not_rescaled(info, config, Path(path).name)
     with WindowReader(path) as reader:
         shape = reader.shape
         check_disk_space(reader.path, out_dir, output_bytes(shape, info, config))
@@ -367,7 +367,7 @@ def predict_file_streaming(
         outputs = _stream_outputs(bands, out_dir, name, shape, info, config, objects, reader.read)
     return {
         "shape": shape,
-        "objects": [{**row, "scale_factor": 1.0, "scale_source": "none"} for row in objects.rows()] if measure else [],
+        "objects": objects.rows() if measure else [],
         "percentiles": (lo, hi),
         "exact_percentiles": exact,
         "outputs": outputs,
