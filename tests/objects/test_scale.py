@@ -7,6 +7,7 @@ import pytest
 
 from unet_tf.objects.scale import (
     ESTIMATE_LIMITS,
+    ESTIMATE_TOLERANCE,
     SCALE_TOLERANCE,
     applied,
     choose_factor,
@@ -80,6 +81,7 @@ def test_estimate_and_tolerance():
     assert estimate_factor(40.0, np.zeros(0)) is None
     assert applied(1.0 + SCALE_TOLERANCE / 2) == 1.0 and applied(1.0 - SCALE_TOLERANCE / 2) == 1.0
     assert applied(1.2) == 1.2 and applied(0.5) == 0.5
+    assert applied(0.94) == 0.94 and applied(0.94, ESTIMATE_TOLERANCE) == 1.0  # an estimate needs more than 10 %
 
 
 @pytest.mark.parametrize("factor", [0.5, 0.37, 2.0, 3.3])

@@ -67,6 +67,8 @@ def count(result) -> int:
 def test_at_the_model_scale_nothing_is_resized():
     result = predict_image(model(), discs(1), **TILE)
     assert count(result) == 9 and result.scale_source == "estimate" and result.scale_factor == 1.0
+    near = predict_image(model(), discs(1.08), **TILE)  # an estimate must be more than 10 % off to resize
+    assert count(near) == 9 and (near.scale_factor, near.scale_source) == (1.0, "estimate")
     old = predict_image(model(diameter=None), discs(1), **TILE)  # a model file before format 4
     assert count(old) == 9 and (old.scale_factor, old.scale_source) == (1.0, "none")
 

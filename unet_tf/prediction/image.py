@@ -37,6 +37,7 @@ from unet_tf.models.file import ModelInfo, min_size_for, read_info, tiling_optio
 from unet_tf.objects.instances import instances_for
 from unet_tf.objects.labels import renumber
 from unet_tf.objects.scale import (
+    ESTIMATE_TOLERANCE,
     applied,
     choose_factor,
     component_areas,
@@ -147,7 +148,7 @@ def _scale(
     if estimate is None:
         say_note("no object found to estimate the object scale: the image is used at the model's scale", name)
         return 1.0, "none", first
-    return applied(estimate), "estimate", first
+    return applied(estimate, ESTIMATE_TOLERANCE), "estimate", first
 
 
 def _back(segmented: Segmented, shape: tuple[int, int]) -> Segmented:
