@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import numbers
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -182,6 +183,7 @@ class PredictConfig:
     split_touching: bool = False  # semantic models: split touching objects of a class (distance watershed)
     stream: bool = False  # predict in bands of rows (automatic when predicting whole needs over half the free memory)
     shard: tuple[int, int] = (0, 1)  # (index, count): this run is shard index of count; names the tables
+    diameter: float | None = None  # the objects' diameter in px of the images: rescaled to the model's (Cellpose)
 
     def __post_init__(self):
         if not 0 < self.threshold < 1:
@@ -190,6 +192,11 @@ class PredictConfig:
             raise UserInputError(f"pixel size {self.pixel_size}: must be positive")
         if self.min_size is not None and self.min_size < 0:
             raise UserInputError(f"min size {self.min_size}: must be at least 0")
+        diameter = self.diameter
+        if diameter is not None and (
+            isinstance(diameter, bool) or not isinstance(diameter, numbers.Real) or not 0 < diameter < math.inf
+        ):
+            raise UserInputError(f"`predict.diameter` {diameter!r}: must be a positive number of px")
 
 
 @dataclass(frozen=True)

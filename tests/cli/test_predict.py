@@ -339,3 +339,16 @@ def test_constant_and_nearly_empty_images_predict_finite_probabilities(tmp_path,
         assert np.isfinite(prob).all()
         expected = unet_tf.predict_image(model, image.astype(np.float32) * 1000, tile=32, overlap=8).probabilities
         np.testing.assert_allclose(np.moveaxis(prob, 0, -1), expected, atol=1e-5)
+
+
+def test_diameter_flag(tmp_path, capsys):
+    """--diameter reaches PredictConfig; a value that is not a positive number is one line, before any loading."""
+    from unet_tf.cli.predict import build_parser, config_from_args
+
+    assert config_from_args(build_parser().parse_args(["--weights", "m.keras", "--diameter", "31.5"])).diameter == 31.5
+    assert config_from_args(build_parser().parse_args(["--weights", "m.keras"])).diameter is None
+    for bad in ("-1", "0", "nan"):
+        code = predict_main(["--weights", str(tmp_path / "missing.keras"), "--diameter", bad])
+        err = capsys.readouterr().err
+        assert code == 2 and err.startswith("error: ") and err.count("\n") == 1 and "Traceback" not in err
+        assert "diameter" in err and "must be a positive number of px" in err

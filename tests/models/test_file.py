@@ -29,7 +29,20 @@ FORMAT_2 = {  # a ModelInfo dict as unet_tf wrote it before min_size (format 2)
 def test_round_trip_keeps_min_size():
     info = ModelInfo((0, 1, 2), ("background", "interior", "boundary"), target="instances", min_size=541)
     back = ModelInfo.from_dict(info.to_dict())
-    assert back == info and back.min_size == 541 and back.format == FORMAT_VERSION == 3
+    assert back == info and back.min_size == 541 and back.format == FORMAT_VERSION == 4
+
+
+def test_round_trip_keeps_the_object_scale_and_older_formats_have_none():
+    info = ModelInfo((0, 1), ("background", "cell"), object_diameter=23.5, pixel_size_um=0.24)
+    back = ModelInfo.from_dict(info.to_dict())
+    assert back == info and (back.object_diameter, back.pixel_size_um) == (23.5, 0.24)
+    for version in (1, 2, 3):
+        old = ModelInfo.from_dict({**FORMAT_2, "format": version})
+        assert old.object_diameter is None and old.pixel_size_um is None and old.format == FORMAT_VERSION
+    for name in ("object_diameter", "pixel_size_um"):
+        for bad in (0.0, -2.0, float("nan")):
+            with pytest.raises(ValueError, match=name):
+                ModelInfo((0, 1), ("a", "b"), **{name: bad})
 
 
 def test_format_2_dict_loads_without_min_size():

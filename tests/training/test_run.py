@@ -9,7 +9,9 @@ from _helpers import tiny_train_config
 
 from unet_tf.cli.train import main as train_main
 from unet_tf.config import RunConfig, replace_config
+from unet_tf.io.metadata import resolution_kwargs
 from unet_tf.models.file import read_info
+from unet_tf.objects.scale import instance_areas, median_diameter
 from unet_tf.training.run import train
 
 RUN_FILES = {"best.keras", "last.keras", "config.json", "history.csv", "curves.png", "summary.json"}
@@ -229,7 +231,8 @@ def test_instance_model_carries_a_minimum_object_size_from_its_training_objects(
         for k, (cy, cx, r) in enumerate([(16, 16, 6 + i), (44, 40, 9), (20, 48, 4)], 1):
             label[(yy - cy) ** 2 + (xx - cx) ** 2 <= r * r] = k
         image = (label > 0) * 200 + rng.integers(0, 40, (64, 64))
-        tifffile.imwrite(tmp_path / "data" / "images" / f"a{i}.tif", image.astype(np.uint16))
+        size = resolution_kwargs(0.25)  # every image states 0.25 µm pixels: the model keeps it
+        tifffile.imwrite(tmp_path / "data" / "images" / f"a{i}.tif", image.astype(np.uint16), **size)
         tifffile.imwrite(tmp_path / "data" / "masks" / f"a{i}.tif", label)
         labels.append(label)
     args = ["--dataset", "folder", "--data-dir", str(tmp_path / "data"), "--instance-masks", "--patch-size", "32"]
@@ -239,6 +242,34 @@ def test_instance_model_carries_a_minimum_object_size_from_its_training_objects(
     _, info = load_model_and_info(tmp_path / "run" / "best.keras")
     assert info.target == "instances"
     assert info.min_size == min_object_size(object_areas(labels)) > 0
+    areas = np.concatenate([instance_areas(x) for x in labels])
+    assert info.object_diameter == pytest.approx(median_diameter(areas), abs=1e-3) and info.pixel_size_um == 0.25
+
+
+def test_model_info_for_measures_the_components_of_each_foreground_class():
+    """A semantic target: the diameter is the median over the components of every foreground class, logged."""
+    from unet_tf.data.splits import TrainingData
+    from unet_tf.training.run import model_info_for
+
+    yy, xx = np.mgrid[:48, :48]
+    masks = []
+    for r in (3, 6, 9):  # one disc of class 50 (radius r) touching a 6 x 6 square of class 100, per image
+        mask = np.zeros((48, 48), np.uint8)
+        mask[(yy - 20) ** 2 + (xx - 20) ** 2 <= r * r] = 50
+        mask[20:26, 21 + r : 27 + r] = 100
+        masks.append(mask)
+    images = [m.astype(np.uint16) * 3 for m in masks]
+    data = TrainingData.from_arrays(images * 2, masks * 2, (0, 50, 100), val_fraction=0.5, seed=0)
+    lines = []
+    info = model_info_for(RunConfig(), data, lines.append)
+    # objects: discs of 29, 113, 253 px (twice each) and six 36-px squares that touch them; the median of the
+    # twelve is a square's: 2 sqrt(36 / pi) = 6.770 px (had the classes been merged, no object would be so small)
+    assert info.object_diameter == pytest.approx(6.770, abs=1e-3)
+    assert info.min_size is None and info.pixel_size_um is None  # arrays: no file to state a pixel size
+    assert any(
+        line.startswith("object scale: median diameter") and "components of class_50, class_100" in line
+        for line in lines
+    ), lines
 
 
 def test_fit_counts_one_pass_per_epoch_through_one_iterator():

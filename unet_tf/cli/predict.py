@@ -65,6 +65,29 @@ def _model_args(p: argparse.ArgumentParser) -> None:
     )
 
 
+def _scale_args(p: argparse.ArgumentParser) -> None:
+    """Pixel size, object scale and the smallest object."""
+    p.add_argument(
+        "--pixel-size",
+        type=float,
+        help="pixel size in µm: adds µm and µm² columns to objects.csv; sets the object scale of a model that "
+        "knows its own",
+    )
+    p.add_argument(
+        "--min-size",
+        type=int,
+        help="drop objects under this many px at the model's scale (default: the model's own, else 0)",
+    )
+    p.add_argument(
+        "--diameter",
+        type=float,
+        metavar="D",
+        help="the objects' typical diameter in px in the input images: each image is resized so that its objects "
+        "have the model's diameter, and its outputs are brought back; without it: from --pixel-size or the "
+        "files' pixel size when the model knows its own, else estimated per image from a first pass",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     d, t = PredictConfig(), TrackConfig()
     p = argparse.ArgumentParser(
@@ -93,8 +116,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--save-probabilities", action="store_true", help="also write <stem>_prob.tif (float32, a band per class)"
     )
     p.add_argument("--no-overlay", action="store_true", help="do not write <stem>_overlay.png")
-    p.add_argument("--pixel-size", type=float, help="pixel size in µm: adds µm and µm² columns to objects.csv")
-    p.add_argument("--min-size", type=int, help="drop objects under this many px (default: the model's own, else 0)")
+    _scale_args(p)
     p.add_argument(
         "--stream",
         action="store_true",
@@ -132,6 +154,7 @@ def config_from_args(args: argparse.Namespace) -> PredictConfig:
         overlay=not args.no_overlay,
         pixel_size=args.pixel_size,
         min_size=args.min_size,
+        diameter=args.diameter,
         split_touching=args.split_touching,
         stream=args.stream,
         shard=args.shard or (0, 1),

@@ -4,7 +4,8 @@ A trained network ends in an identity layer
 (:class:`unet_tf.models.info_layer.InfoLayer`, registered with Keras as
 ``unet_tf>ModelInfo``) whose config holds a :class:`ModelInfo`:
 class values and names, normalization, training patch size, the size divisor
-of the architecture, the target kind, the dataset and its folder. ModelInfo is
+of the architecture, the target kind, the dataset and its folder, the
+training objects' typical size (minimum size, diameter, pixel size). ModelInfo is
 a frozen, versioned dataclass built in one place (:meth:`ModelInfo.for_run`)
 and read back with :func:`read_info`; files of older format versions load.
 
@@ -24,7 +25,9 @@ from unet_tf.data.layouts import DatasetSpec
 from unet_tf.errors import UserInputError
 
 INFO_LAYER = "unet_tf_info"  # the name of models.info_layer.InfoLayer in every model
-FORMAT_VERSION = 3  # 1: the untyped dict of unet_tf 0.1 (same keys, no "target"); 2: no "min_size"
+# 1: the untyped dict of unet_tf 0.1 (same keys, no "target"); 2: no "min_size"; 3: no "object_diameter",
+# "pixel_size_um"
+FORMAT_VERSION = 4
 
 
 @dataclass(frozen=True)
@@ -47,6 +50,12 @@ class ModelInfo:
             learned from the training objects
             (:func:`unet_tf.data.targets.min_object_size`); None where unknown
             (files of format 1 and 2, semantic models): then 0.
+        object_diameter: the training objects' typical diameter in px (median
+            equivalent diameter, :mod:`unet_tf.objects.scale`): prediction
+            brings images to this scale; None where unknown (files of format
+            1-3, no objects): images are used at their own scale.
+        pixel_size_um: µm per px of the training images when their files say
+            it (all the same), else None.
         data_dir: the dataset folder, if any (predict.py's default input).
         test_images: held-out ``(image, label, ...)`` paths of the run.
         model: the architecture.
@@ -65,6 +74,8 @@ class ModelInfo:
     boundary_width: int = 2
     ignore_value: int | None = None
     min_size: int | None = None
+    object_diameter: float | None = None
+    pixel_size_um: float | None = None
     data_dir: str | None = None
     test_images: tuple[tuple[str, ...], ...] = ()
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -80,6 +91,10 @@ class ModelInfo:
             raise ValueError(f"target must be one of {MODEL_TARGETS}, got {self.target!r}")
         if self.min_size is not None and self.min_size < 0:
             raise ValueError(f"min_size must be None or >= 0, got {self.min_size!r}")
+        for name in ("object_diameter", "pixel_size_um"):
+            value = getattr(self, name)
+            if value is not None and not value > 0:
+                raise ValueError(f"{name} must be None or > 0, got {value!r}")
 
     @property
     def n_classes(self) -> int:

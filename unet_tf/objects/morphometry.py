@@ -69,6 +69,8 @@ OBJECT_COLUMNS = (
     "mean_intensity",
     "max_intensity",
     "pixel_size_um",
+    "scale_factor",  # the image was resized by this for the network (unet_tf.objects.scale); 1: not resized
+    "scale_source",  # where the factor came from: diameter, pixel size, estimate or none
 )
 SUMMARY_COLUMNS = ("image", "class", "count", "mean_area_px", "median_area_px", "mean_area_um2", "median_area_um2")
 

@@ -86,6 +86,17 @@ def _pixel_size(path: Path, config: PredictConfig, said: set, log: Callable[[str
     return value
 
 
+def _scale_text(info: ModelInfo) -> str:
+    """The run's line on the model's object scale (what each image is brought to)."""
+    if not (info.object_diameter or info.pixel_size_um):
+        return "object scale: the model holds no object diameter: images are not resized"
+    known = (
+        f"{info.object_diameter:g} px object diameter" if info.object_diameter else "",
+        f"{info.pixel_size_um:g} µm pixels" if info.pixel_size_um else "",
+    )
+    return f"object scale: images are resized to the model's ({', '.join(k for k in known if k)})"
+
+
 def _pages(path: Path, n_pages: int):
     """(page index, 2-D image) one page at a time; a single image is page 0."""
     if n_pages == 1:
@@ -117,14 +128,25 @@ def _score(
 def object_rows(
     result: Prediction, info: ModelInfo, image: np.ndarray, name: str, pixel_size: float | None, min_size: int
 ) -> list[dict]:
-    """Object rows: one per instance (instance model: class "object") or per connected component of a class."""
+    """Object rows: one per instance (instance model: class "object") or per connected component of a class,
+    with the scale factor the image was segmented at. ``min_size`` is in px at the model's scale."""
     if info.target == "instances":
         ids, names = (result.instances > 0).astype(np.uint8), ("background", "object")
     else:
         ids, names = result.ids, info.class_names
-    return measure_objects(
-        ids, names, image_name=name, pixel_size=pixel_size, min_size=min_size, instances=result.instances, image=image
+    factor = result.scale_factor
+    size = min_size if factor == 1.0 or not min_size else int(min_size / factor**2)  # in the image's px
+    rows = measure_objects(
+        ids, names, image_name=name, pixel_size=pixel_size, min_size=size, instances=result.instances, image=image
     )
+    return [{**row, "scale_factor": factor, "scale_source": result.scale_source} for row in rows]
+
+
+def scale_line(name: str, result: Prediction) -> str:
+    """The log line of the object scale an image was segmented at."""
+    if result.scale_factor == 1.0:
+        return f"{name}: object scale x1 ({result.scale_source}: not resized)"
+    return f"{name}: object scale x{result.scale_factor:.3g} ({result.scale_source})"
 
 
 def _predict_sample(
@@ -142,12 +164,16 @@ def _predict_sample(
     n_pages = page_count(sample.image)
     rows: list[dict] = []
     fitted = True
+    scaled = replace(config, pixel_size=pixel_size)  # the image's own pixel size sets its object scale
     with ImageOutputs(out_dir, sample.image.stem, n_pages, info, config, pixel_size) as outputs:
         for page, image in _pages(sample.image, n_pages):
             number = None if n_pages == 1 else page
             bar = ProgressBar(label if n_pages == 1 else f"{label} page {page + 1}/{n_pages}")
-            result = predict_image(model, image, config, progress=bar)
+            name = sample.image.name if n_pages == 1 else f"{sample.image.name} page {page + 1}"
+            result = predict_image(model, image, scaled, progress=bar, name=name)
             bar.close()
+            if info.object_diameter or info.pixel_size_um:
+                log(scale_line(name, result))
             outputs.add(number, image, result)
             if sample.labels:
                 fitted &= _score(sample, number, result, info, scores, log)
@@ -175,12 +201,13 @@ def _streams(sample: Sample, info: ModelInfo, config: PredictConfig, log: Callab
 
 
 def _stream_sample(model: Any, sample: Sample, label: str, out_dir: Path, config: PredictConfig) -> tuple[list, bool]:
-    """Segment one large image band by band (:mod:`unet_tf.prediction.streaming`); (object rows, True)."""
+    """Segment one large image band by band (:mod:`unet_tf.prediction.streaming`, at the image's own scale);
+    (object rows, True)."""
     predict_fn, info = engine(model)
     bar = ProgressBar(f"{label} (in bands)")
     result = predict_file_streaming(predict_fn, info, sample.image, out_dir, sample.image.stem, config, progress=bar)
     bar.close()
-    return result["objects"], True
+    return [{**row, "scale_factor": 1.0, "scale_source": "none"} for row in result["objects"]], True
 
 
 def _write_tables(
@@ -229,6 +256,7 @@ def predict_files(
     min_size, source = min_size_for(config, info)
     config = replace(config, min_size=min_size)
     log(f"minimum object size: {min_size} px ({source})")
+    log(_scale_text(info))
     scores = Scores(Evaluator(info.class_names), InstanceEvaluator())
     objects: list[dict] = []
     failed: list[str] = []

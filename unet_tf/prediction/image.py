@@ -8,6 +8,15 @@ the label values of the training data and, for an instance model or with
 a :class:`Prediction`. It reads and writes no file; :mod:`unet_tf.prediction.files`
 does that around it.
 
+Object scale (:mod:`unet_tf.objects.scale`): an image whose objects are not of
+the model's typical diameter (``ModelInfo.object_diameter``) is resized to it
+before the network, by a factor from ``predict.diameter``, else the pixel sizes
+(``predict.pixel_size`` and ``ModelInfo.pixel_size_um``), else estimated from
+the objects of a first pass at the image's own scale. Class ids, objects,
+``min_size``, the weak-seed rule and ``split_touching`` are computed at the
+model's scale; the outputs are then brought back to the image's pixels
+(probabilities bilinear, class ids and objects nearest).
+
 :func:`engine` gives the batch function and the ModelInfo of a Keras model
 (compiled once per model) or of an :class:`unet_tf.prediction.onnx.OnnxModel`.
 """
@@ -22,10 +31,21 @@ import numpy as np
 
 from unet_tf.config import PredictConfig
 from unet_tf.data.normalize import ids_to_values, percentile_limits, stretch
-from unet_tf.errors import UserInputError
+from unet_tf.errors import UserInputError, say_note
 from unet_tf.io.writers import mask_dtype
 from unet_tf.models.file import ModelInfo, min_size_for, read_info, tiling_options
 from unet_tf.objects.instances import instances_for
+from unet_tf.objects.labels import renumber
+from unet_tf.objects.scale import (
+    ESTIMATE_TOLERANCE,
+    applied,
+    choose_factor,
+    component_areas,
+    estimate_factor,
+    instance_areas,
+    resize,
+    scaled_shape,
+)
 from unet_tf.prediction.tiled import ProgressFn, make_predict_fn, predict_rows, probabilities_to_ids
 
 
@@ -41,12 +61,19 @@ class Prediction:
             uint8 (uint16 when a value exceeds 255: :func:`unet_tf.io.writers.mask_dtype`).
         instances: int32 (H, W) one id per object (0 background), for an
             instance model or with ``split_touching``; else None.
+        scale_factor: the image was resized by this factor (> 1 enlarged)
+            for the network; 1.0 when used as it is.
+        scale_source: where the factor came from: ``diameter``,
+            ``pixel size``, ``estimate`` or ``none``
+            (:data:`unet_tf.objects.scale.SCALE_SOURCES`).
     """
 
     probabilities: np.ndarray
     ids: np.ndarray
     mask: np.ndarray
     instances: np.ndarray | None = None
+    scale_factor: float = 1.0
+    scale_source: str = "none"
 
 
 _PREDICT_FNS: "weakref.WeakKeyDictionary[Any, Callable]" = weakref.WeakKeyDictionary()
@@ -76,44 +103,13 @@ def _checked_image(image: np.ndarray) -> np.ndarray:
     return image
 
 
-def predict_image(
-    model: Any,
-    image: np.ndarray,
-    config: PredictConfig = PredictConfig(),
-    *,
-    progress: ProgressFn | None = None,
-    **options: Any,
-) -> Prediction:
-    """Segment one 2-D image at full resolution.
+Segmented = tuple[np.ndarray, np.ndarray, "np.ndarray | None"]  # probabilities, class ids, instances
 
-    Args:
-        model: a model from :func:`unet_tf.load_model` (or returned by training).
-        image: (H, W) array of any numeric dtype, raw (not normalized): the
-            model's own percentile stretch is applied here.
-        config: PredictConfig. Tiling and threshold settings; defaults as
-            ``predict.py``.
-        progress: optional ``progress(done_tiles, total_tiles)`` callback.
-        **options: PredictConfig fields overriding ``config``: ``tile`` (512),
-            ``overlap`` (64), ``batch_size`` (4), ``tta`` (False),
-            ``threshold`` (0.5: foreground of binary models, interior seeds
-            of instance models), ``min_size`` (None: the model's own
-            ``ModelInfo.min_size``, else 0; smallest object in px),
-            ``split_touching`` (False: split touching objects of a semantic
-            model's classes into instances).
 
-    Returns:
-        :class:`Prediction` with probabilities, class ids and the label-value mask.
-
-    Example:
-        >>> model = unet_tf.load_model("runs/tem/best.keras")  # doctest: +SKIP
-        >>> result = unet_tf.predict_image(model, unet_tf.read_image("scan.tif"), tile=256)  # doctest: +SKIP
-        >>> result.mask.shape == result.ids.shape  # doctest: +SKIP
-        True
-    """
-    config = replace(config, **options) if options else config
-    predict_fn, info = engine(model)
-    min_size = min_size_for(config, info)[0]
-    image = _checked_image(image)
+def _segment(
+    predict_fn: Callable, info: ModelInfo, image: np.ndarray, config: PredictConfig, min_size: int, progress
+) -> Segmented:
+    """(probabilities, class ids, instances or None) of ``image`` at the scale it is given in."""
     norm = info.normalize
     lo, hi = percentile_limits(image, norm.pmin, norm.pmax)  # percentile_normalize's stretch, on rows:
     prob = predict_rows(  # no normalized float32 copy of the whole image is held
@@ -127,5 +123,96 @@ def predict_image(
     instances = instances_for(
         prob, ids, info.target, threshold=config.threshold, min_size=min_size, split=config.split_touching
     )
+    return prob, ids, instances
+
+
+def _found_areas(segmented: Segmented, info: ModelInfo) -> np.ndarray:
+    """Areas in px of the objects of a first pass: its instances, else the components of each foreground class."""
+    _, ids, instances = segmented
+    return instance_areas(instances) if instances is not None else component_areas(ids, range(1, info.n_classes))
+
+
+def _scale(
+    predict_fn: Callable, info: ModelInfo, image: np.ndarray, config: PredictConfig, min_size: int, progress, name
+) -> tuple[float, str, Segmented | None]:
+    """(factor applied to ``image``, its source, the first pass at the image's scale when one was made)."""
+    factor, source = choose_factor(
+        info.object_diameter, info.pixel_size_um, diameter=config.diameter, pixel_size=config.pixel_size
+    )
+    if config.diameter is not None and source != "diameter":
+        say_note("`predict.diameter` is not used: the model holds no object diameter (a model file before format 4)")
+    if factor is not None:
+        return applied(factor), source, None
+    first = _segment(predict_fn, info, image, config, min_size, progress)
+    estimate = estimate_factor(info.object_diameter, _found_areas(first, info), min_size)
+    if estimate is None:
+        say_note("no object found to estimate the object scale: the image is used at the model's scale", name)
+        return 1.0, "none", first
+    return applied(estimate, ESTIMATE_TOLERANCE), "estimate", first
+
+
+def _back(segmented: Segmented, shape: tuple[int, int]) -> Segmented:
+    """A segmentation at the model's scale brought to ``shape``: probabilities bilinear, ids and objects
+    nearest (objects that vanish leave no gap in the ids)."""
+    prob, ids, instances = segmented
+    prob = resize(prob, shape, "linear")
+    ids = resize(ids, shape, "nearest")
+    if instances is not None:
+        instances = renumber(resize(instances, shape, "nearest"))
+    return prob, ids, instances
+
+
+def predict_image(
+    model: Any,
+    image: np.ndarray,
+    config: PredictConfig = PredictConfig(),
+    *,
+    progress: ProgressFn | None = None,
+    name: str = "image",
+    **options: Any,
+) -> Prediction:
+    """Segment one 2-D image at full resolution, at the model's object scale.
+
+    Args:
+        model: a model from :func:`unet_tf.load_model` (or returned by training).
+        image: (H, W) array of any numeric dtype, raw (not normalized): the
+            model's own percentile stretch is applied here.
+        config: PredictConfig. Tiling and threshold settings; defaults as
+            ``predict.py``.
+        progress: optional ``progress(done_tiles, total_tiles)`` callback
+            (twice over when the object scale is estimated and applied).
+        name: the image's name in notes. Default "image".
+        **options: PredictConfig fields overriding ``config``: ``tile`` (512),
+            ``overlap`` (64), ``batch_size`` (4), ``tta`` (False),
+            ``threshold`` (0.5: foreground of binary models, interior seeds
+            of instance models), ``min_size`` (None: the model's own
+            ``ModelInfo.min_size``, else 0; smallest object in px at the
+            model's scale), ``split_touching`` (False: split touching objects
+            of a semantic model's classes into instances), ``diameter``
+            (None: the objects' diameter in px of this image) and
+            ``pixel_size`` (None: µm per px of this image); see the module
+            docstring for how they set the object scale.
+
+    Returns:
+        :class:`Prediction` with probabilities, class ids and the label-value mask, of the image's shape,
+        and the scale factor used.
+
+    Example:
+        >>> model = unet_tf.load_model("runs/tem/best.keras")  # doctest: +SKIP
+        >>> result = unet_tf.predict_image(model, unet_tf.read_image("scan.tif"), tile=256)  # doctest: +SKIP
+        >>> result.mask.shape == result.ids.shape  # doctest: +SKIP
+        True
+    """
+    config = replace(config, **options) if options else config
+    predict_fn, info = engine(model)
+    min_size = min_size_for(config, info)[0]
+    image = _checked_image(image)
+    factor, source, segmented = _scale(predict_fn, info, image, config, min_size, progress, name)
+    if factor != 1.0:
+        scaled = resize(image, scaled_shape(image.shape, factor), "image")
+        segmented = _back(_segment(predict_fn, info, scaled, config, min_size, progress), image.shape)
+    elif segmented is None:
+        segmented = _segment(predict_fn, info, image, config, min_size, progress)
+    prob, ids, instances = segmented
     values = np.asarray(info.class_values, mask_dtype(max(info.class_values)))  # the file's dtype, not int64
-    return Prediction(prob, ids, ids_to_values(ids, values), instances)
+    return Prediction(prob, ids, ids_to_values(ids, values), instances, factor, source)

@@ -32,6 +32,11 @@ would need more than half of the memory available now.
 No overlay is written for a streamed image (said once): a colour image of the
 whole size is what streaming avoids.
 
+Nor is a streamed image resized to the model's object scale
+(:mod:`unet_tf.objects.scale`): it is predicted at its own scale, with a note
+naming it whenever ``predict.diameter`` or the pixel sizes ask for another
+scale, or the scale would be estimated from a first pass.
+
 Before anything is predicted, the uncompressed size of the outputs is compared
 with the free space of the output folder; too little is a UserInputError naming
 the file.
@@ -57,6 +62,7 @@ from unet_tf.io.windows import WindowReader, image_dtype, image_shape
 from unet_tf.io.writers import TiledTiffWriter, mask_dtype
 from unet_tf.models.file import ModelInfo, min_size_for, tiling_options
 from unet_tf.objects.bands import BandObjects
+from unet_tf.objects.scale import applied, choose_factor
 from unet_tf.prediction.outputs import n_probability_bands, probability_bands
 from unet_tf.prediction.tiled import ProgressFn, predict_bands, probabilities_to_ids
 
@@ -296,6 +302,21 @@ def _write_band(
             writer.write_band(band)
 
 
+def _say_not_rescaled(info: ModelInfo, config: PredictConfig, name: str) -> None:
+    """Say (a note naming the image) when the whole-image path would resize it: bands are predicted at the
+    image's own scale."""
+    factor, source = choose_factor(
+        info.object_diameter, info.pixel_size_um, diameter=config.diameter, pixel_size=config.pixel_size
+    )
+    if factor is None:
+        say_note("images predicted in bands are used at their own scale (no first pass to estimate it from)", name)
+    elif applied(factor) != 1.0:
+        say_note(
+            "images predicted in bands are not resized to the model's object scale (used at their own)",
+            f"{name}: x{factor:.3g} from the {source}",
+        )
+
+
 def predict_file_streaming(
     predict_fn: Callable[[np.ndarray], np.ndarray],
     info: ModelInfo,
@@ -325,6 +346,7 @@ def predict_file_streaming(
         (paths written), ``seconds``.
     """
     t0, out_dir = time.perf_counter(), Path(out_dir)
+    _say_not_rescaled(info, config, Path(path).name)
     with WindowReader(path) as reader:
         shape = reader.shape
         check_disk_space(reader.path, out_dir, output_bytes(shape, info, config))

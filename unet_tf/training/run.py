@@ -30,16 +30,18 @@ import tensorflow as tf
 
 from unet_tf import __version__
 from unet_tf.config import RunConfig, n_outputs, steps_per_pass
-from unet_tf.data.labels import load_pairs, read_border_weights, read_instances, with_marker_margin
-from unet_tf.data.layouts import DatasetSpec
+from unet_tf.data.labels import load_pairs, read_border_weights, read_class_ids, read_instances, with_marker_margin
+from unet_tf.data.layouts import DatasetSpec, Sample
 from unet_tf.data.pipeline import make_dataset
 from unet_tf.data.sampling import class_counts, rare_classes_from_counts
 from unet_tf.data.splits import TrainingData, resolve_data
 from unet_tf.data.targets import IGNORE_ID, format_ignore_stats, ignore_stats, min_object_size, object_areas
 from unet_tf.errors import UserInputError
+from unet_tf.io.metadata import pixel_size_um
 from unet_tf.io.tables import score_column
 from unet_tf.models.build import build_model, check_input_size, resolved_depth
 from unet_tf.models.file import ModelInfo, attach_info
+from unet_tf.objects.scale import component_areas, median_diameter
 from unet_tf.runtime import quiet_run
 from unet_tf.training.callbacks import choose_monitor, make_callbacks, stop_reason
 from unet_tf.training.distribute import (
@@ -125,15 +127,50 @@ def class_balance(masks: Sequence[np.ndarray], spec: DatasetSpec, log: Log) -> B
     )
 
 
-def model_info_for(cfg: RunConfig, data: TrainingData) -> ModelInfo:
+def _training_pixel_size(samples: Sequence[Any]) -> tuple[float | None, str]:
+    """(µm per px of the training image files, what it rests on): None unless every file states one and they
+    agree within 1 %."""
+    sizes = [pixel_size_um(s.image)[0] if isinstance(s, Sample) else None for s in samples]
+    if not sizes or None in sizes:
+        return None, "pixel size unknown"
+    low, high = min(sizes), max(sizes)
+    if high > 1.01 * low:
+        return None, f"pixel sizes differ ({low:g}-{high:g} µm): none stored"
+    return float(np.median(sizes)), f"pixel size {float(np.median(sizes)):g} µm"
+
+
+def _object_scale(data: TrainingData, log: Log) -> tuple[int | None, float | None, float | None]:
+    """(min_size, object_diameter, pixel_size_um) of the training and validation labels, the diameter logged.
+
+    Objects are the instances of an instance target, else the connected components of every foreground class
+    (each class on its own); min_size is learned for an instance target only.
+    """
+    spec, samples = data.spec, (*data.train, *data.val)
+    if spec.target == "instances":
+        areas = object_areas(read_instances(s, spec) for s in samples)
+        min_size, what = min_object_size(areas), "instances"
+    else:
+        classes = range(1, spec.n_classes)
+        areas = np.concatenate([component_areas(read_class_ids(s, spec), classes) for s in samples])
+        min_size, what = None, f"connected components of {', '.join(spec.class_names[1:])}"
+    diameter = median_diameter(areas)
+    pixel_size, pixel_text = _training_pixel_size(samples)
+    if diameter is None:
+        log(f"object scale: no objects in the training labels; the model holds no object diameter ({pixel_text})")
+        return min_size, None, pixel_size
+    diameter = round(diameter, 3)
+    log(f"object scale: median diameter {diameter:g} px over {len(areas)} {what} ({pixel_text})")
+    return min_size, diameter, pixel_size
+
+
+def model_info_for(cfg: RunConfig, data: TrainingData, log: Log = lambda line: None) -> ModelInfo:
     """The :class:`ModelInfo` that travels inside the run's model files.
 
-    An instance model also carries the smallest object worth reporting, learned from its training objects.
+    It carries the training objects' typical diameter and pixel size (:func:`_object_scale`, logged with
+    ``log``) and, for an instance model, the smallest object worth reporting.
     """
     spec = data.spec
-    min_size = None
-    if spec.target == "instances":
-        min_size = min_object_size(object_areas(read_instances(s, spec) for s in (*data.train, *data.val)))
+    min_size, diameter, pixel_size = _object_scale(data, log)
     return ModelInfo(
         class_values=tuple(spec.class_values),
         class_names=tuple(spec.class_names),
@@ -146,6 +183,8 @@ def model_info_for(cfg: RunConfig, data: TrainingData) -> ModelInfo:
         boundary_width=spec.boundary_width,
         ignore_value=spec.ignore_value,
         min_size=min_size,
+        object_diameter=diameter,
+        pixel_size_um=pixel_size,
         data_dir=str(data.data_dir.resolve()) if data.data_dir else None,
         test_images=tuple((str(s.image.resolve()), *(str(p.resolve()) for p in s.labels)) for s in data.test),
         model=cfg.model,
@@ -348,7 +387,7 @@ def build_or_init_model(ctx: RunContext, balance: Balance, precision: str) -> tu
     what :func:`~unet_tf.training.finetune.init_from` reports for ``config.json``, else None)."""
     # variables of model, optimizer and metrics live on every replica; layers take the precision's dtype policy
     with strategy_scope(ctx.strategy), dtype_policy(precision):
-        model = compile_model(ctx.cfg, model_info_for(ctx.cfg, ctx.data), ctx.data.spec, balance)
+        model = compile_model(ctx.cfg, model_info_for(ctx.cfg, ctx.data, ctx.log), ctx.data.spec, balance)
         parent = init_from(model, ctx.cfg.train.init_from, ctx.log) if ctx.cfg.train.init_from else None
     return model, parent
 

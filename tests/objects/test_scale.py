@@ -1,0 +1,117 @@
+"""Object scale: equivalent diameters of hand-drawn objects, the factor's sources, resampling both ways."""
+
+import math
+
+import numpy as np
+import pytest
+
+from unet_tf.objects.scale import (
+    ESTIMATE_LIMITS,
+    ESTIMATE_TOLERANCE,
+    SCALE_TOLERANCE,
+    applied,
+    choose_factor,
+    component_areas,
+    equivalent_diameters,
+    estimate_factor,
+    instance_areas,
+    median_diameter,
+    resize,
+    scaled_shape,
+)
+
+
+def disc(shape, centre, radius, value=1, out=None):
+    """``out`` (or zeros of ``shape``) with a filled disc of ``value``: pixels whose centre is within ``radius``."""
+    out = np.zeros(shape, np.int32) if out is None else out
+    yy, xx = np.mgrid[: shape[0], : shape[1]]
+    out[(yy - centre[0]) ** 2 + (xx - centre[1]) ** 2 <= radius**2] = value
+    return out
+
+
+def test_equivalent_diameter_of_hand_counted_shapes():
+    # a 10 x 10 square: 100 px, the disc of 100 px has diameter 2 sqrt(100 / pi) = 11.2838
+    assert equivalent_diameters([100])[0] == pytest.approx(11.2838, abs=1e-4)
+    # the digital disc of radius 2: rows of 1, 3, 5, 3, 1 plus the 4 px at distance 2 = 13 px
+    labels = disc((9, 9), (4, 4), 2)
+    assert instance_areas(labels).tolist() == [13]
+    assert median_diameter(instance_areas(labels)) == pytest.approx(2 * math.sqrt(13 / math.pi))
+    # a disc of radius 10 has an equivalent diameter within 2 % of 20
+    assert median_diameter(instance_areas(disc((32, 32), (15, 15), 10))) == pytest.approx(20, rel=0.02)
+
+
+def test_median_over_objects_and_images_leaves_out_small_ones():
+    labels = disc((64, 64), (10, 10), 3, 1)
+    disc((64, 64), (30, 30), 6, 2, labels)
+    disc((64, 64), (50, 50), 9, 3, labels)
+    areas = instance_areas(labels)
+    assert areas.tolist() == [29, 113, 253]  # 29, 113 and 253 px: counted from the drawing
+    assert median_diameter(areas) == pytest.approx(2 * math.sqrt(113 / math.pi))  # the middle disc's
+    assert median_diameter(areas, min_size=100) == pytest.approx(np.median(equivalent_diameters([113, 253])))
+    assert median_diameter([]) is None and median_diameter([5, 7], min_size=10) is None
+    assert instance_areas(np.full((4, 4), -1)).size == 0
+
+
+def test_component_areas_per_class_touching_and_diagonal():
+    ids = np.zeros((8, 8), np.uint8)
+    ids[1:3, 1:3] = 1  # 4 px of class 1
+    ids[1:3, 3:5] = 2  # 4 px of class 2 touching it: another object
+    ids[5, 5] = ids[6, 6] = 1  # diagonal neighbours: one 8-connected object of 2 px
+    ids[7, 0] = 255  # ignored pixels are no class asked for
+    assert sorted(component_areas(ids, [1, 2]).tolist()) == [2, 4, 4]
+    assert sorted(component_areas(ids, [1], connectivity=4).tolist()) == [1, 1, 4]
+    assert component_areas(ids, []).size == 0
+
+
+def test_choose_factor_in_order():
+    assert choose_factor(20.0, 0.5, diameter=40.0, pixel_size=0.25) == (0.5, "diameter")
+    assert choose_factor(20.0, 0.5, pixel_size=0.25) == (0.5, "pixel size")
+    assert choose_factor(20.0, None, pixel_size=0.25) == (None, "estimate")
+    assert choose_factor(20.0, 0.5) == (None, "estimate")
+    assert choose_factor(None, 0.5, pixel_size=1.0) == (2.0, "pixel size")
+    assert choose_factor(None, None, diameter=40.0) == (1.0, "none")  # nothing to scale to
+    assert choose_factor(None, None) == (1.0, "none")
+
+
+def test_estimate_and_tolerance():
+    areas = np.array([math.pi * 10**2] * 3)  # discs of diameter 20
+    assert estimate_factor(40.0, areas) == pytest.approx(2.0)
+    assert estimate_factor(400.0, areas) == ESTIMATE_LIMITS[1]
+    assert estimate_factor(1.0, areas) == ESTIMATE_LIMITS[0]
+    assert estimate_factor(40.0, np.zeros(0)) is None
+    assert applied(1.0 + SCALE_TOLERANCE / 2) == 1.0 and applied(1.0 - SCALE_TOLERANCE / 2) == 1.0
+    assert applied(1.2) == 1.2 and applied(0.5) == 0.5
+    assert applied(0.94) == 0.94 and applied(0.94, ESTIMATE_TOLERANCE) == 1.0  # an estimate needs more than 10 %
+
+
+@pytest.mark.parametrize("factor", [0.5, 0.37, 2.0, 3.3])
+def test_resize_round_trip_keeps_shape_dtype_and_values(factor):
+    rng = np.random.default_rng(0)
+    shape = (37, 53)
+    small = scaled_shape(shape, factor)
+    assert small == (round(37 * factor), round(53 * factor))
+    for dtype in (np.uint8, np.uint16, np.int32, np.float32, np.float64, bool):
+        image = (rng.random(shape) * 200).astype(dtype)
+        there = resize(image, small, "image")
+        back = resize(there, shape, "image")
+        assert there.shape == small and back.shape == shape and back.dtype == image.dtype
+    labels = disc(shape, (18, 26), 12, 7)
+    disc(shape, (5, 5), 4, 3, labels)
+    back = resize(resize(labels, small, "nearest"), shape, "nearest")
+    assert back.shape == shape and back.dtype == labels.dtype
+    assert set(np.unique(back)) <= {0, 3, 7}  # nearest never invents a label
+    if factor >= 1:  # enlarging first: nearest comes back exactly
+        np.testing.assert_array_equal(back, labels)
+    prob = rng.random((*shape, 1)).astype(np.float32)
+    assert resize(prob, small, "linear").shape == (*small, 1)
+    assert resize(rng.random((*shape, 3)).astype(np.float32), small, "linear").shape == (*small, 3)
+
+
+def test_resize_image_averages_when_shrinking_and_keeps_a_flat_image_flat():
+    image = np.zeros((4, 4), np.float32)
+    image[:2, :2] = 4.0
+    np.testing.assert_allclose(resize(image, (2, 2), "image"), [[4.0, 0.0], [0.0, 0.0]])
+    np.testing.assert_allclose(resize(np.full((5, 7), 9, np.uint16), (11, 3), "image"), 9)
+    assert resize(image, (4, 4), "image") is image
+    with pytest.raises(ValueError, match="kind"):
+        resize(image, (2, 2), "cubic")
