@@ -115,3 +115,15 @@ def test_resize_image_averages_when_shrinking_and_keeps_a_flat_image_flat():
     assert resize(image, (4, 4), "image") is image
     with pytest.raises(ValueError, match="kind"):
         resize(image, (2, 2), "cubic")
+
+
+def test_a_given_diameter_that_would_resize_beyond_8x_is_refused_in_one_line():
+    from unet_tf.errors import UserInputError
+
+    assert choose_factor(40.0, None, diameter=5.0) == (8.0, "diameter")
+    with pytest.raises(
+        UserInputError, match=r"`predict.diameter` 4 px: the model's objects are 40.0 px.*resized by 10"
+    ):
+        choose_factor(40.0, None, diameter=4.0)
+    with pytest.raises(UserInputError, match=r"resized by 0.1 "):
+        choose_factor(40.0, None, diameter=400.0)

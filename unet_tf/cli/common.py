@@ -81,6 +81,7 @@ PARAMETER_FLAGS: dict[str, str] = {
         "split_touching",
         "stream",
         "shard",
+        "diameter",
     ),
     "predict.overlay": "--no-overlay",
     **_fields("track", "max_distance", "max_gap", "frame_interval", "gt", "channel", "z"),
@@ -96,7 +97,7 @@ PARAMETER_FLAGS: dict[str, str] = {
     "formats": "--format",
     "config_file": "--config",
 }
-for _name in ("tile", "overlap", "tta", "threshold", "min_size", "pixel_size", "split_touching", "shard"):
+for _name in ("tile", "overlap", "tta", "threshold", "min_size", "pixel_size", "split_touching", "shard", "diameter"):
     PARAMETER_FLAGS[_name] = PARAMETER_FLAGS[f"predict.{_name}"]  # predict_image / predict_files arguments
 
 _PARAMETER = re.compile(r"`([a-z][a-z0-9_.]*)`")

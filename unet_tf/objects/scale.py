@@ -34,11 +34,13 @@ import cv2
 import numpy as np
 from scipy import ndimage
 
+from unet_tf.errors import UserInputError
 from unet_tf.objects.labels import structure
 
 SCALE_TOLERANCE = 0.05  # |factor - 1| up to this: the image is used at its own scale
 ESTIMATE_TOLERANCE = 0.10  # the same for an estimated factor (its own error is ~5 %)
 ESTIMATE_LIMITS = (0.25, 4.0)  # an estimated factor is kept within these (a first pass of debris is no scale)
+GIVEN_LIMITS = (1 / 8, 8.0)  # a given diameter may resize by at most 8x either way (memory, sense)
 SCALE_SOURCES = ("diameter", "pixel size", "estimate", "none")
 
 # cv2.resize interpolates these dtypes; others are resampled as float64
@@ -104,10 +106,18 @@ def choose_factor(
         ``(model_diameter / diameter, "diameter")``; ``(pixel_size / model_pixel_size, "pixel size")``;
         ``(None, "estimate")`` when the factor is to be estimated from a first pass (the model knows its
         diameter); else ``(1.0, "none")``. A given ``diameter`` with a model that knows no diameter is
-        ``(1.0, "none")``: the caller says so.
+        ``(1.0, "none")``: the caller says so. A given ``diameter`` whose factor is outside
+        :data:`GIVEN_LIMITS` is a UserInputError (an image 40x larger would exhaust memory).
     """
     if diameter is not None and model_diameter:
-        return model_diameter / diameter, "diameter"
+        factor = model_diameter / diameter
+        low, high = GIVEN_LIMITS
+        if not low <= factor <= high:
+            raise UserInputError(
+                f"`predict.diameter` {diameter:g} px: the model's objects are {model_diameter:.1f} px, so the image "
+                f"would be resized by {factor:.3g} (allowed {low:g}-{high:g}); check the value"
+            )
+        return factor, "diameter"
     if diameter is None and model_pixel_size and pixel_size:
         return pixel_size / model_pixel_size, "pixel size"
     if diameter is None and model_diameter:

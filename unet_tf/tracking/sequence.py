@@ -29,6 +29,7 @@ from __future__ import annotations
 import contextlib
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Sequence
 
@@ -338,7 +339,7 @@ def track_sequence(
         frames,
         out_dir,
         options,
-        segment=_segmenter(model, config),
+        segment=_segmenter(model, replace(config, pixel_size=pixel_size)),  # one scale for every frame
         names=names,
         pixel_size=pixel_size,
         source=name,
