@@ -93,6 +93,7 @@ def choose_factor(
     *,
     diameter: float | None = None,
     pixel_size: float | None = None,
+    estimate: bool = True,
 ) -> tuple[float | None, str]:
     """(resize factor for the image, its source) in the order of the module docstring.
 
@@ -101,6 +102,8 @@ def choose_factor(
         model_pixel_size: µm per px of the model's training images, or None.
         diameter: the objects' diameter in px of this image, or None.
         pixel_size: µm per px of this image, or None.
+        estimate: whether a first pass may estimate the factor (instance models; a semantic model's classes
+            have no one object scale: on the TEM demo the estimate resized a same-scale image by 0.71).
 
     Returns:
         ``(model_diameter / diameter, "diameter")``; ``(pixel_size / model_pixel_size, "pixel size")``;
@@ -120,9 +123,21 @@ def choose_factor(
         return factor, "diameter"
     if diameter is None and model_pixel_size and pixel_size:
         return pixel_size / model_pixel_size, "pixel size"
-    if diameter is None and model_diameter:
+    if diameter is None and model_diameter and estimate:
         return None, "estimate"
     return 1.0, "none"
+
+
+def model_factor(info, config) -> tuple[float | None, str]:
+    """:func:`choose_factor` for a model's ``ModelInfo`` and a ``PredictConfig``: an estimate only for an
+    instance model."""
+    return choose_factor(
+        info.object_diameter,
+        info.pixel_size_um,
+        diameter=config.diameter,
+        pixel_size=config.pixel_size,
+        estimate=info.target == "instances",
+    )
 
 
 def estimate_factor(model_diameter: float, areas: np.ndarray, min_size: int = 0) -> float | None:

@@ -11,8 +11,9 @@ does that around it.
 Object scale (:mod:`unet_tf.objects.scale`): an image whose objects are not of
 the model's typical diameter (``ModelInfo.object_diameter``) is resized to it
 before the network, by a factor from ``predict.diameter``, else the pixel sizes
-(``predict.pixel_size`` and ``ModelInfo.pixel_size_um``), else estimated from
-the objects of a first pass at the image's own scale. Class ids, objects,
+(``predict.pixel_size`` and ``ModelInfo.pixel_size_um``), else, for an instance
+model, estimated from the objects of a first pass at the image's own scale (a
+semantic model's classes have no one object scale: it is used as it is). Class ids, objects,
 ``min_size``, the weak-seed rule and ``split_touching`` are computed at the
 model's scale; the outputs are then brought back to the image's pixels
 (probabilities bilinear, class ids and objects nearest).
@@ -39,10 +40,10 @@ from unet_tf.objects.labels import renumber
 from unet_tf.objects.scale import (
     ESTIMATE_TOLERANCE,
     applied,
-    choose_factor,
     component_areas,
     estimate_factor,
     instance_areas,
+    model_factor,
     resize,
     scaled_shape,
 )
@@ -136,9 +137,7 @@ def _scale(
     predict_fn: Callable, info: ModelInfo, image: np.ndarray, config: PredictConfig, min_size: int, progress, name
 ) -> tuple[float, str, Segmented | None]:
     """(factor applied to ``image``, its source, the first pass at the image's scale when one was made)."""
-    factor, source = choose_factor(
-        info.object_diameter, info.pixel_size_um, diameter=config.diameter, pixel_size=config.pixel_size
-    )
+    factor, source = model_factor(info, config)
     if config.diameter is not None and source != "diameter":
         say_note("`predict.diameter` is not used: the model holds no object diameter (a model file before format 4)")
     if factor is not None:

@@ -62,7 +62,7 @@ from unet_tf.io.windows import WindowReader, image_dtype, image_shape
 from unet_tf.io.writers import TiledTiffWriter, mask_dtype
 from unet_tf.models.file import ModelInfo, min_size_for, tiling_options
 from unet_tf.objects.bands import BandObjects
-from unet_tf.objects.scale import applied, choose_factor
+from unet_tf.objects.scale import applied, model_factor
 from unet_tf.prediction.outputs import n_probability_bands, probability_bands
 from unet_tf.prediction.tiled import ProgressFn, predict_bands, probabilities_to_ids
 
@@ -305,9 +305,7 @@ def _write_band(
 def _say_not_rescaled(info: ModelInfo, config: PredictConfig, name: str) -> None:
     """Say (a note naming the image) when the whole-image path would resize it: bands are predicted at the
     image's own scale."""
-    factor, source = choose_factor(
-        info.object_diameter, info.pixel_size_um, diameter=config.diameter, pixel_size=config.pixel_size
-    )
+    factor, source = model_factor(info, config)
     if factor is None:
         say_note("images predicted in bands are used at their own scale (no first pass to estimate it from)", name)
     elif applied(factor) != 1.0:
