@@ -94,7 +94,12 @@ def _scale_text(info: ModelInfo) -> str:
         f"{info.object_diameter:g} px object diameter" if info.object_diameter else "",
         f"{info.pixel_size_um:g} µm pixels" if info.pixel_size_um else "",
     )
-    return f"object scale: images are resized to the model's ({', '.join(k for k in known if k)})"
+    how = (
+        ""
+        if info.target == "instances"
+        else "; a semantic model only by `predict.diameter` or pixel sizes, not by an estimate"
+    )
+    return f"object scale: images are resized to the model's ({', '.join(k for k in known if k)}){how}"
 
 
 def _pages(path: Path, n_pages: int):
