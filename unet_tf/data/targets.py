@@ -32,6 +32,7 @@ import numpy as np
 from scipy import ndimage as ndi
 
 from unet_tf.objects.labels import check_labels, renumber_if_sparse
+from unet_tf.objects.scale import instance_areas, median_diameter
 
 IGNORE_ID = 255
 """Class id meaning "ignore this pixel" in uint8 class-id masks and targets."""
@@ -199,9 +200,8 @@ def median_equivalent_radius(instances: np.ndarray) -> float:
     radius (the height of the distance map's maxima), which is smaller for
     any shape but a disc.
     """
-    instances = check_labels(instances, "instances")
-    _, areas = np.unique(instances[instances > 0], return_counts=True)
-    return float(np.median(np.sqrt(areas / np.pi))) if areas.size else math.nan
+    diameter = median_diameter(instance_areas(check_labels(instances, "instances")))
+    return math.nan if diameter is None else diameter / 2
 
 
 def marker_margin(areas: np.ndarray, factor: float = MARKER_MARGIN_FACTOR) -> float:
@@ -213,8 +213,8 @@ def marker_margin(areas: np.ndarray, factor: float = MARKER_MARGIN_FACTOR) -> fl
     their per-frame margins range over 10.9-29.1 px around the set's 24.4 px;
     the small ones leave part of the unannotated nuclei trained as background.
     """
-    areas = np.asarray(areas, dtype=np.float64)
-    return float(factor * np.median(np.sqrt(areas / np.pi))) if areas.size else math.nan
+    diameter = median_diameter(areas)
+    return math.nan if diameter is None else float(factor * diameter / 2)
 
 
 def unannotated_markers(seg: np.ndarray, markers: np.ndarray) -> np.ndarray:
@@ -313,8 +313,8 @@ def format_ignore_stats(stats: dict[str, int]) -> str:
 
 def object_areas(instance_images: Iterable[np.ndarray]) -> np.ndarray:
     """Pixel areas (int64, one per object) of every object of every instance label image."""
-    areas = [np.unique(x[x > 0], return_counts=True)[1] for x in map(np.asarray, instance_images)]
-    return np.concatenate(areas).astype(np.int64) if areas else np.zeros(0, np.int64)
+    areas = [instance_areas(x) for x in instance_images]
+    return np.concatenate(areas) if areas else np.zeros(0, np.int64)
 
 
 def min_object_size(
