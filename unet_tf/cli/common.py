@@ -97,8 +97,8 @@ PARAMETER_FLAGS: dict[str, str] = {
     "formats": "--format",
     "config_file": "--config",
 }
-for _name in ("tile", "overlap", "tta", "threshold", "min_size", "pixel_size", "split_touching", "shard", "diameter"):
-    PARAMETER_FLAGS[_name] = PARAMETER_FLAGS[f"predict.{_name}"]  # predict_image / predict_files arguments
+# predict_image / predict_files take every PredictConfig field as a keyword argument too (`tile`, `diameter`)
+PARAMETER_FLAGS.update({k.removeprefix("predict."): v for k, v in PARAMETER_FLAGS.items() if k.startswith("predict.")})
 
 _PARAMETER = re.compile(r"`([a-z][a-z0-9_.]*)`")
 
