@@ -40,7 +40,6 @@ from unet_tf.objects.labels import renumber
 from unet_tf.objects.scale import (
     ESTIMATE_TOLERANCE,
     applied,
-    component_areas,
     estimate_factor,
     instance_areas,
     model_factor,
@@ -127,12 +126,6 @@ def _segment(
     return prob, ids, instances
 
 
-def _found_areas(segmented: Segmented, info: ModelInfo) -> np.ndarray:
-    """Areas in px of the objects of a first pass: its instances, else the components of each foreground class."""
-    _, ids, instances = segmented
-    return instance_areas(instances) if instances is not None else component_areas(ids, range(1, info.n_classes))
-
-
 def _scale(
     predict_fn: Callable, info: ModelInfo, image: np.ndarray, config: PredictConfig, min_size: int, progress, name
 ) -> tuple[float, str, Segmented | None]:
@@ -143,7 +136,7 @@ def _scale(
     if factor is not None:
         return applied(factor), source, None
     first = _segment(predict_fn, info, image, config, min_size, progress)
-    estimate = estimate_factor(info.object_diameter, _found_areas(first, info), min_size)
+    estimate = estimate_factor(info.object_diameter, instance_areas(first[2]), min_size)  # an instance model's objects
     if estimate is None:
         say_note("no object found to estimate the object scale: the image is used at the model's scale", name)
         return 1.0, "none", first
