@@ -108,6 +108,14 @@ class DataConfig:
     border_weight: float = 10.0  # w0 of the U-Net separation-border weight (0 = off)
     border_sigma: float = 5.0  # sigma of that weight, px
     ignore_value: int | None = None  # folder layout: label value of pixels that count nowhere
+    # instance targets: resize each training image so its objects' median diameter is this (px), so a set
+    # of mixed magnifications teaches one scale (unet_tf.data.rescale); None: images keep their scale
+    object_diameter: float | None = None
+
+    def __post_init__(self):
+        d = self.object_diameter
+        if d is not None and (isinstance(d, bool) or not isinstance(d, numbers.Real) or not 2 <= d < math.inf):
+            raise UserInputError(f"`data.object_diameter` {d!r}: must be a number of px, at least 2")
 
 
 @dataclass(frozen=True)

@@ -39,6 +39,7 @@ PARAMETER_FLAGS: dict[str, str] = {
         "border_weight",
         "border_sigma",
         "ignore_value",
+        "object_diameter",
     ),
     "data.normalize.pmin": "--pmin",
     "data.normalize.pmax": "--pmax",

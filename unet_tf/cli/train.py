@@ -103,6 +103,12 @@ def _object_args(p: argparse.ArgumentParser, d: DataConfig) -> None:
     )
     g.add_argument("--border-sigma", type=float, help=f"sigma of that weight in px (default {d.border_sigma:g})")
     g.add_argument(
+        "--object-diameter",
+        type=float,
+        help="resize each training image so its objects' median diameter is this many px: one scale for a set "
+        "of mixed magnifications; prediction brings every image to it (default: images keep their scale)",
+    )
+    g.add_argument(
         "--ignore-value",
         type=int,
         help="folder layout: label value of pixels that count in no loss and no metric (unannotated regions)",

@@ -81,17 +81,29 @@ def read_instances(sample: Sample | ArraySample, spec: DatasetSpec) -> np.ndarra
     return out
 
 
+def read_markers(sample: Sample | ArraySample) -> np.ndarray | None:
+    """The ctc TRA markers of a sample (every nucleus has one), or None."""
+    if isinstance(sample, ArraySample) or sample.markers is None:
+        return sample.markers
+    return read_label(sample.markers) if sample.page is None else read_page(sample.markers, sample.page)
+
+
 def _ignore(sample: Sample | ArraySample, spec: DatasetSpec, seg: np.ndarray | None) -> np.ndarray | None:
     """Pixels that count nowhere: around unannotated ctc markers, or the ``ignore_value`` pixels."""
     ignore = None
-    if isinstance(sample, Sample) and sample.markers is not None:
-        markers = read_label(sample.markers) if sample.page is None else read_page(sample.markers, sample.page)
+    markers = read_markers(sample)
+    if markers is not None:
         seg = seg if seg is not None else read_instances(sample, spec)
         ignore = ignore_from_markers(seg, markers, spec.ignore_margin)
-    if spec.ignore_value is not None:
-        extra = _label_arrays(sample)[0] == spec.ignore_value
+    extra = ignore_value_pixels(sample, spec)
+    if extra is not None:
         ignore = extra if ignore is None else ignore | extra
     return ignore
+
+
+def ignore_value_pixels(sample: Sample | ArraySample, spec: DatasetSpec) -> np.ndarray | None:
+    """Where the sample's label holds ``spec.ignore_value`` (bool (H, W)); None without an ignore value."""
+    return None if spec.ignore_value is None else _label_arrays(sample)[0] == spec.ignore_value
 
 
 def with_marker_margin(spec: DatasetSpec, samples: Sequence[Sample | ArraySample]) -> DatasetSpec:
@@ -102,7 +114,7 @@ def with_marker_margin(spec: DatasetSpec, samples: Sequence[Sample | ArraySample
     none has markers, no frame annotates an object, or ``spec.ignore_margin``
     is already set.
     """
-    marked = [s for s in samples if isinstance(s, Sample) and s.markers is not None]
+    marked = [s for s in samples if s.markers is not None]
     if spec.ignore_margin is not None or not marked:
         return spec
     margin = marker_margin(object_areas(read_instances(s, spec) for s in marked))
@@ -140,18 +152,26 @@ def read_border_weights(sample: Sample | ArraySample, spec: DatasetSpec, w0: flo
     return border_weights(read_instances(sample, spec), w0, sigma)
 
 
-def load_image(
-    sample: Path | Sample | ArraySample, pmin: float = 2.0, pmax: float = 98.0, clip: bool = False
-) -> np.ndarray:
-    """Read (or take) and percentile-normalize one image: (H, W) float32."""
+def read_raw_image(sample: Path | Sample | ArraySample) -> tuple[np.ndarray, str]:
+    """(the (H, W) raw pixel values of a sample, where they came from as error messages name it)."""
     if isinstance(sample, ArraySample):
         image, where = np.asarray(sample.image), sample.name
     else:
         path = sample.image if isinstance(sample, Sample) else Path(sample)
         page = sample.page if isinstance(sample, Sample) else None
-        image, where = (read_image(path), path) if page is None else (read_page(path, page), f"{path} page {page + 1}")
+        image, where = (
+            (read_image(path), str(path)) if page is None else (read_page(path, page), f"{path} page {page + 1}")
+        )
     if image.ndim != 2:
         raise UserInputError(f"{where}: expected a 2-D (H, W) image, got shape {image.shape}")
+    return image, where
+
+
+def load_image(
+    sample: Path | Sample | ArraySample, pmin: float = 2.0, pmax: float = 98.0, clip: bool = False
+) -> np.ndarray:
+    """Read (or take) and percentile-normalize one image: (H, W) float32."""
+    image, where = read_raw_image(sample)
     if not np.all(np.isfinite(image)):
         raise UserInputError(f"{where}: image holds NaN or infinite values")
     return percentile_normalize(image, pmin, pmax, clip=clip)

@@ -44,12 +44,14 @@ class ArraySample:
     """An image and its label image held in memory (``TrainingData.from_arrays``).
 
     ``image``: (H, W) raw pixel values; ``label``: (H, W) label values (as a
-    label file would hold them), or None.
+    label file would hold them), or None; ``markers``: (H, W) ctc TRA markers
+    (every nucleus has one), or None.
     """
 
     name: str
     image: np.ndarray
     label: np.ndarray | None = None
+    markers: np.ndarray | None = None
 
     @property
     def labels(self) -> tuple:

@@ -33,6 +33,7 @@ from unet_tf.config import RunConfig, n_outputs, steps_per_pass
 from unet_tf.data.labels import load_pairs, read_border_weights, read_class_ids, read_instances, with_marker_margin
 from unet_tf.data.layouts import DatasetSpec, Sample
 from unet_tf.data.pipeline import make_dataset
+from unet_tf.data.rescale import rescale_to_diameter
 from unet_tf.data.sampling import class_counts, rare_classes_from_counts
 from unet_tf.data.splits import TrainingData, resolve_data
 from unet_tf.data.targets import IGNORE_ID, format_ignore_stats, ignore_stats, min_object_size, object_areas
@@ -375,7 +376,7 @@ def prepare_run(
     """
     cfg = finetune_config(cfg, is_default(strategy), log)
     check_input_size(cfg.data.patch_size, resolved_depth(cfg.model), "`data.patch_size`")
-    data = data or resolve_data(cfg, log)
+    data = rescale_to_diameter(data or resolve_data(cfg, log), cfg.data.object_diameter, log)
     out_dir = Path(cfg.train.out) if cfg.train.out else default_run_dir(cfg)
     run_dir = scratch or out_dir
     prepare_run_dir(run_dir, cfg.train.resume)
