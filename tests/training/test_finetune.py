@@ -239,3 +239,38 @@ def test_check_settings_refuses_freezing_without_a_parent_or_under_a_strategy():
         check_settings(Train("best.keras", 2), one_device=False)
     with pytest.raises(UserInputError, match="`train.freeze_encoder_epochs` -1: must be at least 0"):
         check_settings(Train("best.keras", -1), one_device=True)
+
+
+def _instance_parent(path, diameter):
+    keras.utils.set_random_seed(0)
+    info = ModelInfo(
+        (0, 1, 2),
+        ("background", "interior", "boundary"),
+        patch_size=32,
+        target="instances",
+        object_diameter=diameter,
+        model=TINY,
+    )
+    attach_info(build_model(TINY, 3), info).save(path)
+    return str(path)
+
+
+@pytest.mark.parametrize(
+    "parent_diameter, own, child_target, expected",
+    [
+        (18.0, None, "instances", 18.0),
+        (18.0, 25.0, "instances", 25.0),
+        (18.0, None, "semantic", None),
+        (None, None, "instances", None),
+    ],
+)
+def test_fine_tuning_keeps_the_parents_object_scale(tmp_path, parent_diameter, own, child_target, expected):
+    from unet_tf.data.layouts import DatasetSpec
+    from unet_tf.training.finetune import with_parent_scale
+
+    parent = _instance_parent(tmp_path / "parent.keras", parent_diameter)
+    cfg = replace_config(RunConfig(), data={"object_diameter": own}, train={"init_from": parent})
+    spec = DatasetSpec("folder", (0, 1, 2), ("background", "interior", "boundary"), target=child_target)
+    lines = []
+    assert with_parent_scale(cfg, spec, lines.append).data.object_diameter == expected
+    assert bool(lines) == (expected is not None and own is None)

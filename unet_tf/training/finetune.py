@@ -27,6 +27,7 @@ from typing import Any, Callable
 import keras
 
 from unet_tf.config import ModelConfig, RunConfig, TrainConfig
+from unet_tf.data.layouts import DatasetSpec
 from unet_tf.errors import UserInputError
 from unet_tf.models.bundled import resolve_weights
 from unet_tf.models.file import INFO_LAYER, ModelInfo, load_model_and_info, read_info
@@ -75,6 +76,21 @@ def with_parent_architecture(cfg: RunConfig, path: str | Path, log: Log = print)
     if model_cfg != cfg.model:
         log(f"architecture from {path}: {describe(model_cfg)} (the model settings of this run are ignored)")
     return dataclasses.replace(cfg, model=model_cfg)
+
+
+def with_parent_scale(cfg: RunConfig, spec: DatasetSpec, log: Log = print) -> RunConfig:
+    """``cfg`` with ``data.object_diameter`` set to the parent's object diameter when fine-tuning an instance
+    model on instance labels and the run sets none: the new labels are brought to the scale the parent's
+    weights learned (a bundled model trained at 18 px nuclei keeps seeing 18 px nuclei), and the child model
+    records that scale for prediction. ``cfg`` unchanged otherwise."""
+    parent = cfg.train.init_from
+    if not parent or cfg.data.object_diameter is not None or spec.target != "instances":
+        return cfg
+    _, info = parent_model_config(parent)
+    if info.target != "instances" or not info.object_diameter:
+        return cfg
+    log(f"object scale of the parent {parent}: training images resized to its {info.object_diameter:g} px objects")
+    return dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, object_diameter=info.object_diameter))
 
 
 def check_settings(cfg: TrainConfig, one_device: bool) -> None:

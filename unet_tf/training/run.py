@@ -53,7 +53,7 @@ from unet_tf.training.distribute import (
     start_strategy,
     strategy_scope,
 )
-from unet_tf.training.finetune import finetune_config, init_from
+from unet_tf.training.finetune import finetune_config, init_from, with_parent_scale
 from unet_tf.training.fit import fit
 from unet_tf.training.losses import class_weights_from_fractions, make_loss, pos_weight_from_fraction
 from unet_tf.training.metrics import DiceScore, IoUScore, PixelAccuracy
@@ -372,11 +372,14 @@ def prepare_run(
     """Check the settings, resolve the data and make the run folder (``scratch``: a worker's own).
 
     Fine-tuning settings first (:func:`~unet_tf.training.finetune.finetune_config`: a parent's
-    architecture replaces ``cfg.model``), then the patch size against the depth, the data, the folder.
+    architecture replaces ``cfg.model``), then the patch size against the depth, the data (brought to the
+    object scale of ``data.object_diameter`` or of the parent, :mod:`unet_tf.data.rescale`), the folder.
     """
     cfg = finetune_config(cfg, is_default(strategy), log)
     check_input_size(cfg.data.patch_size, resolved_depth(cfg.model), "`data.patch_size`")
-    data = rescale_to_diameter(data or resolve_data(cfg, log), cfg.data.object_diameter, log)
+    data = data or resolve_data(cfg, log)
+    cfg = with_parent_scale(cfg, data.spec, log)
+    data = rescale_to_diameter(data, cfg.data.object_diameter, log)
     out_dir = Path(cfg.train.out) if cfg.train.out else default_run_dir(cfg)
     run_dir = scratch or out_dir
     prepare_run_dir(run_dir, cfg.train.resume)
