@@ -12,8 +12,8 @@ from unet_tf.objects.scale import (
     applied,
     choose_factor,
     component_areas,
+    consistent_estimate,
     equivalent_diameters,
-    estimate_factor,
     instance_areas,
     median_diameter,
     resize,
@@ -73,12 +73,27 @@ def test_choose_factor_in_order():
     assert choose_factor(None, None) == (1.0, "none")
 
 
+def test_the_pass_that_finds_the_models_diameter_wins():
+    """Objects of 45 px seen by an 18 px model: at full scale it finds 13 px pieces (implying x1.38, the wrong
+    way), at half scale 20 px nuclei (implying x0.45 from a pass at x0.5: consistent), at a quarter 12 px."""
+
+    def discs(d):
+        return np.array([math.pi * (d / 2) ** 2] * 5)
+
+    passes = [(1.0, discs(13.0)), (0.5, discs(20.0)), (0.25, discs(12.0))]
+    factor, made_at = consistent_estimate(18.0, passes)
+    assert made_at == 0.5 and factor == pytest.approx(0.5 * 18 / 20)
+    assert consistent_estimate(18.0, [(1.0, discs(17.0)), (0.5, discs(12.0))]) == (pytest.approx(18 / 17), 1.0)
+    assert consistent_estimate(18.0, [(1.0, np.zeros(0)), (0.5, discs(9.0))]) == (pytest.approx(1.0), 0.5)
+    assert consistent_estimate(18.0, [(1.0, discs(3.0))], min_size=10) is None  # every object under min_size
+
+
 def test_estimate_and_tolerance():
     areas = np.array([math.pi * 10**2] * 3)  # discs of diameter 20
-    assert estimate_factor(40.0, areas) == pytest.approx(2.0)
-    assert estimate_factor(400.0, areas) == ESTIMATE_LIMITS[1]
-    assert estimate_factor(1.0, areas) == ESTIMATE_LIMITS[0]
-    assert estimate_factor(40.0, np.zeros(0)) is None
+    assert consistent_estimate(40.0, [(1.0, areas)]) == (pytest.approx(2.0), 1.0)
+    assert consistent_estimate(400.0, [(1.0, areas)])[0] == ESTIMATE_LIMITS[1]
+    assert consistent_estimate(1.0, [(1.0, areas)])[0] == ESTIMATE_LIMITS[0]
+    assert consistent_estimate(40.0, [(1.0, np.zeros(0))]) is None
     assert applied(1.0 + SCALE_TOLERANCE / 2) == 1.0 and applied(1.0 - SCALE_TOLERANCE / 2) == 1.0
     assert applied(1.2) == 1.2 and applied(0.5) == 0.5
     assert applied(0.94) == 0.94 and applied(0.94, ESTIMATE_TOLERANCE) == 1.0  # an estimate needs more than 10 %

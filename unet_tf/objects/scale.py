@@ -11,7 +11,9 @@ At prediction an image is resized by ``factor`` (> 1 enlarges) so that its
 objects have the model's diameter (:func:`choose_factor`): from a diameter
 given in the image's px (``model diameter / diameter``), else from the pixel
 sizes (``image pixel size / model pixel size``), else estimated from the objects
-of a first pass (:func:`estimate_factor`). A factor within
+of first passes at the factors :data:`ESTIMATE_PASSES` (1, 1/2, 1/4), the one
+that finds objects of about the model's diameter winning
+(:func:`consistent_estimate`). A factor within
 :data:`SCALE_TOLERANCE` (5 %) of 1 is not applied: resampling costs more than
 the few percent it corrects, and a model tolerates that much. An estimated
 factor must differ from 1 by more than :data:`ESTIMATE_TOLERANCE` (10 %): the
@@ -39,7 +41,9 @@ from unet_tf.objects.labels import structure
 
 SCALE_TOLERANCE = 0.05  # |factor - 1| up to this: the image is used at its own scale
 ESTIMATE_TOLERANCE = 0.10  # the same for an estimated factor (its own error is ~5 %)
-ESTIMATE_LIMITS = (0.25, 4.0)  # an estimated factor is kept within these (a first pass of debris is no scale)
+ESTIMATE_LIMITS = (0.125, 4.0)  # an estimated factor is kept within these (a first pass of debris is no scale)
+ESTIMATE_PASSES = (1.0, 0.5, 0.25)  # first passes at these factors (together 1.3x the cost of one)
+MIN_PASS_SIDE = 48  # px: a first pass that would shrink the image's shorter side below this is skipped
 GIVEN_LIMITS = (1 / 8, 8.0)  # a given diameter may resize by at most 8x either way (memory, sense)
 SCALE_SOURCES = ("diameter", "pixel size", "estimate", "none")
 
@@ -140,13 +144,34 @@ def model_factor(info, config) -> tuple[float | None, str]:
     )
 
 
-def estimate_factor(model_diameter: float, areas: np.ndarray, min_size: int = 0) -> float | None:
-    """``model_diameter / median_diameter(areas)`` kept within :data:`ESTIMATE_LIMITS`; None without objects."""
-    found = median_diameter(areas, min_size)
-    if found is None:
+def consistent_estimate(
+    model_diameter: float, passes: Sequence[tuple[float, np.ndarray]], min_size: int = 0
+) -> tuple[float, float] | None:
+    """(estimated factor, the pass it came from) of first passes made at several factors; None without objects.
+
+    Args:
+        model_diameter: the model's object diameter in px.
+        passes: ``(factor f the image was resized by, areas in px of the objects found at f)``.
+        min_size: objects under this many px are left out.
+
+    Each pass implies the factor ``g = f * model_diameter / d_f`` (``d_f``: their median diameter). A pass
+    made near the right scale finds whole objects and implies a factor near its own (``g ~ f``); a pass at the
+    wrong scale does not: a network that learned 18 px nuclei cuts 45 px nuclei into pieces, whose small
+    diameter implies enlarging where shrinking is right. The pass whose ``|log(g / f)|`` is smallest wins.
+    """
+    best = None
+    for factor, areas in passes:
+        found = median_diameter(areas, min_size)
+        if found is None:
+            continue
+        implied = factor * model_diameter / found
+        misfit = abs(math.log(implied / factor))
+        if best is None or misfit < best[0]:
+            best = (misfit, implied, factor)
+    if best is None:
         return None
     low, high = ESTIMATE_LIMITS
-    return float(min(max(model_diameter / found, low), high))
+    return float(min(max(best[1], low), high)), best[2]
 
 
 def applied(factor: float, tolerance: float = SCALE_TOLERANCE) -> float:

@@ -12,7 +12,8 @@ Object scale (:mod:`unet_tf.objects.scale`): an image whose objects are not of
 the model's typical diameter (``ModelInfo.object_diameter``) is resized to it
 before the network, by a factor from ``predict.diameter``, else the pixel sizes
 (``predict.pixel_size`` and ``ModelInfo.pixel_size_um``), else, for an instance
-model, estimated from the objects of a first pass at the image's own scale (a
+model, estimated from the objects of first passes at the image's own scale and
+at 1/2 and 1/4 of it (:func:`unet_tf.objects.scale.consistent_estimate`; a
 semantic model's classes have no one object scale: it is used as it is). Class ids, objects,
 ``min_size``, the weak-seed rule and ``split_touching`` are computed at the
 model's scale; the outputs are then brought back to the image's pixels
@@ -38,9 +39,11 @@ from unet_tf.models.file import ModelInfo, min_size_for, read_info, tiling_optio
 from unet_tf.objects.instances import instances_for
 from unet_tf.objects.labels import renumber
 from unet_tf.objects.scale import (
+    ESTIMATE_PASSES,
     ESTIMATE_TOLERANCE,
+    MIN_PASS_SIDE,
     applied,
-    estimate_factor,
+    consistent_estimate,
     instance_areas,
     model_factor,
     resize,
@@ -129,18 +132,28 @@ def _segment(
 def _scale(
     predict_fn: Callable, info: ModelInfo, image: np.ndarray, config: PredictConfig, min_size: int, progress, name
 ) -> tuple[float, str, Segmented | None]:
-    """(factor applied to ``image``, its source, the first pass at the image's scale when one was made)."""
+    """(factor applied to ``image``, its source, the segmentation at that factor when a first pass made it)."""
     factor, source = model_factor(info, config)
     if config.diameter is not None and source != "diameter":
         say_note("`predict.diameter` is not used: the model holds no object diameter (a model file before format 4)")
     if factor is not None:
         return applied(factor), source, None
-    first = _segment(predict_fn, info, image, config, min_size, progress)
-    estimate = estimate_factor(info.object_diameter, instance_areas(first[2]), min_size)  # an instance model's objects
-    if estimate is None:
+    passes = {}  # factor -> segmentation at that factor (instances of an instance model)
+    for first in ESTIMATE_PASSES:
+        shape = scaled_shape(image.shape, first)
+        if first != 1.0 and min(shape) < MIN_PASS_SIDE:
+            break
+        scaled = image if first == 1.0 else resize(image, shape, "image")
+        passes[first] = _segment(predict_fn, info, scaled, config, min_size, progress)
+    found = consistent_estimate(info.object_diameter, [(f, instance_areas(s[2])) for f, s in passes.items()], min_size)
+    if found is None:
         say_note("no object found to estimate the object scale: the image is used at the model's scale", name)
-        return 1.0, "none", first
-    return applied(estimate, ESTIMATE_TOLERANCE), "estimate", first
+        return 1.0, "none", passes[1.0]
+    estimate, made_at = found
+    if abs(estimate / made_at - 1.0) <= ESTIMATE_TOLERANCE:  # that pass is already at the right scale
+        estimate = made_at
+    estimate = applied(estimate, ESTIMATE_TOLERANCE)
+    return estimate, "estimate", passes.get(estimate)
 
 
 def _back(segmented: Segmented, shape: tuple[int, int]) -> Segmented:
@@ -172,7 +185,8 @@ def predict_image(
         config: PredictConfig. Tiling and threshold settings; defaults as
             ``predict.py``.
         progress: optional ``progress(done_tiles, total_tiles)`` callback
-            (twice over when the object scale is estimated and applied).
+            (once per pass: the estimate of the object scale makes up to three first passes, at 1, 1/2 and 1/4 of the
+            image's size, and one more at the estimated scale when none of them was at it).
         name: the image's name in notes. Default "image".
         **options: PredictConfig fields overriding ``config``: ``tile`` (512),
             ``overlap`` (64), ``batch_size`` (4), ``tta`` (False),
@@ -200,11 +214,11 @@ def predict_image(
     min_size = min_size_for(config, info)[0]
     image = _checked_image(image)
     factor, source, segmented = _scale(predict_fn, info, image, config, min_size, progress, name)
+    if segmented is None:
+        scaled = image if factor == 1.0 else resize(image, scaled_shape(image.shape, factor), "image")
+        segmented = _segment(predict_fn, info, scaled, config, min_size, progress)
     if factor != 1.0:
-        scaled = resize(image, scaled_shape(image.shape, factor), "image")
-        segmented = _back(_segment(predict_fn, info, scaled, config, min_size, progress), image.shape)
-    elif segmented is None:
-        segmented = _segment(predict_fn, info, image, config, min_size, progress)
+        segmented = _back(segmented, image.shape)
     prob, ids, instances = segmented
     values = np.asarray(info.class_values, mask_dtype(max(info.class_values)))  # the file's dtype, not int64
     return Prediction(prob, ids, ids_to_values(ids, values), instances, factor, source)
