@@ -199,3 +199,29 @@ def test_app_model_list_offers_bundled_models_after_the_runs(bundle, tem_model_f
     assert entries[1].label() == "tiny (bundled) · folder · 5 classes · Tiny TEM model: untrained, for tests"
     assert [e.run for e in logic.find_models(tmp_path / "missing")] == ["tiny"]
     assert logic.find_models(tmp_path / "missing", bundle_root=tmp_path / "none") == []
+
+
+def test_bundle_model_writes_a_portable_float32_copy_and_its_card(tmp_path):
+    from _helpers import save_model
+
+    from unet_tf.models.bundled import bundle_model
+    from unet_tf.models.file import load_model_and_info, read_info
+
+    test_images = [(tmp_path / "img.tif", tmp_path / "mask.tif")]  # paths of the machine it was trained on
+    tem_model_file = save_model(tmp_path / "best.keras", TEM_VALUES, TEM_NAMES, test_images=test_images)
+    original, info = load_model_and_info(tem_model_file)
+    assert info.test_images
+    path = bundle_model(tem_model_file, "tem-tiny", "# Tiny TEM: untrained\n\nFor tests.", root=tmp_path / "b")
+    assert path == tmp_path / "b" / "tem-tiny.keras"
+    assert bundled_models(tmp_path / "b") == {"tem-tiny": "Tiny TEM: untrained"}
+    assert sorted(p.name for p in (tmp_path / "b").iterdir()) == ["tem-tiny.keras", "tem-tiny.md"]
+    copy = resolve_weights("tem-tiny", root=tmp_path / "b")
+    model, copied = load_model_and_info(copy)
+    assert copied.test_images == () and copied.data_dir is None
+    assert copied.class_values == info.class_values and copied.normalize == info.normalize
+    x = np.random.default_rng(0).random((1, 64, 64, 1)).astype("float32")
+    np.testing.assert_array_equal(model.predict(x, verbose=0), original.predict(x, verbose=0))
+    assert read_info(model) == copied
+    for bad in ("", "a/b", "README"):
+        with pytest.raises(UserInputError, match="bundled"):
+            bundle_model(tem_model_file, bad or "x", "" if not bad else "# card", root=tmp_path / "c")
