@@ -94,7 +94,7 @@ class DataConfig:
     train_size: int | None = None
     holdout: int = 0  # the last N labelled training images (by name) form the test set
     val_fraction: float = 0.2
-    patch_size: int = 256
+    patch_size: int | None = None  # None: planned from the data (unet_tf.training.plan; 256 at the measured scales)
     patches_per_image: int = 16
     oversample_rare: float = 0.3
     normalize: NormalizeConfig = field(default_factory=NormalizeConfig)
@@ -104,9 +104,9 @@ class DataConfig:
     # ctc and dsb2018 layouts and for folder masks read with instance_masks, semantic otherwise.
     target: str = "auto"
     instance_masks: bool = False  # folder layout: each mask holds one id per object
-    boundary_width: int = 2  # px of an object's edge labelled boundary
+    boundary_width: int | None = None  # px of an object's edge labelled boundary; None: planned (2 px measured)
     border_weight: float = 10.0  # w0 of the U-Net separation-border weight (0 = off)
-    border_sigma: float = 5.0  # sigma of that weight, px
+    border_sigma: float | None = None  # sigma of that weight, px; None: planned (5 px measured)
     ignore_value: int | None = None  # folder layout: label value of pixels that count nowhere
     # instance targets: resize each training image so its objects' median diameter is this (px), so a set
     # of mixed magnifications teaches one scale (unet_tf.data.rescale); None: images keep their scale

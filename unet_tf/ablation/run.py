@@ -262,7 +262,7 @@ def check_grid(cfg: RunConfig, grid: AblationConfig) -> None:
         )
     if cfg.data.train_size is not None:
         raise UserInputError("`data.train_size`: the ablation sets it per cell; give `ablation.train_sizes` instead")
-    for model in grid_models(cfg, grid):
+    for model in grid_models(cfg, grid) if cfg.data.patch_size is not None else ():  # None: planned per run
         check_input_size(
             cfg.data.patch_size,
             resolved_depth(replace_config(cfg, model={"model": model}).model),

@@ -63,7 +63,11 @@ def _data_args(p: argparse.ArgumentParser, d: DataConfig) -> None:
         type=float,
         help=f"fraction of training images held out for validation (default {d.val_fraction})",
     )
-    g.add_argument("--patch-size", type=int, help=f"training patch side in px (default {d.patch_size})")
+    g.add_argument(
+        "--patch-size",
+        type=int,
+        help="training patch side in px (default: planned from the data: 256, or 4 object diameters when larger)",
+    )
     g.add_argument(
         "--patches-per-image", type=int, help=f"random patches per image per epoch (default {d.patches_per_image})"
     )
@@ -93,7 +97,8 @@ def _object_args(p: argparse.ArgumentParser, d: DataConfig) -> None:
     g.add_argument(
         "--boundary-width",
         type=int,
-        help=f"px of an object's edge that form its boundary class (default {d.boundary_width})",
+        help="px of an object's edge that form its boundary class (default: planned from the objects: 2 for "
+        "objects 10-64 px across)",
     )
     g.add_argument(
         "--border-weight",
@@ -101,7 +106,11 @@ def _object_args(p: argparse.ArgumentParser, d: DataConfig) -> None:
         help="w0 of the U-Net separation-border loss weight between "
         f"touching objects; 0 = off (default {d.border_weight:g})",
     )
-    g.add_argument("--border-sigma", type=float, help=f"sigma of that weight in px (default {d.border_sigma:g})")
+    g.add_argument(
+        "--border-sigma",
+        type=float,
+        help="sigma of that weight in px (default: planned from the objects: 5 for objects 10-64 px across)",
+    )
     g.add_argument(
         "--object-diameter",
         type=float,
@@ -119,7 +128,12 @@ def _model_args(p: argparse.ArgumentParser, m: ModelConfig) -> None:
     g = p.add_argument_group("model")
     g.add_argument("--model", choices=MODEL_NAMES, help=f"architecture (default {m.model})")
     g.add_argument("--base-filters", type=int, help=f"filters of the first level (default {m.base_filters})")
-    g.add_argument("--depth", type=int, help="number of 2x downsamplings (default 4 for unet, 3 for resunet)")
+    g.add_argument(
+        "--depth",
+        type=int,
+        help="number of 2x downsamplings (default 4 for unet, 3 for resunet, more when the objects need a larger "
+        "receptive field: planned from the data)",
+    )
     g.add_argument("--upsampling", choices=UPSAMPLING_NAMES, help=f"decoder upsampling (default {m.upsampling})")
     g.add_argument("--dropout", type=float, help=f"dropout at the bottleneck (default {m.dropout})")
     g.add_argument("--attention", action="store_true", help="self-attention block at the bottleneck")

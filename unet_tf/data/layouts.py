@@ -45,13 +45,15 @@ class ArraySample:
 
     ``image``: (H, W) raw pixel values; ``label``: (H, W) label values (as a
     label file would hold them), or None; ``markers``: (H, W) ctc TRA markers
-    (every nucleus has one), or None.
+    (every nucleus has one), or None; ``source``: the one-page image file the
+    arrays were read from (resized, :mod:`unet_tf.data.rescale`), or None.
     """
 
     name: str
     image: np.ndarray
     label: np.ndarray | None = None
     markers: np.ndarray | None = None
+    source: Path | None = None
 
     @property
     def labels(self) -> tuple:

@@ -52,6 +52,7 @@ def rescaled_sample(sample: Sample | ArraySample, spec: DatasetSpec, diameter: f
             image=resize(image, shape, "image"),
             label=resize(instances, shape, "nearest"),
             markers=None if markers is None else resize(markers, shape, "nearest"),
+            source=sample.image if isinstance(sample, Sample) and sample.page is None else None,
         ),
         factor,
     )

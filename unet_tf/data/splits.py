@@ -252,7 +252,9 @@ def run_spec(cfg: RunConfig, samples: Sequence[Sample]) -> DatasetSpec:
     else:
         spec = dataset_spec(d.dataset, d.class_values, d.class_names, samples, d.ignore_value)
     spec = with_ignore_value(spec, d.ignore_value)
-    return instance_spec(spec, d.boundary_width) if target == "instances" else spec
+    # the plan (unet_tf.training.plan) sets an unset boundary width from the objects; 2 px until then
+    width = 2 if d.boundary_width is None else d.boundary_width
+    return instance_spec(spec, width) if target == "instances" else spec
 
 
 def labelled_pool(

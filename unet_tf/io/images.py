@@ -81,7 +81,8 @@ def gdal_env(cache_mb: int = GDAL_CACHE_MB):
     return rasterio.Env(GDAL_CACHEMAX=int(cache_mb))
 
 
-def _read_tiff(path: Path) -> np.ndarray:
+def _tiff_bands(path: Path) -> np.ndarray:
+    """The bands of a one-page TIFF: (H, W) for one, else (H, W, bands)."""
     import rasterio
     from rasterio.errors import NotGeoreferencedWarning, RasterioIOError
 
@@ -92,22 +93,45 @@ def _read_tiff(path: Path) -> np.ndarray:
                 data = src.read()  # (bands, H, W)
     except RasterioIOError as exc:
         raise UserInputError(f"{path}: not a readable TIFF image ({exc})") from None
-    if data.shape[0] == 1:
-        return data[0]
-    return _to_gray(np.moveaxis(data, 0, -1), path)
+    return data[0] if data.shape[0] == 1 else np.moveaxis(data, 0, -1)
 
 
-def _read_opencv(path: Path) -> np.ndarray:
+def _opencv_bands(path: Path) -> np.ndarray:
+    """The channels of a PNG / JPEG / BMP file: (H, W), or (H, W, C) in R, G, B(, A) order."""
     import cv2
 
     data = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
     if data is None:
         raise UserInputError(f"{path}: not a readable image (OpenCV could not decode it)")
-    if data.ndim == 2:
-        return data
-    if data.shape[-1] >= 3:  # OpenCV gives B,G,R(,A)
+    if data.ndim == 3 and data.shape[-1] >= 3:  # OpenCV gives B,G,R(,A)
         data = np.concatenate([data[..., 2::-1], data[..., 3:]], axis=-1)
-    return _to_gray(data, path)
+    return data
+
+
+def _read_tiff(path: Path) -> np.ndarray:
+    data = _tiff_bands(path)
+    return data if data.ndim == 2 else _to_gray(data, path)
+
+
+def _read_opencv(path: Path) -> np.ndarray:
+    data = _opencv_bands(path)
+    return data if data.ndim == 2 else _to_gray(data, path)
+
+
+def is_colour(path: str | Path) -> bool:
+    """Whether an image file holds colour: three or more channels whose R, G and B differ (by more than one
+    level on average; a gray image saved as RGB is not colour). A stack of pages is not colour."""
+    path = _existing_image(path)
+    if path.suffix.lower() in TIFF_SUFFIXES:
+        if page_count(path) > 1:
+            return False
+        data = _tiff_bands(path)
+    else:
+        data = _opencv_bands(path)
+    if data.ndim != 3 or data.shape[-1] < 3:
+        return False
+    rgb = data[..., :3].astype(np.float32)
+    return float(np.abs(rgb[..., 0] - rgb[..., 1]).mean() + np.abs(rgb[..., 1] - rgb[..., 2]).mean()) > 1.0
 
 
 def _existing_image(path: str | Path) -> Path:

@@ -4,7 +4,7 @@
 notebooks and the tests. It reads as the phases of a run (nnU-Net's
 ``run_training`` is the model)::
 
-    start_strategy -> prepare_run (fine-tuning settings, data, run folder) -> load_arrays
+    start_strategy -> prepare_run (fine-tuning settings, data, object scale, plan, run folder) -> load_arrays
     -> check_workers -> class_balance -> seed -> choose_precision -> build_or_init_model
     -> record_start (config.json) -> fit_model (unet_tf.training.fit.fit) -> check_divergence
     -> summarize (summary.json, a RunSummary)
@@ -57,6 +57,7 @@ from unet_tf.training.finetune import finetune_config, init_from, with_parent_sc
 from unet_tf.training.fit import fit
 from unet_tf.training.losses import class_weights_from_fractions, make_loss, pos_weight_from_fraction
 from unet_tf.training.metrics import DiceScore, IoUScore, PixelAccuracy
+from unet_tf.training.plan import apply_plan
 from unet_tf.training.precision import choose_precision, dtype_policy
 from unet_tf.training.run_folder import RunSummary, default_run_dir, prepare_run_dir, write_config, write_summary
 
@@ -285,6 +286,7 @@ class RunContext:
     worker: WorkerInfo | None = None
     log: Log = print
     verbose: int | str = "auto"
+    planned: dict | None = None  # the fingerprint and the plan (unet_tf.training.plan), for config.json
 
     @property
     def by_chief(self) -> bool:
@@ -376,14 +378,17 @@ def prepare_run(
     object scale of ``data.object_diameter`` or of the parent, :mod:`unet_tf.data.rescale`), the folder.
     """
     cfg = finetune_config(cfg, is_default(strategy), log)
-    check_input_size(cfg.data.patch_size, resolved_depth(cfg.model), "`data.patch_size`")
+    if cfg.data.patch_size is not None:  # a set patch size that cannot work fails before the data is read
+        check_input_size(cfg.data.patch_size, resolved_depth(cfg.model), "`data.patch_size`")
     data = data or resolve_data(cfg, log)
     cfg = with_parent_scale(cfg, data.spec, log)
     data = rescale_to_diameter(data, cfg.data.object_diameter, log)
+    cfg, data, planned = apply_plan(cfg, data, log)
+    check_input_size(cfg.data.patch_size, resolved_depth(cfg.model), "`data.patch_size`")
     out_dir = Path(cfg.train.out) if cfg.train.out else default_run_dir(cfg)
     run_dir = scratch or out_dir
     prepare_run_dir(run_dir, cfg.train.resume)
-    return RunContext(cfg, data, out_dir, run_dir, strategy, worker, log, verbose)
+    return RunContext(cfg, data, out_dir, run_dir, strategy, worker, log, verbose, planned)
 
 
 def build_or_init_model(ctx: RunContext, balance: Balance, precision: str) -> tuple[keras.Model, dict | None]:
@@ -399,7 +404,9 @@ def build_or_init_model(ctx: RunContext, balance: Balance, precision: str) -> tu
 def record_start(ctx: RunContext, model: keras.Model, balance: Balance, parent: dict | None) -> None:
     """Write ``config.json`` (settings, resolved data, devices, parent) and say what is trained where."""
     layout = ctx.layout or {"replicas": 1, "global_batch_size": ctx.cfg.train.batch_size, "workers": 1}
-    write_config(ctx.run_dir, ctx.out_dir, ctx.cfg, ctx.data, balance, {**layout, "parent": parent})
+    write_config(
+        ctx.run_dir, ctx.out_dir, ctx.cfg, ctx.data, balance, {**layout, "parent": parent, **(ctx.planned or {})}
+    )
     spec, m = ctx.data.spec, ctx.cfg.model
     ctx.log(
         f"training {m.model} (base {m.base_filters}, {model.count_params():,} parameters) on "
