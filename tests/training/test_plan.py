@@ -1,7 +1,5 @@
 """The plan from a fingerprint: hand-computed values, today's defaults at the measured scales, set values kept."""
 
-import json
-
 import numpy as np
 import pytest
 from _helpers import disc
@@ -94,13 +92,12 @@ def test_set_values_are_kept_and_the_patch_fits_the_smallest_image():
 def test_apply_plan_fills_the_settings_and_the_boundary_of_the_spec():
     data = _data(6.0, (300, 300), n_side=3)
     lines = []
-    cfg, planned_data, record = apply_plan(RunConfig(), data, lines.append)
+    cfg, planned_data, fp, planned = apply_plan(RunConfig(), data, lines.append)
     assert (cfg.data.patch_size, cfg.model.depth, cfg.data.boundary_width, cfg.data.border_sigma) == (256, 4, 1, 3.0)
     assert planned_data.spec.boundary_width == 1 and data.spec.boundary_width == 2
     assert lines[0].startswith("fingerprint: 1 images, median 300x300 px, 9 objects of")
     assert lines[1].startswith("plan: patch 256 px (data), depth 4 (data; receptive field 203 px), boundary 1 px")
-    json.dumps(record)  # goes into config.json as it is
-    assert record["plan"]["boundary_width"] == 1 and record["fingerprint"]["n_objects"] == 9
+    assert planned.boundary_width == 1 and fp.n_objects == 9
 
 
 def test_colour_files_are_counted(tmp_path):

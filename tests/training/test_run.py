@@ -42,6 +42,11 @@ def test_two_epochs_write_every_run_file_and_model_round_trips(tiny_trained_run)
     assert {"val_dice", "val_loss", "dice_myelinated_axon"} <= set(rows[0])
     config = json.loads((run / "config.json").read_text())
     assert config["data"]["patch_size"] == 64 and config["model"]["base_filters"] == 4
+    # the plan: the set patch size and depth kept, the rest from the data; the fingerprint beside it
+    plan = config["resolved"]["plan"]
+    assert (plan["patch_size"], plan["depth"], plan["boundary_width"], plan["border_sigma"]) == (64, 2, 2, 5.0)
+    assert plan["sources"] == {"patch_size": "set", "depth": "set", "boundary_width": "data", "border_sigma": "data"}
+    assert config["resolved"]["fingerprint"]["n_images"] == 3 and config["data"]["border_sigma"] == 5.0
 
     model = keras.models.load_model(run / "last.keras", compile=False)
     info = read_info(model)

@@ -210,9 +210,9 @@ def plan(fp: Fingerprint, cfg: RunConfig) -> Plan:
 
 def apply_plan(
     cfg: RunConfig, data: TrainingData, log: Callable[[str], None] = print
-) -> tuple[RunConfig, TrainingData, dict]:
-    """(``cfg`` with the planned values filled in, ``data`` with its boundary width, ``{"fingerprint", "plan"}``
-    for config.json); both lines are logged."""
+) -> tuple[RunConfig, TrainingData, Fingerprint, Plan]:
+    """(``cfg`` with the planned values filled in, ``data`` with its boundary width, the fingerprint, the plan);
+    both are logged."""
     fp = fingerprint(data)
     planned = plan(fp, cfg)
     log(f"fingerprint: {fp.describe()}")
@@ -229,4 +229,4 @@ def apply_plan(
     )
     if data.spec.target == "instances" and data.spec.boundary_width != planned.boundary_width:
         data = dataclasses.replace(data, spec=dataclasses.replace(data.spec, boundary_width=planned.boundary_width))
-    return cfg, data, {"fingerprint": dataclasses.asdict(fp), "plan": dataclasses.asdict(planned)}
+    return cfg, data, fp, planned

@@ -20,7 +20,7 @@ from __future__ import annotations
 import math
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -30,19 +30,18 @@ import tensorflow as tf
 
 from unet_tf import __version__
 from unet_tf.config import RunConfig, n_outputs, steps_per_pass
-from unet_tf.data.labels import load_pairs, read_border_weights, read_class_ids, read_instances, with_marker_margin
+from unet_tf.data.labels import load_pairs, read_border_weights, with_marker_margin
 from unet_tf.data.layouts import DatasetSpec, Sample
 from unet_tf.data.pipeline import make_dataset
 from unet_tf.data.rescale import rescale_to_diameter
 from unet_tf.data.sampling import class_counts, rare_classes_from_counts
 from unet_tf.data.splits import TrainingData, resolve_data
-from unet_tf.data.targets import IGNORE_ID, format_ignore_stats, ignore_stats, min_object_size, object_areas
+from unet_tf.data.targets import IGNORE_ID, format_ignore_stats, ignore_stats
 from unet_tf.errors import UserInputError
 from unet_tf.io.metadata import pixel_size_um
 from unet_tf.io.tables import score_column
 from unet_tf.models.build import build_model, check_input_size, resolved_depth
 from unet_tf.models.file import ModelInfo, attach_info
-from unet_tf.objects.scale import component_areas, median_diameter
 from unet_tf.runtime import quiet_run
 from unet_tf.training.callbacks import choose_monitor, make_callbacks, stop_reason
 from unet_tf.training.distribute import (
@@ -57,7 +56,7 @@ from unet_tf.training.finetune import finetune_config, init_from, with_parent_sc
 from unet_tf.training.fit import fit
 from unet_tf.training.losses import class_weights_from_fractions, make_loss, pos_weight_from_fraction
 from unet_tf.training.metrics import DiceScore, IoUScore, PixelAccuracy
-from unet_tf.training.plan import apply_plan
+from unet_tf.training.plan import Fingerprint, Plan, apply_plan, fingerprint
 from unet_tf.training.precision import choose_precision, dtype_policy
 from unet_tf.training.run_folder import RunSummary, default_run_dir, prepare_run_dir, write_config, write_summary
 
@@ -141,38 +140,24 @@ def _training_pixel_size(samples: Sequence[Any]) -> tuple[float | None, str]:
     return float(np.median(sizes)), f"pixel size {float(np.median(sizes)):g} µm"
 
 
-def _object_scale(data: TrainingData, log: Log) -> tuple[int | None, float | None, float | None]:
-    """(min_size, object_diameter, pixel_size_um) of the training and validation labels, the diameter logged.
-
-    Objects are the instances of an instance target, else the connected components of every foreground class
-    (each class on its own); min_size is learned for an instance target only.
-    """
-    spec, samples = data.spec, (*data.train, *data.val)
-    if spec.target == "instances":
-        areas = object_areas(read_instances(s, spec) for s in samples)
-        min_size, what = min_object_size(areas), "instances"
-    else:
-        classes = range(1, spec.n_classes)
-        areas = np.concatenate([component_areas(read_class_ids(s, spec), classes) for s in samples])
-        min_size, what = None, f"connected components of {', '.join(spec.class_names[1:])}"
-    diameter = median_diameter(areas)
-    pixel_size, pixel_text = _training_pixel_size(samples)
-    if diameter is None:
-        log(f"object scale: no objects in the training labels; the model holds no object diameter ({pixel_text})")
-        return min_size, None, pixel_size
-    diameter = round(diameter, 3)
-    log(f"object scale: median diameter {diameter:g} px over {len(areas)} {what} ({pixel_text})")
-    return min_size, diameter, pixel_size
-
-
-def model_info_for(cfg: RunConfig, data: TrainingData, log: Log = lambda line: None) -> ModelInfo:
+def model_info_for(
+    cfg: RunConfig, data: TrainingData, log: Log = lambda line: None, fp: Fingerprint | None = None
+) -> ModelInfo:
     """The :class:`ModelInfo` that travels inside the run's model files.
 
-    It carries the training objects' typical diameter and pixel size (:func:`_object_scale`, logged with
-    ``log``) and, for an instance model, the smallest object worth reporting.
+    It carries the training objects' typical diameter (the median of the fingerprint ``fp``, measured here when
+    None: :func:`unet_tf.training.plan.fingerprint`) and pixel size, logged with ``log``, and, for an instance
+    model, the smallest object worth reporting.
     """
     spec = data.spec
-    min_size, diameter, pixel_size = _object_scale(data, log)
+    fp = fp or fingerprint(data)
+    pixel_size, pixel_text = _training_pixel_size((*data.train, *data.val))
+    diameter = None if fp.object_diameter is None else round(fp.object_diameter, 3)
+    what = "instances" if spec.target == "instances" else f"connected components of {', '.join(spec.class_names[1:])}"
+    if diameter is None:
+        log(f"object scale: no objects in the training labels; the model holds no object diameter ({pixel_text})")
+    else:
+        log(f"object scale: median diameter {diameter:g} px over {fp.n_objects} {what} ({pixel_text})")
     return ModelInfo(
         class_values=tuple(spec.class_values),
         class_names=tuple(spec.class_names),
@@ -184,7 +169,7 @@ def model_info_for(cfg: RunConfig, data: TrainingData, log: Log = lambda line: N
         target=spec.target,
         boundary_width=spec.boundary_width,
         ignore_value=spec.ignore_value,
-        min_size=min_size,
+        min_size=fp.min_size,
         object_diameter=diameter,
         pixel_size_um=pixel_size,
         data_dir=str(data.data_dir.resolve()) if data.data_dir else None,
@@ -286,7 +271,8 @@ class RunContext:
     worker: WorkerInfo | None = None
     log: Log = print
     verbose: int | str = "auto"
-    planned: dict | None = None  # the fingerprint and the plan (unet_tf.training.plan), for config.json
+    fingerprint: Fingerprint | None = None  # of the training data, and the plan from it (unet_tf.training.plan)
+    plan: Plan | None = None
 
     @property
     def by_chief(self) -> bool:
@@ -383,12 +369,12 @@ def prepare_run(
     data = data or resolve_data(cfg, log)
     cfg = with_parent_scale(cfg, data.spec, log)
     data = rescale_to_diameter(data, cfg.data.object_diameter, log)
-    cfg, data, planned = apply_plan(cfg, data, log)
+    cfg, data, fp, planned = apply_plan(cfg, data, log)
     check_input_size(cfg.data.patch_size, resolved_depth(cfg.model), "`data.patch_size`")
     out_dir = Path(cfg.train.out) if cfg.train.out else default_run_dir(cfg)
     run_dir = scratch or out_dir
     prepare_run_dir(run_dir, cfg.train.resume)
-    return RunContext(cfg, data, out_dir, run_dir, strategy, worker, log, verbose, planned)
+    return RunContext(cfg, data, out_dir, run_dir, strategy, worker, log, verbose, fp, planned)
 
 
 def build_or_init_model(ctx: RunContext, balance: Balance, precision: str) -> tuple[keras.Model, dict | None]:
@@ -396,7 +382,8 @@ def build_or_init_model(ctx: RunContext, balance: Balance, precision: str) -> tu
     what :func:`~unet_tf.training.finetune.init_from` reports for ``config.json``, else None)."""
     # variables of model, optimizer and metrics live on every replica; layers take the precision's dtype policy
     with strategy_scope(ctx.strategy), dtype_policy(precision):
-        model = compile_model(ctx.cfg, model_info_for(ctx.cfg, ctx.data, ctx.log), ctx.data.spec, balance)
+        info = model_info_for(ctx.cfg, ctx.data, ctx.log, ctx.fingerprint)
+        model = compile_model(ctx.cfg, info, ctx.data.spec, balance)
         parent = init_from(model, ctx.cfg.train.init_from, ctx.log) if ctx.cfg.train.init_from else None
     return model, parent
 
@@ -404,9 +391,8 @@ def build_or_init_model(ctx: RunContext, balance: Balance, precision: str) -> tu
 def record_start(ctx: RunContext, model: keras.Model, balance: Balance, parent: dict | None) -> None:
     """Write ``config.json`` (settings, resolved data, devices, parent) and say what is trained where."""
     layout = ctx.layout or {"replicas": 1, "global_batch_size": ctx.cfg.train.batch_size, "workers": 1}
-    write_config(
-        ctx.run_dir, ctx.out_dir, ctx.cfg, ctx.data, balance, {**layout, "parent": parent, **(ctx.planned or {})}
-    )
+    planned = {"fingerprint": asdict(ctx.fingerprint), "plan": asdict(ctx.plan)} if ctx.plan else {}
+    write_config(ctx.run_dir, ctx.out_dir, ctx.cfg, ctx.data, balance, {**layout, "parent": parent, **planned})
     spec, m = ctx.data.spec, ctx.cfg.model
     ctx.log(
         f"training {m.model} (base {m.base_filters}, {model.count_params():,} parameters) on "
