@@ -352,3 +352,13 @@ def test_diameter_flag(tmp_path, capsys):
         err = capsys.readouterr().err
         assert code == 2 and err.startswith("error: ") and err.count("\n") == 1 and "Traceback" not in err
         assert "diameter" in err and "must be a positive number of px" in err
+
+
+def test_a_stack_of_channels_is_refused_naming_both_channel_counts(tmp_path, tem_model, capsys):
+    stack = tmp_path / "two.tif"
+    tifffile.imwrite(stack, np.zeros((2, 32, 32), np.uint16), imagej=True, metadata={"axes": "CYX"})
+    code = predict_main(["--weights", str(tem_model), "--input", str(stack), "--out", str(tmp_path / "o")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1
+    assert "two.tif: holds 2 channels (axes CYX, 2)" in err[0] and "the model reads 1 channel" in err[0]
+    assert not (tmp_path / "o").exists()

@@ -29,7 +29,7 @@ from unet_tf.data.targets import IGNORE_ID
 from unet_tf.errors import UserInputError, say_note
 from unet_tf.evaluation.matching import INSTANCE_COLUMNS, InstanceEvaluator
 from unet_tf.evaluation.semantic import Evaluator
-from unet_tf.io.images import iter_pages, page_count, read_image
+from unet_tf.io.images import iter_pages, page_count, read_image, stack_axes
 from unet_tf.io.metadata import pixel_size_um
 from unet_tf.io.tables import format_table, write_csv
 from unet_tf.models.file import ModelInfo, min_size_for
@@ -50,11 +50,24 @@ class Scores:
     instances: InstanceEvaluator
 
 
+def _check_channels(path: Path) -> None:
+    """UserInputError for a stack with a channel axis: the model reads one gray plane per image."""
+    axes, shape = stack_axes(path)
+    channels = dict(zip(axes, shape)).get("C", 1)
+    if channels > 1:
+        raise UserInputError(
+            f"{path}: holds {channels} channels (axes {axes}YX, {'x'.join(map(str, shape))}), but the model reads "
+            "1 channel (one gray plane; RGB is read as luminance): save the channel to segment as its own image "
+            "(a time-lapse: `track.channel` picks one)"
+        )
+
+
 def _prepare(samples: Sequence[Sample], info: ModelInfo, out_dir: Path, config: PredictConfig) -> None:
     """Check everything that can be checked before minutes of prediction."""
     check_tiling(config.tile, config.overlap, info.size_divisor)
     check_output_names(samples)
     for sample in samples:
+        _check_channels(sample.image)
         if sample.labels:
             pages = page_count(sample.image)
             for label in sample.labels:
