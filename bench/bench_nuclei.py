@@ -14,7 +14,8 @@ mean AP over IoU 0.5:0.05:0.95, per modality: ``fluorescence`` (median gray <= 1
 ``resized``: each held-aside image and its labels resized by a factor (image: area / bilinear; labels:
 nearest), predicted with the estimate (default) and without it (``diameter`` = the model's own: factor 1).
 ``gowt1``: Fluo-N2DH-GOWT1 02, fully annotated frames 052 055 072, as bench_gowt1.py scores them.
-``finetune``: GOWT1 01 fully annotated frames (1: 021; 2: 021 039; 4: 021 031 033 039) from ``--weights``
+``finetune`` (``--arms`` both, finetune or scratch; rows accumulate in finetune-rows.jsonl): GOWT1 01 fully
+annotated frames (1: 021; 2: 021 039; 4: 021 031 033 039) from ``--weights``
 vs from scratch at the same object scale, the same steps and seeds; scored on 02 as ``gowt1``. ``--scratch-all``
 adds one run from scratch on all 30 SEG frames of 01 with ten times the steps.
 Results go to ``--out`` (results-<command>.json) and print as Markdown.
@@ -132,19 +133,27 @@ def finetune_run(weights: str | None, frames: tuple[str, ...] | None, seed: int,
 
 
 def finetune(args) -> dict:
+    """Every (start, frames, seed) run of ``--arms``; each row is appended to ``finetune-rows.jsonl`` as it ends,
+    so the arms can run at different times and the table reads them all."""
     diameter = unet_tf.read_info(unet_tf.load_model(args.weights)).object_diameter
-    rows = []
+    rows_file = args.out / "finetune-rows.jsonl"
+    starts = {"finetune": [args.weights], "scratch": [None], "both": [args.weights, None]}[args.arms]
     for n in args.frames:
         for seed in args.seeds:
-            for weights in (args.weights, None):
+            for weights in starts:
                 row = finetune_run(weights, FINETUNE_FRAMES[n], seed, args.steps, args.out, diameter)
-                rows.append({"start": weights or "scratch", "frames": n, "seed": seed, "steps": args.steps, **row})
-                print(json.dumps(rows[-1]), flush=True)
+                row = {"start": weights or "scratch", "frames": n, "seed": seed, "steps": args.steps, **row}
+                _append(rows_file, row)
     if args.scratch_all:
         row = finetune_run(None, None, args.seeds[0], 10 * args.steps, args.out, diameter)
-        rows.append({"start": "scratch", "frames": 30, "seed": args.seeds[0], "steps": 10 * args.steps, **row})
-        print(json.dumps(rows[-1]), flush=True)
-    return {"rows": rows}
+        _append(rows_file, {"start": "scratch", "frames": 30, "seed": args.seeds[0], "steps": 10 * args.steps, **row})
+    return {"rows": [json.loads(line) for line in rows_file.read_text().splitlines()]}
+
+
+def _append(path: Path, row: dict) -> None:
+    print(json.dumps(row), flush=True)
+    with open(path, "a") as f:
+        f.write(json.dumps(row) + "\n")
 
 
 def markdown(command: str, results: dict) -> str:
@@ -186,6 +195,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--steps", type=int, default=300)
     p.add_argument("--scratch-all", action="store_true")
+    p.add_argument("--arms", choices=("both", "finetune", "scratch"), default="both")
     p.add_argument("--out", type=Path, default=Path("runs/bench-nuclei"))
     return p.parse_args(argv)
 
