@@ -204,7 +204,7 @@ def test_app_model_list_offers_bundled_models_after_the_runs(bundle, tem_model_f
 def test_bundle_model_writes_a_portable_float32_copy_and_its_card(tmp_path):
     from _helpers import save_model
 
-    from unet_tf.models.bundled import bundle_model
+    from unet_tf.models.bundling import bundle_model
     from unet_tf.models.file import load_model_and_info, read_info
 
     test_images = [(tmp_path / "img.tif", tmp_path / "mask.tif")]  # paths of the machine it was trained on
