@@ -16,6 +16,7 @@ from unet_tf.objects.scale import (
     equivalent_diameters,
     instance_areas,
     median_diameter,
+    pieces_per_object,
     resize,
     scaled_shape,
 )
@@ -73,27 +74,56 @@ def test_choose_factor_in_order():
     assert choose_factor(None, None) == (1.0, "none")
 
 
-def test_the_pass_that_finds_the_models_diameter_wins():
-    """Objects of 45 px seen by an 18 px model: at full scale it finds 13 px pieces (implying x1.38, the wrong
-    way), at half scale 20 px nuclei (implying x0.45 from a pass at x0.5: consistent), at a quarter 12 px."""
+def separate(d: float, n: int = 5, cut: int = 1) -> np.ndarray:
+    """Instance labels of ``n`` discs of diameter ``d`` in a row, apart; each cut into ``cut`` touching vertical
+    strips (a network cutting objects larger than its scale)."""
+    step = int(2 * d) + 4
+    labels = np.zeros((step, step * n), np.int32)
+    for k in range(n):
+        whole = disc(labels.shape, (step / 2, step * (k + 0.5)), d / 2) > 0
+        cols = np.nonzero(whole.any(axis=0))[0]
+        for piece, part in enumerate(np.array_split(cols, cut)):
+            strip = np.zeros_like(whole)
+            strip[:, part] = True
+            labels[whole & strip] = k * cut + piece + 1
+    return labels
 
-    def discs(d):
-        return np.array([math.pi * (d / 2) ** 2] * 5)
 
-    passes = [(1.0, discs(13.0)), (0.5, discs(20.0)), (0.25, discs(12.0))]
+def test_pieces_per_object():
+    assert pieces_per_object(separate(20.0)) == 1.0 and pieces_per_object(separate(20.0, cut=3)) == 3.0
+    assert pieces_per_object(np.zeros((4, 4), np.int32)) == 0.0
+
+
+def test_the_pass_that_finds_whole_objects_of_the_models_diameter_wins():
+    """Nuclei 61 px across, a model of 18 px. At x1 it cuts each into 11 touching strips of the area of an
+    18 px disc: consistent-looking (implying ~x1) but cut, so left out; at x0.5 (30 px) and x0.25 (15 px) it
+    finds whole nuclei, both implying ~x0.29; the x0.25 pass is closer to its own factor and wins."""
+    cut_at_1 = separate(61.0, cut=11)
+    passes = [(1.0, cut_at_1), (0.5, separate(30.5)), (0.25, separate(15.25))]
     factor, made_at = consistent_estimate(18.0, passes)
-    assert made_at == 0.5 and factor == pytest.approx(0.5 * 18 / 20)
-    assert consistent_estimate(18.0, [(1.0, discs(17.0)), (0.5, discs(12.0))]) == (pytest.approx(18 / 17), 1.0)
-    assert consistent_estimate(18.0, [(1.0, np.zeros(0)), (0.5, discs(9.0))]) == (pytest.approx(1.0), 0.5)
-    assert consistent_estimate(18.0, [(1.0, discs(3.0))], min_size=10) is None  # every object under min_size
+    assert made_at == 0.25 and factor == pytest.approx(0.25 * 18 / median_diameter(instance_areas(separate(15.25))))
+    # without the rule the cut pass would win: its pieces are about the model's diameter
+    pieces = median_diameter(instance_areas(cut_at_1))
+    assert abs(math.log(18.0 / pieces)) < abs(
+        math.log(0.25 * 18 / median_diameter(instance_areas(separate(15.25))) / 0.25)
+    )
+    assert consistent_estimate(18.0, [(1.0, separate(17.0)), (0.5, separate(8.5))]) == (
+        pytest.approx(18 / median_diameter(instance_areas(separate(17.0)))),
+        1.0,
+    )
+    # every pass cut: the least misfit of them all
+    assert consistent_estimate(18.0, [(1.0, separate(40.0, cut=2))])[1] == 1.0
+    assert consistent_estimate(18.0, [(1.0, np.zeros((8, 8), np.int32)), (0.5, separate(9.0))])[1] == 0.5
+    assert consistent_estimate(18.0, [(1.0, separate(3.0))], min_size=10) is None  # every object under min_size
 
 
 def test_estimate_and_tolerance():
-    areas = np.array([math.pi * 10**2] * 3)  # discs of diameter 20
-    assert consistent_estimate(40.0, [(1.0, areas)]) == (pytest.approx(2.0), 1.0)
-    assert consistent_estimate(400.0, [(1.0, areas)])[0] == ESTIMATE_LIMITS[1]
-    assert consistent_estimate(1.0, [(1.0, areas)])[0] == ESTIMATE_LIMITS[0]
-    assert consistent_estimate(40.0, [(1.0, np.zeros(0))]) is None
+    labels = separate(20.0)
+    d = median_diameter(instance_areas(labels))
+    assert consistent_estimate(2 * d, [(1.0, labels)]) == (pytest.approx(2.0), 1.0)
+    assert consistent_estimate(20 * d, [(1.0, labels)])[0] == ESTIMATE_LIMITS[1]
+    assert consistent_estimate(d / 20, [(1.0, labels)])[0] == ESTIMATE_LIMITS[0]
+    assert consistent_estimate(40.0, [(1.0, np.zeros((4, 4), np.int32))]) is None
     assert applied(1.0 + SCALE_TOLERANCE / 2) == 1.0 and applied(1.0 - SCALE_TOLERANCE / 2) == 1.0
     assert applied(1.2) == 1.2 and applied(0.5) == 0.5
     assert applied(0.94) == 0.94 and applied(0.94, ESTIMATE_TOLERANCE) == 1.0  # an estimate needs more than 10 %
@@ -142,3 +172,16 @@ def test_a_given_diameter_that_would_resize_beyond_8x_is_refused_in_one_line():
         choose_factor(40.0, None, diameter=4.0)
     with pytest.raises(UserInputError, match=r"resized by 0.1 "):
         choose_factor(40.0, None, diameter=400.0)
+
+
+def test_passes_that_agree_on_the_objects_size_outvote_one_that_finds_spots():
+    """The GOWT1 case of a weak 18 px model: at x1 it finds separate spots of ~20 px inside 61 px nuclei
+    (misfit 0.10, not touching, so not 'cut'); at x0.5 and x0.25 it finds the nuclei (about 60 px in the image's
+    own px, agreeing): the x0.25 pass, misfit 0.11, wins over the lone x1 pass."""
+    passes = [(1.0, separate(19.9, n=8)), (0.5, separate(29.9)), (0.25, separate(16.2))]
+    factor, made_at = consistent_estimate(18.0, passes)
+    assert made_at == 0.25 and factor == pytest.approx(0.25 * 18 / median_diameter(instance_areas(separate(16.2))))
+    # at the model's scale the coarse passes find bloated specks (24 and 28 px in the image's px, agreeing with
+    # each other) but far from the model's diameter: the x1 pass, the only one near it, wins
+    passes = [(1.0, separate(18.0)), (0.5, separate(12.0)), (0.25, separate(7.0))]
+    assert consistent_estimate(18.0, passes)[1] == 1.0

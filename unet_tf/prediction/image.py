@@ -44,7 +44,6 @@ from unet_tf.objects.scale import (
     MIN_PASS_SIDE,
     applied,
     consistent_estimate,
-    instance_areas,
     model_factor,
     resize,
     scaled_shape,
@@ -145,7 +144,7 @@ def _scale(
             break
         scaled = image if first == 1.0 else resize(image, shape, "image")
         passes[first] = _segment(predict_fn, info, scaled, config, min_size, progress)
-    found = consistent_estimate(info.object_diameter, [(f, instance_areas(s[2])) for f, s in passes.items()], min_size)
+    found = consistent_estimate(info.object_diameter, [(f, s[2]) for f, s in passes.items()], min_size)
     if found is None:
         say_note("no object found to estimate the object scale: the image is used at the model's scale", name)
         return 1.0, "none", passes[1.0]
