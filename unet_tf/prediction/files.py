@@ -51,8 +51,12 @@ class Scores:
 
 
 def _check_channels(path: Path) -> None:
-    """UserInputError for a stack with a channel axis: the model reads one gray plane per image."""
-    axes, shape = stack_axes(path)
+    """UserInputError for a stack with a channel axis: the model reads one gray plane per image (a file that
+    cannot be read is reported, and skipped, when its turn comes)."""
+    try:
+        axes, shape = stack_axes(path)
+    except UserInputError:
+        return
     channels = dict(zip(axes, shape)).get("C", 1)
     if channels > 1:
         raise UserInputError(
