@@ -44,7 +44,7 @@ from bench_gowt1 import FULL_FRAMES, link_sequence  # noqa: E402
 import unet_tf  # noqa: E402
 from unet_tf.evaluation.matching import InstanceEvaluator  # noqa: E402
 from unet_tf.io.images import read_image  # noqa: E402
-from unet_tf.objects.scale import resize, scaled_shape  # noqa: E402
+from unet_tf.objects.scale import instance_areas, median_diameter, resize, scaled_shape  # noqa: E402
 
 DATA = Path(os.environ.get("UNET_TF_DATA", "../shared/data"))
 HOLDOUT = 66
@@ -68,8 +68,10 @@ def scores(evaluator: InstanceEvaluator) -> dict:
     return {k: (round(float(pooled[k]), 4) if isinstance(pooled[k], float) else pooled[k]) for k in COLUMNS}
 
 
-def score_dsb(model, data_dir: Path, factor: float = 1.0, estimate: bool = True) -> dict:
-    """Pooled scores per modality and over all held-aside images, the image resized by ``factor``."""
+def score_dsb(model, data_dir: Path, factor: float = 1.0, estimate: bool | str = True) -> dict:
+    """Pooled scores per modality and over all held-aside images, the image resized by ``factor``; the scale
+    from the estimate (True), none (False: the model's own diameter given), or ``"truth"``: the true median
+    diameter of the image's nuclei given (what a perfect estimate would do)."""
     info = unet_tf.read_info(model)
     groups: dict[str, InstanceEvaluator] = {"all": InstanceEvaluator()}
     factors, t0 = [], time.perf_counter()
@@ -79,7 +81,10 @@ def score_dsb(model, data_dir: Path, factor: float = 1.0, estimate: bool = True)
         if factor != 1.0:
             shape = scaled_shape(image.shape, factor)
             image, truth = resize(image, shape, "image"), resize(truth, shape, "nearest")
-        result = unet_tf.predict_image(model, image, diameter=None if estimate else info.object_diameter, name=name)
+        diameter = {True: None, False: info.object_diameter}.get(estimate)
+        if estimate == "truth":
+            diameter = median_diameter(instance_areas(truth))
+        result = unet_tf.predict_image(model, image, diameter=diameter, name=name)
         factors.append(result.scale_factor)
         for group in ("all", modality(png)):
             groups.setdefault(group, InstanceEvaluator()).add(name, truth, result.instances)
@@ -227,6 +232,7 @@ def main(argv=None) -> None:
             results = {
                 "estimate": score_dsb(model, args.data_dir),
                 "no rescale": score_dsb(model, args.data_dir, estimate=False),
+                "true diameter": score_dsb(model, args.data_dir, estimate="truth"),
             }
         elif args.command == "resized":
             results = {
