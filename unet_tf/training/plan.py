@@ -86,10 +86,11 @@ class Fingerprint:
         )
 
 
-def _areas(sample: Sample | ArraySample, spec: DatasetSpec) -> np.ndarray:
+def _areas(sample: Sample | ArraySample, spec: DatasetSpec, ids: np.ndarray) -> np.ndarray:
+    """Object areas: the instances of an instance target, else the components of each class of ``ids``."""
     if spec.target == "instances":
         return instance_areas(read_instances(sample, spec))
-    return component_areas(read_class_ids(sample, spec), range(1, spec.n_classes))
+    return component_areas(ids, range(1, spec.n_classes))
 
 
 def _one_page_file(sample: Sample | ArraySample):
@@ -109,8 +110,8 @@ def fingerprint(data: TrainingData) -> Fingerprint:
         lows.append(float(np.percentile(image, 0.5)))
         highs.append(float(np.percentile(image, 99.5)))
         dtypes.add(str(image.dtype))
-        areas.append(_areas(sample, spec))
         ids = read_class_ids(sample, spec)
+        areas.append(_areas(sample, spec, ids))
         counts += np.bincount(ids[ids != IGNORE_ID].ravel(), minlength=spec.n_classes)[: spec.n_classes]
     areas = np.concatenate(areas) if areas else np.zeros(0, np.int64)
     diameters = equivalent_diameters(areas[areas > 0])
