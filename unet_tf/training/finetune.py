@@ -20,6 +20,7 @@ head are trained throughout.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import re
 from pathlib import Path
 from typing import Any, Callable
@@ -66,7 +67,15 @@ def parent_model_config(path: str | Path) -> tuple[ModelConfig, ModelInfo]:
     A missing file, a file that is not a Keras model, or a model unet_tf did
     not write is a :class:`UserInputError` naming the file.
     """
-    _, info = load_model_and_info(parent_file(path))
+    file = parent_file(path).resolve()
+    return _parent_info(str(file), file.stat().st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=4)
+def _parent_info(path: str, mtime_ns: int) -> tuple[ModelConfig, ModelInfo]:
+    """The parent's architecture and info, read once per file version (a run asks for them twice: the
+    architecture, then the object scale; the Keras model itself is not kept)."""
+    _, info = load_model_and_info(path)
     return info.model, info
 
 
