@@ -203,8 +203,12 @@ def plan(fp: Fingerprint, cfg: RunConfig) -> Plan:
         "boundary_width": d.boundary_width if d.boundary_width is not None else boundary,
         "border_sigma": d.border_sigma if d.border_sigma is not None else sigma,
     }
-    settings = {"patch_size": d.patch_size, "depth": m.depth, "boundary_width": d.boundary_width}
-    settings["border_sigma"] = d.border_sigma
+    settings = {
+        "patch_size": d.patch_size,
+        "depth": m.depth,
+        "boundary_width": d.boundary_width,
+        "border_sigma": d.border_sigma,
+    }
     sources = {k: "set" if settings[k] is not None else "data" for k in chosen}
     return Plan(model=m.model, **chosen, min_size=fp.min_size, sources=sources)
 
