@@ -179,7 +179,8 @@ def test_a_stopped_run_resumes_from_its_markers(cluster, section, tmp_path):
     with pytest.raises(UserInputError, match="exists from .*section.zarr; .*`resume`"):
         predict_blockwise("nuclei", section[0], out, config, log=lambda s: None)
     result = predict_blockwise("nuclei", section[0], out, config, log=lambda s: None, resume=True)
-    assert result["predicted"] == 16 - done
+    # tasks of the stopped run still running on the cluster may add markers meanwhile: never fewer skipped
+    assert result["skipped"] >= done and result["predicted"] == 16 - result["skipped"] >= 1
     np.testing.assert_array_equal(read(out, "mask"), section[1].mask)
     assert_same_partition(read(out, "instances"), section[1].instances)
 

@@ -116,8 +116,8 @@ def predict_blockwise(
         **options: PredictConfig fields overriding ``config``.
 
     Returns:
-        dict: ``shape``, ``blocks`` (total), ``predicted`` (blocks predicted by this call; the rest were
-        done by an earlier run), ``objects`` (instances after the merge; 0 without instances), ``limits``,
+        dict: ``shape``, ``blocks`` (total), ``predicted`` (blocks predicted by this call), ``skipped`` (blocks
+        an earlier run had finished: their markers), ``objects`` (instances after the merge; 0 without instances), ``limits``,
         ``seconds``.
 
     The image is predicted at its own scale (no resize to the model's object scale).
@@ -165,6 +165,7 @@ def predict_blockwise(
         "shape": plan.shape,
         "blocks": len(blocks),
         "predicted": len(todo),
+        "skipped": len(blocks) - len(todo),
         "objects": objects,
         "limits": job.limits,
         "seconds": time.perf_counter() - t0,
