@@ -122,6 +122,14 @@ def default_hold_out(n_pairs: int) -> int:
 MIN_PAIRS_TO_SPLIT = 5  # fewer training pairs are all trained on, and validated on themselves
 
 
+def split_held(pairs: list, hold_out: int | None) -> tuple[list, list]:
+    """(pairs to train on, the last ``hold_out`` pairs held aside; None: :func:`default_hold_out`)."""
+    n_held = default_hold_out(len(pairs)) if hold_out is None else int(hold_out)
+    if not 0 <= n_held < len(pairs):
+        raise UserInputError(f"`hold_out` {hold_out}: must leave at least one of the {len(pairs)} pairs to train on")
+    return pairs[: len(pairs) - n_held], pairs[len(pairs) - n_held :]
+
+
 def training_data(pairs: list, spec: DatasetSpec, seed: int) -> TrainingData:
     """TrainingData of the training pairs: validated on a fifth of them from :data:`MIN_PAIRS_TO_SPLIT` pairs
     on, else on themselves (every corrected pair of a handful is worth training on)."""
@@ -228,27 +236,20 @@ def finetune_on_corrections(
         max_minutes: time budget in minutes (checked after each epoch of at most 25 steps); None: none.
         hold_out: the last ``hold_out`` pairs are not trained on but scored before and after; None: one
             pair from three pairs on, two from eight on.
-        batch_size, patch_size, lr, seed: as ``train.batch_size``, ``data.patch_size`` (None: the model's
-            training patch size), ``train.lr`` (None: the default) and ``train.seed``.
+        batch_size, patch_size, lr, seed: ``train.batch_size``, ``data.patch_size`` (None: the model's),
+            ``train.lr`` (None: the default), ``train.seed``.
         predict: PredictConfig of the before / after scoring (tile, threshold, min_size, ...).
         log: callable taking one line of text. Default ``print``.
-        stop: callable without arguments; training ends at the next step once it returns True (cancel).
-        progress: optional ``progress(done_steps, total_steps)`` callback.
+        stop, progress: ``stop()`` true ends training at the next step (cancel); ``progress(done, total)`` steps.
 
     Returns:
-        :class:`CorrectionRun`: the fine-tuned model (its ``best.keras``), the run folder, the summary, and
-        the before / after scores on the held pairs.
+        :class:`CorrectionRun`: the new model (``best.keras``), run folder, summary, before / after scores.
 
     Example:
-        >>> result = unet_tf.training.corrections.finetune_on_corrections(
-        ...     "runs/demo/best.keras", [image], [fixed_labels], steps=50, out="runs/fixed")  # doctest: +SKIP
-        >>> result.run_dir, result.before, result.after  # doctest: +SKIP
+        >>> run = finetune_on_corrections("nuclei", [image], [fixed], steps=50, out="runs/fixed")  # doctest: +SKIP
     """
     pairs = check_pairs(images, labels)
-    n_held = default_hold_out(len(pairs)) if hold_out is None else int(hold_out)
-    if not 0 <= n_held < len(pairs):
-        raise UserInputError(f"`hold_out` {hold_out}: must leave at least one of the {len(pairs)} pairs to train on")
-    trained, held = pairs[: len(pairs) - n_held], pairs[len(pairs) - n_held :]
+    trained, held = split_held(pairs, hold_out)
     with tempfile.TemporaryDirectory(prefix="unet_tf-corrections-") as scratch:
         parent, info, parent_path = _parent(model, Path(scratch))
         data = training_data(trained, corrections_spec(info, [label for _, label in pairs]), seed)
