@@ -53,8 +53,9 @@ class JobWidget(Container):
     def __init__(self, viewer: Any, widgets: list):
         self.status = Label(value="")
         self.progress = ProgressBar(value=0, min=0, max=1, visible=False)
+        self.viewer, self.worker = viewer, None  # before the widgets: their choices read the viewer
         super().__init__(widgets=[*widgets, self.progress, self.status])
-        self.viewer, self.worker = viewer, None
+        self.reset_choices()
         self._shown = self._progress = (0, 0)
         self._line = ""
         self._timer = QTimer(self.native)
@@ -125,7 +126,8 @@ class JobWidget(Container):
     def layer_names(self, kind: str) -> list[str]:
         from napari import layers
 
-        return [layer.name for layer in self.viewer.layers if isinstance(layer, getattr(layers, kind))]
+        viewer = vars(self).get("viewer")  # None while the widgets are made (their choices are asked at once)
+        return [] if viewer is None else [x.name for x in viewer.layers if isinstance(x, getattr(layers, kind))]
 
     def show_layers(self, layer_data: list[tuple]) -> None:
         """Add each (data, kwargs, type) as a layer, or replace the data and metadata of the layer of that name."""
@@ -232,7 +234,7 @@ class RetrainWidget(JobWidget):
     """Collect corrected labels into a training folder and fine-tune the layer's model on them."""
 
     def __init__(self, napari_viewer: Any):
-        self.labels = ComboBox(label="labels", choices=lambda _: self.layer_names("Labels"))
+        self.labels_layer = ComboBox(label="labels", choices=lambda _: self.layer_names("Labels"))
         self.folder = FileEdit(mode="d", label="training folder", value="")
         self.replace = CheckBox(label="replace a pair of the same name", value=False)
         self.add = PushButton(text="Add to training set")
@@ -243,7 +245,7 @@ class RetrainWidget(JobWidget):
         self.model_line = Label(value="model: the layer's")
         super().__init__(
             napari_viewer,
-            [self.labels, self.folder, self.replace, self.add, self.steps, self.minutes]
+            [self.labels_layer, self.folder, self.replace, self.add, self.steps, self.minutes]
             + [self.finetune, self.cancel, self.model_line],
         )
         self.stop = threading.Event()
@@ -251,8 +253,8 @@ class RetrainWidget(JobWidget):
         self.add.changed.connect(lambda _: self.add_pair())
         self.finetune.changed.connect(lambda _: self.start_finetune())
         self.cancel.changed.connect(lambda _: self.stop.set())
-        self.viewer.layers.events.inserted.connect(lambda _: self.labels.reset_choices())
-        self.viewer.layers.events.removed.connect(lambda _: self.labels.reset_choices())
+        self.viewer.layers.events.inserted.connect(lambda _: self.labels_layer.reset_choices())
+        self.viewer.layers.events.removed.connect(lambda _: self.labels_layer.reset_choices())
 
     def training_folder(self) -> Path:
         if _unset(self.folder.value):
@@ -261,7 +263,7 @@ class RetrainWidget(JobWidget):
 
     def corrected(self) -> tuple[Any, dict, Any, Any]:
         """(Labels layer, its segmentation record, the image layer, the gray image) of the chosen labels."""
-        layer = self.layer(self.labels.value, "Labels")
+        layer = self.layer(self.labels_layer.value, "Labels")
         meta = layer.metadata.get(logic.METADATA_KEY)
         if not meta:
             raise UserInputError(f"layer '{layer.name}': not made by the Segment widget (its model is unknown)")

@@ -258,14 +258,12 @@ def finetune_on_corrections(
             max_minutes=max_minutes, batch_size=batch_size, patch_size=patch_size, lr=lr, seed=seed,
         )  # fmt: skip
         before = score(parent, held, info, predict)
-        if held:
-            log(f"before fine-tuning, on {len(held)} held-aside pair(s): {format_scores(before)}")
+        log(f"before fine-tuning, on {len(held)} held-aside pair(s): {format_scores(before)}")
         total = cfg.train.epochs * cfg.train.steps_per_epoch
         summary = train(cfg, data=data, log=log, verbose=0, extra_callbacks=[StopWhen(stop, progress, total)])
     new_model = load_model_and_info(summary.best_path)[0]
     after = score(new_model, held, info, predict)
-    if held:
-        log(f"after fine-tuning: {format_scores(after)} (run folder {summary.run_dir})")
+    log(f"after fine-tuning: {format_scores(after)} (run folder {summary.run_dir})")
     return CorrectionRun(new_model, summary.run_dir, summary, before, after, len(trained), len(held))
 
 
