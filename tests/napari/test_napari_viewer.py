@@ -26,6 +26,7 @@ RUNNER = (
 )
 
 
+@pytest.mark.slow  # about 60 s: a fresh interpreter, TensorFlow, napari, a tiny fine-tuning
 def test_viewer_cases_pass_in_a_fresh_process(tmp_path):
     root = HERE.parents[1]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(root), os.environ.get("PYTHONPATH")]))}

@@ -72,7 +72,6 @@ def test_segment_correct_add_finetune_resegment(make_napari_viewer, qtbot, model
     expected = logic.segment(load_model(new_model), image, logic.config_from_meta(labels.metadata["unet_tf"]))
     np.testing.assert_array_equal(labels.data, expected.labels)
     assert "fine-tuned on 1 pair" in retrain.status.value
-    viewer.window.resize(2200, 1000)  # room for the canvas beside both widgets
     SCREENSHOT.parent.mkdir(exist_ok=True)
     viewer.screenshot(str(SCREENSHOT), canvas_only=False)
     assert SCREENSHOT.stat().st_size > 10_000
