@@ -15,6 +15,9 @@
   replacing a pair unless asked; :func:`read_pairs` reads them back;
   :func:`new_run_dir` names the next fine-tuning run.
 * :func:`message` turns any exception into the one line a widget shows.
+
+Nothing here imports TensorFlow at module level: napari's process imports this module, and the model runs in
+a child process (:mod:`unet_tf.napari.worker`); :func:`open_model` and :func:`segment` run there.
 """
 
 from __future__ import annotations
@@ -29,7 +32,7 @@ import numpy as np
 
 from unet_tf.config import PredictConfig
 from unet_tf.errors import UserInputError
-from unet_tf.io.images import _to_gray, read_image, read_label
+from unet_tf.io.images import read_image, read_label
 from unet_tf.io.writers import write_mask, write_tiff
 from unet_tf.models.bundled import bundled_models
 from unet_tf.prediction.outputs import write_instances
@@ -37,6 +40,9 @@ from unet_tf.prediction.outputs import write_instances
 METADATA_KEY = "unet_tf"  # a Labels layer's metadata[METADATA_KEY]: model, image layer, settings
 RUNS_FOLDER = "runs"  # fine-tuning runs go to <training folder>/runs/finetune-<time>
 MODEL_SUFFIXES = (".keras", ".onnx")
+# the luminance weights of unet_tf.io.images (its private _to_gray): a colour layer is read as predict.py reads a
+# colour file; copied (not imported) because that function is private to io/ and prints a note per file
+LUMA = np.array([0.299, 0.587, 0.114])
 
 
 def model_choices(runs_folder: str | Path | None = None) -> dict[str, str]:
@@ -80,7 +86,7 @@ def gray_plane(data: Any, rgb: bool = False, name: str = "image") -> np.ndarray:
     """
     array = np.asarray(data)
     if rgb and array.ndim == 3 and array.shape[-1] in (3, 4):
-        return _to_gray(array, Path(name))
+        return luminance(array)
     if array.ndim != 2:
         what = f"an RGB layer of shape {array.shape}" if rgb else f"a stack of shape {array.shape}"
         raise UserInputError(
@@ -90,6 +96,14 @@ def gray_plane(data: Any, rgb: bool = False, name: str = "image") -> np.ndarray:
     if array.size == 0:
         raise UserInputError(f"layer '{name}': holds no pixels")
     return array
+
+
+def luminance(rgb: np.ndarray) -> np.ndarray:
+    """(H, W, 3 or 4) R,G,B(,A) -> (H, W) luminance of the same dtype (alpha ignored), as ``predict.py`` reads."""
+    gray = rgb[..., :3].astype(np.float64) @ LUMA
+    if np.issubdtype(rgb.dtype, np.integer):
+        gray = np.clip(np.rint(gray), np.iinfo(rgb.dtype).min, np.iinfo(rgb.dtype).max)
+    return gray.astype(rgb.dtype)
 
 
 def predict_config(**values: Any) -> PredictConfig:
@@ -258,8 +272,14 @@ def new_run_dir(folder: str | Path) -> Path:
     return run
 
 
+class JobError(Exception):
+    """A job of the model process failed (or the process died): its one line, as :func:`message` wrote it."""
+
+
 def message(exc: BaseException) -> str:
     """The one line a widget shows for ``exc``: a UserInputError's own text, else its type and first line."""
+    if isinstance(exc, JobError):
+        return str(exc)
     if isinstance(exc, UserInputError):
         return f"error: {exc}"
     first = (str(exc).strip().splitlines() or [""])[0][:200]

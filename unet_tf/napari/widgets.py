@@ -11,14 +11,15 @@
   the before / after score on the held-aside pairs.
 
 The widgets share nothing but the Labels layer: its ``metadata["unet_tf"]``
-names the model, the image layer and the settings it was segmented with.
+names the model, the image layer and the settings it was segmented with; and
+the model process (:func:`unet_tf.napari.worker.shared_worker`): napari's
+process never imports TensorFlow, a child process runs every model job.
 Every error becomes one line in the widget's status (:func:`logic.message`);
 the viewer keeps running.
 """
 
 from __future__ import annotations
 
-import threading
 from pathlib import Path
 from typing import Any, Callable
 
@@ -37,7 +38,7 @@ from qtpy.QtCore import QTimer
 
 from unet_tf.config import PredictConfig
 from unet_tf.errors import UserInputError
-from unet_tf.napari import logic
+from unet_tf.napari import logic, worker
 
 POLL_MS = 150  # how often the main thread shows a worker's progress and log lines
 
@@ -54,7 +55,12 @@ class JobWidget(Container):
         self.status = Label(value="")
         self.progress = ProgressBar(value=0, min=0, max=1, visible=False)
         self.viewer, self.worker = viewer, None  # before the widgets: their choices read the viewer
+        self.model_worker = worker.shared_worker()
         super().__init__(widgets=[*widgets, self.progress, self.status])
+        wrap(self.status)
+        self.model_worker.attach()
+        model_worker = self.model_worker  # not self: the callback outlives the Qt widget
+        self.native.destroyed.connect(lambda *_: model_worker.detach())
         self.reset_choices()
         self._shown = self._progress = (0, 0)
         self._line = ""
@@ -141,6 +147,12 @@ class JobWidget(Container):
                 getattr(self.viewer, f"add_{kind}")(data, **kwargs)
 
 
+def wrap(label: Label) -> None:
+    """Long lines (paths) wrap instead of widening the dock over the canvas."""
+    label.native.setWordWrap(True)
+    label.native.setMinimumWidth(1)
+
+
 def _unset(path: Any) -> bool:
     return path is None or str(path) in ("", ".")
 
@@ -168,7 +180,6 @@ class SegmentWidget(JobWidget):
             [self.runs_folder, self.model, self.model_file, self.image, *settings]
             + [self.split_touching, self.probabilities, self.run],
         )
-        self.models: dict[str, tuple] = {}  # what open_model gave, by choice
         self.runs_folder.changed.connect(lambda _: self.model.reset_choices())
         self.run.changed.connect(lambda _: self.segment())
         self.viewer.layers.events.inserted.connect(lambda _: self.image.reset_choices())
@@ -198,11 +209,6 @@ class SegmentWidget(JobWidget):
             pixel_size=pixel_size,
         )
 
-    def load(self, choice: str) -> tuple:
-        if choice not in self.models:
-            self.models[choice] = logic.open_model(choice)
-        return self.models[choice]
-
     def segment(self) -> None:
         """Segment the chosen image layer in a thread worker; the Labels layer appears when it is done."""
         try:
@@ -219,8 +225,7 @@ class SegmentWidget(JobWidget):
         self.say(f"segmenting {name} with {choice} ...")
 
         def work(progress, log):
-            model = self.load(choice)[0]
-            return logic.segment(model, image, config, progress=progress, name=name)
+            return self.model_worker.segment(choice, image, config, name, progress=progress)
 
         def done(seg):
             meta = logic.layer_meta(choice, name, seg.kind, config, pixel_size)
@@ -248,11 +253,11 @@ class RetrainWidget(JobWidget):
             [self.labels_layer, self.folder, self.replace, self.add, self.steps, self.minutes]
             + [self.finetune, self.cancel, self.model_line],
         )
-        self.stop = threading.Event()
-        self.last_run: Any = None  # the CorrectionRun of the last fine-tuning
+        wrap(self.model_line)
+        self.last_run: Any = None  # the FinetuneResult of the last fine-tuning
         self.add.changed.connect(lambda _: self.add_pair())
         self.finetune.changed.connect(lambda _: self.start_finetune())
-        self.cancel.changed.connect(lambda _: self.stop.set())
+        self.cancel.changed.connect(lambda _: self.model_worker.cancel())
         self.viewer.layers.events.inserted.connect(lambda _: self.labels_layer.reset_choices())
         self.viewer.layers.events.removed.connect(lambda _: self.labels_layer.reset_choices())
 
@@ -300,32 +305,22 @@ class RetrainWidget(JobWidget):
             self.say(logic.message(exc))
             return
         steps, minutes, config = self.steps.value, self.minutes.value or None, logic.config_from_meta(meta)
-        self.stop.clear()
         self.say(f"fine-tuning {meta['model']} ...")
 
         def work(progress, log):
-            from unet_tf.training.corrections import finetune_on_corrections
-
             images, labels, _ = logic.read_pairs(folder)
-            run = finetune_on_corrections(
-                meta["model"], images, labels, out=logic.new_run_dir(folder), steps=steps, max_minutes=minutes,
-                predict=config, log=log, stop=self.stop.is_set, progress=progress,
+            return self.model_worker.finetune(
+                meta["model"], images, labels, image, config, image_layer.name, progress=progress, log=log,
+                out=logic.new_run_dir(folder), steps=steps, max_minutes=minutes,
             )  # fmt: skip
-            return run, logic.segment(run.model, image, config, name=image_layer.name)
 
-        self.run_job(work, lambda value: self._finished(layer, meta, *value))
+        self.run_job(work, lambda run: self._finished(layer, meta, run))
 
-    def _finished(self, layer: Any, meta: dict, run: Any, seg: Any) -> None:
-        from unet_tf.training.corrections import format_scores
-
+    def _finished(self, layer: Any, meta: dict, run: Any) -> None:
+        """Show the fine-tuned run: the layer re-segmented by its model, which the layer now names."""
         self.last_run = run
-        model = str(run.run_dir / "best.keras")
-        layer.data = seg.labels
-        layer.metadata = {**layer.metadata, logic.METADATA_KEY: {**meta, "model": model}}
-        self.model_line.value = f"model: {model}"
-        stopped = " (cancelled)" if run.summary.stopped == "callback" else ""
-        if run.n_held:
-            scores = f"held-aside {run.n_held}: before {format_scores(run.before)}, after {format_scores(run.after)}"
-        else:
-            scores = "no pair held aside (three or more pairs give a before / after score)"
-        self.say(f"fine-tuned on {run.n_train} pair(s){stopped}; {scores}; re-segmented with {run.run_dir.name}")
+        layer.data = run.segmentation.labels
+        layer.metadata = {**layer.metadata, logic.METADATA_KEY: {**meta, "model": str(run.model)}}
+        self.model_line.value = f"model: {run.model}"
+        stopped = " (cancelled)" if run.stopped == "callback" else ""
+        self.say(f"fine-tuned on {run.n_train} pair(s){stopped}; {run.scores}; re-segmented with {run.run_dir.name}")
