@@ -38,3 +38,15 @@ def tem_pairs(n: int, size: int = 96) -> tuple[list[np.ndarray], list[np.ndarray
 
     samples = [generate_tem_sample(size, seed=i) for i in range(n)]
     return [s.image for s in samples], [s.instances for s in samples]
+
+
+def count_until_stopped(*, progress, stop, limit: float = 30.0) -> int:
+    """A model-process job for the tests: reports progress until ``stop()`` (or ``limit`` seconds); the steps."""
+    import time
+
+    done, start = 0, time.monotonic()
+    while not stop() and time.monotonic() - start < limit:
+        done += 1
+        progress(done, 0)
+        time.sleep(0.01)
+    return done

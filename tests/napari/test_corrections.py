@@ -17,34 +17,22 @@ def instance_model(tmp_path_factory):
     return tiny_model(tmp_path_factory.mktemp("corr") / "parent.keras")
 
 
-def test_finetune_writes_a_run_and_scores_the_held_pair(instance_model, tmp_path):
+def test_finetune_writes_a_run_scores_the_held_pair_and_stops_on_cancel(instance_model, tmp_path):
+    from unet_tf.models.file import read_info
     from unet_tf.training.corrections import finetune_on_corrections
 
     images, labels = tem_pairs(3)
     seen = []
     run = finetune_on_corrections(
-        str(instance_model), images, labels, out=tmp_path / "run", steps=2, batch_size=2, predict=FAST,
-        log=lambda line: None, progress=lambda done, total: seen.append((done, total)),
+        str(instance_model), images, labels, out=tmp_path / "run", steps=50, batch_size=2, predict=FAST,
+        log=lambda line: None, progress=lambda done, total: seen.append((done, total)), stop=lambda: len(seen) >= 2,
     )  # fmt: skip
     assert run.run_dir == tmp_path / "run" and (run.run_dir / "best.keras").is_file()
     assert (run.n_train, run.n_held) == (2, 1)
     assert set(run.before) == set(run.after) == {"ap50", "seg"}
-    assert seen[-1] == (2, 2)
-    from unet_tf.models.file import read_info
-
-    assert read_info(run.model).target == "instances"
-
-
-def test_cancel_stops_at_the_next_step(instance_model, tmp_path):
-    from unet_tf.training.corrections import finetune_on_corrections
-
-    images, labels = tem_pairs(1)
-    run = finetune_on_corrections(
-        instance_model, images, labels, out=tmp_path / "run", steps=50, batch_size=2, predict=FAST,
-        log=lambda line: None, stop=lambda: True,
-    )  # fmt: skip
+    assert seen == [(1, 50), (2, 50)]  # cancelled at the step after stop() turned true
     assert run.summary.stopped == "callback" and run.summary.epochs_run == 1
-    assert run.n_held == 0 and run.before == run.after == {}
+    assert read_info(run.model).target == "instances"
 
 
 @pytest.mark.parametrize(
