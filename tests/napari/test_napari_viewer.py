@@ -138,6 +138,14 @@ def test_bad_input_is_a_line_in_the_widget(make_napari_viewer, qtbot, model_file
     assert not (tmp_path / "empty" / "images").exists()
 
 
+def test_closing_the_viewer_lets_go_of_the_model_process(make_napari_viewer, qtbot, model_worker):
+    users = model_worker.users  # the module's own hold: the process runs until the module ends
+    viewer, _, _ = _viewer(make_napari_viewer)
+    assert model_worker.users == users + 2
+    viewer.close()
+    qtbot.waitUntil(lambda: model_worker.users == users, timeout=5000)  # each widget detached as it closed
+
+
 @pytest.mark.slow  # about 55 s: a fresh pytest, napari, the model process with TensorFlow, a tiny fine-tuning
 def test_viewer_in_a_session_of_its_own(request, tmp_path):
     if _alone(request.session):
@@ -150,4 +158,4 @@ def test_viewer_in_a_session_of_its_own(request, tmp_path):
         cwd=root, env=env, capture_output=True, text=True, timeout=600,
     )  # fmt: skip
     assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-2000:]
-    assert "2 passed, 1 skipped" in done.stdout, done.stdout[-2000:]
+    assert "3 passed, 1 skipped" in done.stdout, done.stdout[-2000:]
