@@ -6,7 +6,9 @@ TensorFlow's crash in one process, whichever comes first. The tests check that i
 that also runs other tests (which import TensorFlow) cannot host the viewer: there the viewer tests are
 skipped and :func:`test_viewer_in_a_session_of_its_own` runs this file again in a fresh pytest.
 
-``UNET_TF_SCREENSHOT=1`` writes ``docs/napari.png`` (both widgets and the canvas) from the loop test.
+``UNET_TF_SCREENSHOT=1`` writes the README's ``docs/napari.png`` (both widgets, the bundled ``nuclei`` model on a
+GOWT1 frame) at the end of the loop test:
+``UNET_TF_DATA=../shared/data UNET_TF_SCREENSHOT=1 python -m pytest -n 0 tests/napari/test_napari_viewer.py``.
 """
 
 from __future__ import annotations
@@ -110,9 +112,35 @@ def test_segment_correct_add_finetune_resegment(make_napari_viewer, qtbot, model
     again = model_worker.segment(run.model, viewer.layers["synthetic TEM"].data, segment.config(), "again")
     np.testing.assert_array_equal(labels.data, again.labels)  # the layer is the new model's segmentation
     if os.environ.get("UNET_TF_SCREENSHOT") == "1":
-        viewer.reset_view()
-        viewer.screenshot(str(SCREENSHOT), canvas_only=False)
-        assert SCREENSHOT.stat().st_size > 10_000
+        _readme_screenshot(viewer, segment, qtbot)
+
+
+def _readme_screenshot(viewer, segment, qtbot):
+    """docs/napari.png: the bundled ``nuclei`` model on a GOWT1 frame (from ``UNET_TF_DATA``) in this viewer."""
+    import tifffile
+
+    frame = Path(os.environ.get("UNET_TF_DATA", "data")) / "Fluo-N2DH-GOWT1" / "02" / "t010.tif"
+    if not frame.is_file():
+        pytest.skip(f"{frame} is absent: the README screenshot shows a GOWT1 frame")
+    viewer.layers.clear()
+    viewer.window._qt_window.resize(1500, 900)
+    viewer.add_image(tifffile.imread(frame), name="GOWT1 02 t010", contrast_limits=(0, 45))
+    segment.model_file.line_edit.value = ""  # as a user clears the field (setting .value "" gives the cwd)
+    segment.tile.value, segment.overlap.value = 512, 64
+    segment.model.reset_choices()
+    segment.model.value = "nuclei"
+    segment.image.reset_choices()
+    segment.image.value = "GOWT1 02 t010"
+    segment.segment()
+    qtbot.waitUntil(lambda: not segment.busy, timeout=WAIT_MS)
+    assert "GOWT1 02 t010 labels" in viewer.layers, segment.status.value
+    labels = viewer.layers["GOWT1 02 t010 labels"]
+    assert labels.data.max() >= 15, segment.status.value  # 22 nuclei in this frame
+    labels.opacity = 0.45
+    viewer.layers.selection.active = labels
+    viewer.reset_view()
+    viewer.screenshot(str(SCREENSHOT), canvas_only=False)
+    assert SCREENSHOT.stat().st_size > 10_000
 
 
 def test_bad_input_is_a_line_in_the_widget(make_napari_viewer, qtbot, model_file, tmp_path):

@@ -34,7 +34,8 @@ from magicgui.widgets import (
     PushButton,
     SpinBox,
 )
-from qtpy.QtCore import QTimer
+from qtpy.QtCore import Qt, QTimer
+from qtpy.QtWidgets import QSizePolicy
 
 from unet_tf.config import PredictConfig
 from unet_tf.errors import UserInputError
@@ -148,9 +149,11 @@ class JobWidget(Container):
 
 
 def wrap(label: Label) -> None:
-    """Long lines (paths) wrap instead of widening the dock over the canvas."""
+    """Long lines (paths) wrap instead of widening the dock over the canvas; the line takes the dock's width."""
     label.native.setWordWrap(True)
     label.native.setMinimumWidth(1)
+    label.native.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Preferred)
+    label.native.setAlignment(Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignTop)
 
 
 def _unset(path: Any) -> bool:
