@@ -1,0 +1,33 @@
+"""OME-Zarr in and out: lazy 2-D reads of huge images (OME-Zarr, zarr, TIFF) and the OME-Zarr prediction output.
+
+- ``_read.py``: :func:`is_zarr`, :func:`open_image` -> :class:`LazyImage` (``array[r0:r1, c0:c1]`` reads
+  only that window), for OME-Zarr (level 0 of the first multiscale), plain zarr arrays and TIFF through
+  tifffile's zarr view, so one blockwise path reads all three. Zarr v2 and v3 stores both open.
+- ``_write.py``: :func:`create_output` / :func:`open_output` -> :class:`OutputZarr` (level-0 arrays that
+  blockwise workers write chunk by chunk), :func:`finish_output` (pyramid + metadata) and
+  :func:`write_ome_zarr` (a whole array as an OME-Zarr image).
+- ``_ngff.py``: the NGFF metadata and the pyramid levels, written chunk window by chunk window.
+
+The output layout (one folder that napari opens alone, the labels over the image)::
+
+    out.ome.zarr/            multiscale image: a copy of the input, levels 0, 1, ...
+        labels/mask/         the class mask (the values of ``_mask.tif``), image-label metadata
+        labels/instances/    instance ids (when asked), image-label metadata
+        probabilities/       multiscale image (c, y, x), float32, one channel per output class (when asked)
+
+**NGFF version: 0.4 (zarr v2, "/" chunk keys).** ome-zarr-py 0.18's ``Reader`` opens 0.1 to 0.5.
+napari-ome-zarr reads 0.4 in every release since 0.3 (through ome-zarr-py up to 0.6.x; with its own
+zarr-v3-based reader from 0.7, which reads 0.4 and 0.5 alike: ome/napari-ome-zarr#123), whereas 0.5
+(zarr v3) needs napari-ome-zarr >= 0.7 or ome-zarr-py >= 0.12 underneath (ome/ome-zarr-py#470: an
+older install opens nothing). 0.4 is also what Fiji/MoBIE, QuPath, Neuroglancer and bioformats2raw
+read and write today, so it opens in the most viewers a user may have. Reading takes both 0.4 and 0.5.
+
+Coordinate transformations: level k has ``scale`` = pixel size * 2**k (micrometer; in pixels without
+a pixel size). The image and probability levels are 2x2 means, whose pixel centres move by
+(2**k - 1) / 2 level-0 pixels: their ``translation`` says so. Label levels take every other pixel
+(labels are never averaged), whose centres stay on level-0 centres: no translation.
+"""
+
+from unet_tf.io.zarr._read import LazyImage, Plane, is_zarr, open_image
+
+__all__ = ["LazyImage", "Plane", "is_zarr", "open_image"]
