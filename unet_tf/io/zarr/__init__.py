@@ -28,6 +28,19 @@ a pixel size). The image and probability levels are 2x2 means, whose pixel centr
 (labels are never averaged), whose centres stay on level-0 centres: no translation.
 """
 
+from unet_tf.io.zarr._ngff import NGFF_VERSION
 from unet_tf.io.zarr._read import LazyImage, Plane, is_zarr, open_image
+from unet_tf.io.zarr._write import OutputZarr, create_output, finish_output, open_output, write_ome_zarr
 
-__all__ = ["LazyImage", "Plane", "is_zarr", "open_image"]
+__all__ = [
+    "NGFF_VERSION",
+    "LazyImage",
+    "OutputZarr",
+    "Plane",
+    "create_output",
+    "finish_output",
+    "is_zarr",
+    "open_image",
+    "open_output",
+    "write_ome_zarr",
+]
