@@ -15,12 +15,13 @@ The output layout (one folder that napari opens alone, the labels over the image
         labels/instances/    instance ids (when asked), image-label metadata
         probabilities/       multiscale image (c, y, x), float32, one channel per output class (when asked)
 
-**NGFF version: 0.4 (zarr v2, "/" chunk keys).** ome-zarr-py 0.18's ``Reader`` opens 0.1 to 0.5.
-napari-ome-zarr reads 0.4 in every release since 0.3 (through ome-zarr-py up to 0.6.x; with its own
-zarr-v3-based reader from 0.7, which reads 0.4 and 0.5 alike: ome/napari-ome-zarr#123), whereas 0.5
-(zarr v3) needs napari-ome-zarr >= 0.7 or ome-zarr-py >= 0.12 underneath (ome/ome-zarr-py#470: an
-older install opens nothing). 0.4 is also what Fiji/MoBIE, QuPath, Neuroglancer and bioformats2raw
-read and write today, so it opens in the most viewers a user may have. Reading takes both 0.4 and 0.5.
+**NGFF version: 0.4 (zarr v2, "/" chunk keys).** ome-zarr-py 0.18's ``Reader`` opens 0.1 to 0.5 (a test
+reads our output with it). napari-ome-zarr reads 0.4 in every release since 0.4.0 (2022): through
+ome-zarr-py up to 0.6.x, and with its own zarr-v3-based reader from 0.7 (ome/napari-ome-zarr#123, tested
+there on 0.4 and 0.5 images). 0.5 (zarr v3 only) opens in napari-ome-zarr 0.6.x only when ome-zarr-py
+>= 0.12 sits underneath (ome/ome-zarr-py#470: an older install opens nothing). So 0.4 opens in every
+napari install a user may have; it is also what bioformats2raw / NGFF-Converter write today
+(glencoesoftware/NGFF-Converter#88). Reading takes 0.4 and 0.5 (and plain zarr v2 or v3) alike.
 
 Coordinate transformations: level k has ``scale`` = pixel size * 2**k (micrometer; in pixels without
 a pixel size). The image and probability levels are 2x2 means, whose pixel centres move by
