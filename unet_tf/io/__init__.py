@@ -6,5 +6,7 @@
 - ``writers.py``: atomic writes (:func:`~unet_tf.io.writers.atomic_path`), masks and TIFFs with their pixel size,
   stacks page by page and tiled (Big)TIFFs band by band.
 - ``metadata.py``: the physical pixel size in TIFF metadata (OME, ImageJ, resolution tags), read and written.
+- ``zarr/``: OME-Zarr (NGFF 0.4) in and out: lazy 2-D reads of OME-Zarr, plain zarr and TIFF (through tifffile's
+  zarr view), and the output folder of blockwise prediction (image copy, ``labels/``, probabilities, pyramid).
 - ``tables.py``: CSV files written atomically and aligned terminal tables.
 """
