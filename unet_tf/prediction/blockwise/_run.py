@@ -21,9 +21,12 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any, Callable
 
+import numpy as np
+
 from unet_tf.cluster import dask_client
 from unet_tf.config import PredictConfig
 from unet_tf.io.writers import mask_dtype
+from unet_tf.io.zarr import create_output, finish_output, open_image
 
 from . import _store
 from ._merge import final_ids, matches, neighbours
@@ -82,14 +85,34 @@ def _merge(client, job: BlockJob, blocks, log) -> int:
 
 
 def _identity(model: Path, input_path: Path, plan: BlockPlan, config: PredictConfig) -> dict:
+    """What the output folder is of: compared by :func:`unet_tf.io.zarr.create_output` when it exists."""
     return {
         "input": str(input_path.resolve()),
         "model": str(model.resolve()),
         "model_mtime": model.stat().st_mtime,
-        "shape": list(plan.shape),
         "block_size": plan.block_size,
+        "halo": plan.halo,
         "config": {k: v for k, v in config.__dict__.items() if k not in ("resume", "scheduler")},
     }
+
+
+def _create(out: Path, lazy, plan: BlockPlan, info, config: PredictConfig, identity: dict, instances: bool):
+    """The OME-Zarr output (level 0 chunked like the blocks) and, for instances, the provisional ids."""
+    create_output(
+        out,
+        plan.shape,
+        image_dtype=lazy.dtype,
+        mask_dtype=mask_dtype(max(info.class_values)),
+        instance_dtype=np.uint32 if instances else None,
+        n_probabilities=info.n_outputs if config.save_probabilities else 0,
+        chunk=plan.block_size,
+        pixel_size_um=config.pixel_size or lazy.pixel_size_um,
+        identity=identity,
+        resume=config.resume,
+        class_names=dict(zip(info.class_values, info.class_names)),
+    )
+    if instances:
+        _store.provisional(out, plan.shape, plan.block_size)
 
 
 def predict_blockwise(
@@ -107,8 +130,10 @@ def predict_blockwise(
 
     Args:
         model: a ``.keras`` file or a bundled model's name (``nuclei``); loaded once per worker.
-        input_path: the image (a zarr array or ``.npy``), read lazily by the workers.
-        out_path: the output folder (``mask``, ``instances``, ``probabilities`` arrays; see :mod:`._store`).
+        input_path: the image (OME-Zarr, zarr array or TIFF: :func:`unet_tf.io.zarr.open_image`), read lazily
+            by the workers, window by window.
+        out_path: the OME-Zarr output folder (:func:`unet_tf.io.zarr.create_output`: the image, ``labels/mask``,
+            ``labels/instances``, ``probabilities`` when asked, a pyramid of each).
         config: PredictConfig; ``scheduler`` (default ``local:2``), ``block_size`` (default 4096, at least
             ``tile`` and a multiple of the model's size divisor), ``resume`` and the tiling settings.
         log: where progress lines go. block_task: the function a block runs (tests inject faults here).
@@ -117,8 +142,8 @@ def predict_blockwise(
 
     Returns:
         dict: ``shape``, ``blocks`` (total), ``predicted`` (blocks predicted by this call), ``skipped`` (blocks
-        an earlier run had finished: their markers), ``objects`` (instances after the merge; 0 without instances), ``limits``,
-        ``seconds``.
+        an earlier run had finished: their markers), ``objects`` (instances after the merge; 0 without
+        instances), ``limits``, ``seconds``.
 
     The image is predicted at its own scale (no resize to the model's object scale).
     """
@@ -127,40 +152,33 @@ def predict_blockwise(
     t0 = time.perf_counter()
     config = replace(config, **options) if options else config
     model_path, input_path, out = resolve_weights(model), Path(input_path), Path(out_path)
-    image = _store.open_input(input_path)
-    with dask_client(config.scheduler or "local:2", threads_per_worker, log=log) as client:
+    with (
+        open_image(input_path) as lazy,
+        dask_client(config.scheduler or "local:2", threads_per_worker, log=log) as client,
+    ):
         mtime = model_path.stat().st_mtime
         info = client.submit(model_info, str(model_path), mtime, pure=False).result()
         instances = info.target == "instances" or config.split_touching
         halo = instance_halo(config.overlap, info.object_diameter) if instances else 0
         block_size = config.block_size or DEFAULT_BLOCK_SIZE
         plan = plan_blocks(
-            image.shape,
+            lazy.shape,
             tile=config.tile,
             overlap=config.overlap,
             size_divisor=info.size_divisor,
             block_size=block_size,
             halo=halo,
         )
-        _store.check_identity(out, _identity(model_path, input_path, plan, config), config.resume)
-        _store.write_json_atomic(_store.private(out, "identity.json"), _identity(model_path, input_path, plan, config))
-        n_prob = info.n_outputs if config.save_probabilities else 0
-        _store.create_output(
-            out,
-            plan.shape,
-            mask_dtype=mask_dtype(max(info.class_values)),
-            n_probabilities=n_prob,
-            instances=instances,
-            chunk=block_size,
-        )
+        _create(out, lazy, plan, info, config, _identity(model_path, input_path, plan, config), instances)
         blocks = plan.blocks()
         job = BlockJob(str(model_path), mtime, str(input_path), str(out), plan, (0.0, 1.0), config, instances)
-        job = replace(job, limits=_limits(client, job, info, blocks, image.dtype, log))
+        job = replace(job, limits=_limits(client, job, info, blocks, lazy.dtype, log))
         todo = [b for b in blocks if not _store.marker(out, b.name).exists()]
         if len(todo) < len(blocks):
             log(f"resume: {len(blocks) - len(todo)} of {len(blocks)} block(s) already done")
         _gather(client, [client.submit(block_task, job, b, pure=False) for b in todo], log, "blocks")
         objects = _merge(client, job, blocks, log) if instances else 0
+        finish_output(out)
     return {
         "shape": plan.shape,
         "blocks": len(blocks),

@@ -17,6 +17,7 @@ import numpy as np
 from unet_tf.config import PredictConfig
 from unet_tf.data.normalize import ids_to_values, stretch
 from unet_tf.io.writers import mask_dtype
+from unet_tf.io.zarr import open_image, open_output
 from unet_tf.models.file import ModelInfo, min_size_for
 from unet_tf.objects.instances import instances_for
 from unet_tf.prediction.tiled import probabilities_to_ids
@@ -61,16 +62,20 @@ class BlockJob:
 
 def block_statistics(input_path: str, box: tuple[int, int, int, int]) -> np.ndarray:
     """:func:`window_statistics` of the raw image in ``box``."""
-    image = _store.open_input(input_path)
     y0, y1, x0, x1 = box
-    return window_statistics(image[y0:y1, x0:x1], int(image.shape[0]) * int(image.shape[1]))
+    with open_image(input_path) as lazy:
+        return window_statistics(lazy.array[y0:y1, x0:x1], int(lazy.shape[0]) * int(lazy.shape[1]))
 
 
 def run_block(job: BlockJob, block: Block) -> int:
     """Predict one block, write its interior into the output arrays, then its npz and marker; its object count."""
+    with open_image(job.input) as lazy:
+        return _run_block(job, block, lazy.array)
+
+
+def _run_block(job: BlockJob, block: Block, image) -> int:
     predict_fn, info = job.engine(job.model, job.mtime)
-    image, norm, config = _store.open_input(job.input), info.normalize, job.config
-    lo, hi = job.limits
+    norm, config, (lo, hi) = info.normalize, job.config, job.limits
     prob = predict_region(
         predict_fn,
         lambda rows, cols: stretch(image[rows, cols], lo, hi, norm.clip),
@@ -82,11 +87,12 @@ def run_block(job: BlockJob, block: Block) -> int:
     ids = probabilities_to_ids(prob, config.threshold)
     (y0, y1, x0, x1), (r0, _, c0, _) = block.interior, block.region
     inner = (slice(y0 - r0, y1 - r0), slice(x0 - c0, x1 - c0))
-    out = _store.open_output(job.out)
+    out = open_output(job.out)
     values = np.asarray(info.class_values, mask_dtype(max(info.class_values)))
-    out["mask"][y0:y1, x0:x1] = ids_to_values(ids[inner], values)
+    out.image[y0:y1, x0:x1] = image[y0:y1, x0:x1]
+    out.mask[y0:y1, x0:x1] = ids_to_values(ids[inner], values)
     if config.save_probabilities:
-        out["probabilities"][:, y0:y1, x0:x1] = np.moveaxis(prob[inner], -1, 0)
+        out.probabilities[:, y0:y1, x0:x1] = np.moveaxis(prob[inner], -1, 0)
     labels, n, present = None, 0, np.zeros(0, np.int64)
     if job.instances:
         size = min_size_for(config, info)[0]
@@ -94,7 +100,7 @@ def run_block(job: BlockJob, block: Block) -> int:
             prob, ids, info.target, threshold=config.threshold, min_size=size, split=config.split_touching
         )
         n = int(labels.max()) if labels.size else 0
-        out[f"{_store.PRIVATE}/provisional"][y0:y1, x0:x1] = labels[inner].astype(np.uint32)
+        _store.provisional(job.out)[y0:y1, x0:x1] = labels[inner].astype(np.uint32)
         present = np.unique(labels[inner])
         present = present[present > 0]
     ring_labels = ring(labels, block, job.plan.halo) if labels is not None else np.zeros((0, 0), np.int32)
@@ -104,7 +110,6 @@ def run_block(job: BlockJob, block: Block) -> int:
 
 def relabel_block(out: str, block: Block, lookup: np.ndarray) -> None:
     """Final instance ids of one block's interior: its provisional ids through ``lookup``."""
-    arrays = _store.open_output(out)
     y0, y1, x0, x1 = block.interior
-    provisional = np.asarray(arrays[f"{_store.PRIVATE}/provisional"][y0:y1, x0:x1])
-    arrays["instances"][y0:y1, x0:x1] = lookup[provisional].astype(np.uint32)
+    provisional = np.asarray(_store.provisional(out)[y0:y1, x0:x1])
+    open_output(out).instances[y0:y1, x0:x1] = lookup[provisional].astype(np.uint32)
