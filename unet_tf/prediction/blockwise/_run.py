@@ -115,6 +115,24 @@ def _create(out: Path, lazy, plan: BlockPlan, info, config: PredictConfig, ident
         _store.provisional(out, plan.shape, plan.block_size)
 
 
+def _prepare(client, lazy, model_path: Path, input_path: Path, out: Path, config: PredictConfig):
+    """(the job of every block, limits still unset; the ModelInfo): the plan, and the output folder created."""
+    mtime = model_path.stat().st_mtime
+    info = client.submit(model_info, str(model_path), mtime, pure=False).result()
+    instances = info.target == "instances" or config.split_touching
+    plan = plan_blocks(
+        lazy.shape,
+        tile=config.tile,
+        overlap=config.overlap,
+        size_divisor=info.size_divisor,
+        block_size=config.block_size or DEFAULT_BLOCK_SIZE,
+        halo=instance_halo(config.overlap, info.object_diameter) if instances else 0,
+    )
+    _create(out, lazy, plan, info, config, _identity(model_path, input_path, plan, config), instances)
+    job = BlockJob(str(model_path), mtime, str(input_path), str(out), plan, (0.0, 1.0), config, instances)
+    return job, info
+
+
 def predict_blockwise(
     model: str | Path,
     input_path: str | Path,
@@ -156,22 +174,9 @@ def predict_blockwise(
         open_image(input_path) as lazy,
         dask_client(config.scheduler or "local:2", threads_per_worker, log=log) as client,
     ):
-        mtime = model_path.stat().st_mtime
-        info = client.submit(model_info, str(model_path), mtime, pure=False).result()
-        instances = info.target == "instances" or config.split_touching
-        halo = instance_halo(config.overlap, info.object_diameter) if instances else 0
-        block_size = config.block_size or DEFAULT_BLOCK_SIZE
-        plan = plan_blocks(
-            lazy.shape,
-            tile=config.tile,
-            overlap=config.overlap,
-            size_divisor=info.size_divisor,
-            block_size=block_size,
-            halo=halo,
-        )
-        _create(out, lazy, plan, info, config, _identity(model_path, input_path, plan, config), instances)
+        job, info = _prepare(client, lazy, model_path, input_path, out, config)
+        plan, instances = job.plan, job.instances
         blocks = plan.blocks()
-        job = BlockJob(str(model_path), mtime, str(input_path), str(out), plan, (0.0, 1.0), config, instances)
         job = replace(job, limits=_limits(client, job, info, blocks, lazy.dtype, log))
         todo = [b for b in blocks if not _store.marker(out, b.name).exists()]
         if len(todo) < len(blocks):
