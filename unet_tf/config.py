@@ -192,6 +192,10 @@ class PredictConfig:
     stream: bool = False  # predict in bands of rows (automatic when predicting whole needs over half the free memory)
     shard: tuple[int, int] = (0, 1)  # (index, count): this run is shard index of count; names the tables
     diameter: float | None = None  # the objects' diameter in px of the images: rescaled to the model's (Cellpose)
+    # blockwise prediction of huge images on Dask (unet_tf.prediction.blockwise)
+    scheduler: str | None = None  # local:N or tcp://HOST:PORT: predict blockwise on that Dask cluster
+    block_size: int | None = None  # px per block side (None: 4096); at least `tile`, a multiple of the size divisor
+    resume: bool = False  # continue a blockwise output folder, skipping blocks already written
 
     def __post_init__(self):
         if not 0 < self.threshold < 1:

@@ -88,6 +88,45 @@ def _scale_args(p: argparse.ArgumentParser) -> None:
     )
 
 
+def _blockwise_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group(
+        "huge images on a Dask cluster",
+        "--scheduler: predict ONE huge image (OME-Zarr, zarr or TIFF) block by block on Dask workers and write "
+        "--out as OME-Zarr (image, labels/mask, labels/instances, probabilities with --save-probabilities); "
+        "equal to the whole-image prediction, at the image's own scale",
+    )
+    g.add_argument(
+        "--scheduler",
+        metavar="ADDRESS",
+        help="local:N (N worker processes on this machine) or tcp://HOST:8786 (a running Dask scheduler, e.g. "
+        "started by dask-jobqueue on SLURM/PBS)",
+    )
+    g.add_argument(
+        "--block-size",
+        type=int,
+        help="block side in px (default 4096): at least --tile, a multiple of the model's size divisor",
+    )
+    g.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue an --out of the same image and settings: blocks already written are skipped",
+    )
+
+
+def _blockwise(args: argparse.Namespace, config: PredictConfig) -> int:
+    from unet_tf.errors import UserInputError
+    from unet_tf.prediction.blockwise import predict_blockwise
+
+    if not args.input or len(args.input) != 1 or not args.out:
+        raise UserInputError("--scheduler: give one image with --input and the output folder with --out")
+    result = predict_blockwise(args.weights, args.input[0], args.out, config, log=say)
+    say(
+        f"{args.out}: {result['blocks']} block(s), {result['predicted']} predicted now, {result['objects']} "
+        f"object(s), {result['seconds']:.1f} s"
+    )
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     d, t = PredictConfig(), TrackConfig()
     p = argparse.ArgumentParser(
@@ -132,6 +171,7 @@ def build_parser() -> argparse.ArgumentParser:
         "(instance models always do)",
     )
     _track_args(p, t)
+    _blockwise_args(p)
     p.add_argument(
         "--shard",
         type=shard_arg,
@@ -158,6 +198,9 @@ def config_from_args(args: argparse.Namespace) -> PredictConfig:
         split_touching=args.split_touching,
         stream=args.stream,
         shard=args.shard or (0, 1),
+        scheduler=args.scheduler,
+        block_size=args.block_size,
+        resume=args.resume,
     )
 
 
@@ -227,6 +270,8 @@ def main(argv: list[str] | None = None) -> int:
 
             raise UserInputError("--channel / --z pick a plane of a time-lapse hyperstack: they need --track")
         config = config_from_args(args)
+        if args.scheduler:  # the workers load the model; this process needs no TensorFlow
+            return _blockwise(args, config)
         model, info = _load(args.weights)
         from unet_tf.prediction.files import predict_files
         from unet_tf.prediction.inputs import check_output_names, samples_for, shard_samples

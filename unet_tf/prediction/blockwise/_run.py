@@ -1,0 +1,195 @@
+"""The Dask orchestration of :func:`predict_blockwise`: statistics, blocks, merge, relabel.
+
+1. Connect (``scheduler``: :func:`unet_tf.cluster.dask_client`); an address no
+   scheduler answers is a UserInputError and nothing is written.
+2. Check / create the output folder (``resume`` continues one started for
+   the same image, model and settings; any other existing folder is refused).
+3. Normalization limits over the WHOLE image: one statistics task per block,
+   summed on the client (:mod:`._predict`), kept in ``limits.json``.
+4. One task per block without a completion marker (:func:`._task.run_block`);
+   the model is loaded once per worker. A worker that dies mid-block loses only
+   that task: Dask runs it again elsewhere and the block is rewritten whole.
+5. Instances: the ring files of all blocks -> matched labels across faces ->
+   final ids (:mod:`._merge`) -> one relabel task per block.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import replace
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from unet_tf.cluster import dask_client
+from unet_tf.config import PredictConfig
+from unet_tf.io.writers import mask_dtype
+from unet_tf.io.zarr import create_output, finish_output, open_image
+
+from . import _store
+from ._merge import final_ids, matches, neighbours
+from ._plan import BlockPlan, plan_blocks
+from ._predict import limits_from_statistics
+from ._task import BlockJob, block_statistics, model_info, relabel_block, run_block
+
+DEFAULT_BLOCK_SIZE = 4096  # tiles recomputed at block faces: ~(1 + tile / block)^2 - 1 = 27 % at tile 512
+HALO_DIAMETERS = 2  # the instance watershed sees this many object diameters beyond the interior
+
+
+def instance_halo(overlap: int, diameter: float | None) -> int:
+    """Context around a block for the instance watershed: the tile overlap, at least HALO_DIAMETERS diameters
+    (64 px when the model knows no diameter)."""
+    return max(overlap, math.ceil(HALO_DIAMETERS * (diameter or 32)))
+
+
+def _gather(client, futures: list, log: Callable[[str], None], what: str) -> list:
+    from distributed import progress
+
+    if futures:
+        log(f"{what}: {len(futures)} task(s)")
+        progress(futures, notebook=False)
+    return client.gather(futures)
+
+
+def _limits(client, job: BlockJob, info, blocks, dtype, log) -> tuple[float, float]:
+    path = _store.private(job.out, "limits.json")
+    if path.exists():
+        import json
+
+        return tuple(json.loads(path.read_text()))
+    parts = _gather(
+        client, [client.submit(block_statistics, job.input, b.interior, pure=False) for b in blocks], log, "statistics"
+    )
+    norm = info.normalize
+    limits = limits_from_statistics(parts, dtype, (norm.pmin, norm.pmax))
+    _store.write_json_atomic(path, list(limits))
+    return limits
+
+
+def _merge(client, job: BlockJob, blocks, log) -> int:
+    plan = job.plan
+    """Final instance ids: rings -> matches -> components -> one relabel task per block; the object count."""
+    saved = [_store.load_block(job.out, b.name) for b in blocks]
+    pairs = {
+        (k, m): matches(
+            saved[k]["ring"], blocks[k].region, saved[m]["ring"], blocks[m].region, plan.shape, plan.halo // 2
+        )
+        for k, m in neighbours(blocks)
+    }
+    lookups = final_ids([int(s["count"]) for s in saved], [s["present"] for s in saved], pairs)
+    futures = [client.submit(relabel_block, job.out, b, lk, pure=False) for b, lk in zip(blocks, lookups)]
+    _gather(client, futures, log, "relabel")
+    return int(max((int(lk.max()) for lk in lookups), default=0))
+
+
+def _identity(model: Path, input_path: Path, plan: BlockPlan, config: PredictConfig) -> dict:
+    """What the output folder is of: compared by :func:`unet_tf.io.zarr.create_output` when it exists."""
+    return {
+        "input": str(input_path.resolve()),
+        "model": str(model.resolve()),
+        "model_mtime": model.stat().st_mtime,
+        "block_size": plan.block_size,
+        "halo": plan.halo,
+        "config": {k: v for k, v in config.__dict__.items() if k not in ("resume", "scheduler")},
+    }
+
+
+def _create(out: Path, lazy, plan: BlockPlan, info, config: PredictConfig, identity: dict, instances: bool):
+    """The OME-Zarr output (level 0 chunked like the blocks) and, for instances, the provisional ids."""
+    create_output(
+        out,
+        plan.shape,
+        image_dtype=lazy.dtype,
+        mask_dtype=mask_dtype(max(info.class_values)),
+        instance_dtype=np.uint32 if instances else None,
+        n_probabilities=info.n_outputs if config.save_probabilities else 0,
+        chunk=plan.block_size,
+        pixel_size_um=config.pixel_size or lazy.pixel_size_um,
+        identity=identity,
+        resume=config.resume,
+        class_names=dict(zip(info.class_values, info.class_names)),
+    )
+    if instances:
+        _store.provisional(out, plan.shape, plan.block_size)
+
+
+def _prepare(client, lazy, model_path: Path, input_path: Path, out: Path, config: PredictConfig):
+    """(the job of every block, limits still unset; the ModelInfo): the plan, and the output folder created."""
+    mtime = model_path.stat().st_mtime
+    info = client.submit(model_info, str(model_path), mtime, pure=False).result()
+    instances = info.target == "instances" or config.split_touching
+    plan = plan_blocks(
+        lazy.shape,
+        tile=config.tile,
+        overlap=config.overlap,
+        size_divisor=info.size_divisor,
+        block_size=config.block_size or DEFAULT_BLOCK_SIZE,
+        halo=instance_halo(config.overlap, info.object_diameter) if instances else 0,
+    )
+    _create(out, lazy, plan, info, config, _identity(model_path, input_path, plan, config), instances)
+    job = BlockJob(str(model_path), mtime, str(input_path), str(out), plan, (0.0, 1.0), config, instances)
+    return job, info
+
+
+def predict_blockwise(
+    model: str | Path,
+    input_path: str | Path,
+    out_path: str | Path,
+    config: PredictConfig = PredictConfig(),
+    *,
+    log: Callable[[str], None] = print,
+    block_task: Callable = run_block,
+    threads_per_worker: int | None = None,
+    **options: Any,
+) -> dict:
+    """Segment one huge 2-D image block by block on a Dask cluster; equal to the whole-image prediction.
+
+    Args:
+        model: a ``.keras`` file or a bundled model's name (``nuclei``); loaded once per worker.
+        input_path: the image (OME-Zarr, zarr array or TIFF: :func:`unet_tf.io.zarr.open_image`), read lazily
+            by the workers, window by window.
+        out_path: the OME-Zarr output folder (:func:`unet_tf.io.zarr.create_output`: the image, ``labels/mask``,
+            ``labels/instances``, ``probabilities`` when asked, a pyramid of each).
+        config: PredictConfig; ``scheduler`` (default ``local:2``), ``block_size`` (default 4096, at least
+            ``tile`` and a multiple of the model's size divisor), ``resume`` and the tiling settings.
+        log: where progress lines go. block_task: the function a block runs (tests inject faults here).
+        threads_per_worker: threads of each local worker (default: cores / workers).
+        **options: PredictConfig fields overriding ``config``.
+
+    Returns:
+        dict: ``shape``, ``blocks`` (total), ``predicted`` (blocks predicted by this call), ``skipped`` (blocks
+        an earlier run had finished: their markers), ``objects`` (instances after the merge; 0 without
+        instances), ``limits``, ``seconds``.
+
+    The image is predicted at its own scale (no resize to the model's object scale).
+    """
+    from unet_tf.models.bundled import resolve_weights
+
+    t0 = time.perf_counter()
+    config = replace(config, **options) if options else config
+    model_path, input_path, out = resolve_weights(model), Path(input_path), Path(out_path)
+    with (
+        open_image(input_path) as lazy,
+        dask_client(config.scheduler or "local:2", threads_per_worker, log=log) as client,
+    ):
+        job, info = _prepare(client, lazy, model_path, input_path, out, config)
+        plan, instances = job.plan, job.instances
+        blocks = plan.blocks()
+        job = replace(job, limits=_limits(client, job, info, blocks, lazy.dtype, log))
+        todo = [b for b in blocks if not _store.marker(out, b.name).exists()]
+        if len(todo) < len(blocks):
+            log(f"resume: {len(blocks) - len(todo)} of {len(blocks)} block(s) already done")
+        _gather(client, [client.submit(block_task, job, b, pure=False) for b in todo], log, "blocks")
+        objects = _merge(client, job, blocks, log) if instances else 0
+        finish_output(out)
+    return {
+        "shape": plan.shape,
+        "blocks": len(blocks),
+        "predicted": len(todo),
+        "skipped": len(blocks) - len(todo),
+        "objects": objects,
+        "limits": job.limits,
+        "seconds": time.perf_counter() - t0,
+    }
