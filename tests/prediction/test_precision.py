@@ -133,3 +133,23 @@ def test_cli_flag_parses_and_an_invalid_value_is_one_line(capsys):
     error = [line for line in capsys.readouterr().err.splitlines() if line.startswith("predict.py: error")]
     assert len(error) == 1  # argparse quotes the choices or not, by Python version
     assert error[0].startswith("predict.py: error: argument --precision: invalid choice: 'half' (choose from ")
+
+
+def test_predict_py_in_bf16_says_so_once_and_writes_probabilities_close_to_float32(tmp_path, tem_model_file, capsys):
+    import tifffile
+
+    from unet_tf.cli.predict import main as predict_main
+
+    image = tmp_path / "in" / "a.tif"
+    image.parent.mkdir()
+    tifffile.imwrite(image, np.random.default_rng(0).integers(0, 60000, (48, 40)).astype(np.uint16))
+    probs = {}
+    for precision in ("float32", "mixed_bfloat16"):
+        out = tmp_path / precision
+        flags = ["--input", str(image), "--out", str(out), "--tile", "32", "--overlap", "8", "--save-probabilities"]
+        assert predict_main(["--weights", str(tem_model_file), "--precision", precision, *flags]) == 0
+        said = [line for line in capsys.readouterr().out.splitlines() if line.startswith("prediction in ")]
+        assert len(said) == 1 and said[0].startswith(f"prediction in {precision} (")
+        probs[precision] = tifffile.imread(out / "a_prob.tif")
+    assert probs["mixed_bfloat16"].dtype == np.float32
+    assert 0 < np.abs(probs["mixed_bfloat16"] - probs["float32"]).max() < BF16_TOLERANCE

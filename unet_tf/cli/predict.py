@@ -63,6 +63,14 @@ def _model_args(p: argparse.ArgumentParser) -> None:
         action="store_true",
         help="list the models bundled with unet_tf (name and one-line summary) and exit",
     )
+    p.add_argument(
+        "--precision",
+        choices=PRECISION_NAMES,
+        default=PredictConfig().precision,
+        help="compute precision of a .keras model (weights and probabilities stay float32); auto: mixed_bfloat16 "
+        "only where it was measured >= 1.3x faster with masks agreeing on >= 99.9 %% of pixels (a CPU with "
+        "avx512_bf16 and no AMX), else float32; the log says which and why. ONNX models run as exported",
+    )
 
 
 def _scale_args(p: argparse.ArgumentParser) -> None:
@@ -108,14 +116,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tile", type=int, default=d.tile, help="tile side in px (a multiple of the model's size divisor)")
     p.add_argument("--overlap", type=int, default=d.overlap, help="overlap of neighbouring tiles in px")
     p.add_argument("--batch-size", type=int, default=d.batch_size, help="tiles per model call")
-    p.add_argument(
-        "--precision",
-        choices=PRECISION_NAMES,
-        default=d.precision,
-        help="compute precision of a .keras model (weights and probabilities stay float32); auto: mixed_bfloat16 "
-        "only where it was measured >= 1.3x faster with masks agreeing on >= 99.9 %% of pixels (a CPU with "
-        "avx512_bf16 and no AMX), else float32; the log says which and why. ONNX models run as exported",
-    )
     p.add_argument("--tta", action="store_true", help="8-fold dihedral test-time augmentation (8x slower)")
     p.add_argument(
         "--threshold", type=float, default=d.threshold, help="foreground probability threshold of binary models"
