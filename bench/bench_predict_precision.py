@@ -44,6 +44,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 SHOWN_FLAGS = ("avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile")
 PRECISIONS = ("float32", "mixed_bfloat16")
+MODELS = ("demo", "gowt1", "isbi")
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -55,6 +56,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--gowt1-frames", nargs="+", default=["01/t000.tif", "01/t045.tif", "02/t000.tif"])
     p.add_argument("--isbi", type=Path, help="best.keras of an ISBI 2012 model")
     p.add_argument("--isbi-images", nargs="*", type=Path, help="default: 5 slices of <data>/isbi2012/test/image")
+    p.add_argument("--models", nargs="+", choices=MODELS, default=list(MODELS), help="the models to measure")
     p.add_argument("--repeats", type=int, default=3, help="A/B rounds over all images per model")
     p.add_argument("--net-calls", type=int, default=6, help="A/B calls of the network alone per model")
     p.add_argument("--json", type=Path, help="also write the results here")
@@ -80,15 +82,15 @@ def cases(args: argparse.Namespace) -> list[tuple[str, str, list[Path]]]:
     from unet_tf.models.file import load_model_and_info
 
     found = []
-    if args.demo and args.demo.exists():
+    if "demo" in args.models and args.demo and args.demo.exists():
         images = args.demo_images
         if not images:
             data_dir = load_model_and_info(args.demo)[1].data_dir
             images = sorted(Path(data_dir or "").glob("test/raw_*.tif"))
         found.append(("demo (TEM)", str(args.demo), images))
-    gowt1 = [args.gowt1 / f for f in args.gowt1_frames if (args.gowt1 / f).exists()]
+    gowt1 = [args.gowt1 / f for f in args.gowt1_frames if (args.gowt1 / f).exists() and "gowt1" in args.models]
     found.append(("GOWT1 (bundled nuclei)", "nuclei", gowt1))
-    if args.isbi and args.isbi.exists():
+    if "isbi" in args.models and args.isbi and args.isbi.exists():
         images = args.isbi_images or sorted((args.data / "isbi2012" / "test" / "image").glob("*.png"))[:5]
         found.append(("ISBI 2012", str(args.isbi), images))
     return [(name, weights, images) for name, weights, images in found if images]

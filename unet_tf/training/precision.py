@@ -1,20 +1,20 @@
-"""Training precision: float32, or mixed bfloat16 where the CPU computes bfloat16 natively.
+"""Training and prediction precision: float32, or mixed bfloat16 where the CPU computes bfloat16 natively.
 
 ``mixed_bfloat16`` keeps the weights in float32 and computes convolutions in
 bfloat16; on a CPU with ``avx512_bf16`` or AMX it trains a U-Net step ~30 %
 faster (BENCHMARKS.md), on one without it would be emulated and slower. So
 ``auto`` chooses it only when ``/proc/cpuinfo`` lists one of those flags and
 no GPU is used, and never assumes it. Saved models are read back in float32
-(:func:`float32_model`), so a model trained in bfloat16 predicts the same way
-on any CPU.
+(:func:`float32_model`) unless prediction asks for bfloat16, so a model trained
+in bfloat16 predicts the same way on any CPU.
 
 Prediction has its own ``auto`` (:func:`resolve_predict_precision`): mixed
 bfloat16 only on the CPU kind where it was measured to be at least
 :data:`PREDICT_MIN_SPEEDUP` x faster than float32 with class masks agreeing on at
 least :data:`PREDICT_MIN_AGREEMENT` of pixels (``bench/bench_predict_precision.py``).
-So far that is a CPU with avx512_bf16 and no AMX (a 2-core AMD EPYC: 1.51-1.58x
-faster end to end, 99.93-99.99 % of pixels with the same class on the demo,
-GOWT1 and ISBI models); AMX (Intel Xeon) and GPUs were not measured and predict
+So far that is a CPU with avx512_bf16 and no AMX (a 2-core AMD EPYC: 1.56-2.0x
+faster end to end, medians per model, 99.93-99.99 % of pixels with the same class
+on the demo, GOWT1 and ISBI models); AMX (Intel Xeon) and GPUs were not measured and predict
 in float32 under ``auto``. :func:`prediction_model` gives a loaded model in
 either precision.
 """
@@ -124,10 +124,11 @@ PREDICT_MIN_SPEEDUP = 1.3  # auto predicts in mixed bfloat16 only where it was m
 PREDICT_MIN_AGREEMENT = 0.999  # ... and the class masks agreed with float32 on at least this fraction of pixels
 # Per CPU kind (by its bfloat16 flag): (slowest speed-up of predict_image over float32, worst class-id agreement)
 # over the demo (TEM), GOWT1 (bundled nuclei) and ISBI 2012 models, bench/bench_predict_precision.py, A/B in one
-# process. avx512_bf16: 2-core AMD EPYC without AMX (load average ~5, shared), 2026-12-03: 1.51x / 1.52x / 1.58x
-# faster, 99.964 % / 99.987 % / 99.932 % of pixels agree, GOWT1 objects 70 / 70, AP@0.5 1.0. A CPU with AMX
-# (Intel Xeon) was not measured: float32 there under auto until it is.
-PREDICT_MEASURED = {"avx512_bf16": (1.51, 0.99932)}
+# process. avx512_bf16: 2-core AMD EPYC without AMX (shared, load average 3-5), 2026-12-03, three runs: speed-ups
+# demo 1.51x, 1.61x; GOWT1 1.52x, 2.48x; ISBI 1.58x, 1.29x, 1.78x (median per model: 1.56x, 2.00x, 1.58x; the
+# network alone 1.30-1.83x, median 1.57x); class ids agree on 99.964 %, 99.987 %, 99.932 % of pixels (every run);
+# GOWT1 objects 70 / 70, AP@0.5 1.0. A CPU with AMX (Intel Xeon) was not measured: float32 there under auto.
+PREDICT_MEASURED = {"avx512_bf16": (1.56, 0.99932)}
 
 
 def resolve_predict_precision(name: str, gpus: int = 0, flags: set[str] | None = None) -> tuple[str, str]:
