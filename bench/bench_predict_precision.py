@@ -23,7 +23,9 @@ Models: the default demo (``--demo``: a ``best.keras`` of ``train.py --dataset
 tem``), the bundled ``nuclei`` on GOWT1 frames (``--gowt1``), an ISBI 2012 model
 (``--isbi``); each is skipped when its file or images are missing.
 
-    python bench/bench_predict_precision.py --demo runs/tem/best.keras --isbi runs/isbi/best.keras
+    UNET_TF_DATA=../shared/data python bench/bench_predict_precision.py \
+        --demo runs/tem/best.keras --isbi runs/isbi/best.keras --repeats 3 --json precision.json
+    python bench/bench_predict_precision.py --models isbi --isbi runs/isbi/best.keras --repeats 7
 """
 
 from __future__ import annotations
