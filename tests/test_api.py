@@ -59,7 +59,7 @@ def test_predict_image_equals_predict_py(tmp_path, tem_model_file):
         )
         == 0
     )
-    model = unet_tf.load_model(weights)
+    model = unet_tf.load_model(weights, precision="auto")  # predict.py's default precision
     result = unet_tf.predict_image(model, unet_tf.read_image(image_path), tile=32, overlap=8)
     np.testing.assert_array_equal(result.mask, read_label(tmp_path / "o" / "raw_00_mask.tif"))
     assert result.probabilities.shape == (96, 96, 5)

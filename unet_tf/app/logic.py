@@ -155,7 +155,7 @@ def load_uploaded_model(name: str, data: bytes, folder: str | Path | None = None
 
     path = saved_upload(name, data, folder)
     with upload_errors(path.parent, name):
-        return load_model_and_info(path)
+        return load_model_and_info(path, precision=PredictConfig().precision)  # as predict.py
 
 
 # === Uploads ===

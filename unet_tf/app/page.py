@@ -46,7 +46,7 @@ def load_run_model(path: str, stamp: float):
     """(model, ModelInfo) of a model file; ``stamp`` (its mtime) reloads a rewritten file."""
     from unet_tf.models.file import load_model_and_info
 
-    return load_model_and_info(path)
+    return load_model_and_info(path, precision=PredictConfig().precision)  # as predict.py
 
 
 @st.cache_resource(show_spinner="Loading the model…", max_entries=4)

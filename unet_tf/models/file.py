@@ -195,13 +195,16 @@ def bare_network(model: Any):
     return plain_batch_norm(network)
 
 
-def load_model_and_info(path: str | Path, compile: bool = False) -> tuple[Any, ModelInfo]:
+def load_model_and_info(path: str | Path, compile: bool = False, precision: str = "float32") -> tuple[Any, ModelInfo]:
     """Load a ``.keras`` file written by unet_tf, or a bundled model by name; returns (keras.Model, ModelInfo).
 
     ``path`` goes through :func:`unet_tf.models.bundled.resolve_weights`: an
     existing file wins, else a bundled model's name (``nuclei``). Neither, a
     file that is not a Keras archive, or a Keras model that unet_tf did not
     write is a UserInputError naming the file (or listing the bundled names).
+    Without ``compile`` the model computes in ``precision`` (``float32``,
+    ``mixed_bfloat16`` or ``auto``: :func:`unet_tf.training.precision.resolve_predict_precision`),
+    whatever precision it was trained in.
     """
     from unet_tf.models.bundled import resolve_weights
 
@@ -220,14 +223,17 @@ def load_model_and_info(path: str | Path, compile: bool = False) -> tuple[Any, M
         info = read_info(model)
     except UserInputError:
         raise UserInputError(f"{path}: a Keras model, but not one written by unet_tf (no {INFO_LAYER} layer)") from None
-    if not compile:  # a model trained in mixed bfloat16 predicts in float32 (same weights) on any CPU
-        from unet_tf.training.precision import float32_model
+    if not compile:  # a model trained in mixed bfloat16 predicts in float32 (same weights) unless asked
+        import tensorflow as tf
 
-        model = float32_model(model)
+        from unet_tf.training.precision import prediction_model, resolve_predict_precision
+
+        gpus = len(tf.config.list_physical_devices("GPU")) if precision == "auto" else 0
+        model = prediction_model(model, resolve_predict_precision(precision, gpus=gpus)[0])
     return model, info
 
 
-def load_model(path: str | Path, compile: bool = False):
+def load_model(path: str | Path, compile: bool = False, precision: str = "float32"):
     """Load a ``.keras`` file written by unet_tf (``unet_tf.read_info(model)`` gives its info).
 
     Args:
@@ -236,10 +242,14 @@ def load_model(path: str | Path, compile: bool = False):
             (:func:`unet_tf.models.bundled.bundled_models`), e.g. ``"nuclei"``.
         compile: bool. Also restore the loss, metrics and optimizer (needed
             only to continue training). Default False.
+        precision: str. ``float32`` (default), ``mixed_bfloat16`` (bfloat16
+            compute, float32 weights and probabilities: faster on CPUs with
+            avx512_bf16) or ``auto`` (:func:`unet_tf.training.precision.resolve_predict_precision`).
+            Ignored with ``compile``.
 
     Example:
         >>> model = unet_tf.load_model("runs/tem/best.keras")  # doctest: +SKIP
         >>> unet_tf.read_info(model).class_names  # doctest: +SKIP
         ('background', 'blood_vessel', ...)
     """
-    return load_model_and_info(path, compile)[0]
+    return load_model_and_info(path, compile, precision)[0]

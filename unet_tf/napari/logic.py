@@ -56,8 +56,9 @@ def model_choices(runs_folder: str | Path | None = None) -> dict[str, str]:
     return choices
 
 
-def open_model(name_or_path: str | Path) -> tuple[Any, Any]:
-    """(model, ModelInfo) of a ``.keras`` file, a bundled model's name or a ``.onnx`` export (onnxruntime).
+def open_model(name_or_path: str | Path, precision: str = PredictConfig().precision) -> tuple[Any, Any]:
+    """(model, ModelInfo) of a ``.keras`` file, a bundled model's name or a ``.onnx`` export (onnxruntime); a
+    ``.keras`` model computes in ``precision`` (predict.py's default, so the labels equal its files).
 
     A file that is neither, or a model unet_tf did not write, is a UserInputError naming it.
     """
@@ -74,7 +75,7 @@ def open_model(name_or_path: str | Path) -> tuple[Any, Any]:
         raise UserInputError(f"{text}: not a model file of unet_tf (a .keras file of train.py or a .onnx export)")
     from unet_tf.models.file import load_model_and_info
 
-    return load_model_and_info(text)
+    return load_model_and_info(text, precision=precision)
 
 
 def gray_plane(data: Any, rgb: bool = False, name: str = "image") -> np.ndarray:
