@@ -285,7 +285,8 @@ def run_folds_on_cluster(
     cfg: RunConfig, pending: Sequence[int], k: int, out_dir: Path, rows: dict, data_dir: Path, scheduler: str, log: Log
 ) -> None:
     """The ``pending`` folds as Dask tasks on ``scheduler`` (:mod:`.tasks`), paths made absolute for the workers."""
-    from unet_tf.ablation.tasks import PrefixLog, run_tasks
+    from unet_tf.ablation.isolated import PrefixLog
+    from unet_tf.ablation.tasks import run_tasks
 
     cfg = replace_config(cfg, data={"data_dir": str(data_dir.resolve())})
     out_dir = out_dir.resolve()

@@ -315,7 +315,8 @@ def run_cells_on_cluster(
 
     Paths travel absolute (the data folder, ``out_dir``) so any worker that sees this file system finds them.
     """
-    from unet_tf.ablation.tasks import PrefixLog, run_tasks
+    from unet_tf.ablation.isolated import PrefixLog
+    from unet_tf.ablation.tasks import run_tasks
 
     cfg = replace_config(cfg, data={"data_dir": str(plan.data.data_dir.resolve())})
     data, out_dir = resolve_pool(cfg, log=lambda _: None), out_dir.resolve()

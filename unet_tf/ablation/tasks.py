@@ -13,9 +13,12 @@ TensorFlow is pinned to (:func:`unet_tf.cluster.worker_environment`), and two Ke
 trainings in one process share global state (the session, the random seed). So
 every worker, present or joining later, is given one :data:`RUN_RESOURCE` by a
 worker plugin, and every run asks for it: a worker of 4 threads trains one model
-on 4 threads, never 4 models at once. A worker that dies mid-run loses its task to
-Dask, which runs it again elsewhere; the run resumes from its last finished epoch
-(the run folder's backup) or starts clean.
+on 4 threads, never 4 models at once. The run itself goes to a fresh Python process
+of the worker (:func:`unet_tf.ablation.isolated.run_in_process`: Dask's own threads
+would otherwise draw from the random numbers that seed the model), so its numbers
+follow its seed and the worker's thread count, not the worker's history. A worker
+that dies mid-run loses its task to Dask, which runs it again elsewhere; the run
+resumes from its last finished epoch (the run folder's backup) or starts clean.
 
 Run folders and data must be on a file system that every worker sees (a
 :class:`~distributed.LocalCluster` shares this machine's). This module imports
@@ -29,20 +32,11 @@ from typing import Any, Callable, Hashable, Sequence
 from distributed import as_completed
 from distributed.diagnostics.plugin import WorkerPlugin
 
+from unet_tf.ablation.isolated import run_in_process
 from unet_tf.cluster import dask_client
 
 RUN_RESOURCE = "training_run"
 Log = Callable[[str], None]
-
-
-class PrefixLog:
-    """A picklable log for a worker: prints each line with ``prefix`` (the run's name), flushed."""
-
-    def __init__(self, prefix: str):
-        self.prefix = prefix
-
-    def __call__(self, line: str) -> None:
-        print(f"{self.prefix}{line}", flush=True)
 
 
 class OneRunPerWorker(WorkerPlugin):
@@ -61,7 +55,8 @@ def run_tasks(
     on_done: Callable[[Hashable, Any], None],
     log: Log = print,
 ) -> None:
-    """Run ``function(*args)`` for every ``(key, name, args)`` of ``jobs`` on ``scheduler``, one per worker.
+    """Run ``function(*args)`` for every ``(key, name, args)`` of ``jobs`` on ``scheduler``, one per worker,
+    each in a process of its own (:func:`unet_tf.ablation.isolated.run_in_process`).
 
     ``on_done(key, result)`` is called in this process as each run finishes (in the order they finish).
     An exception of a run is raised here (the runs already done have had their ``on_done``);
@@ -79,7 +74,9 @@ def run_tasks(
     with dask_client(scheduler, log=log) as client:
         client.register_plugin(OneRunPerWorker())
         futures = {
-            client.submit(function, *args, key=f"unet_tf-{name}", pure=False, resources={RUN_RESOURCE: 1}): key
+            client.submit(
+                run_in_process, function, *args, key=f"unet_tf-{name}", pure=False, resources={RUN_RESOURCE: 1}
+            ): key
             for key, name, args in jobs
         }
         log(f"dask: {len(futures)} run(s) submitted, one per worker at a time")
