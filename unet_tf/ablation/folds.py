@@ -31,6 +31,7 @@ import shutil
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
+import keras
 import numpy as np
 
 from unet_tf import config as cfgmod
@@ -41,6 +42,9 @@ from unet_tf.data.layouts import ORDERED_LAYOUTS, Sample, list_samples
 from unet_tf.data.splits import TrainingData, _group, labelled_pool
 from unet_tf.errors import UserInputError
 from unet_tf.io.tables import format_table, nanmean, write_csv
+from unet_tf.prediction.ensemble import load_ensemble
+from unet_tf.prediction.files import predict_files
+from unet_tf.training.run import train
 
 Log = Callable[[str], None]
 FOLD_COLUMNS_FIRST = ("fold", "n_train", "n_val", "best_epoch", "epochs")
@@ -97,8 +101,7 @@ def fold_data(cfg: RunConfig, fold: int, k: int, log: Log = print) -> TrainingDa
     data_dir, spec, pool, held = labelled_pool(cfg, log)
     folds = split_folds(pool, k, cfg.train.seed, cfg.data.dataset in ORDERED_LAYOUTS)
     val = folds[fold - 1]
-    train = [s for s in pool if s not in val]
-    return TrainingData(spec, tuple(train), tuple(val), tuple(held), data_dir)
+    return TrainingData(spec, tuple(s for s in pool if s not in val), tuple(val), tuple(held), data_dir)
 
 
 def describe_folds(folds: Sequence[Sequence[Sample]]) -> list[str]:
@@ -144,10 +147,6 @@ def run_fold(
 
     A module-level function of picklable arguments: the Dask task of a fold.
     """
-    import keras
-
-    from unet_tf.training.run import train
-
     run_dir = Path(out_dir) / f"fold-{fold}"
     summary = finished_summary(run_dir)
     if summary is None:
@@ -245,9 +244,6 @@ def test_samples(cfg: RunConfig, data_dir: Path, held: Sequence[Sample]) -> list
 def predict_ensemble(out_dir: Path, test: Sequence[Sample], log: Log = print) -> float | None:
     """Predict ``test`` with the mean probability of the folds' ``best.keras`` into ``out_dir/ensemble``;
     the mean foreground Dice where the test images have labels (else None)."""
-    from unet_tf.prediction.ensemble import load_ensemble
-    from unet_tf.prediction.files import predict_files
-
     if not test:
         log("ensemble: no test images (`data.holdout` N keeps the last N labelled images as one); nothing predicted")
         return None
