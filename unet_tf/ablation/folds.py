@@ -37,6 +37,7 @@ import numpy as np
 from unet_tf import config as cfgmod
 from unet_tf.ablation.folder import check_settings, format_duration, write_settings
 from unet_tf.ablation.report import nanstd, scores_from_metrics
+from unet_tf.cluster import parse_scheduler
 from unet_tf.config import PredictConfig, RunConfig, replace_config
 from unet_tf.data.layouts import ORDERED_LAYOUTS, Sample, list_samples
 from unet_tf.data.splits import TrainingData, _group, labelled_pool
@@ -255,6 +256,23 @@ def predict_ensemble(out_dir: Path, test: Sequence[Sample], log: Log = print) ->
     return dice
 
 
+def start_folder(cfg: RunConfig, k: int, out_dir: Path, log: Log = print) -> tuple[Path, list[Sample]]:
+    """Split the pool, refuse other settings in ``out_dir``, write ``folds.json``, say the folds;
+    returns (the data folder, the ``data.holdout`` images)."""
+    data_dir, _, pool, held = labelled_pool(cfg, log)
+    split = split_folds(pool, k, cfg.train.seed, cfg.data.dataset in ORDERED_LAYOUTS)
+    settings = folds_settings(cfg, data_dir, k)
+    check_settings(out_dir / "folds.json", settings, "a cross-validation")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    write_settings(out_dir / "folds.json", settings)
+    log(
+        f"cross-validation: {k} folds of {len(pool)} labelled training images (seed {cfg.train.seed}); output {out_dir}"
+    )
+    for line in describe_folds(split):
+        log(line)
+    return data_dir, list(held)
+
+
 def finished_rows(out_dir: Path, k: int, log: Log = print) -> dict[int, dict[str, Any]]:
     """Rows of the folds whose run folder is finished (said for each: they are skipped)."""
     rows = {}
@@ -336,18 +354,9 @@ def run_folds(
     """
     out_dir = Path(out_dir)
     check_folds_config(cfg, folds)
-    data_dir, _, pool, held = labelled_pool(cfg, log)
-    split = split_folds(pool, folds, cfg.train.seed, cfg.data.dataset in ORDERED_LAYOUTS)
-    settings = folds_settings(cfg, data_dir, folds)
-    check_settings(out_dir / "folds.json", settings, "a cross-validation")
-    out_dir.mkdir(parents=True, exist_ok=True)
-    write_settings(out_dir / "folds.json", settings)
-    log(
-        f"cross-validation: {folds} folds of {len(pool)} labelled training images (seed {cfg.train.seed}); "
-        f"output {out_dir}"
-    )
-    for line in describe_folds(split):
-        log(line)
+    if scheduler:
+        parse_scheduler(scheduler)  # a malformed address fails before anything is read or written
+    data_dir, held = start_folder(cfg, folds, out_dir, log)
     rows = finished_rows(out_dir, folds, log)
     pending = [fold for fold in range(1, folds + 1) if fold not in rows]
     if scheduler:

@@ -33,6 +33,7 @@ from unet_tf.ablation.plan import (
     total_step_budget,
 )
 from unet_tf.ablation.report import read_rows, row_key, scores_from_metrics, sort_rows, write_reports
+from unet_tf.cluster import parse_scheduler
 from unet_tf.config import (
     BUDGET_NAMES,
     MODEL_NAMES,
@@ -319,20 +320,14 @@ def run_cells_on_cluster(
     from unet_tf.ablation.tasks import run_tasks
 
     cfg = replace_config(cfg, data={"data_dir": str(plan.data.data_dir.resolve())})
-    data, out_dir = resolve_pool(cfg, log=lambda _: None), out_dir.resolve()
-    cells = plan.cells
+    data, out_dir, cells = resolve_pool(cfg, log=lambda _: None), out_dir.resolve(), plan.cells
+    jobs = []
     for index, cell in enumerate(cells, 1):
         if cell.key in rows:
             log(f"cell {index}/{len(cells)}: {cell.describe()}: finished before, skip")
-    jobs = [
-        (
-            cell,
-            f"cell-{cell.name}",
-            (cfg, cell, plan.schedules[cell.size], out_dir, data, PrefixLog(f"[{cell.name}] "), 0),
-        )
-        for cell in cells
-        if cell.key not in rows
-    ]
+        else:
+            args = (cfg, cell, plan.schedules[cell.size], out_dir, data, PrefixLog(f"[{cell.name}] "), 0)
+            jobs.append((cell, f"cell-{cell.name}", args))
 
     def done(cell: Cell, row: dict[str, Any]) -> None:
         rows[cell.key] = row
@@ -383,6 +378,8 @@ def run_ablation(
     """
     out_dir = Path(out_dir)
     check_grid(cfg, grid)
+    if scheduler:
+        parse_scheduler(scheduler)  # a malformed address fails before anything is read or written
     plan = plan_ablation(cfg, grid, out_dir, log)
     out_dir.mkdir(parents=True, exist_ok=True)
     write_settings(out_dir / "ablation.json", plan.settings)
