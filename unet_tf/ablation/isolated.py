@@ -42,9 +42,15 @@ def run_in_process(function: Callable[..., Any], *args: Any) -> Any:
     ``function`` must be importable by name (module level) and ``args`` picklable; the child
     inherits this process's environment, working folder, stdout and stderr.
     """
+    return run_pickled(pickle.dumps((function, args)))
+
+
+def run_pickled(job_bytes: bytes) -> Any:
+    """:func:`run_in_process` of a job pickled beforehand (``pickle.dumps((function, args))``): what a Dask
+    task carries, so the worker never unpickles the job (nor imports what it needs: TensorFlow)."""
     with tempfile.TemporaryDirectory(prefix="unet_tf-run-") as tmp:
         job, result = Path(tmp) / "job.pkl", Path(tmp) / "result.pkl"
-        job.write_bytes(pickle.dumps((function, args)))
+        job.write_bytes(job_bytes)
         status = subprocess.call([sys.executable, "-m", __name__, str(job), str(result)])
         if not result.is_file():
             raise RuntimeError(f"the run's process ended (status {status}) before it finished")

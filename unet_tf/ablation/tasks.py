@@ -27,12 +27,13 @@ Dask: callers import it only when ``scheduler`` is given.
 
 from __future__ import annotations
 
+import pickle
 from typing import Any, Callable, Hashable, Sequence
 
 from distributed import as_completed
 from distributed.diagnostics.plugin import WorkerPlugin
 
-from unet_tf.ablation.isolated import run_in_process
+from unet_tf.ablation.isolated import run_pickled
 from unet_tf.cluster import dask_client
 
 RUN_RESOURCE = "training_run"
@@ -75,7 +76,11 @@ def run_tasks(
         client.register_plugin(OneRunPerWorker())
         futures = {
             client.submit(
-                run_in_process, function, *args, key=f"unet_tf-{name}", pure=False, resources={RUN_RESOURCE: 1}
+                run_pickled,
+                pickle.dumps((function, args)),
+                key=f"unet_tf-{name}",
+                pure=False,
+                resources={RUN_RESOURCE: 1},
             ): key
             for key, name, args in jobs
         }
