@@ -38,59 +38,41 @@ skipped). Running the same grid into the same folder again skips the cells
 that have a row in ``ablation.csv``; a cell interrupted in training resumes
 from its last epoch.
 
+With ``scheduler`` (``local:N`` or ``tcp://HOST:8786``) every cell without a row
+is a Dask task, one run per worker, in a process of its own; rows, run folders,
+reports and resumption are those of the serial grid (:mod:`.tasks`, :mod:`.isolated`).
+
+k-fold cross-validation of one configuration (:func:`unet_tf.ablation.folds.run_folds`,
+``train.py --folds K``) is the other experiment of many independent runs here: K
+run folders ``fold-1 .. fold-K``, ``folds.csv``, ``folds_summary.json``, serial or on
+Dask, resumable, and optionally the ensemble of the K models on the test images.
+
 Modules: :mod:`.plan` (the grid and the budget, pure), :mod:`.report` (rows,
 summary, table, plot), :mod:`.run` (the images, training and testing a cell,
-the grid loop).
+the grid loop), :mod:`.folds` (cross-validation), :mod:`.folder` (the settings
+file of an experiment folder), :mod:`.tasks` (runs as Dask tasks, one per worker),
+:mod:`.isolated` (a run in a process of its own).
 """
 
 from __future__ import annotations
 
-from unet_tf.ablation.plan import (
-    Cell,
-    Schedule,
-    cell_config,
-    cell_schedule,
-    n_train_images,
-    on_off,
-    plan_grid,
-    total_step_budget,
-)
-from unet_tf.ablation.report import (
-    column_name,
-    markdown_table,
-    nanstd,
-    read_rows,
-    row_columns,
-    scores_from_metrics,
-    summarize,
-    write_plot,
-    write_reports,
-    write_rows,
-)
-from unet_tf.ablation.run import AblationData, evaluate_cell, resolve_pool, run_ablation, run_cell
+import importlib
 
-__all__ = [
-    "AblationData",
-    "Cell",
-    "Schedule",
-    "cell_config",
-    "cell_schedule",
-    "column_name",
-    "evaluate_cell",
-    "markdown_table",
-    "n_train_images",
-    "nanstd",
-    "on_off",
-    "plan_grid",
-    "read_rows",
-    "resolve_pool",
-    "row_columns",
-    "run_ablation",
-    "run_cell",
-    "scores_from_metrics",
-    "summarize",
-    "total_step_budget",
-    "write_plot",
-    "write_reports",
-    "write_rows",
-]
+# the face is lazy: a Dask worker that only starts runs in processes of their own (.isolated) loads no TensorFlow
+_NAMES = {
+    "plan": ("Cell", "Schedule", "cell_config", "cell_schedule", "n_train_images", "on_off", "plan_grid",
+             "total_step_budget"),
+    "report": ("column_name", "markdown_table", "nanstd", "read_rows", "row_columns", "scores_from_metrics",
+               "summarize", "write_plot", "write_reports", "write_rows"),
+    "run": ("AblationData", "evaluate_cell", "resolve_pool", "run_ablation", "run_cell"),
+    "folds": ("run_folds", "split_folds"),
+}  # fmt: skip
+_MODULE_OF = {name: module for module, names in _NAMES.items() for name in names}
+
+__all__ = sorted(_MODULE_OF)
+
+
+def __getattr__(name: str):
+    if name in _MODULE_OF:
+        return getattr(importlib.import_module(f"{__name__}.{_MODULE_OF[name]}"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

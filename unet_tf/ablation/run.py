@@ -21,6 +21,7 @@ import keras
 import numpy as np
 
 from unet_tf import config as cfgmod
+from unet_tf.ablation.folder import check_settings, format_duration, write_settings
 from unet_tf.ablation.plan import (
     Cell,
     Schedule,
@@ -32,6 +33,7 @@ from unet_tf.ablation.plan import (
     total_step_budget,
 )
 from unet_tf.ablation.report import read_rows, row_key, scores_from_metrics, sort_rows, write_reports
+from unet_tf.cluster import parse_scheduler
 from unet_tf.config import (
     BUDGET_NAMES,
     MODEL_NAMES,
@@ -44,7 +46,6 @@ from unet_tf.config import (
 from unet_tf.data.layouts import Sample, list_samples
 from unet_tf.data.splits import labelled_pool, resolve_data
 from unet_tf.errors import UserInputError
-from unet_tf.io.writers import atomic_path
 from unet_tf.models.build import check_input_size, resolved_depth
 from unet_tf.models.file import load_model
 from unet_tf.prediction.files import predict_files
@@ -88,17 +89,6 @@ def resolve_pool(cfg: RunConfig, log: Log = print) -> AblationData:
 # === The settings every cell shares ===
 
 
-def format_duration(seconds: float) -> str:
-    """``45 s``, ``12 min``, ``3 h 05 min``."""
-    if not np.isfinite(seconds):
-        return "unknown"
-    seconds = max(0, round(seconds))
-    if seconds < 90:
-        return f"{seconds} s"
-    minutes = round(seconds / 60)
-    return f"{minutes} min" if minutes < 60 else f"{minutes // 60} h {minutes % 60:02d} min"
-
-
 def grid_settings(cfg: RunConfig, data_dir: Path, budget: str, schedule_steps: int | None) -> dict:
     """What every cell shares: base settings minus what varies per cell, and the budget."""
     settings = cfgmod.to_dict(cfg)
@@ -115,30 +105,6 @@ def grid_settings(cfg: RunConfig, data_dir: Path, budget: str, schedule_steps: i
     settings["data"]["augment"].pop("enabled", None)
     settings["budget"] = {"kind": budget, "total_steps": schedule_steps}
     return json.loads(json.dumps(settings))  # tuples -> lists, as read back from the file
-
-
-def _flatten(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for k, v in d.items():
-        if isinstance(v, Mapping):
-            out.update(_flatten(v, f"{prefix}{k}."))
-        else:
-            out[prefix + k] = v
-    return out
-
-
-def check_settings(path: Path, settings: dict) -> None:
-    """Refuse to mix cells of different base settings in one output folder."""
-    if not path.is_file():
-        return
-    old, new = _flatten(json.loads(path.read_text())), _flatten(settings)
-    diff = [k for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)]
-    if diff:
-        shown = ", ".join(f"{k} {old.get(k)!r} -> {new.get(k)!r}" for k in diff[:3])
-        raise UserInputError(
-            f"{path.parent}: holds an ablation with other settings ({shown}{' ...' if len(diff) > 3 else ''}); "
-            "use another `out_dir` or the same settings"
-        )
 
 
 # === One cell ===
@@ -343,12 +309,44 @@ def run_cells(
         log(f"{prefix}: test mean Dice {row['mean_dice']:.4f} ({format_duration(row['wall_seconds'])})")
 
 
+def run_cells_on_cluster(
+    cfg: RunConfig, plan: GridPlan, out_dir: Path, rows: dict[tuple, dict[str, Any]], scheduler: str, log: Log = print
+) -> None:
+    """:func:`run_cells` with every cell without a row a Dask task on ``scheduler`` (:mod:`.tasks`).
+
+    Paths travel absolute (the data folder, ``out_dir``) so any worker that sees this file system finds them.
+    """
+    from unet_tf.ablation.isolated import PrefixLog
+    from unet_tf.ablation.tasks import run_tasks
+
+    cfg = replace_config(cfg, data={"data_dir": str(plan.data.data_dir.resolve())})
+    data, out_dir, cells = resolve_pool(cfg, log=lambda _: None), out_dir.resolve(), plan.cells
+    jobs = []
+    for index, cell in enumerate(cells, 1):
+        if cell.key in rows:
+            log(f"cell {index}/{len(cells)}: {cell.describe()}: finished before, skip")
+        else:
+            args = (cfg, cell, plan.schedules[cell.size], out_dir, data, PrefixLog(f"[{cell.name}] "), 0)
+            jobs.append((cell, f"cell-{cell.name}", args))
+
+    def done(cell: Cell, row: dict[str, Any]) -> None:
+        rows[cell.key] = row
+        write_reports(list(rows.values()), out_dir, data.class_names, plan.note, plan.title)
+        log(
+            f"cell {cells.index(cell) + 1}/{len(cells)}: {cell.describe()}: test mean Dice {row['mean_dice']:.4f} "
+            f"({format_duration(row['wall_seconds'])}; {len(rows)} of {len(cells)} cells done)"
+        )
+
+    run_tasks(scheduler, run_cell, jobs, done, log)
+
+
 def run_ablation(
     cfg: RunConfig,
     grid: AblationConfig,
     out_dir: str | Path = "runs/ablation",
     log: Log = print,
     verbose: int | str = "auto",
+    scheduler: str | None = None,
 ) -> list[dict[str, Any]]:
     """Run (or finish) the grid; returns every row of ``ablation.csv``.
 
@@ -364,7 +362,11 @@ def run_ablation(
             ``"epochs"``) and ``budget_steps`` (total steps per cell under ``steps``; None: from ``cfg``).
         out_dir: str or Path, output folder. Default ``"runs/ablation"``.
         log: callable taking one line of progress. Default ``print``.
-        verbose: Keras ``fit`` verbosity of each cell. Default ``"auto"``.
+        verbose: Keras ``fit`` verbosity of each cell (0 on Dask workers). Default ``"auto"``.
+        scheduler: str or None. None: the cells run one after another here. ``local:N`` or a Dask
+            scheduler's address (``tcp://HOST:8786``, :func:`unet_tf.cluster.dask_client`): each cell is a
+            Dask task, one per worker at a time (:mod:`unet_tf.ablation.tasks`), with the same run folders,
+            rows and resumption. Default None.
 
     Returns:
         list of dict, the rows of ``ablation.csv`` sorted by model, size, augmentation, seed.
@@ -376,13 +378,17 @@ def run_ablation(
     """
     out_dir = Path(out_dir)
     check_grid(cfg, grid)
+    if scheduler:
+        parse_scheduler(scheduler)  # a malformed address fails before anything is read or written
     plan = plan_ablation(cfg, grid, out_dir, log)
     out_dir.mkdir(parents=True, exist_ok=True)
-    with atomic_path(out_dir / "ablation.json") as tmp:
-        tmp.write_text(json.dumps(plan.settings, indent=2) + "\n")
+    write_settings(out_dir / "ablation.json", plan.settings)
     rows = {row_key(r): r for r in read_rows(out_dir / "ablation.csv")}
     log(describe_grid(cfg, grid, plan, out_dir))
-    run_cells(cfg, plan, out_dir, rows, log, verbose)
+    if scheduler:
+        run_cells_on_cluster(cfg, plan, out_dir, rows, scheduler, log)
+    else:
+        run_cells(cfg, plan, out_dir, rows, log, verbose)
     write_reports(list(rows.values()), out_dir, plan.data.class_names, plan.note, plan.title)
     log(
         f"ablation done: {out_dir / 'ablation.csv'}, {out_dir / 'ablation_summary.csv'}, "

@@ -239,6 +239,30 @@ def _ablation_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--budget-steps", type=int, metavar="N", help="optimizer steps of every run under --budget steps")
 
 
+def _runs_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("cross-validation; many runs on a Dask cluster")
+    g.add_argument(
+        "--folds",
+        type=int,
+        metavar="K",
+        help="train K >= 2 models, each validated on the fold of the training images it did not train on (stacks "
+        "and sequences stay whole); writes fold-1 .. fold-K, folds.csv, folds_summary.json (mean, std, min, max) "
+        "under --out (default runs/folds-<dataset>); the same command again skips finished folds",
+    )
+    g.add_argument(
+        "--ensemble",
+        action="store_true",
+        help="with --folds: then predict the test images (--holdout, else the dataset's test split) with the mean "
+        "probability of the K models into <out>/ensemble",
+    )
+    g.add_argument(
+        "--scheduler",
+        metavar="local:N|tcp://HOST:PORT",
+        help="with --folds or --ablation: every run a Dask task, one per worker; local:N: N worker processes here, "
+        "tcp://HOST:8786: a running scheduler (dask-jobqueue's on SLURM/PBS; workers must see data and --out)",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="train.py",
@@ -251,6 +275,7 @@ def build_parser() -> argparse.ArgumentParser:
     _model_args(p, ModelConfig())
     _training_args(p, TrainConfig())
     _ablation_args(p)
+    _runs_args(p)
     p.add_argument(
         "--config",
         help="YAML or JSON file of settings (flat keys like epochs: 5, or sections data/model/train); "
@@ -306,12 +331,34 @@ def ablation_config(ablation: dict, no_augment: bool) -> AblationConfig:
     )
 
 
-def run_ablation_from_args(cfg: RunConfig, grid: AblationConfig, quiet: bool) -> int:
+def pop_runs_args(args: argparse.Namespace, ablation: bool) -> dict:
+    """Remove --folds, --ensemble and --scheduler from ``args``; refuse combinations that mean nothing."""
+    values = {dest: vars(args).pop(dest) for dest in ("folds", "ensemble", "scheduler") if dest in vars(args)}
+    if values.get("ensemble") and "folds" not in values:
+        raise UserInputError("--ensemble: needs --folds K")
+    if "folds" in values and ablation:
+        raise UserInputError("--folds: cross-validates one configuration; not with --ablation")
+    if "scheduler" in values and not ablation and "folds" not in values:
+        raise UserInputError("--scheduler: needs --folds or --ablation (one run scales with --strategy)")
+    return values
+
+
+def run_ablation_from_args(cfg: RunConfig, grid: AblationConfig, quiet: bool, scheduler: str | None = None) -> int:
     import_tensorflow()
     from unet_tf.ablation import run_ablation
 
     out = cfg.train.out or f"runs/ablation-{cfg.data.dataset}"
-    run_ablation(cfg, grid, out_dir=out, verbose=2 if quiet else "auto")
+    run_ablation(cfg, grid, out_dir=out, verbose=2 if quiet else "auto", scheduler=scheduler)
+    return 0
+
+
+def run_folds_from_args(cfg: RunConfig, runs: dict, quiet: bool) -> int:
+    import_tensorflow()
+    from unet_tf.ablation.folds import run_folds
+
+    out, verbose = cfg.train.out or f"runs/folds-{cfg.data.dataset}", 2 if quiet else "auto"
+    scheduler, ensemble = runs.get("scheduler"), runs.get("ensemble", False)
+    run_folds(cfg, runs["folds"], out, log=say, verbose=verbose, scheduler=scheduler, ensemble=ensemble)
     return 0
 
 
@@ -321,11 +368,16 @@ def main(argv: list[str] | None = None) -> int:
 
     def body() -> int:
         ablation = pop_ablation_args(args)
+        runs = pop_runs_args(args, bool(ablation))
         cfg = config_from_args(args)
-        if ablation and cfg.train.strategy == "multiworker":
-            raise UserInputError("--ablation: not available with --strategy multiworker (mirrored works)")
+        many = "--ablation" if ablation else "--folds" if "folds" in runs else None
+        if many and cfg.train.strategy == "multiworker":
+            raise UserInputError(f"{many}: not available with --strategy multiworker (mirrored works)")
         if ablation:
-            return run_ablation_from_args(cfg, ablation_config(ablation, getattr(args, "no_augment", False)), quiet)
+            grid = ablation_config(ablation, getattr(args, "no_augment", False))
+            return run_ablation_from_args(cfg, grid, quiet, runs.get("scheduler"))
+        if "folds" in runs:
+            return run_folds_from_args(cfg, runs, quiet)
         import_tensorflow()
         from unet_tf.training.run import train
 
