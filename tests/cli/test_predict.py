@@ -362,3 +362,19 @@ def test_a_stack_of_channels_is_refused_naming_both_channel_counts(tmp_path, tem
     assert code == 2 and len(err) == 1
     assert "two.tif: holds 2 channels (axes CYX, 2)" in err[0] and "the model reads 1 channel" in err[0]
     assert not (tmp_path / "o").exists()
+
+
+def test_weights_may_name_a_cross_validation_folder(tmp_path, images, tem_model):
+    """--weights FOLDS (train.py --folds K): two identical fold models give the single model's probabilities;
+    outputs go into the folder by default."""
+    import shutil
+
+    folds = tmp_path / "cv"
+    for k in (1, 2):
+        (folds / f"fold-{k}").mkdir(parents=True)
+        shutil.copy(tem_model, folds / f"fold-{k}" / "best.keras")
+    common = ["--input", str(images[0] / "a.tif"), "--tile", "32", "--overlap", "8", "--save-probabilities"]
+    assert predict_main(["--weights", str(tem_model), *common, "--out", str(tmp_path / "one")]) == 0
+    assert predict_main(["--weights", str(folds), *common]) == 0
+    single = tifffile.imread(tmp_path / "one" / "a_prob.tif")
+    np.testing.assert_allclose(tifffile.imread(folds / "predictions" / "a_prob.tif"), single, atol=1e-6)

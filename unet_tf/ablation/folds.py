@@ -40,7 +40,7 @@ from unet_tf.ablation.report import nanstd, scores_from_metrics
 from unet_tf.cluster import parse_scheduler
 from unet_tf.config import PredictConfig, RunConfig, replace_config
 from unet_tf.data.layouts import ORDERED_LAYOUTS, Sample, list_samples
-from unet_tf.data.splits import TrainingData, _group, labelled_pool
+from unet_tf.data.splits import TrainingData, labelled_pool, sample_group
 from unet_tf.errors import UserInputError
 from unet_tf.io.tables import format_table, nanmean, write_csv
 from unet_tf.prediction.ensemble import load_ensemble
@@ -72,7 +72,7 @@ def split_folds(samples: Sequence[Sample], k: int, seed: int = 0, ordered: bool 
         raise UserInputError(f"`folds` {k!r}: must be a whole number of at least 2")
     if len(samples) < k:
         raise UserInputError(f"`folds` {k}: only {len(samples)} labelled training image(s); need at least one per fold")
-    keys = [_group(s, ordered) for s in samples]
+    keys = [sample_group(s, ordered) for s in samples]
     groups = list(dict.fromkeys(keys))
     rng = np.random.default_rng([seed, 11])
     if len(groups) >= k:

@@ -86,6 +86,7 @@ PARAMETER_FLAGS: dict[str, str] = {
         "scheduler",
         "block_size",
         "resume",
+        "precision",
     ),
     "predict.overlay": "--no-overlay",
     **_fields("track", "max_distance", "max_gap", "frame_interval", "gt", "channel", "z"),
@@ -98,6 +99,8 @@ PARAMETER_FLAGS: dict[str, str] = {
     "labels_dir": "--labels",
     "out_dir": "--out",
     "track": "--track",
+    "folds": "--folds",
+    "ensemble": "--ensemble",
     "formats": "--format",
     "config_file": "--config",
 }

@@ -56,7 +56,8 @@ def _model_args(p: argparse.ArgumentParser) -> None:
         "--weights",
         help="a best.keras / last.keras written by train.py, the name of a model bundled with unet_tf "
         "(see --list-models; a file of that name wins), or the model.onnx of unet-tf-export (runs on "
-        "onnxruntime, without TensorFlow); required unless --list-models",
+        "onnxruntime, without TensorFlow), or the folder of train.py --folds K (the mean probability of its "
+        "fold models); required unless --list-models",
     )
     p.add_argument(
         "--list-models",
@@ -225,6 +226,11 @@ def track_config_from_args(args: argparse.Namespace) -> TrackConfig:
     )
 
 
+def _weights_folder(weights: str) -> Path:
+    """Where outputs go by default: beside the model file, or in the cross-validation folder itself."""
+    return Path(weights) if Path(weights).is_dir() else Path(weights).parent
+
+
 def _load(weights: str, precision: str = "float32"):
     """(model, ModelInfo) of a ``.keras`` file or a bundled model's name (TensorFlow; resolved by
     :func:`unet_tf.models.file.load_model_and_info`, computing in ``precision``, said in the log), or of a
@@ -239,6 +245,11 @@ def _load(weights: str, precision: str = "float32"):
     from unet_tf.training.precision import choose_predict_precision
 
     precision = choose_predict_precision(precision, len(tf.config.list_physical_devices("GPU")), log=say)
+    from unet_tf.prediction.ensemble import is_folds_folder, load_ensemble
+
+    if is_folds_folder(weights):  # train.py --folds K: the mean probability of fold-*/best.keras
+        ensemble = load_ensemble(weights, precision)
+        return ensemble, ensemble.info
     return load_model_and_info(weights, precision=precision)
 
 
@@ -248,7 +259,7 @@ def _track(model, args: argparse.Namespace, config: PredictConfig) -> int:
 
     if not args.input:
         raise UserInputError("--track: give the time-lapse with --input (a folder of frames or a multi-page TIFF)")
-    out = Path(args.out) if args.out else Path(args.weights).parent / "tracks"
+    out = Path(args.out) if args.out else _weights_folder(args.weights) / "tracks"
     track_sequence(model, args.input, out, config, track_config_from_args(args), log=say)
     return 0
 
@@ -294,7 +305,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.shard:
             check_output_names(samples)  # across all shards: they share the folder
             samples = shard_samples(samples, *config.shard)
-        out = Path(args.out) if args.out else Path(args.weights).parent / "predictions"
+        out = Path(args.out) if args.out else _weights_folder(args.weights) / "predictions"
         result = predict_files(model, samples, out, config, log=say)
         if result["failed"]:
             print(f"error: {len(result['failed'])} input(s) failed: {', '.join(result['failed'])}", file=sys.stderr)

@@ -72,7 +72,7 @@ def split_train_val(
     if val_fraction == 0 or len(samples) < 2:
         return samples, []
     n_val = min(len(samples) - 1, max(1, round(val_fraction * len(samples))))
-    keys = [_group(s, ordered) for s in samples]
+    keys = [sample_group(s, ordered) for s in samples]
     groups = list(dict.fromkeys(keys))
     rng = np.random.default_rng([seed, 7])
     if len(groups) == 1:
@@ -87,7 +87,7 @@ def split_train_val(
     return [s for i, s in enumerate(samples) if i not in val], [s for i, s in enumerate(samples) if i in val]
 
 
-def _group(sample, ordered: bool = False):
+def sample_group(sample, ordered: bool = False):
     """What a sample is never split from: its stack; for ``ordered`` samples of single-page files, its folder.
 
     Any other item (an array sample, an index) is a group of its own.

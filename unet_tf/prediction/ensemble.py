@@ -128,8 +128,9 @@ def is_folds_folder(path: str | Path) -> bool:
     return path.is_dir() and any(FOLD_FOLDER.match(p.name) and p.is_dir() for p in path.iterdir())
 
 
-def load_ensemble(folder: str | Path) -> Ensemble:
-    """The :class:`Ensemble` of a cross-validation folder's ``fold-*/best.keras``, each loaded once."""
+def load_ensemble(folder: str | Path, precision: str = "float32") -> Ensemble:
+    """The :class:`Ensemble` of a cross-validation folder's ``fold-*/best.keras``, each loaded once (computing in
+    ``precision``, as :func:`unet_tf.models.file.load_model_and_info`)."""
     paths = fold_model_paths(folder)
-    models = [load_model_and_info(p)[0] for p in paths]
+    models = [load_model_and_info(p, precision=precision)[0] for p in paths]
     return Ensemble(models, [str(p) for p in paths])
