@@ -15,6 +15,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 from dataclasses import replace
@@ -42,6 +43,16 @@ def instance_halo(overlap: int, diameter: float | None) -> int:
     """Context around a block for the instance watershed: the tile overlap, at least HALO_DIAMETERS diameters
     (64 px when the model knows no diameter)."""
     return max(overlap, math.ceil(HALO_DIAMETERS * (diameter or 32)))
+
+
+@contextlib.contextmanager
+def timed(stages: dict, name: str):
+    """Add the seconds the ``with`` body takes to ``stages[name]``."""
+    t0 = time.perf_counter()
+    try:
+        yield
+    finally:
+        stages[name] = stages.get(name, 0.0) + time.perf_counter() - t0
 
 
 def _gather(client, futures: list, log: Callable[[str], None], what: str) -> list:
@@ -161,29 +172,35 @@ def predict_blockwise(
     Returns:
         dict: ``shape``, ``blocks`` (total), ``predicted`` (blocks predicted by this call), ``skipped`` (blocks
         an earlier run had finished: their markers), ``objects`` (instances after the merge; 0 without
-        instances), ``limits``, ``seconds``.
+        instances), ``limits``, ``seconds``, ``stages`` (seconds of each stage: setup, statistics, blocks, merge,
+        pyramid).
 
     The image is predicted at its own scale (no resize to the model's object scale).
     """
     from unet_tf.models.bundled import resolve_weights
 
-    t0 = time.perf_counter()
+    t0, stages = time.perf_counter(), {}
     config = replace(config, **options) if options else config
     model_path, input_path, out = resolve_weights(model), Path(input_path), Path(out_path)
     with (
         open_image(input_path) as lazy,
         dask_client(config.scheduler or "local:2", threads_per_worker, log=log) as client,
     ):
-        job, info = _prepare(client, lazy, model_path, input_path, out, config)
-        plan, instances = job.plan, job.instances
-        blocks = plan.blocks()
-        job = replace(job, limits=_limits(client, job, info, blocks, lazy.dtype, log))
+        with timed(stages, "setup"):
+            job, info = _prepare(client, lazy, model_path, input_path, out, config)
+            plan, instances = job.plan, job.instances
+            blocks = plan.blocks()
+        with timed(stages, "statistics"):
+            job = replace(job, limits=_limits(client, job, info, blocks, lazy.dtype, log))
         todo = [b for b in blocks if not _store.marker(out, b.name).exists()]
         if len(todo) < len(blocks):
             log(f"resume: {len(blocks) - len(todo)} of {len(blocks)} block(s) already done")
-        _gather(client, [client.submit(block_task, job, b, pure=False) for b in todo], log, "blocks")
-        objects = _merge(client, job, blocks, log) if instances else 0
-        finish_output(out)
+        with timed(stages, "blocks"):
+            _gather(client, [client.submit(block_task, job, b, pure=False) for b in todo], log, "blocks")
+        with timed(stages, "merge"):
+            objects = _merge(client, job, blocks, log) if instances else 0
+        with timed(stages, "pyramid"):
+            finish_output(out)
     return {
         "shape": plan.shape,
         "blocks": len(blocks),
@@ -192,4 +209,5 @@ def predict_blockwise(
         "objects": objects,
         "limits": job.limits,
         "seconds": time.perf_counter() - t0,
+        "stages": stages,
     }
