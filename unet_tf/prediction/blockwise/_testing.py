@@ -32,7 +32,10 @@ def noop_block(job, block) -> int:
     """No prediction: only the block's completion files (the scheduler's own cost per block, for the benchmark)."""
     from . import _store
 
-    _store.save_block(job.out, block.name, ring=np.zeros((0, 0), np.int32), count=np.int64(0), present=np.zeros(0))
+    empty = np.zeros(0, np.int64)
+    _store.save_block(
+        job.out, block.name, ring=np.zeros((0, 0), np.int32), count=np.int64(0), present=empty, firsts=empty
+    )
     return 0
 
 
