@@ -191,6 +191,15 @@ def _measure(job: BlockJob, info, lazy, input_path: Path, what: str) -> Measure:
     )
 
 
+def _predict_blocks(client, job: BlockJob, blocks, block_task: Callable, log) -> list:
+    """One task per block without a completion marker; the blocks predicted."""
+    todo = [b for b in blocks if not _store.marker(job.out, b.name).exists()]
+    if len(todo) < len(blocks):
+        log(f"resume: {len(blocks) - len(todo)} of {len(blocks)} block(s) already done")
+    _gather(client, [client.submit(block_task, job, b, pure=False) for b in todo], "blocks", log)
+    return todo
+
+
 def _after_blocks(client, job: BlockJob, info, source, blocks, stages: dict, log) -> dict[str, Any]:
     """split_touching (semantic models), the instance merge, the object table: their part of the result."""
     lazy, input_path = source
@@ -223,26 +232,23 @@ def predict_blockwise(
 
     Args:
         model: a ``.keras`` file or a bundled model's name (``nuclei``); loaded once per worker.
-        input_path: the image (OME-Zarr, zarr array or TIFF: :func:`unet_tf.io.zarr.open_image`), read lazily
-            by the workers, window by window.
+        input_path: the image (OME-Zarr, zarr array or TIFF: :func:`unet_tf.io.zarr.open_image`), read lazily.
         out_path: the OME-Zarr output folder (:func:`unet_tf.io.zarr.create_output`: the image, ``labels/mask``,
-            ``labels/instances``, ``probabilities`` when asked, a pyramid of each).
-        config: PredictConfig; ``scheduler`` (default ``local:2``), ``block_size`` (default 4096, at least
-            ``tile`` and a multiple of the model's size divisor), ``resume`` and the tiling settings.
-        log: where progress lines go. block_task: the function a block runs (tests inject faults here).
-        threads_per_worker: threads of each local worker (default: cores / workers).
-        **options: PredictConfig fields overriding ``config``.
+            ``labels/instances``, ``probabilities`` when asked, a pyramid of each), and inside it
+            ``objects.csv`` and ``objects_summary.csv`` (plain CSV: the whole-image path's rows, :mod:`._tables`).
+        config: PredictConfig (``**options``: its fields overriding it); ``scheduler`` (default ``local:2``),
+            ``block_size`` (default 4096, at least ``tile`` and a multiple of the model's size divisor),
+            ``resume`` and the tiling settings. log: where progress lines go. block_task: the function a
+            block runs (tests inject faults here). threads_per_worker: of each local worker (default: cores /
+            workers).
 
     Returns:
-        dict: ``shape``, ``blocks`` (total), ``predicted`` (blocks predicted by this call), ``skipped`` (blocks
-        an earlier run had finished: their markers), ``objects`` (instances after the merge; 0 without
-        instances), ``table_rows`` (rows of ``objects.csv``), ``radii`` (split_touching of a semantic model: class
-        name -> the image's median inscribed radius in px; else empty), ``limits``, ``seconds``, ``stages`` (seconds of
-        each stage: setup, statistics, blocks, split, merge, objects, pyramid).
+        dict: ``shape``, ``blocks``, ``predicted`` (by this call), ``skipped`` (done by an earlier run: their
+        markers), ``objects`` (instances after the merge, else 0), ``table_rows`` (of ``objects.csv``), ``radii``
+        (split_touching of a semantic model: class name -> the image's median inscribed radius, px), ``limits``,
+        ``seconds``, ``stages`` (seconds of setup, statistics, blocks, split, merge, objects, pyramid).
 
-    Beside the OME-Zarr content, ``out_path`` holds ``objects.csv`` and ``objects_summary.csv`` (plain CSV, the
-    rows the whole-image path writes for the same labels: :mod:`._tables`). The image is predicted at its own
-    scale (no resize to the model's object scale; a note says so when the whole-image path would resize it).
+    The image is predicted at its own scale (a note says so when the whole-image path would resize it).
     """
     from unet_tf.models.bundled import resolve_weights
 
@@ -255,24 +261,13 @@ def predict_blockwise(
     ):
         with timed(stages, "setup"):
             job, info = _prepare(client, lazy, model_path, input_path, out, config)
-            plan, blocks = job.plan, job.plan.blocks()
+        blocks = job.plan.blocks()
         with timed(stages, "statistics"):
             job = replace(job, limits=_limits(client, job, info, blocks, lazy.dtype, log))
-        todo = [b for b in blocks if not _store.marker(out, b.name).exists()]
-        if len(todo) < len(blocks):
-            log(f"resume: {len(blocks) - len(todo)} of {len(blocks)} block(s) already done")
         with timed(stages, "blocks"):
-            _gather(client, [client.submit(block_task, job, b, pure=False) for b in todo], "blocks", log)
+            todo = _predict_blocks(client, job, blocks, block_task, log)
         found = _after_blocks(client, job, info, (lazy, input_path), blocks, stages, log)
         with timed(stages, "pyramid"):
             finish_output(out)
-    return {
-        "shape": plan.shape,
-        "blocks": len(blocks),
-        "predicted": len(todo),
-        "skipped": len(blocks) - len(todo),
-        **found,
-        "limits": job.limits,
-        "seconds": time.perf_counter() - t0,
-        "stages": stages,
-    }
+    done = {"predicted": len(todo), "skipped": len(blocks) - len(todo), "limits": job.limits, "stages": stages}
+    return {"shape": job.plan.shape, "blocks": len(blocks), **done, **found, "seconds": time.perf_counter() - t0}
