@@ -1,16 +1,26 @@
-"""Blockwise prediction on Dask: blocks per second, peak memory per worker, scheduler overhead per block.
+"""Blockwise prediction on Dask: start-up, steady-state blocks per second, peak memory per worker, scheduler
+overhead per block.
 
-    PYTHONPATH=$PWD python bench/bench_distributed.py --size 4096 --workers 1 2
+    PYTHONPATH=$PWD python bench/bench_distributed.py --size 4096 8192 --workers 1 2
 
-A synthetic uint16 section of ``--size`` x ``--size`` px (an OME-Zarr written once), the default U-Net
-(untrained weights: speed only), a LocalCluster of 1 and 2 workers (threads = cores / workers). Peak memory per
-worker: the largest ``memory`` the scheduler reported for any worker (sampled every 0.25 s). Overhead: the same
-run with a block task that predicts nothing (``_testing.noop_block``), per block.
+A synthetic uint16 section of ``--size`` x ``--size`` px (an OME-Zarr written once per size), the default
+U-Net (untrained weights: speed only), a LocalCluster of 1 and 2 workers (threads = cores / workers), blocks of
+``--block-size`` (default 4096, the library's default). Each run is measured in parts:
+
+* ``startup_s``: the cluster's start, then a warm-up on every worker (``_testing.warm_up``: TensorFlow's
+  import, the model load, one batch through the network). Paid once per cluster, not per section.
+* ``blocks_s``: the ``blocks`` stage of :func:`predict_blockwise` alone (its ``stages``), on warm workers:
+  the steady-state rate (``blocks/s``, ``MPx/s``); ``other_s``: its other stages (statistics, merge, object
+  table, pyramid), reported apart.
+* ``peak_MB``: the largest ``memory`` (RSS) the scheduler reported for any worker (sampled every 0.25 s).
+* ``overhead_s``: the ``blocks`` stage of a run on ``--noop-blocks`` tiny blocks whose task predicts nothing
+  (``_testing.noop_block``: only its completion files), per block: the scheduler's own cost of a block.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import tempfile
 import threading
 import time
@@ -50,54 +60,70 @@ def peak_memory(client, stop: threading.Event, peaks: dict) -> None:
         stop.wait(0.25)
 
 
-def one_run(model: Path, image: Path, out: Path, workers: int, block_size: int, task=None) -> dict:
-    import os
+def one_run(model: Path, image: Path, out: Path, workers: int, config, task=None) -> dict:
+    from dataclasses import replace
 
     from distributed import Client, LocalCluster
 
     from unet_tf.cluster import worker_environment
-    from unet_tf.config import PredictConfig
     from unet_tf.prediction.blockwise import predict_blockwise
     from unet_tf.prediction.blockwise._task import run_block
+    from unet_tf.prediction.blockwise._testing import warm_up
 
     threads = max(1, (os.cpu_count() or 1) // workers)
+    t0 = time.perf_counter()
     with LocalCluster(n_workers=workers, threads_per_worker=threads, env=worker_environment(threads)) as cluster:
         with Client(cluster) as client:
+            client.wait_for_workers(workers)
+            client.run(warm_up, str(model), model.stat().st_mtime, config.tile, config.batch_size)
+            startup = time.perf_counter() - t0
             stop, peaks = threading.Event(), {}
             sampler = threading.Thread(target=peak_memory, args=(client, stop, peaks), daemon=True)
             sampler.start()
-            config = PredictConfig(scheduler=cluster.scheduler_address, block_size=block_size)
+            config = replace(config, scheduler=cluster.scheduler_address)
             result = predict_blockwise(model, image, out, config, log=lambda s: None, block_task=task or run_block)
             stop.set()
             sampler.join()
-    return {**result, "peak_mb": max(peaks.values()) / 2**20 if peaks else float("nan")}
+    peak = max(peaks.values()) / 2**20 if peaks else float("nan")
+    return {**result, "startup_s": startup, "peak_mb": peak}
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--size", type=int, default=30000, help="section side in px")
-    p.add_argument("--workers", type=int, nargs="+", default=[1, 2])
-    p.add_argument("--block-size", type=int, default=2048)
-    p.add_argument("--work", default=None, help="folder for the section, model and outputs (default: a temp dir)")
-    args = p.parse_args()
+    from unet_tf.config import PredictConfig
     from unet_tf.prediction.blockwise._testing import noop_block
 
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--size", type=int, nargs="+", default=[4096, 8192], help="section sides in px")
+    p.add_argument("--workers", type=int, nargs="+", default=[1, 2])
+    p.add_argument("--block-size", type=int, default=4096)
+    p.add_argument("--noop-blocks", type=int, default=256, help="tiny blocks of the overhead run (a square number)")
+    p.add_argument("--work", default=None, help="folder for the sections, model and outputs (default: a temp dir)")
+    args = p.parse_args()
     work = Path(args.work or tempfile.mkdtemp(prefix="bench_distributed_"))
     work.mkdir(parents=True, exist_ok=True)
-    image, model = section(work / f"section{args.size}.ome.zarr", args.size), default_model(work / "unet.keras")
-    print("size workers blocks seconds blocks/s MPx/s peak_MB/worker overhead_s/block")
+    model = default_model(work / "unet.keras")
+    print("size workers blocks startup_s blocks_s other_s blocks/s MPx/s peak_MB/worker", flush=True)
+    for size in args.size:
+        image = section(work / f"section{size}.ome.zarr", size)
+        for workers in args.workers:
+            out = work / f"out{size}-{workers}-{time.strftime('%H%M%S')}.ome.zarr"
+            run = one_run(model, image, out, workers, PredictConfig(block_size=args.block_size))
+            busy = run["stages"]["blocks"]
+            other = sum(run["stages"].values()) - busy
+            print(
+                f"{size} {workers} {run['blocks']} {run['startup_s']:.1f} {busy:.1f} {other:.1f} "
+                f"{run['blocks'] / busy:.4f} {size**2 / 1e6 / busy:.3f} {run['peak_mb']:.0f}",
+                flush=True,
+            )
+            stages = " ".join(f"{k}={v:.1f}" for k, v in run["stages"].items())
+            print(f"  stages (s): {stages}; objects.csv rows: {run['table_rows']}", flush=True)
+    side = int(round(args.noop_blocks**0.5)) * 256
+    image = section(work / f"section{side}.ome.zarr", side)
+    print("noop: workers blocks overhead_s/block", flush=True)
     for workers in args.workers:
-        stamp = time.strftime("%H%M%S")
-        run = one_run(model, image, work / f"out{args.size}-{workers}-{stamp}.ome.zarr", workers, args.block_size)
-        noop = one_run(
-            model, image, work / f"noop{args.size}-{workers}-{stamp}.ome.zarr", workers, args.block_size, noop_block
-        )
-        mpx = args.size**2 / 1e6
-        print(
-            f"{args.size} {workers} {run['blocks']} {run['seconds']:.1f} {run['blocks'] / run['seconds']:.3f} "
-            f"{mpx / run['seconds']:.3f} {run['peak_mb']:.0f} {noop['seconds'] / noop['blocks']:.3f}",
-            flush=True,
-        )
+        out = work / f"noop-{workers}-{time.strftime('%H%M%S')}.ome.zarr"
+        noop = one_run(model, image, out, workers, PredictConfig(block_size=256, tile=256), noop_block)
+        print(f"noop: {workers} {noop['blocks']} {noop['stages']['blocks'] / noop['blocks']:.4f}", flush=True)
 
 
 if __name__ == "__main__":

@@ -46,6 +46,20 @@ from unet_tf.objects.morphometry import measure_labels
 MAX_PIXELS = 2**25  # buffer cap: ~330 MiB while labelling
 
 
+def number_rows(found: list[tuple[int, int, dict[str, Any]]], min_size: int = 0) -> list[dict[str, Any]]:
+    """The table from the rows of objects measured in pieces of an image (bands, blocks): ``found`` holds
+    (class id, raster index of the object's first pixel, row); rows are sorted by class, then first pixel (the
+    order of ``scipy.ndimage.label`` on the whole mask), those under ``min_size`` px dropped, the rest numbered
+    1..n per class in ``object_id``, as :func:`~unet_tf.objects.morphometry.measure_objects` numbers them."""
+    out: list[dict[str, Any]] = []
+    number: dict[int, int] = {}
+    for cls, _, row in sorted(found, key=lambda item: (item[0], item[1])):
+        if row["area_px"] >= max(min_size, 1):
+            number[cls] = number.get(cls, 0) + 1
+            out.append({**row, "object_id": number[cls]})
+    return out
+
+
 class BandObjects:
     """Accumulate object rows from class-id bands; :meth:`rows` gives the finished table.
 
@@ -112,15 +126,7 @@ class BandObjects:
     def rows(self) -> list[dict[str, Any]]:
         """Finish (the last rows close every open object) and return the table rows."""
         self._scan(final=True)
-        out: list[dict[str, Any]] = []
-        for c in range(1, len(self.class_names)):
-            mine = sorted((first, values) for cls, first, values in self.found if cls == c)
-            kept = [dict(zip(self.keys, values)) for _, values in mine]
-            kept = [row for row in kept if row["area_px"] >= max(self.min_size, 1)]
-            for object_id, row in enumerate(kept, 1):
-                row["object_id"] = object_id
-                out.append(row)
-        return out
+        return number_rows([(c, first, dict(zip(self.keys, values))) for c, first, values in self.found], self.min_size)
 
     def _scan(self, final: bool) -> None:
         buffer = np.concatenate([self.buffer, self.pending])

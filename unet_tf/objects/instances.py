@@ -26,6 +26,8 @@ renumbering, checks and neighbourhoods come from :mod:`unet_tf.objects.labels`.
 
 from __future__ import annotations
 
+from typing import Mapping
+
 import numpy as np
 from scipy import ndimage as ndi
 
@@ -299,20 +301,29 @@ def _split_seeds(dist: np.ndarray, components: np.ndarray, h: float, min_distanc
     return np.concatenate([[0], group + 1])[markers]
 
 
-def _median_inscribed_radius(dist: np.ndarray, components: np.ndarray) -> float:
-    """Median height of the distance map's maxima (depth >= 1 px): one per object, also inside a packed cluster.
+def inscribed_radii(dist: np.ndarray, components: np.ndarray) -> np.ndarray:
+    """Heights of the distance map's maxima (depth >= 1 px), one per maximum of every component of
+    ``components``: the inscribed radii that :func:`median_inscribed_radius` takes the median of. Each
+    component's maxima depend only on its own pixels' distances, so the radii of an image are those of its
+    components wherever they are measured (blockwise prediction gathers them block by block)."""
+    peaks, owner, _ = _component_peaks(dist, components, 1.0)
+    if owner.size == 0:
+        return np.zeros(0, dist.dtype)
+    return np.asarray(ndi.maximum(dist, peaks, index=np.arange(1, owner.size + 1)))
+
+
+def median_inscribed_radius(radii: np.ndarray, dist_max: float) -> float:
+    """Median of the inscribed ``radii`` of every object (:func:`inscribed_radii`); ``dist_max`` (the distance
+    map's maximum) when there is none.
 
     Each maximum is the radius of the largest disc inscribed in its object
     (distance from its centre to the background), so this is the objects'
     median inscribed radius: for a disc its radius, for other shapes less
     than the equivalent radius ``sqrt(area / pi)`` of
-    :func:`unet_tf.data.targets.median_equivalent_radius`. ``dist.max()``
-    when no maximum is deep enough.
+    :func:`unet_tf.data.targets.median_equivalent_radius`.
     """
-    peaks, owner, _ = _component_peaks(dist, components, 1.0)
-    if owner.size == 0:
-        return float(dist.max())
-    return float(np.median(ndi.maximum(dist, peaks, index=np.arange(1, owner.size + 1))))
+    radii = np.asarray(radii)
+    return float(np.median(radii)) if radii.size else float(dist_max)
 
 
 def split_touching(
@@ -322,6 +333,7 @@ def split_touching(
     min_distance: float | None = None,
     min_size: int = 0,
     fill_holes: bool = False,
+    radius: float | None = None,
 ) -> np.ndarray:
     """Touching objects of one class split by a distance-transform watershed.
 
@@ -348,6 +360,8 @@ def split_touching(
         min_distance: seeds closer than this (px) become one seed.
         min_size: objects under this many px are dropped. Default 0.
         fill_holes: fill holes inside objects first. Default False.
+        radius: the median inscribed radius ``r`` the defaults scale with; None (default): that of ``mask``.
+            Given, a part of a larger image is split as the whole image is (blockwise prediction).
 
     Returns:
         int32 (H, W) labels, 0 background, 1..N objects.
@@ -361,7 +375,8 @@ def split_touching(
         mask = ndi.binary_fill_holes(mask)
     dist = ndi.distance_transform_edt(mask).astype(np.float32)
     components, _ = ndi.label(mask, structure=structure(8))
-    radius = _median_inscribed_radius(dist, components)
+    if radius is None:
+        radius = median_inscribed_radius(inscribed_radii(dist, components), dist.max())
     h = max(1.0, SPLIT_H_FACTOR * radius) if h is None else float(h)
     min_distance = SPLIT_DISTANCE_FACTOR * radius if min_distance is None else float(min_distance)
     markers = _split_seeds(dist, components, h, min_distance)
@@ -373,7 +388,14 @@ def split_touching(
 
 
 def instances_for(
-    prob: np.ndarray, ids: np.ndarray, target: str, *, threshold: float = 0.5, min_size: int = 0, split: bool = False
+    prob: np.ndarray | None,
+    ids: np.ndarray,
+    target: str,
+    *,
+    threshold: float = 0.5,
+    min_size: int = 0,
+    split: bool = False,
+    radii: Mapping[int, float] | None = None,
 ) -> np.ndarray | None:
     """The instance labels (int32 (H, W), ids unique over classes) that prediction reports, or None.
 
@@ -381,8 +403,9 @@ def instances_for(
     boundary probabilities (:func:`instances_from_probabilities`, interior
     seeds above ``threshold``). A semantic model with ``split``: every
     foreground class's mask split into touching objects
-    (:func:`split_touching`), numbered on after the previous class. Otherwise
-    None (objects are connected components, counted by the object table).
+    (:func:`split_touching`), numbered on after the previous class; ``radii``: class id -> the median
+    inscribed radius to split it with (default: each class's own in ``ids``). Otherwise None (objects are
+    connected components, counted by the object table).
     """
     if target == "instances":
         return instances_from_probabilities(prob, interior_threshold=threshold, min_size=min_size)
@@ -390,7 +413,8 @@ def instances_for(
         return None
     out = np.zeros(ids.shape, np.int32)
     for c in np.unique(ids[ids > 0]):
-        labels = split_touching(ids == c, min_size=min_size)
+        radius = None if radii is None else radii.get(int(c))
+        labels = split_touching(ids == c, min_size=min_size, radius=radius)
         inside = labels > 0
         out[inside] = labels[inside] + out.max()
     return out

@@ -92,14 +92,17 @@ def _object_pixels(labels: np.ndarray, rows_per_chunk: int = ROWS_PER_CHUNK) -> 
         yield rows, np.flatnonzero(labels[rows])
 
 
-def _moments(labels: np.ndarray, n: int, y0: np.ndarray, x0: np.ndarray) -> dict[str, np.ndarray]:
+def _moments(
+    labels: np.ndarray, n: int, y0: np.ndarray, x0: np.ndarray, origin: tuple[int, int] = (0, 0)
+) -> dict[str, np.ndarray]:
     """Area, centroid and central second moments of labels 1..n, all at once.
 
     Coordinates are taken relative to each object's bbox corner ``(y0, x0)``
     (int arrays of shape [n + 1], index 0 unused), so the sums are exact in
     float64 (integer sums below 2**53: the same whatever the order, so the
     blocks of :func:`_object_pixels` change nothing) and a one-pixel object has
-    exactly zero variance.
+    exactly zero variance. ``origin``: added to the corners before the centroid (the image coordinates of
+    ``labels[0, 0]`` when it is a crop), so a crop's centroids equal the whole image's exactly.
 
     Returns float64 arrays of shape [n + 1]: ``area, cy, cx, vyy, vxx, vxy``
     (variances and covariance of the pixel coordinates, divided by the area).
@@ -121,8 +124,8 @@ def _moments(labels: np.ndarray, n: int, y0: np.ndarray, x0: np.ndarray) -> dict
         cy, cx = sy / area, sx / area
         return {
             "area": area,
-            "cy": cy + y0,
-            "cx": cx + x0,
+            "cy": cy + (y0 + origin[0]),
+            "cx": cx + (x0 + origin[1]),
             "vyy": np.maximum(syy / area - cy * cy, 0.0),
             "vxx": np.maximum(sxx / area - cx * cx, 0.0),
             "vxy": sxy / area - cy * cx,
@@ -215,10 +218,13 @@ def measure_labels(
     pixel_size: float | None = None,
     min_size: int = 0,
     image: np.ndarray | None = None,
+    origin: tuple[int, int] = (0, 0),
 ) -> list[dict[str, Any]]:
     """One row per object of a label image (ids 1..n, 0 background) of one class.
 
-    ``image``: the raw image, for the mean/max intensity columns (None: NaN).
+    ``image``: the raw image, for the mean/max intensity columns (None: NaN). ``origin``: (row, column) of
+    ``labels[0, 0]`` in the image when ``labels`` is a crop: centroids and boxes are given in the image's
+    coordinates, equal to those of the whole image.
     """
     slices = ndimage.find_objects(labels, n)
     boxes = np.zeros((4, n + 1), dtype=np.int64)  # y0, x0, y1, x1; index 0 unused
@@ -226,7 +232,8 @@ def measure_labels(
         if sl is not None:
             boxes[:, k] = sl[0].start, sl[1].start, sl[0].stop, sl[1].stop
     y0, x0, y1, x1 = boxes
-    m = _moments(labels, n, y0, x0)
+    m = _moments(labels, n, y0, x0, origin)
+    oy, ox = int(origin[0]), int(origin[1])
     ecc = _eccentricity(m["vyy"], m["vxx"], m["vxy"])
     mean_i, max_i = _intensities(labels, n, image)
     rows: list[dict[str, Any]] = []
@@ -244,10 +251,10 @@ def measure_labels(
                 "area_um2": _scaled(area, pixel_size, 2),
                 "centroid_y": float(m["cy"][k]),
                 "centroid_x": float(m["cx"][k]),
-                "bbox_y0": int(y0[k]),
-                "bbox_x0": int(x0[k]),
-                "bbox_y1": int(y1[k]),
-                "bbox_x1": int(x1[k]),
+                "bbox_y0": int(y0[k]) + oy,
+                "bbox_x0": int(x0[k]) + ox,
+                "bbox_y1": int(y1[k]) + oy,
+                "bbox_x1": int(x1[k]) + ox,
                 "equivalent_diameter_px": diameter,
                 "equivalent_diameter_um": _scaled(diameter, pixel_size),
                 "perimeter_px": perimeter,

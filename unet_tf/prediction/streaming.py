@@ -302,15 +302,15 @@ def _write_band(
             writer.write_band(band)
 
 
-def _say_not_rescaled(info: ModelInfo, config: PredictConfig, name: str) -> None:
-    """Say (a note naming the image) when the whole-image path would resize it: bands are predicted at the
-    image's own scale."""
+def say_not_rescaled(info: ModelInfo, config: PredictConfig, name: str, how: str = "in bands") -> None:
+    """Say (a note naming the image) when the whole-image path would resize it: images predicted ``how`` (in
+    bands, in blocks) are predicted at their own scale."""
     factor, source = model_factor(info, config)
     if factor is None:
-        say_note("images predicted in bands are used at their own scale (no first pass to estimate it from)", name)
+        say_note(f"images predicted {how} are used at their own scale (no first pass to estimate it from)", name)
     elif applied(factor) != 1.0:
         say_note(
-            "images predicted in bands are not resized to the model's object scale (used at their own)",
+            f"images predicted {how} are not resized to the model's object scale (used at their own)",
             f"{name}: x{factor:.3g} from the {source}",
         )
 
@@ -344,7 +344,7 @@ def predict_file_streaming(
         (paths written), ``seconds``.
     """
     t0, out_dir = time.perf_counter(), Path(out_dir)
-    _say_not_rescaled(info, config, Path(path).name)
+    say_not_rescaled(info, config, Path(path).name)
     with WindowReader(path) as reader:
         shape = reader.shape
         check_disk_space(reader.path, out_dir, output_bytes(shape, info, config))

@@ -104,7 +104,7 @@ def check_tiling(tile: int, overlap: int, size_divisor: int, batch_size: int = 1
         raise UserInputError(f"batch size must be at least 1, got {batch_size}")
 
 
-def _axis_weight_sums(starts: list[int], tile: int, n: int, line: np.ndarray) -> np.ndarray:
+def axis_weight_sums(starts: list[int], tile: int, n: int, line: np.ndarray) -> np.ndarray:
     """(n,) float64 sum of the 1-D windows of tiles at ``starts`` (image coordinates, may be < 0)."""
     sums = np.zeros(n)
     for s in starts:
@@ -113,7 +113,7 @@ def _axis_weight_sums(starts: list[int], tile: int, n: int, line: np.ndarray) ->
     return sums
 
 
-def _predict_batch(predict_fn: PredictFn, batch: np.ndarray, tta: bool) -> np.ndarray:
+def predict_batch(predict_fn: PredictFn, batch: np.ndarray, tta: bool) -> np.ndarray:
     """(B, T, T, K) float32 prediction of a batch, averaged over the 8 symmetries with ``tta``."""
     transforms = DIHEDRAL if tta else DIHEDRAL[:1]
     pred = None
@@ -201,8 +201,8 @@ def predict_bands(
     line = window_line(tile, window)
     # The window is separable and the plan a grid: the 2-D weight sum is outer(sum_y, sum_x).
     sums = (
-        _axis_weight_sums(ys, tile, height, line).astype(np.float32),
-        _axis_weight_sums(xs, tile, width, line).astype(np.float32),
+        axis_weight_sums(ys, tile, height, line).astype(np.float32),
+        axis_weight_sums(xs, tile, width, line).astype(np.float32),
     )
     tiles = _tiles(read_rows, (height, width), ys, xs, tile)
     blend = _Blender(blending_window(tile, window)[:, :, None], sums, tile)
@@ -252,7 +252,7 @@ def _band_loop(predict_fn, tiles, total, blend: _Blender, batch_size, tta, progr
             batch[i, :, :, 0] = pixels
             chunk.append((j, y, x))
         batch[len(chunk) :] = 0.0
-        pred = _predict_batch(predict_fn, batch, tta)
+        pred = predict_batch(predict_fn, batch, tta)
         for i, (j, y, x) in enumerate(chunk):
             if j != current_row:  # the first tile of a new tile row: the rows above it are final
                 band = blend.flush(y)

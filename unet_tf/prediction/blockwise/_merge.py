@@ -19,7 +19,8 @@ in the shared band each block labels them apart.
 The graph of matched labels (nodes: every (block, local id)) goes through
 ``scipy.sparse.csgraph.connected_components``; each component that holds at
 least one label present in some interior gets a final id, consecutive from 1 in
-the raster order of blocks, then of local ids.
+the raster order of each object's first pixel in the image (the order of
+``measure_objects``' ``object_id``, so the table's ids are the label ids).
 """
 
 from __future__ import annotations
@@ -93,14 +94,20 @@ def matches(ring_a: np.ndarray, region_a: Box, ring_b: np.ndarray, region_b: Box
 
 
 def final_ids(
-    counts: list[int], present: list[np.ndarray], pairs: dict[tuple[int, int], np.ndarray]
+    counts: list[int],
+    present: list[np.ndarray],
+    pairs: dict[tuple[int, int], np.ndarray],
+    firsts: list[np.ndarray] | None = None,
 ) -> list[np.ndarray]:
     """Per block, a lookup local id -> final id (int64, index 0 -> 0).
 
     Args:
         counts: labels 1..counts[k] of block k.
-        present: the local ids of block k that occur in its interior.
+        present: the local ids of block k that occur in its interior (unique).
         pairs: (k, m) -> (n, 2) matched (local id in k, local id in m).
+        firsts: per block, the raster index (y * W + x) in the image of the first interior pixel of each
+            ``present`` id: final ids then follow the raster order of each object's first pixel, the order of
+            ``measure_objects``' ``object_id``. None: the order of the blocks, then of the local ids.
     """
     from scipy.sparse import coo_matrix
     from scipy.sparse.csgraph import connected_components
@@ -112,9 +119,11 @@ def final_ids(
     graph = coo_matrix((np.ones(len(edges)), (edges[:, 0], edges[:, 1])), shape=(total, total))
     _, component = connected_components(graph, directed=False)
     shown = np.concatenate([offsets[k] + np.asarray(ids, np.int64) - 1 for k, ids in enumerate(present)] + [[]])
-    shown = np.unique(shown.astype(np.int64))
+    shown = shown.astype(np.int64)
+    key = shown if firsts is None else np.concatenate([np.asarray(f, np.int64) for f in firsts] + [[]])
     order = np.full(total and int(component.max()) + 1, 0, np.int64)
-    firsts = np.unique(component[shown], return_index=True)  # components in order of their first interior node
-    ranked = firsts[0][np.argsort(firsts[1])]
+    by_key = np.argsort(key.astype(np.int64), kind="stable")
+    firsts_of = np.unique(component[shown[by_key]], return_index=True)  # components, first seen in key order
+    ranked = firsts_of[0][np.argsort(firsts_of[1])]
     order[ranked] = np.arange(1, ranked.size + 1)
     return [np.concatenate([[0], order[component[offsets[k] : offsets[k + 1]]]]) for k in range(len(counts))]

@@ -25,7 +25,7 @@ import numpy as np
 
 from unet_tf.data.normalize import stretch_limits
 from unet_tf.prediction.streaming import SUBSAMPLE_PIXELS, exact_percentiles
-from unet_tf.prediction.tiled import _axis_weight_sums, _predict_batch
+from unet_tf.prediction.tiled import axis_weight_sums, predict_batch
 from unet_tf.prediction.tiling import blending_window, reflect_indices, window_line
 
 from ._plan import BlockPlan, Box
@@ -66,8 +66,8 @@ def predict_region(
     col_index = np.concatenate([reflect_indices(x, tile, width) for x in xs])
     pixels = _gathered(read_window, (row_index, col_index)).astype(np.float32, copy=False)
     line, weights = window_line(tile, window), blending_window(tile, window)[:, :, None]
-    sum_y = _axis_weight_sums(list(plan.ys), tile, height, line).astype(np.float32)[y0:y1]
-    sum_x = _axis_weight_sums(list(plan.xs), tile, width, line).astype(np.float32)[x0:x1]
+    sum_y = axis_weight_sums(list(plan.ys), tile, height, line).astype(np.float32)[y0:y1]
+    sum_x = axis_weight_sums(list(plan.xs), tile, width, line).astype(np.float32)[x0:x1]
     origins = [(a, b, y, x) for a, y in enumerate(ys) for b, x in enumerate(xs)]
     out, batch = None, np.zeros((batch_size, tile, tile, 1), np.float32)
     for start in range(0, len(origins), batch_size):
@@ -75,7 +75,7 @@ def predict_region(
         for n, (a, b, _, _) in enumerate(chunk):
             batch[n, :, :, 0] = pixels[a * tile : (a + 1) * tile, b * tile : (b + 1) * tile]
         batch[len(chunk) :] = 0.0
-        pred = _predict_batch(predict_fn, batch, tta)
+        pred = predict_batch(predict_fn, batch, tta)
         if out is None:
             out = np.zeros((y1 - y0, x1 - x0, pred.shape[-1]), np.float32)
         for n, (_, _, y, x) in enumerate(chunk):

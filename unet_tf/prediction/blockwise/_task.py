@@ -15,7 +15,7 @@ from typing import Callable
 import numpy as np
 
 from unet_tf.config import PredictConfig
-from unet_tf.data.normalize import ids_to_values, stretch
+from unet_tf.data.normalize import ids_to_values, stretch, values_to_ids
 from unet_tf.io.writers import mask_dtype
 from unet_tf.io.zarr import open_image, open_output
 from unet_tf.models.file import ModelInfo, min_size_for
@@ -57,6 +57,7 @@ class BlockJob:
     limits: tuple[float, float]
     config: PredictConfig
     instances: bool
+    split: bool = False  # a semantic model's split_touching: labels after the whole mask (split_block)
     engine: Callable[[str, float], tuple[Callable, ModelInfo]] = cached_engine
 
 
@@ -93,19 +94,48 @@ def _run_block(job: BlockJob, block: Block, image) -> int:
     out.mask[y0:y1, x0:x1] = ids_to_values(ids[inner], values)
     if config.save_probabilities:
         out.probabilities[:, y0:y1, x0:x1] = np.moveaxis(prob[inner], -1, 0)
-    labels, n, present = None, 0, np.zeros(0, np.int64)
-    if job.instances:
+    labels = None
+    if job.instances and not job.split:
         size = min_size_for(config, info)[0]
-        labels = instances_for(
-            prob, ids, info.target, threshold=config.threshold, min_size=size, split=config.split_touching
-        )
-        n = int(labels.max()) if labels.size else 0
-        _store.provisional(job.out)[y0:y1, x0:x1] = labels[inner].astype(np.uint32)
-        present = np.unique(labels[inner])
-        present = present[present > 0]
-    ring_labels = ring(labels, block, job.plan.halo) if labels is not None else np.zeros((0, 0), np.int32)
-    _store.save_block(job.out, block.name, ring=ring_labels, count=np.int64(n), present=present.astype(np.int64))
-    return n
+        labels = instances_for(prob, ids, info.target, threshold=config.threshold, min_size=size)
+    arrays = _label_arrays(job, block, labels)
+    _store.save_block(job.out, block.name, **arrays)
+    return int(arrays["count"])
+
+
+def _label_arrays(job: BlockJob, block: Block, labels: np.ndarray | None) -> dict[str, np.ndarray]:
+    """The region's instance labels: their interior into the provisional ids; what the merge needs of the
+    block (ring, count, present ids with the raster index of their first pixel in the image)."""
+    if labels is None:
+        empty = np.zeros(0, np.int64)
+        return {"ring": np.zeros((0, 0), np.int32), "count": np.int64(0), "present": empty, "firsts": empty}
+    (y0, y1, x0, x1), (r0, _, c0, _) = block.interior, block.region
+    inner = labels[y0 - r0 : y1 - r0, x0 - c0 : x1 - c0]
+    _store.provisional(job.out)[y0:y1, x0:x1] = inner.astype(np.uint32)
+    present, index = np.unique(inner, return_index=True)
+    keep = present > 0
+    rows, cols = np.divmod(index[keep], x1 - x0)
+    firsts = (rows + y0) * job.plan.shape[1] + cols + x0
+    return {
+        "ring": ring(labels, block, job.plan.halo),
+        "count": np.int64(labels.max() if labels.size else 0),
+        "present": present[keep].astype(np.int64),
+        "firsts": firsts.astype(np.int64),
+    }
+
+
+def split_block(job: BlockJob, block: Block, radii: dict[int, float]) -> int:
+    """``split_touching`` of a semantic model's block, once the whole mask is written: the region's classes
+    split with the WHOLE image's median inscribed ``radii`` (class id -> px); the labels as :func:`run_block`
+    keeps them, in ``<name>.split`` files; the block's label count."""
+    _, info = job.engine(job.model, job.mtime)
+    r0, r1, c0, c1 = block.region
+    ids = values_to_ids(np.asarray(open_output(job.out).mask[r0:r1, c0:c1]), info.class_values, job.out)
+    size = min_size_for(job.config, info)[0]
+    labels = instances_for(None, ids, "semantic", min_size=size, split=True, radii=radii)
+    arrays = _label_arrays(job, block, labels)
+    _store.save_block(job.out, f"{block.name}.split", **arrays)
+    return int(arrays["count"])
 
 
 def relabel_block(out: str, block: Block, lookup: np.ndarray) -> None:

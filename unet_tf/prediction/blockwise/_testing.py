@@ -32,5 +32,21 @@ def noop_block(job, block) -> int:
     """No prediction: only the block's completion files (the scheduler's own cost per block, for the benchmark)."""
     from . import _store
 
-    _store.save_block(job.out, block.name, ring=np.zeros((0, 0), np.int32), count=np.int64(0), present=np.zeros(0))
+    empty = np.zeros(0, np.int64)
+    _store.save_block(
+        job.out, block.name, ring=np.zeros((0, 0), np.int32), count=np.int64(0), present=empty, firsts=empty
+    )
     return 0
+
+
+def warm_up(path: str, mtime: float, tile: int, batch_size: int) -> float:
+    """Load the model in this worker (:func:`cached_engine`: once per process) and run one batch of zeros, so
+    TensorFlow's import, the model load and the first trace are paid here; the seconds it took."""
+    import time
+
+    from ._task import cached_engine
+
+    t0 = time.perf_counter()
+    predict_fn, _ = cached_engine(path, mtime)
+    predict_fn(np.zeros((batch_size, tile, tile, 1), np.float32))
+    return time.perf_counter() - t0
