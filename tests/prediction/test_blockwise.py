@@ -20,7 +20,7 @@ TABLE_TEXT = ("image", "class", "page", "scale_source")  # objects.csv columns c
 
 pytestmark = pytest.mark.skipif("nuclei" not in bundled_models(), reason="the nuclei model is not installed")
 TILE, OVERLAP = 64, 16
-SETTINGS = dict(tile=TILE, overlap=OVERLAP, batch_size=4)
+SETTINGS = dict(tile=TILE, overlap=OVERLAP, batch_size=4, precision="float32")  # auto: bfloat16 on some CPUs
 
 
 def nuclei_on_faces(side: int = 256, seed: int = 0) -> np.ndarray:
@@ -169,9 +169,8 @@ def test_touching_cells_on_a_face_stay_two_and_a_crossing_cell_becomes_one():
 
 def run(cluster, section, out, **options):
     settings = {**SETTINGS, "block_size": 64, **options}
-    return predict_blockwise(
-        "nuclei", section[0], out, PredictConfig(scheduler=cluster), log=lambda s: None, **settings
-    )
+    log = settings.pop("log", lambda s: None)
+    return predict_blockwise("nuclei", section[0], out, PredictConfig(scheduler=cluster), log=log, **settings)
 
 
 @pytest.mark.slow
@@ -186,6 +185,23 @@ def test_blockwise_equals_whole_image(cluster, section, tmp_path, block_size):
     instances = read(tmp_path / "out", "instances")
     assert_same_partition(instances, whole.instances)
     assert result["objects"] == instances.max() == len(np.unique(instances)) - 1  # consecutive 1..N
+
+
+def test_blockwise_in_bfloat16_equals_the_whole_image_in_bfloat16(cluster, section, tmp_path):
+    """The precision reaches the workers: blocks computed in mixed bfloat16 give the whole image's bfloat16
+    prediction (tiles are the same computations), which differs from the float32 one."""
+    import unet_tf
+
+    model = unet_tf.load_model("nuclei", precision="mixed_bfloat16")
+    image, config = section[3], PredictConfig(**{**SETTINGS, "precision": "mixed_bfloat16"})
+    whole = unet_tf.predict_image(model, image, config, diameter=section[2].object_diameter)
+    lines = []
+    run(cluster, section, tmp_path / "out", precision="mixed_bfloat16", save_probabilities=True, log=lines.append)
+    prob = np.moveaxis(read(tmp_path / "out", "probabilities"), 0, -1)
+    assert np.abs(whole.probabilities - section[1].probabilities).max() > 1e-4  # not vacuous: bf16 differs
+    np.testing.assert_allclose(prob, whole.probabilities, atol=1e-5)
+    np.testing.assert_array_equal(read(tmp_path / "out", "mask"), whole.mask)
+    assert any(line.startswith("prediction in mixed_bfloat16") for line in lines)
 
 
 def crossing_a_face(rows: list[dict], block: int) -> int:
@@ -368,7 +384,10 @@ def test_resume_refuses_an_output_of_another_image(cluster, section, tmp_path):
         run(cluster, section, tmp_path / "out", resume=True)
 
 
-def test_an_unreachable_scheduler_is_one_line_and_writes_nothing(section, tmp_path):
+def test_an_unreachable_scheduler_is_one_line_and_writes_nothing(section, tmp_path, monkeypatch):
+    import unet_tf.cluster
+
+    monkeypatch.setattr(unet_tf.cluster, "CONNECT_TIMEOUT_S", 1)
     with pytest.raises(UserInputError, match=r"`scheduler` tcp://127.0.0.1:9: no Dask scheduler answered"):
         predict_blockwise("nuclei", section[0], tmp_path / "out", PredictConfig(scheduler="tcp://127.0.0.1:9"))
     assert not (tmp_path / "out").exists()

@@ -156,10 +156,13 @@ def _create(out: Path, lazy, plan: BlockPlan, info, config: PredictConfig, ident
         _store.provisional(out, plan.shape, plan.block_size)
 
 
-def _prepare(client, lazy, model_path: Path, input_path: Path, out: Path, config: PredictConfig):
-    """(the job of every block, limits still unset; the ModelInfo): the plan, and the output folder created."""
+def _prepare(client, lazy, model_path: Path, input_path: Path, out: Path, config: PredictConfig, log):
+    """(the job of every block, limits still unset; the ModelInfo): the plan, the precision that every block
+    computes in (resolved on a worker), and the output folder created."""
     mtime = model_path.stat().st_mtime
-    info = client.submit(model_info, str(model_path), mtime, pure=False).result()
+    info, precision, why = client.submit(model_info, str(model_path), mtime, config.precision, pure=False).result()
+    log(f"prediction in {precision} ({why}; resolved on a worker, used by every block)")
+    config = replace(config, precision=precision)
     instances = info.target == "instances" or config.split_touching
     plan = plan_blocks(
         lazy.shape,
@@ -260,7 +263,7 @@ def predict_blockwise(
         dask_client(config.scheduler or "local:2", threads_per_worker, log=log) as client,
     ):
         with timed(stages, "setup"):
-            job, info = _prepare(client, lazy, model_path, input_path, out, config)
+            job, info = _prepare(client, lazy, model_path, input_path, out, config, log)
         blocks = job.plan.blocks()
         with timed(stages, "statistics"):
             job = replace(job, limits=_limits(client, job, info, blocks, lazy.dtype, log))

@@ -29,20 +29,27 @@ from ._predict import predict_region, window_statistics
 
 
 @functools.lru_cache(maxsize=2)
-def cached_engine(path: str, mtime: float) -> tuple[Callable, ModelInfo]:
-    """(batch -> probabilities function, ModelInfo) of the model file, loaded once per process and file version."""
+def cached_engine(path: str, mtime: float, precision: str = "float32") -> tuple[Callable, ModelInfo]:
+    """(batch -> probabilities function, ModelInfo) of the model file computing in ``precision``, loaded once
+    per process, file version and precision."""
     from unet_tf.models.file import load_model_and_info
     from unet_tf.prediction.image import engine
     from unet_tf.runtime import import_tensorflow
 
     import_tensorflow()
-    model, _ = load_model_and_info(path)
+    model, _ = load_model_and_info(path, precision=precision)
     return engine(model)
 
 
-def model_info(path: str, mtime: float) -> ModelInfo:
-    """The model's ModelInfo, read on a worker (the client imports no TensorFlow)."""
-    return cached_engine(path, mtime)[1]
+def model_info(path: str, mtime: float, precision: str) -> tuple[ModelInfo, str, str]:
+    """(ModelInfo, precision, why), read on a worker (the client imports no TensorFlow): ``precision``
+    (``auto`` too) resolved for that worker's CPU, then pinned for every block so the blocks agree."""
+    from unet_tf.runtime import import_tensorflow
+    from unet_tf.training.precision import resolve_predict_precision
+
+    tf = import_tensorflow()
+    resolved, why = resolve_predict_precision(precision, gpus=len(tf.config.list_physical_devices("GPU")))
+    return cached_engine(path, mtime, resolved)[1], resolved, why
 
 
 @dataclass(frozen=True)
@@ -75,7 +82,7 @@ def run_block(job: BlockJob, block: Block) -> int:
 
 
 def _run_block(job: BlockJob, block: Block, image) -> int:
-    predict_fn, info = job.engine(job.model, job.mtime)
+    predict_fn, info = job.engine(job.model, job.mtime, job.config.precision)
     norm, config, (lo, hi) = info.normalize, job.config, job.limits
     prob = predict_region(
         predict_fn,
@@ -128,7 +135,7 @@ def split_block(job: BlockJob, block: Block, radii: dict[int, float]) -> int:
     """``split_touching`` of a semantic model's block, once the whole mask is written: the region's classes
     split with the WHOLE image's median inscribed ``radii`` (class id -> px); the labels as :func:`run_block`
     keeps them, in ``<name>.split`` files; the block's label count."""
-    _, info = job.engine(job.model, job.mtime)
+    _, info = job.engine(job.model, job.mtime, job.config.precision)
     r0, r1, c0, c1 = block.region
     ids = values_to_ids(np.asarray(open_output(job.out).mask[r0:r1, c0:c1]), info.class_values, job.out)
     size = min_size_for(job.config, info)[0]

@@ -39,7 +39,7 @@ def noop_block(job, block) -> int:
     return 0
 
 
-def warm_up(path: str, mtime: float, tile: int, batch_size: int) -> float:
+def warm_up(path: str, mtime: float, tile: int, batch_size: int, precision: str = "float32") -> float:
     """Load the model in this worker (:func:`cached_engine`: once per process) and run one batch of zeros, so
     TensorFlow's import, the model load and the first trace are paid here; the seconds it took."""
     import time
@@ -47,6 +47,6 @@ def warm_up(path: str, mtime: float, tile: int, batch_size: int) -> float:
     from ._task import cached_engine
 
     t0 = time.perf_counter()
-    predict_fn, _ = cached_engine(path, mtime)
+    predict_fn, _ = cached_engine(path, mtime, precision)
     predict_fn(np.zeros((batch_size, tile, tile, 1), np.float32))
     return time.perf_counter() - t0
