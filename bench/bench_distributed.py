@@ -1,7 +1,7 @@
 """Blockwise prediction on Dask: start-up, steady-state blocks per second, peak memory per worker, scheduler
 overhead per block.
 
-    PYTHONPATH=$PWD python bench/bench_distributed.py --size 4096 8192 --workers 1 2
+    PYTHONPATH=$PWD python bench/bench_distributed.py --size 4096 8192 --workers 1 2 [--precision float32]
 
 A synthetic uint16 section of ``--size`` x ``--size`` px (an OME-Zarr written once per size), the default
 U-Net (untrained weights: speed only), a LocalCluster of 1 and 2 workers (threads = cores / workers), blocks of
@@ -75,7 +75,7 @@ def one_run(model: Path, image: Path, out: Path, workers: int, config, task=None
     with LocalCluster(n_workers=workers, threads_per_worker=threads, env=worker_environment(threads)) as cluster:
         with Client(cluster) as client:
             client.wait_for_workers(workers)
-            client.run(warm_up, str(model), model.stat().st_mtime, config.tile, config.batch_size)
+            client.run(warm_up, str(model), model.stat().st_mtime, config.tile, config.batch_size, config.precision)
             startup = time.perf_counter() - t0
             stop, peaks = threading.Event(), {}
             sampler = threading.Thread(target=peak_memory, args=(client, stop, peaks), daemon=True)
@@ -97,17 +97,22 @@ def main() -> None:
     p.add_argument("--workers", type=int, nargs="+", default=[1, 2])
     p.add_argument("--block-size", type=int, default=4096)
     p.add_argument("--noop-blocks", type=int, default=256, help="tiny blocks of the overhead run (a square number)")
+    p.add_argument("--precision", default=PredictConfig().precision, help="predict.precision (auto: as predict.py)")
     p.add_argument("--work", default=None, help="folder for the sections, model and outputs (default: a temp dir)")
     args = p.parse_args()
     work = Path(args.work or tempfile.mkdtemp(prefix="bench_distributed_"))
     work.mkdir(parents=True, exist_ok=True)
     model = default_model(work / "unet.keras")
+    from unet_tf.training.precision import resolve_predict_precision
+
+    precision, why = resolve_predict_precision(args.precision)
+    print(f"prediction in {precision} ({why})", flush=True)
     print("size workers blocks startup_s blocks_s other_s blocks/s MPx/s peak_MB/worker", flush=True)
     for size in args.size:
         image = section(work / f"section{size}.ome.zarr", size)
         for workers in args.workers:
             out = work / f"out{size}-{workers}-{time.strftime('%H%M%S')}.ome.zarr"
-            run = one_run(model, image, out, workers, PredictConfig(block_size=args.block_size))
+            run = one_run(model, image, out, workers, PredictConfig(block_size=args.block_size, precision=precision))
             busy = run["stages"]["blocks"]
             other = sum(run["stages"].values()) - busy
             print(

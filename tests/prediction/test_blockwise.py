@@ -391,3 +391,25 @@ def test_an_unreachable_scheduler_is_one_line_and_writes_nothing(section, tmp_pa
     with pytest.raises(UserInputError, match=r"`scheduler` tcp://127.0.0.1:9: no Dask scheduler answered"):
         predict_blockwise("nuclei", section[0], tmp_path / "out", PredictConfig(scheduler="tcp://127.0.0.1:9"))
     assert not (tmp_path / "out").exists()
+
+
+def test_predict_py_runs_blockwise_and_refuses_two_inputs(cluster, section, tmp_path, capsys):
+    """``predict.py --scheduler``: the same blockwise path (the mask equals the whole image's), one summary
+    line; more than one input is one line and exit 2, nothing written."""
+    from unet_tf.cli.predict import main as predict_main
+
+    out = tmp_path / "out.ome.zarr"
+    flags = ["--weights", "nuclei", "--tile", str(TILE), "--overlap", str(OVERLAP), "--precision", "float32"]
+    flags += ["--scheduler", cluster, "--block-size", "128", "--out", str(out)]
+    assert predict_main([*flags, "--input", str(section[0])]) == 0
+    np.testing.assert_array_equal(read(out, "mask"), section[1].mask)
+    rows = sum(1 for _ in open(out / "objects.csv")) - 1
+    assert f"{out}: 4 block(s), 4 predicted now, {rows} row(s) in objects.csv" in capsys.readouterr().out
+    other = tmp_path / "other"
+    assert predict_main([*flags[:-1], str(other), "--input", str(section[0]), str(section[0])]) == 2
+    assert (
+        capsys.readouterr()
+        .err.strip()
+        .endswith("--scheduler: give one image with --input and the output folder with --out")
+    )
+    assert not other.exists()

@@ -130,8 +130,8 @@ def _blockwise(args: argparse.Namespace, config: PredictConfig) -> int:
         raise UserInputError("--scheduler: give one image with --input and the output folder with --out")
     result = predict_blockwise(args.weights, args.input[0], args.out, config, log=say)
     say(
-        f"{args.out}: {result['blocks']} block(s), {result['predicted']} predicted now, {result['objects']} "
-        f"object(s), {result['seconds']:.1f} s"
+        f"{args.out}: {result['blocks']} block(s), {result['predicted']} predicted now, {result['table_rows']} "
+        f"row(s) in objects.csv, {result['seconds']:.1f} s"
     )
     return 0
 
