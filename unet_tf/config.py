@@ -192,7 +192,7 @@ class PredictConfig:
     stream: bool = False  # predict in bands of rows (automatic when predicting whole needs over half the free memory)
     shard: tuple[int, int] = (0, 1)  # (index, count): this run is shard index of count; names the tables
     diameter: float | None = None  # the objects' diameter in px of the images: rescaled to the model's (Cellpose)
-    # auto: mixed_bfloat16 only on the CPU kind where it was measured >= 1.3x faster with masks agreeing on
+    # auto: mixed_bfloat16 only on a CPU kind where it was measured >= 1.3x faster with masks agreeing on
     # >= 99.9 % of pixels, else float32 (unet_tf.training.precision.resolve_predict_precision). Applied where the
     # model is loaded (predict.py; load_model(precision=...)); ONNX models run as exported
     precision: str = "auto"

@@ -77,6 +77,8 @@ MEASURED_GOOD = {"avx512_bf16": (1.6, 0.9995)}
         ("auto", 0, {"avx2", "avx512f", "avx512_bf16"}, {"avx512_bf16": (1.2, 0.9999)}, "float32"),  # too slow
         ("auto", 0, {"avx2", "avx512f", "avx512_bf16"}, {"avx512_bf16": (1.6, 0.998)}, "float32"),  # masks differ
         ("auto", 0, {"avx512_bf16", "amx_bf16", "amx_tile"}, MEASURED_GOOD, "float32"),  # AMX: not measured
+        ("auto", 0, {"avx512_bf16", "amx_bf16"}, {**MEASURED_GOOD, "amx_bf16": (1.5, 0.9992)}, "mixed_bfloat16"),
+        ("auto", 0, {"avx512_bf16", "amx_bf16"}, {**MEASURED_GOOD, "amx_bf16": (1.5, 0.9985)}, "float32"),
         ("auto", 0, {"avx2", "avx512f"}, MEASURED_GOOD, "float32"),  # emulated bfloat16
         ("auto", 1, {"avx512_bf16"}, MEASURED_GOOD, "float32"),  # a GPU predicts
         ("float32", 0, {"avx512_bf16"}, MEASURED_GOOD, "float32"),
@@ -100,11 +102,12 @@ def test_auto_is_float32_when_onednn_is_capped_below_bf16(monkeypatch):
     )
 
 
-def test_the_shipped_figures_decide_auto_on_avx512_bf16(monkeypatch):
+@pytest.mark.parametrize("kind", ["avx512_bf16", "amx_bf16"])
+def test_the_shipped_figures_decide_auto_per_cpu_kind(monkeypatch, kind):
     monkeypatch.delenv("ONEDNN_MAX_CPU_ISA", raising=False)
-    speedup, agreement = prec.PREDICT_MEASURED["avx512_bf16"]
+    speedup, agreement = prec.PREDICT_MEASURED[kind]
     holds = speedup >= prec.PREDICT_MIN_SPEEDUP and agreement >= prec.PREDICT_MIN_AGREEMENT
-    precision, why = resolve_predict_precision("auto", flags={"avx512_bf16"})
+    precision, why = resolve_predict_precision("auto", flags={"avx512_bf16", kind})
     assert precision == ("mixed_bfloat16" if holds else "float32")
     assert f"{speedup:.2f}x" in why and f"{100 * agreement:.2f} %" in why
 

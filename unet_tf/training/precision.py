@@ -122,22 +122,26 @@ def mixed_bfloat16_model(model: Any) -> Any:
 
 PREDICT_MIN_SPEEDUP = 1.3  # auto predicts in mixed bfloat16 only where it was measured at least this much faster
 PREDICT_MIN_AGREEMENT = 0.999  # ... and the class masks agreed with float32 on at least this fraction of pixels
-# Per CPU kind (by its bfloat16 flag): (slowest speed-up of predict_image over float32, worst class-id agreement)
-# over the demo (TEM), GOWT1 (bundled nuclei) and ISBI 2012 models, bench/bench_predict_precision.py, A/B in one
-# process. avx512_bf16: 2-core AMD EPYC without AMX (shared, load average 3-5), 2026-12-03, three runs: speed-ups
-# demo 1.51x, 1.61x; GOWT1 1.52x, 2.48x; ISBI 1.58x, 1.29x, 1.78x (median per model: 1.56x, 2.00x, 1.58x; the
-# network alone 1.30-1.83x, median 1.57x); class ids agree on 99.964 %, 99.987 %, 99.932 % of pixels (every run);
-# GOWT1 objects 70 / 70, AP@0.5 1.0. A CPU with AMX (Intel Xeon) was not measured: float32 there under auto.
-PREDICT_MEASURED = {"avx512_bf16": (1.56, 0.99932)}
+# Per CPU kind (its bfloat16 flag: amx_bf16 wins over avx512_bf16): (speed-up of predict_image over float32, the
+# worst class-id agreement) over the demo (TEM), GOWT1 (bundled nuclei) and ISBI 2012 models,
+# bench/bench_predict_precision.py, A/B in one process.
+# avx512_bf16 without AMX: 2-core AMD EPYC (shared, load average 3-5), 2026-12-03, three runs: speed-ups demo
+# 1.51x, 1.61x; GOWT1 1.52x, 2.48x; ISBI 1.58x, 1.29x, 1.78x (median per model: 1.56x, 2.00x, 1.58x; the network
+# alone 1.30-1.83x, median 1.57x); class ids agree on 99.964 %, 99.987 %, 99.932 % of pixels (every run); GOWT1
+# objects 70 / 70, AP@0.5 1.0.
+# amx_bf16: 2-core Intel Xeon with AMX (load average 1.9), 2026-12-03: speed-ups demo 1.44x, GOWT1 1.46x, ISBI
+# 1.58x (network alone 1.53x, 1.61x, 1.55x); class ids agree on 99.980 %, 99.989 %, 99.880 % (a short ISBI model,
+# val Dice 0.78, many pixels near 0.5): under the rule's 99.9 %, so float32 there under auto.
+PREDICT_MEASURED = {"avx512_bf16": (1.56, 0.99932), "amx_bf16": (1.46, 0.99880)}
 
 
 def resolve_predict_precision(name: str, gpus: int = 0, flags: set[str] | None = None) -> tuple[str, str]:
     """(``float32`` or ``mixed_bfloat16``, why) for ``predict.precision`` ``name`` on a CPU with ``flags``.
 
-    ``auto`` chooses mixed bfloat16 only on the CPU kind of :data:`PREDICT_MEASURED` where the measured rule
-    holds (>= :data:`PREDICT_MIN_SPEEDUP` x faster, masks agreeing on >= :data:`PREDICT_MIN_AGREEMENT`): a
-    CPU with avx512_bf16 and no AMX. Float32 on a GPU, on a CPU without bfloat16 (:data:`BF16_FLAGS`), when
-    ``ONEDNN_MAX_CPU_ISA`` caps oneDNN below it, and with AMX (Intel Xeon), which was not measured.
+    ``auto`` chooses mixed bfloat16 only on a CPU kind of :data:`PREDICT_MEASURED` where the measured rule
+    holds (>= :data:`PREDICT_MIN_SPEEDUP` x faster, masks agreeing on >= :data:`PREDICT_MIN_AGREEMENT`): today
+    a CPU with avx512_bf16 and no AMX. Float32 on a GPU, on a CPU without bfloat16 (:data:`BF16_FLAGS`), when
+    ``ONEDNN_MAX_CPU_ISA`` caps oneDNN below it, and where the rule failed (AMX: masks agreed on 99.88 %).
     """
     if name not in PRECISION_NAMES:
         raise UserInputError(f"`predict.precision` {name!r}: choose one of {', '.join(PRECISION_NAMES)}")
@@ -151,13 +155,15 @@ def resolve_predict_precision(name: str, gpus: int = 0, flags: set[str] | None =
         return "float32", why + "this CPU has no avx512_bf16 or amx_bf16"
     if not isa_allows_bf16():
         return "float32", why + f"ONEDNN_MAX_CPU_ISA={os.environ.get('ONEDNN_MAX_CPU_ISA')} leaves out bfloat16"
-    if "amx_bf16" in flags:
-        return "float32", why + "mixed bfloat16 prediction was not measured on a CPU with AMX"
-    speedup, agreement = PREDICT_MEASURED["avx512_bf16"]
+    kind = "amx_bf16" if "amx_bf16" in flags else "avx512_bf16"
+    where = "with AMX" if kind == "amx_bf16" else "with avx512_bf16 and no AMX"
+    if kind not in PREDICT_MEASURED:
+        return "float32", why + f"mixed bfloat16 prediction was not measured on a CPU {where}"
+    speedup, agreement = PREDICT_MEASURED[kind]
     figures = f"{speedup:.2f}x the speed of float32, masks agreeing on {100 * agreement:.2f} % of pixels"
     if speedup >= PREDICT_MIN_SPEEDUP and agreement >= PREDICT_MIN_AGREEMENT:
-        return "mixed_bfloat16", why + f"this CPU has avx512_bf16 and no AMX, where mixed bfloat16 measured {figures}"
-    return "float32", why + f"on avx512_bf16 without AMX mixed bfloat16 measured only {figures}"
+        return "mixed_bfloat16", why + f"on this CPU kind ({where}) mixed bfloat16 measured {figures}"
+    return "float32", why + f"on this CPU kind ({where}) mixed bfloat16 measured only {figures}"
 
 
 def choose_predict_precision(name: str, gpus: int = 0, log: Callable[[str], None] = print) -> str:
