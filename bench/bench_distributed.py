@@ -12,7 +12,8 @@ U-Net (untrained weights: speed only), a LocalCluster of 1 and 2 workers (thread
 * ``blocks_s``: the ``blocks`` stage of :func:`predict_blockwise` alone (its ``stages``), on warm workers:
   the steady-state rate (``blocks/s``, ``MPx/s``); ``other_s``: its other stages (statistics, merge, object
   table, pyramid), reported apart.
-* ``peak_MB``: the largest ``memory`` (RSS) the scheduler reported for any worker (sampled every 0.25 s).
+* ``peak_MB``: the largest ``memory`` (RSS) the scheduler reported for any worker (sampled every 0.25 s), during
+  the blocks stage and over the whole call (the object table's stage holds each block's rows until gathered).
 * ``overhead_s``: the ``blocks`` stage of a run on ``--noop-blocks`` tiny blocks whose task predicts nothing
   (``_testing.noop_block``: only its completion files), per block: the scheduler's own cost of a block.
 """
@@ -53,11 +54,21 @@ def default_model(path: Path) -> Path:
     return path
 
 
-def peak_memory(client, stop: threading.Event, peaks: dict) -> None:
+def peak_memory(client, stop: threading.Event, samples: list) -> None:
+    """Append (time, largest worker RSS) every 0.25 s until ``stop``."""
     while not stop.is_set():
-        for address, worker in client.scheduler_info().get("workers", {}).items():
-            peaks[address] = max(peaks.get(address, 0), worker.get("metrics", {}).get("memory", 0))
+        workers = client.scheduler_info().get("workers", {}).values()
+        samples.append((time.perf_counter(), max((w.get("metrics", {}).get("memory", 0) for w in workers), default=0)))
         stop.wait(0.25)
+
+
+def stage_peaks(samples: list, start: float, stages: dict) -> tuple[float, float]:
+    """(peak MB during the blocks stage, peak MB over the whole call): the stages ran in ``stages``' order from
+    ``start``, so the blocks stage is the window after setup and statistics."""
+    t0 = start + stages.get("setup", 0.0) + stages.get("statistics", 0.0)
+    t1 = t0 + stages["blocks"]
+    inside = [m for t, m in samples if t0 <= t <= t1 + 0.25]
+    return max(inside, default=float("nan")) / 2**20, max((m for _, m in samples), default=float("nan")) / 2**20
 
 
 def one_run(model: Path, image: Path, out: Path, workers: int, config, task=None) -> dict:
@@ -77,15 +88,16 @@ def one_run(model: Path, image: Path, out: Path, workers: int, config, task=None
             client.wait_for_workers(workers)
             client.run(warm_up, str(model), model.stat().st_mtime, config.tile, config.batch_size, config.precision)
             startup = time.perf_counter() - t0
-            stop, peaks = threading.Event(), {}
-            sampler = threading.Thread(target=peak_memory, args=(client, stop, peaks), daemon=True)
+            stop, samples = threading.Event(), []
+            sampler = threading.Thread(target=peak_memory, args=(client, stop, samples), daemon=True)
             sampler.start()
             config = replace(config, scheduler=cluster.scheduler_address)
+            start = time.perf_counter()
             result = predict_blockwise(model, image, out, config, log=lambda s: None, block_task=task or run_block)
             stop.set()
             sampler.join()
-    peak = max(peaks.values()) / 2**20 if peaks else float("nan")
-    return {**result, "startup_s": startup, "peak_mb": peak}
+    peak_blocks, peak = stage_peaks(samples, start, result["stages"])
+    return {**result, "startup_s": startup, "peak_mb": peak, "peak_blocks_mb": peak_blocks}
 
 
 def main() -> None:
@@ -96,7 +108,7 @@ def main() -> None:
     p.add_argument("--size", type=int, nargs="+", default=[4096, 8192], help="section sides in px")
     p.add_argument("--workers", type=int, nargs="+", default=[1, 2])
     p.add_argument("--block-size", type=int, default=4096)
-    p.add_argument("--noop-blocks", type=int, default=256, help="tiny blocks of the overhead run (a square number)")
+    p.add_argument("--noop-blocks", type=int, default=256, help="tiny blocks of the overhead run (a square; 0: none)")
     p.add_argument("--precision", default=PredictConfig().precision, help="predict.precision (auto: as predict.py)")
     p.add_argument("--work", default=None, help="folder for the sections, model and outputs (default: a temp dir)")
     args = p.parse_args()
@@ -107,7 +119,7 @@ def main() -> None:
 
     precision, why = resolve_predict_precision(args.precision)
     print(f"prediction in {precision} ({why})", flush=True)
-    print("size workers blocks startup_s blocks_s other_s blocks/s MPx/s peak_MB/worker", flush=True)
+    print("size workers blocks startup_s blocks_s other_s blocks/s MPx/s peak_MB/worker(blocks) (all)", flush=True)
     for size in args.size:
         image = section(work / f"section{size}.ome.zarr", size)
         for workers in args.workers:
@@ -117,11 +129,14 @@ def main() -> None:
             other = sum(run["stages"].values()) - busy
             print(
                 f"{size} {workers} {run['blocks']} {run['startup_s']:.1f} {busy:.1f} {other:.1f} "
-                f"{run['blocks'] / busy:.4f} {size**2 / 1e6 / busy:.3f} {run['peak_mb']:.0f}",
+                f"{run['blocks'] / busy:.4f} {size**2 / 1e6 / busy:.3f} "
+                f"{run['peak_blocks_mb']:.0f} {run['peak_mb']:.0f}",
                 flush=True,
             )
             stages = " ".join(f"{k}={v:.1f}" for k, v in run["stages"].items())
             print(f"  stages (s): {stages}; objects.csv rows: {run['table_rows']}", flush=True)
+    if not args.noop_blocks:
+        return
     side = int(round(args.noop_blocks**0.5)) * 256
     image = section(work / f"section{side}.ome.zarr", side)
     print("noop: workers blocks overhead_s/block", flush=True)

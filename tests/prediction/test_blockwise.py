@@ -230,6 +230,7 @@ def test_the_object_table_equals_the_whole_image_one(cluster, section, tmp_path)
     assert crossing_a_face(expected, 64) >= 5  # not vacuous: objects measured from crops
     assert [row["object_id"] for row in expected] == list(range(1, instances.max() + 1))
     assert result["table_rows"] == len(expected)
+    assert not list((out / ".unet_tf" / "results").iterdir())  # every spilled result read back and removed
     assert_table_equal(out / "objects.csv", expected)
     assert_table_equal(out / "objects.csv", object_rows(whole, info, image, "section", None, size))
     summary = pd.read_csv(out / "objects_summary.csv")

@@ -10,15 +10,17 @@ merge), and
 ``blocks/<i>_<j>.npz`` (a block's ring of labels and counts) followed by
 ``blocks/<i>_<j>.done``, the completion marker, written atomically AFTER the
 block's data: a killed task leaves no marker, and a rerun with ``resume``
-redoes exactly the blocks without one.
+redoes exactly the blocks without one. ``results/`` holds a measuring task's
+result until the client reads it (:func:`spilled`).
 """
 
 from __future__ import annotations
 
 import json
 import os
+import pickle
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
@@ -66,3 +68,25 @@ def save_block(out: str | Path, name: str, **arrays: np.ndarray) -> None:
 def load_block(out: str | Path, name: str) -> dict[str, np.ndarray]:
     with np.load(private(out, "blocks", f"{name}.npz")) as data:
         return {key: data[key] for key in data.files}
+
+
+def spilled(fn: Callable, out: str, name: str, *args: Any) -> str:
+    """Run ``fn(*args)`` on a worker and write its result to ``results/<name>.pkl`` (atomically); the path.
+
+    The worker then keeps no result in memory until the client gathers every task (a worker's share of the
+    object table would otherwise grow with the blocks it measured); :func:`unspill` reads it back."""
+    path = private(out, "results", f"{name}.pkl")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{name}.{os.getpid()}.tmp")
+    with open(tmp, "wb") as f:
+        pickle.dump(fn(*args), f, protocol=pickle.HIGHEST_PROTOCOL)
+    os.replace(tmp, path)
+    return str(path)
+
+
+def unspill(path: str) -> Any:
+    """The result :func:`spilled` wrote (read once: the file is removed)."""
+    with open(path, "rb") as f:
+        value = pickle.load(f)
+    os.remove(path)
+    return value

@@ -8,6 +8,7 @@ ignore them), with the columns and rows the whole-image path writes
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 from typing import Any, Callable
 
@@ -16,6 +17,7 @@ import numpy as np
 from unet_tf.io.tables import write_csv
 from unet_tf.objects.morphometry import OBJECT_COLUMNS, SUMMARY_COLUMNS, summarize_objects
 
+from . import _store
 from ._faces import face_pairs, join
 from ._merge import neighbours
 from ._objects import Measure, batches, block_pass, crop_pass
@@ -26,7 +28,9 @@ Gather = Callable[[list, str], list]  # (futures, what) -> results, with progres
 def measure(client, gather: Gather, m: Measure, blocks: list, crossing: np.ndarray | None = None) -> list:
     """Every object's (class, first pixel, result): each block's whole objects, then the objects joined across
     faces measured from crops (``crossing``: the instance ids that occur in more than one block)."""
-    parts = gather([client.submit(block_pass, m, k, b, crossing, pure=False) for k, b in enumerate(blocks)], m.what)
+    submit = functools.partial(client.submit, _store.spilled, pure=False)
+    paths = [submit(block_pass, m.out, f"{m.what}-{k}", m, k, b, crossing) for k, b in enumerate(blocks)]
+    parts = [_store.unspill(path) for path in gather(paths, m.what)]
     pieces = [p for part in parts for p in part["pieces"]]
     if m.source == "components":
         pairs = {
@@ -36,7 +40,8 @@ def measure(client, gather: Gather, m: Measure, blocks: list, crossing: np.ndarr
         joined = join(pieces, [part["count"] for part in parts], pairs)
     else:
         joined = join(pieces)
-    crops = gather([client.submit(crop_pass, m, batch, pure=False) for batch in batches(joined)], f"{m.what} (faces)")
+    paths = [submit(crop_pass, m.out, f"{m.what}-faces-{k}", m, batch) for k, batch in enumerate(batches(joined))]
+    crops = [_store.unspill(path) for path in gather(paths, f"{m.what} (faces)")]
     return [f for part in parts for f in part["found"]] + [f for found in crops for f in found]
 
 
