@@ -117,6 +117,17 @@ def test_the_pass_that_finds_whole_objects_of_the_models_diameter_wins():
     assert consistent_estimate(18.0, [(1.0, separate(3.0))], min_size=10) is None  # every object under min_size
 
 
+def test_whole_objects_between_two_passes_beat_separate_spots():
+    """DSB2018 nuclei of ~101 px, a model of 18 px (measured: f4faa3a409 at x2): x1 finds separate spots of the
+    model's size (not cut: they do not touch), implying x0.96; x0.5 and x0.25 find whole nuclei implying x0.18
+    and x0.17, nearer to 0.25 than to 0.5. The x0.25 pass answers for x0.17 and, agreeing with x0.5 on the
+    nuclei's diameter, wins over the spots."""
+    passes = [(1.0, separate(18.8)), (0.5, separate(50.3)), (0.25, separate(26.2))]
+    factor, made_at = consistent_estimate(18.0, passes)
+    assert made_at == 0.25 and factor == pytest.approx(0.25 * 18 / median_diameter(instance_areas(separate(26.2))))
+    assert 0.16 < factor < 0.19
+
+
 def test_estimate_and_tolerance():
     labels = separate(20.0)
     d = median_diameter(instance_areas(labels))
