@@ -23,6 +23,8 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
+from unet_tf.io.writers import atomic_path
+
 PARENT_POLL_S = 1.0
 
 
@@ -80,9 +82,8 @@ def _child_main(job: str, result: str) -> None:
         outcome = (True, function(*args))
     except Exception as exc:  # handed to the parent, which raises it
         outcome = (False, exc)
-    tmp = Path(result).with_suffix(".tmp")
-    tmp.write_bytes(pickle.dumps(outcome))
-    tmp.replace(result)
+    with atomic_path(result) as tmp:
+        tmp.write_bytes(pickle.dumps(outcome))
 
 
 if __name__ == "__main__":

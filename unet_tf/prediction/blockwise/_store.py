@@ -24,6 +24,8 @@ from typing import Any, Callable
 
 import numpy as np
 
+from unet_tf.io.writers import atomic_path
+
 PRIVATE = ".unet_tf"
 
 
@@ -32,10 +34,8 @@ def private(out: str | Path, *parts: str) -> Path:
 
 
 def write_json_atomic(path: Path, value: Any) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(value, indent=1, sort_keys=True))
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(value, indent=1, sort_keys=True))
 
 
 def provisional(out: str | Path, shape: tuple[int, int] | None = None, chunk: int | None = None):
@@ -54,15 +54,10 @@ def marker(out: str | Path, name: str) -> Path:
 
 def save_block(out: str | Path, name: str, **arrays: np.ndarray) -> None:
     """The block's npz, then its completion marker; each written to a temporary name and renamed."""
-    path = private(out, "blocks", f"{name}.npz")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{name}.{os.getpid()}.tmp.npz")
-    np.savez_compressed(tmp, **arrays)
-    os.replace(tmp, path)
-    done = marker(out, name)
-    tmp = done.with_name(f".{name}.{os.getpid()}.tmp")
-    tmp.write_text("done\n")
-    os.replace(tmp, done)
+    with atomic_path(private(out, "blocks", f"{name}.npz")) as tmp:
+        np.savez_compressed(tmp, **arrays)
+    with atomic_path(marker(out, name)) as tmp:
+        tmp.write_text("done\n")
 
 
 def load_block(out: str | Path, name: str) -> dict[str, np.ndarray]:
@@ -75,12 +70,9 @@ def spilled(fn: Callable, out: str, name: str, *args: Any) -> str:
 
     The worker then keeps no result in memory until the client gathers every task (a worker's share of the
     object table would otherwise grow with the blocks it measured); :func:`unspill` reads it back."""
-    path = private(out, "results", f"{name}.pkl")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{name}.{os.getpid()}.tmp")
-    with open(tmp, "wb") as f:
-        pickle.dump(fn(*args), f, protocol=pickle.HIGHEST_PROTOCOL)
-    os.replace(tmp, path)
+    path, result = private(out, "results", f"{name}.pkl"), fn(*args)
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(pickle.dumps(result, protocol=pickle.HIGHEST_PROTOCOL))
     return str(path)
 
 
