@@ -51,6 +51,15 @@ def is_image_file(path: str | Path) -> bool:
     return Path(path).suffix.lower() in IMAGE_SUFFIXES
 
 
+def luminance(rgb: np.ndarray) -> np.ndarray:
+    """(H, W, 3 or 4) R,G,B(,A) -> (H, W) luminance of the same dtype (alpha ignored; integers rounded)."""
+    gray = rgb[..., :3].astype(np.float64) @ _LUMA
+    if np.issubdtype(rgb.dtype, np.integer):
+        info = np.iinfo(rgb.dtype)
+        gray = np.clip(np.rint(gray), info.min, info.max)
+    return gray.astype(rgb.dtype)
+
+
 def _to_gray(bands: np.ndarray, path: Path) -> np.ndarray:
     """(H, W, B) in R,G,B(,A) order -> (H, W) of the same dtype."""
     n = bands.shape[-1]
@@ -59,11 +68,7 @@ def _to_gray(bands: np.ndarray, path: Path) -> np.ndarray:
         return np.ascontiguousarray(bands[..., 0])
     if n in (3, 4):
         say_note("colour images are reduced to gray (luminance; alpha ignored)", path)
-        gray = bands[..., :3].astype(np.float64) @ _LUMA
-        if np.issubdtype(bands.dtype, np.integer):
-            info = np.iinfo(bands.dtype)
-            gray = np.clip(np.rint(gray), info.min, info.max)
-        return gray.astype(bands.dtype)
+        return luminance(bands)
     raise UserInputError(f"{path}: has {n} channels; expected 1 (gray), 2 (gray+alpha), 3 or 4 (RGB/RGBA)")
 
 

@@ -32,7 +32,7 @@ import numpy as np
 
 from unet_tf.config import PredictConfig
 from unet_tf.errors import UserInputError
-from unet_tf.io.images import read_image, read_label
+from unet_tf.io.images import luminance, read_image, read_label
 from unet_tf.io.writers import write_mask, write_tiff
 from unet_tf.models.bundled import bundled_models
 from unet_tf.prediction.outputs import write_instances
@@ -40,9 +40,6 @@ from unet_tf.prediction.outputs import write_instances
 METADATA_KEY = "unet_tf"  # a Labels layer's metadata[METADATA_KEY]: model, image layer, settings
 RUNS_FOLDER = "runs"  # fine-tuning runs go to <training folder>/runs/finetune-<time>
 MODEL_SUFFIXES = (".keras", ".onnx")
-# the luminance weights of unet_tf.io.images (its private _to_gray): a colour layer is read as predict.py reads a
-# colour file; copied (not imported) because that function is private to io/ and prints a note per file
-LUMA = np.array([0.299, 0.587, 0.114])
 
 
 def model_choices(runs_folder: str | Path | None = None) -> dict[str, str]:
@@ -97,14 +94,6 @@ def gray_plane(data: Any, rgb: bool = False, name: str = "image") -> np.ndarray:
     if array.size == 0:
         raise UserInputError(f"layer '{name}': holds no pixels")
     return array
-
-
-def luminance(rgb: np.ndarray) -> np.ndarray:
-    """(H, W, 3 or 4) R,G,B(,A) -> (H, W) luminance of the same dtype (alpha ignored), as ``predict.py`` reads."""
-    gray = rgb[..., :3].astype(np.float64) @ LUMA
-    if np.issubdtype(rgb.dtype, np.integer):
-        gray = np.clip(np.rint(gray), np.iinfo(rgb.dtype).min, np.iinfo(rgb.dtype).max)
-    return gray.astype(rgb.dtype)
 
 
 def predict_config(**values: Any) -> PredictConfig:
