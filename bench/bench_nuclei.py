@@ -2,7 +2,7 @@
 fine-tuning curve, and the object-scale estimate on resized images. One command each:
 
     export UNET_TF_DATA=../shared/data
-    python bench/bench_nuclei.py heldout  --weights nuclei                 # 66 held-aside ids, per modality
+    python bench/bench_nuclei.py heldout  --weights nuclei [--scales estimate none truth]  # 66 held-aside ids
     python bench/bench_nuclei.py resized  --weights nuclei --factors 0.5 2 # the same, resized, +- estimate
     python bench/bench_nuclei.py gowt1    --weights nuclei                 # GOWT1 02 full frames, zero-shot
     python bench/bench_nuclei.py finetune --weights nuclei --frames 1 2 4 --seeds 0 1 2 --steps 300
@@ -50,6 +50,9 @@ DATA = Path(os.environ.get("UNET_TF_DATA", "../shared/data"))
 HOLDOUT = 66
 FINETUNE_FRAMES = {1: ("021",), 2: ("021", "039"), 4: ("021", "031", "033", "039")}
 COLUMNS = ("ap50", "mean_ap", "seg", "n_true", "n_pred")
+
+
+SCALES = {"estimate": ("estimate", True), "none": ("no rescale", False), "truth": ("true diameter", "truth")}
 
 
 def heldout_ids(data_dir: Path, n: int = HOLDOUT) -> list[str]:
@@ -216,6 +219,13 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--steps", type=int, default=300)
     p.add_argument("--scratch-all", action="store_true")
     p.add_argument("--arms", choices=("both", "finetune", "scratch"), default="both")
+    p.add_argument(
+        "--scales",
+        nargs="+",
+        choices=SCALES,
+        default=list(SCALES),
+        help="heldout / resized: how each image's scale is set (resized: estimate and none only)",
+    )
     p.add_argument("--out", type=Path, default=Path("runs/bench-nuclei"))
     return p.parse_args(argv)
 
@@ -229,19 +239,17 @@ def main(argv=None) -> None:
     else:
         model = unet_tf.load_model(args.weights)
         if args.command == "heldout":
-            results = {
-                "estimate": score_dsb(model, args.data_dir),
-                "no rescale": score_dsb(model, args.data_dir, estimate=False),
-                "true diameter": score_dsb(model, args.data_dir, estimate="truth"),
-            }
+            results = {SCALES[a][0]: score_dsb(model, args.data_dir, estimate=SCALES[a][1]) for a in args.scales}
         elif args.command == "resized":
             results = {
-                f"x{f:g} {'estimate' if e else 'no estimate'}": score_dsb(model, args.data_dir, f, e)
+                f"x{f:g} {SCALES[a][0]}": score_dsb(model, args.data_dir, f, SCALES[a][1])
                 for f in args.factors
-                for e in (True, False)
+                for a in args.scales
+                if a != "truth"
             }
         else:
             results = {"gowt1 02": score_gowt1(model)}
+        results["foreground_threshold"] = unet_tf.read_info(model).foreground_threshold
     results["machine"] = {"cpu": platform.processor() or platform.machine(), "seconds": round(time.perf_counter() - t0)}
     (args.out / f"results-{args.command}.json").write_text(json.dumps(results, indent=2))
     print(markdown(args.command, results))

@@ -188,6 +188,9 @@ class PredictConfig:
     overlay: bool = True
     pixel_size: float | None = None  # micrometres per pixel, for the µm columns of objects.csv
     min_size: int | None = None  # smallest object in px; None: the model's own (ModelInfo.min_size), else 0
+    # instance models: interior + boundary probability above which a pixel is object; None: the model's
+    # calibrated value (ModelInfo.foreground_threshold, unet_tf.training.calibration), else 0.5
+    foreground_threshold: float | None = None
     split_touching: bool = False  # semantic models: split touching objects of a class (distance watershed)
     stream: bool = False  # predict in bands of rows (automatic when predicting whole needs over half the free memory)
     shard: tuple[int, int] = (0, 1)  # (index, count): this run is shard index of count; names the tables
@@ -204,6 +207,9 @@ class PredictConfig:
     def __post_init__(self):
         if not 0 < self.threshold < 1:
             raise UserInputError(f"threshold {self.threshold}: must be between 0 and 1")
+        fg = self.foreground_threshold
+        if fg is not None and (isinstance(fg, bool) or not isinstance(fg, numbers.Real) or not 0 < fg < 1):
+            raise UserInputError(f"`predict.foreground_threshold` {fg!r}: must be between 0 and 1")
         if self.pixel_size is not None and self.pixel_size <= 0:
             raise UserInputError(f"pixel size {self.pixel_size}: must be positive")
         if self.min_size is not None and self.min_size < 0:

@@ -29,7 +29,7 @@ FORMAT_2 = {  # a ModelInfo dict as unet_tf wrote it before min_size (format 2)
 def test_round_trip_keeps_min_size():
     info = ModelInfo((0, 1, 2), ("background", "interior", "boundary"), target="instances", min_size=541)
     back = ModelInfo.from_dict(info.to_dict())
-    assert back == info and back.min_size == 541 and back.format == FORMAT_VERSION == 4
+    assert back == info and back.min_size == 541 and back.format == FORMAT_VERSION == 5
 
 
 def test_round_trip_keeps_the_object_scale_and_older_formats_have_none():
@@ -43,6 +43,32 @@ def test_round_trip_keeps_the_object_scale_and_older_formats_have_none():
         for bad in (0.0, -2.0, float("nan")):
             with pytest.raises(ValueError, match=name):
                 ModelInfo((0, 1), ("a", "b"), **{name: bad})
+
+
+def test_round_trip_keeps_the_foreground_threshold_and_older_formats_have_none():
+    info = ModelInfo((0, 1, 2), ("background", "interior", "boundary"), target="instances", foreground_threshold=0.85)
+    assert ModelInfo.from_dict(info.to_dict()).foreground_threshold == 0.85
+    for version in (1, 2, 3, 4):
+        assert ModelInfo.from_dict({**FORMAT_2, "format": version}).foreground_threshold is None
+    for bad in (0.0, 1.0, -0.5):
+        with pytest.raises(ValueError, match="foreground_threshold"):
+            ModelInfo((0, 1), ("a", "b"), foreground_threshold=bad)
+
+
+def test_replace_info_rewrites_only_the_info(tmp_path):
+    """The file's ModelInfo changes; its weights, and so its output, do not."""
+    import numpy as np
+    from _helpers import tiny_model_file
+
+    from unet_tf.models.file import load_model_and_info, replace_info
+
+    path = tiny_model_file(tmp_path / "best.keras", 3)[0]
+    before, info = load_model_and_info(path)
+    assert replace_info(path, min_size=7) == ModelInfo.from_dict({**info.to_dict(), "min_size": 7})
+    after, info_after = load_model_and_info(path)
+    x = np.random.default_rng(0).random((1, 32, 32, 1), np.float32)
+    np.testing.assert_array_equal(np.asarray(before(x)), np.asarray(after(x)))
+    assert info_after.min_size == 7 and sorted(p.name for p in tmp_path.iterdir()) == ["best.keras"]
 
 
 def test_format_2_dict_loads_without_min_size():

@@ -41,10 +41,11 @@ def test_golden_keras_file_loads_and_predicts_the_same(stem):
     stored = json.loads((GOLDEN / info_file).read_text())
     info = unet_tf.read_info(model)
     assert info == unet_tf.ModelInfo.from_dict(stored)
-    # the dict itself too, read as the current format: format 4 added object_diameter and pixel_size_um (None
-    # for older files); a later ModelInfo format changes this line on purpose, not the file
+    # the dict itself too, read as the current format: format 4 added object_diameter and pixel_size_um, 5
+    # foreground_threshold (None for older files); a later ModelInfo format changes this line on purpose, not
+    # the file
     assert stored["format"] == 3 and "object_diameter" not in stored
-    now = {**stored, "format": 4, "object_diameter": None, "pixel_size_um": None}
+    now = {**stored, "format": 5, "object_diameter": None, "pixel_size_um": None, "foreground_threshold": None}
     assert json.loads(json.dumps(info.to_dict())) == now
     assert info.object_diameter is None and info.pixel_size_um is None
     assert info.model.attention and info.model.base_filters == 4 and info.model.depth == 2

@@ -74,6 +74,22 @@ def _model_args(p: argparse.ArgumentParser) -> None:
     )
 
 
+def _threshold_args(p: argparse.ArgumentParser, d: PredictConfig) -> None:
+    """The probability thresholds."""
+    p.add_argument(
+        "--threshold",
+        type=float,
+        default=d.threshold,
+        help="foreground probability threshold of binary models; interior seed threshold of instance models",
+    )
+    p.add_argument(
+        "--foreground-threshold",
+        type=float,
+        help="instance models: interior + boundary probability above which a pixel is object (default: the "
+        "model's own, calibrated on its validation images after training, else 0.5)",
+    )
+
+
 def _scale_args(p: argparse.ArgumentParser) -> None:
     """Pixel size, object scale and the smallest object."""
     p.add_argument(
@@ -157,9 +173,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overlap", type=int, default=d.overlap, help="overlap of neighbouring tiles in px")
     p.add_argument("--batch-size", type=int, default=d.batch_size, help="tiles per model call")
     p.add_argument("--tta", action="store_true", help="8-fold dihedral test-time augmentation (8x slower)")
-    p.add_argument(
-        "--threshold", type=float, default=d.threshold, help="foreground probability threshold of binary models"
-    )
+    _threshold_args(p, d)
     p.add_argument(
         "--save-probabilities", action="store_true", help="also write <stem>_prob.tif (float32, a band per class)"
     )
@@ -203,6 +217,7 @@ def config_from_args(args: argparse.Namespace) -> PredictConfig:
         overlay=not args.no_overlay,
         pixel_size=args.pixel_size,
         min_size=args.min_size,
+        foreground_threshold=args.foreground_threshold,
         diameter=args.diameter,
         precision=args.precision,
         split_touching=args.split_touching,

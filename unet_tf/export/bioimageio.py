@@ -285,6 +285,15 @@ def readme(info: ModelInfo, source: str, checks: dict[str, float], results: dict
             if info.n_outputs == 1
             else "(argmax gives the class)."
         ),
+        *(
+            [
+                "- Instances (unet_tf's post-processing): a seeded watershed, seeds where interior > 0.5, objects "
+                f"where interior + boundary > {info.foreground_threshold or 0.5:g}"
+                f"{' (calibrated on the validation images)' if info.foreground_threshold else ''}."
+            ]
+            if info.target == "instances"
+            else []
+        ),
         f"- Input `raw`: one gray channel; height and width multiples of {info.size_divisor}; "
         f"trained on {info.patch_size} px patches.",
         f"- Preprocessing: percentiles {norm.pmin} / {norm.pmax} of each image "

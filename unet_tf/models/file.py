@@ -16,7 +16,7 @@ usable where TensorFlow is not installed (ONNX models carry the same dict).
 from __future__ import annotations
 
 import zipfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +27,7 @@ from unet_tf.errors import UserInputError
 INFO_LAYER = "unet_tf_info"  # the name of models.info_layer.InfoLayer in every model
 # 1: the untyped dict of unet_tf 0.1 (same keys, no "target"); 2: no "min_size"; 3: no "object_diameter",
 # "pixel_size_um"
-FORMAT_VERSION = 4
+FORMAT_VERSION = 5
 
 
 @dataclass(frozen=True)
@@ -56,6 +56,11 @@ class ModelInfo:
             1-3, no objects): images are used at their own scale.
         pixel_size_um: µm per px of the training images when their files say
             it (all the same), else None.
+        foreground_threshold: an instance model's interior + boundary
+            probability above which a pixel is object, calibrated on its
+            validation images after training
+            (:mod:`unet_tf.training.calibration`); None where not calibrated
+            (files before format 5, too few validation objects): then 0.5.
         data_dir: the dataset folder, if any (predict.py's default input).
         test_images: held-out ``(image, label, ...)`` paths of the run.
         model: the architecture.
@@ -76,6 +81,7 @@ class ModelInfo:
     min_size: int | None = None
     object_diameter: float | None = None
     pixel_size_um: float | None = None
+    foreground_threshold: float | None = None
     data_dir: str | None = None
     test_images: tuple[tuple[str, ...], ...] = ()
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -95,6 +101,8 @@ class ModelInfo:
             value = getattr(self, name)
             if value is not None and not value > 0:
                 raise ValueError(f"{name} must be None or > 0, got {value!r}")
+        if self.foreground_threshold is not None and not 0 < self.foreground_threshold < 1:
+            raise ValueError(f"foreground_threshold must be None or in (0, 1), got {self.foreground_threshold!r}")
 
     @property
     def n_classes(self) -> int:
@@ -155,6 +163,16 @@ def min_size_for(config: PredictConfig, info: ModelInfo) -> tuple[int, str]:
     if info.min_size is not None:
         return info.min_size, "the model's, from its training objects"
     return 0, "none set; the model holds no value"
+
+
+def foreground_threshold_for(config: PredictConfig, info: ModelInfo) -> tuple[float, str]:
+    """(an instance model's foreground threshold, where it came from): ``config.foreground_threshold`` if set,
+    else the model's calibrated one, else 0.5."""
+    if config.foreground_threshold is not None:
+        return config.foreground_threshold, "set"
+    if info.foreground_threshold is not None:
+        return info.foreground_threshold, "the model's, calibrated on its validation images"
+    return 0.5, "none set; the model holds no calibrated value"
 
 
 def register_keras_objects() -> None:
@@ -231,6 +249,19 @@ def load_model_and_info(path: str | Path, compile: bool = False, precision: str 
         gpus = len(tf.config.list_physical_devices("GPU")) if precision == "auto" else 0
         model = prediction_model(model, resolve_predict_precision(precision, gpus=gpus)[0])
     return model, info
+
+
+def replace_info(path: str | Path, **changes: Any) -> ModelInfo:
+    """Rewrite the :class:`ModelInfo` of the model file ``path`` with ``changes`` (weights, precision and
+    optimizer state kept); the file is replaced whole or not at all. Returns the new info."""
+    from unet_tf.io.writers import atomic_path
+
+    model, info = load_model_and_info(path, compile=True)
+    info = replace(info, **changes)
+    model.get_layer(INFO_LAYER).info = info.to_dict()
+    with atomic_path(path) as tmp:
+        model.save(tmp)
+    return info
 
 
 def load_model(path: str | Path, compile: bool = False, precision: str = "float32"):

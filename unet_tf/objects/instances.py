@@ -396,19 +396,23 @@ def instances_for(
     min_size: int = 0,
     split: bool = False,
     radii: Mapping[int, float] | None = None,
+    foreground_threshold: float = 0.5,
 ) -> np.ndarray | None:
     """The instance labels (int32 (H, W), ids unique over classes) that prediction reports, or None.
 
     ``target == "instances"``: seeded watershed of the background / interior /
     boundary probabilities (:func:`instances_from_probabilities`, interior
-    seeds above ``threshold``). A semantic model with ``split``: every
+    seeds above ``threshold``, objects where interior + boundary is above
+    ``foreground_threshold``). A semantic model with ``split``: every
     foreground class's mask split into touching objects
     (:func:`split_touching`), numbered on after the previous class; ``radii``: class id -> the median
     inscribed radius to split it with (default: each class's own in ``ids``). Otherwise None (objects are
     connected components, counted by the object table).
     """
     if target == "instances":
-        return instances_from_probabilities(prob, interior_threshold=threshold, min_size=min_size)
+        return instances_from_probabilities(
+            prob, interior_threshold=threshold, foreground_threshold=foreground_threshold, min_size=min_size
+        )
     if not split:
         return None
     out = np.zeros(ids.shape, np.int32)

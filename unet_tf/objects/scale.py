@@ -13,7 +13,8 @@ given in the image's px (``model diameter / diameter``), else from the pixel
 sizes (``image pixel size / model pixel size``), else estimated from the objects
 of first passes at the factors :data:`ESTIMATE_PASSES` (1, 1/2, 1/4), the one
 that finds objects of about the model's diameter winning
-(:func:`consistent_estimate`). A factor within
+(:func:`consistent_estimate`), then checked once by the objects found at the
+estimate (:func:`implied_factor`; ``unet_tf.prediction.image``). A factor within
 :data:`SCALE_TOLERANCE` (5 %) of 1 is not applied: resampling costs more than
 the few percent it corrects, and a model tolerates that much. An estimated
 factor must differ from 1 by more than :data:`ESTIMATE_TOLERANCE` (10 %): the
@@ -161,6 +162,13 @@ def pieces_per_object(instances: np.ndarray) -> float:
     return float(np.median(np.bincount(pairs[0], minlength=n + 1)[1:]))
 
 
+def implied_factor(model_diameter: float, factor: float, instances: np.ndarray, min_size: int = 0) -> float | None:
+    """The factor that objects found in an image resized by ``factor`` imply, ``factor * model_diameter / d``
+    (``d``: their median diameter, objects under ``min_size`` px left out); None without objects."""
+    diameter = median_diameter(instance_areas(instances), min_size)
+    return None if diameter is None else factor * model_diameter / diameter
+
+
 def consistent_estimate(
     model_diameter: float, passes: Sequence[tuple[float, np.ndarray]], min_size: int = 0
 ) -> tuple[float, float] | None:
@@ -187,11 +195,10 @@ def consistent_estimate(
     """
     found = []
     for factor, instances in passes:
-        diameter = median_diameter(instance_areas(instances), min_size)
-        if diameter is not None:
-            implied = factor * model_diameter / diameter
+        implied = implied_factor(model_diameter, factor, instances, min_size)
+        if implied is not None:
             cut = pieces_per_object(instances) >= CUT_PIECES
-            found.append((cut, abs(math.log(implied / factor)), implied, factor, diameter / factor))
+            found.append((cut, abs(math.log(implied / factor)), implied, factor, model_diameter / implied))
     if not found:
         return None
     tolerance, factors = math.log(AGREEMENT), [factor for factor, _ in passes]

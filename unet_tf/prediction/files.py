@@ -32,7 +32,7 @@ from unet_tf.evaluation.semantic import Evaluator
 from unet_tf.io.images import iter_pages, page_count, read_image, stack_axes
 from unet_tf.io.metadata import pixel_size_um
 from unet_tf.io.tables import format_table, write_csv
-from unet_tf.models.file import ModelInfo, min_size_for
+from unet_tf.models.file import ModelInfo, foreground_threshold_for, min_size_for
 from unet_tf.objects.morphometry import OBJECT_COLUMNS, SUMMARY_COLUMNS, measure_objects, summarize_objects
 from unet_tf.prediction.image import Prediction, engine, predict_image
 from unet_tf.prediction.inputs import check_output_names, shard_suffix
@@ -278,6 +278,10 @@ def predict_files(
     min_size, source = min_size_for(config, info)
     config = replace(config, min_size=min_size)
     log(f"minimum object size: {min_size} px ({source})")
+    if info.target == "instances":
+        foreground, source = foreground_threshold_for(config, info)
+        config = replace(config, foreground_threshold=foreground)
+        log(f"objects where interior + boundary probability > {foreground:g} ({source})")
     log(_scale_text(info))
     scores = Scores(Evaluator(info.class_names), InstanceEvaluator())
     objects: list[dict] = []

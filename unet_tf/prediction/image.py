@@ -13,7 +13,8 @@ the model's typical diameter (``ModelInfo.object_diameter``) is resized to it
 before the network, by a factor from ``predict.diameter``, else the pixel sizes
 (``predict.pixel_size`` and ``ModelInfo.pixel_size_um``), else, for an instance
 model, estimated from the objects of first passes at the image's own scale and
-at 1/2 and 1/4 of it (:func:`unet_tf.objects.scale.consistent_estimate`; a
+at 1/2 and 1/4 of it (:func:`unet_tf.objects.scale.consistent_estimate`), then
+checked once by the objects found at the estimate (:func:`_refined`; a
 semantic model's classes have no one object scale: it is used as it is). Class ids, objects,
 ``min_size``, the weak-seed rule and ``split_touching`` are computed at the
 model's scale; the outputs are then brought back to the image's pixels
@@ -25,6 +26,7 @@ model's scale; the outputs are then brought back to the image's pixels
 
 from __future__ import annotations
 
+import math
 import weakref
 from dataclasses import dataclass, replace
 from typing import Any, Callable
@@ -35,15 +37,17 @@ from unet_tf.config import PredictConfig
 from unet_tf.data.normalize import ids_to_values, percentile_limits, stretch
 from unet_tf.errors import UserInputError, say_note
 from unet_tf.io.writers import mask_dtype
-from unet_tf.models.file import ModelInfo, min_size_for, read_info, tiling_options
+from unet_tf.models.file import ModelInfo, foreground_threshold_for, min_size_for, read_info, tiling_options
 from unet_tf.objects.instances import instances_for
 from unet_tf.objects.labels import renumber
 from unet_tf.objects.scale import (
+    ESTIMATE_LIMITS,
     ESTIMATE_PASSES,
     ESTIMATE_TOLERANCE,
     MIN_PASS_SIDE,
     applied,
     consistent_estimate,
+    implied_factor,
     model_factor,
     resize,
     scaled_shape,
@@ -123,7 +127,13 @@ def _segment(
     )
     ids = probabilities_to_ids(prob, config.threshold)
     instances = instances_for(
-        prob, ids, info.target, threshold=config.threshold, min_size=min_size, split=config.split_touching
+        prob,
+        ids,
+        info.target,
+        threshold=config.threshold,
+        min_size=min_size,
+        split=config.split_touching,
+        foreground_threshold=foreground_threshold_for(config, info)[0],
     )
     return prob, ids, instances
 
@@ -152,7 +162,40 @@ def _scale(
     if abs(estimate / made_at - 1.0) <= ESTIMATE_TOLERANCE:  # that pass is already at the right scale
         estimate = made_at
     estimate = applied(estimate, ESTIMATE_TOLERANCE)
-    return estimate, "estimate", passes.get(estimate)
+    if estimate in passes:
+        return estimate, "estimate", passes[estimate]
+    factor, segmented = _refined(predict_fn, info, image, estimate, config, min_size, progress)
+    return factor, "estimate", segmented
+
+
+def _at(
+    predict_fn: Callable, info: ModelInfo, image: np.ndarray, factor: float, config: PredictConfig, min_size, progress
+) -> Segmented:
+    """The segmentation of ``image`` resized by ``factor`` (at that scale)."""
+    scaled = image if factor == 1.0 else resize(image, scaled_shape(image.shape, factor), "image")
+    return _segment(predict_fn, info, scaled, config, min_size, progress)
+
+
+def _refined(
+    predict_fn: Callable, info: ModelInfo, image: np.ndarray, estimate: float, config: PredictConfig, min_size, progress
+) -> tuple[float, Segmented]:
+    """(factor, segmentation at it): the pass at the estimate or, when its objects imply a factor more than
+    ESTIMATE_TOLERANCE away, one more pass at that factor, kept when its own objects agree with it better
+    (a fixed-point step: the first passes never enlarge, so objects far below the model's diameter are
+    under-counted by them and their estimate falls short)."""
+    first = _at(predict_fn, info, image, estimate, config, min_size, progress)
+    implied = implied_factor(info.object_diameter, estimate, first[2], min_size)  # estimates: instance models
+    if implied is None or abs(math.log(implied / estimate)) <= math.log1p(ESTIMATE_TOLERANCE):
+        return estimate, first
+    low, high = ESTIMATE_LIMITS
+    refined = applied(min(max(implied, low), high), ESTIMATE_TOLERANCE)
+    if refined == estimate:
+        return estimate, first
+    second = _at(predict_fn, info, image, refined, config, min_size, progress)
+    again = implied_factor(info.object_diameter, refined, second[2], min_size)
+    if again is not None and abs(math.log(again / refined)) < abs(math.log(implied / estimate)):
+        return refined, second
+    return estimate, first
 
 
 def _back(segmented: Segmented, shape: tuple[int, int]) -> Segmented:
@@ -185,12 +228,13 @@ def predict_image(
             ``predict.py``.
         progress: optional ``progress(done_tiles, total_tiles)`` callback
             (once per pass: the estimate of the object scale makes up to three first passes, at 1, 1/2 and 1/4 of the
-            image's size, and one more at the estimated scale when none of them was at it).
+            image's size, and one or two more at the estimated scale when none of them was at it).
         name: the image's name in notes. Default "image".
         **options: PredictConfig fields overriding ``config``: ``tile`` (512),
             ``overlap`` (64), ``batch_size`` (4), ``tta`` (False),
             ``threshold`` (0.5: foreground of binary models, interior seeds
-            of instance models), ``min_size`` (None: the model's own
+            of instance models), ``foreground_threshold`` (None: an instance
+            model's calibrated value, else 0.5), ``min_size`` (None: the model's own
             ``ModelInfo.min_size``, else 0; smallest object in px at the
             model's scale), ``split_touching`` (False: split touching objects
             of a semantic model's classes into instances), ``diameter``
@@ -214,8 +258,7 @@ def predict_image(
     image = _checked_image(image)
     factor, source, segmented = _scale(predict_fn, info, image, config, min_size, progress, name)
     if segmented is None:
-        scaled = image if factor == 1.0 else resize(image, scaled_shape(image.shape, factor), "image")
-        segmented = _segment(predict_fn, info, scaled, config, min_size, progress)
+        segmented = _at(predict_fn, info, image, factor, config, min_size, progress)
     if factor != 1.0:
         segmented = _back(segmented, image.shape)
     prob, ids, instances = segmented

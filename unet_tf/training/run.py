@@ -43,6 +43,7 @@ from unet_tf.io.tables import score_column
 from unet_tf.models.build import build_model, check_input_size, resolved_depth
 from unet_tf.models.file import ModelInfo, attach_info
 from unet_tf.runtime import quiet_run
+from unet_tf.training.calibration import calibrate_model_file
 from unet_tf.training.callbacks import choose_monitor, make_callbacks, stop_reason
 from unet_tf.training.distribute import (
     WorkerInfo,
@@ -345,6 +346,7 @@ def run_phases(ctx: RunContext, extra_callbacks: Sequence = ()) -> RunSummary:
     record_start(ctx, model, balance, parent)
     fitted = fit_model(ctx, model, arrays, balance, extra_callbacks)
     check_divergence(fitted.history)
+    calibrate(ctx, arrays)
     return summarize(ctx, model, fitted, precision)
 
 
@@ -430,6 +432,16 @@ def check_divergence(history: dict[str, list[float]]) -> None:
         raise UserInputError("training diverged (NaN loss); try a smaller `train.lr`")
 
 
+def calibrate(ctx: RunContext, arrays: Arrays) -> None:
+    """An instance model's foreground threshold, chosen on the validation images and written into
+    ``best.keras`` (:mod:`unet_tf.training.calibration`); not on a worker whose folder the chief writes."""
+    best = ctx.run_dir / "best.keras"
+    if ctx.data.spec.target != "instances" or ctx.by_chief or not best.exists():
+        return
+    ignores = [mask == IGNORE_ID for mask in arrays.val_masks]
+    calibrate_model_file(best, ctx.data.val, ctx.data.spec, ignores, ctx.log)
+
+
 def summarize(ctx: RunContext, model: keras.Model, fitted: Fitted, precision: str) -> RunSummary:
     """Plot the curves, write ``summary.json`` and return it as a :class:`RunSummary`."""
     epochs = len(fitted.history.get("loss", []))
@@ -457,6 +469,7 @@ __all__ = [
     "compile_model",
     "fit_model",
     "check_divergence",
+    "calibrate",
     "summarize",
     "patch_datasets",
 ]

@@ -18,7 +18,7 @@ from unet_tf.config import PredictConfig
 from unet_tf.data.normalize import ids_to_values, stretch, values_to_ids
 from unet_tf.io.writers import mask_dtype
 from unet_tf.io.zarr import open_image, open_output
-from unet_tf.models.file import ModelInfo, min_size_for
+from unet_tf.models.file import ModelInfo, foreground_threshold_for, min_size_for
 from unet_tf.objects.instances import instances_for
 from unet_tf.prediction.tiled import probabilities_to_ids
 
@@ -104,7 +104,10 @@ def _run_block(job: BlockJob, block: Block, image) -> int:
     labels = None
     if job.instances and not job.split:
         size = min_size_for(config, info)[0]
-        labels = instances_for(prob, ids, info.target, threshold=config.threshold, min_size=size)
+        foreground = foreground_threshold_for(config, info)[0]
+        labels = instances_for(
+            prob, ids, info.target, threshold=config.threshold, min_size=size, foreground_threshold=foreground
+        )
     arrays = _label_arrays(job, block, labels)
     _store.save_block(job.out, block.name, **arrays)
     return int(arrays["count"])
