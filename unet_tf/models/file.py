@@ -26,7 +26,7 @@ from unet_tf.errors import UserInputError
 
 INFO_LAYER = "unet_tf_info"  # the name of models.info_layer.InfoLayer in every model
 # 1: the untyped dict of unet_tf 0.1 (same keys, no "target"); 2: no "min_size"; 3: no "object_diameter",
-# "pixel_size_um"
+# "pixel_size_um"; 4: no "foreground_threshold"
 FORMAT_VERSION = 5
 
 
