@@ -111,3 +111,37 @@ def test_training_an_instance_model_calibrates_it_and_keeps_its_weights(tmp_path
     assert float(chosen[0]["ap50"]) == max(float(r["ap50"]) for r in rows)
     x = np.random.default_rng(1).random((1, 32, 32, 1), np.float32)
     np.testing.assert_array_equal(np.asarray(best(x)), np.asarray(last(x)))
+
+
+def test_a_fine_tuned_run_too_small_to_calibrate_keeps_its_parents_threshold(tmp_path):
+    """Two validation nuclei: no calibration of its own; the --init-from parent's 0.8 is written instead."""
+    import keras
+    import tifffile
+
+    from unet_tf.cli.train import main as train_main
+    from unet_tf.config import ModelConfig
+    from unet_tf.models.build import build_model
+    from unet_tf.models.file import attach_info, load_model_and_info
+
+    tiny = ModelConfig(base_filters=4, depth=2)
+    keras.utils.set_random_seed(0)
+    names = ("background", "interior", "boundary")
+    info = ModelInfo((0, 1, 2), names, patch_size=32, target="instances", object_diameter=12.0, model=tiny)
+    attach_info(build_model(tiny, 3), ModelInfo.from_dict({**info.to_dict(), "foreground_threshold": 0.8})).save(
+        tmp_path / "parent.keras"
+    )
+    rng = np.random.default_rng(0)
+    for sub in ("images", "masks"):
+        (tmp_path / "data" / sub).mkdir(parents=True)
+    truth = np.zeros((64, 64), np.uint16)
+    truth[disc((64, 64), 16, 16, R)], truth[disc((64, 64), 44, 44, R)] = 1, 2
+    for i in range(2):
+        image = (truth > 0) * 200 + rng.integers(0, 60, truth.shape)
+        tifffile.imwrite(tmp_path / "data" / "images" / f"a{i}.tif", image.astype(np.uint16))
+        tifffile.imwrite(tmp_path / "data" / "masks" / f"a{i}.tif", truth)
+    args = ["--dataset", "folder", "--data-dir", str(tmp_path / "data"), "--instance-masks", "--patch-size", "32"]
+    args += ["--patches-per-image", "1", "--epochs", "1", "--val-fraction", "0.5", "--steps-per-epoch", "1"]
+    args += ["--batch-size", "2", "--init-from", str(tmp_path / "parent.keras"), "--out", str(tmp_path / "run")]
+    assert train_main([*args, "--quiet"]) == 0
+    assert load_model_and_info(tmp_path / "run" / "best.keras")[1].foreground_threshold == 0.8
+    assert not (tmp_path / "run" / "calibration.csv").exists()

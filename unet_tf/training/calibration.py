@@ -130,6 +130,19 @@ def calibrate_model_file(
     return calibration
 
 
+def inherit_threshold(path: str | Path, parent: str | Path, log: Callable[[str], None] = print) -> float | None:
+    """Write the ``train.init_from`` parent's calibrated threshold into the model at ``path`` (a fine-tuned
+    run that had too few validation objects to calibrate its own); None when the parent holds none."""
+    from unet_tf.models.file import load_model_and_info, replace_info
+
+    threshold = load_model_and_info(parent)[1].foreground_threshold
+    if threshold is None or load_model_and_info(path)[1].target != "instances":
+        return None
+    replace_info(path, foreground_threshold=threshold)
+    log(f"foreground threshold {threshold:g}: the parent's ({parent}), kept as this run could not calibrate one")
+    return threshold
+
+
 def _write_scores(path: Path, calibration: Calibration) -> None:
     from unet_tf.io.writers import atomic_path
 
@@ -140,4 +153,11 @@ def _write_scores(path: Path, calibration: Calibration) -> None:
             writer.writerow([threshold, round(ap50, 4), round(mean_ap, 4), int(threshold == calibration.threshold)])
 
 
-__all__ = ["Calibration", "FOREGROUND_GRID", "MIN_OBJECTS", "choose_foreground_threshold", "calibrate_model_file"]
+__all__ = [
+    "Calibration",
+    "FOREGROUND_GRID",
+    "MIN_OBJECTS",
+    "choose_foreground_threshold",
+    "calibrate_model_file",
+    "inherit_threshold",
+]

@@ -43,7 +43,7 @@ from unet_tf.io.tables import score_column
 from unet_tf.models.build import build_model, check_input_size, resolved_depth
 from unet_tf.models.file import ModelInfo, attach_info
 from unet_tf.runtime import quiet_run
-from unet_tf.training.calibration import calibrate_model_file
+from unet_tf.training.calibration import calibrate_model_file, inherit_threshold
 from unet_tf.training.callbacks import choose_monitor, make_callbacks, stop_reason
 from unet_tf.training.distribute import (
     WorkerInfo,
@@ -434,12 +434,15 @@ def check_divergence(history: dict[str, list[float]]) -> None:
 
 def calibrate(ctx: RunContext, arrays: Arrays) -> None:
     """An instance model's foreground threshold, chosen on the validation images and written into
-    ``best.keras`` (:mod:`unet_tf.training.calibration`); not on a worker whose folder the chief writes."""
+    ``best.keras`` (:mod:`unet_tf.training.calibration`), else its ``train.init_from`` parent's; not on a
+    worker whose folder the chief writes."""
     best = ctx.run_dir / "best.keras"
     if ctx.data.spec.target != "instances" or ctx.by_chief or not best.exists():
         return
     ignores = [mask == IGNORE_ID for mask in arrays.val_masks]
-    calibrate_model_file(best, ctx.data.val, ctx.data.spec, ignores, ctx.log)
+    calibration = calibrate_model_file(best, ctx.data.val, ctx.data.spec, ignores, ctx.log)
+    if calibration.threshold is None and ctx.cfg.train.init_from:
+        inherit_threshold(best, ctx.cfg.train.init_from, ctx.log)
 
 
 def summarize(ctx: RunContext, model: keras.Model, fitted: Fitted, precision: str) -> RunSummary:
