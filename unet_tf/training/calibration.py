@@ -131,12 +131,12 @@ def calibrate_model_file(
 
 
 def inherit_threshold(path: str | Path, parent: str | Path, log: Callable[[str], None] = print) -> float | None:
-    """Write the ``train.init_from`` parent's calibrated threshold into the model at ``path`` (a fine-tuned
-    run that had too few validation objects to calibrate its own); None when the parent holds none."""
+    """Write the ``train.init_from`` parent's calibrated threshold into the instance model at ``path`` (a
+    fine-tuned run that had too few validation objects to calibrate its own); None when the parent holds none."""
     from unet_tf.models.file import load_model_and_info, replace_info
 
     threshold = load_model_and_info(parent)[1].foreground_threshold
-    if threshold is None or load_model_and_info(path)[1].target != "instances":
+    if threshold is None:
         return None
     replace_info(path, foreground_threshold=threshold)
     log(f"foreground threshold {threshold:g}: the parent's ({parent}), kept as this run could not calibrate one")
