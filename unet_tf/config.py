@@ -97,6 +97,10 @@ class DataConfig:
     patch_size: int | None = None  # None: planned from the data (unet_tf.training.plan; 256 at the measured scales)
     patches_per_image: int = 16
     oversample_rare: float = 0.3
+    # give bright-background (brightfield, stained) and dark-background (fluorescence) training images patch
+    # shares in proportion to the square root of their counts, not each image equally: a mixed set's
+    # minority appearance is seen more often (unet_tf.data.sampling.balanced_shares)
+    balance_background: bool = False
     normalize: NormalizeConfig = field(default_factory=NormalizeConfig)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     # What the network learns: "semantic" class ids, or "instances" (background / interior /

@@ -8,7 +8,16 @@ from scipy import ndimage
 
 from unet_tf.config import AugmentConfig
 from unet_tf.data.pipeline import encode_targets, encode_weighted_targets, make_dataset
-from unet_tf.data.sampling import rare_classes_from_counts, tile_origins, tile_spans, validation_plan, validation_spans
+from unet_tf.data.sampling import (
+    balanced_shares,
+    bright_background,
+    patch_order,
+    rare_classes_from_counts,
+    tile_origins,
+    tile_spans,
+    validation_plan,
+    validation_spans,
+)
 from unet_tf.data.targets import IGNORE_ID
 from unet_tf.errors import UserInputError
 
@@ -192,6 +201,39 @@ def test_oversampling_finds_a_tiny_rare_blob():
 
     never, often = fraction_with_rare(0.0), fraction_with_rare(0.9)
     assert never < 0.15 and often > 0.75
+
+
+def test_patch_order_hand_cases():
+    np.testing.assert_array_equal(patch_order(3, 2), [0, 1, 2, 0, 1, 2])
+    np.testing.assert_array_equal(patch_order(3, 2, [5, 5, 5]), patch_order(3, 2))  # equal shares: unchanged
+    # 12 patches, one each first, the other 9 as 2:1:1 (4.5, 2.25, 2.25) -> 5, 2, 2 and the largest remainder
+    order = patch_order(3, 4, [2, 1, 1])
+    np.testing.assert_array_equal(np.bincount(order), [6, 3, 3])
+    assert set(order[:4]) == {0, 1, 2} and set(order[4:8]) == {0, 1, 2}  # spread over the pass, not in blocks
+    assert np.bincount(patch_order(2, 10, [1000, 1]))[1] == 1  # never starved
+    with pytest.raises(UserInputError, match="shares"):
+        patch_order(2, 4, [1, 0])
+
+
+def test_background_balance_counts_and_shares():
+    rng = np.random.default_rng(0)
+    dark = [np.where(rng.random((30, 30)) < 0.2, 200.0, 10.0) + rng.random((30, 30)) for _ in range(4)]  # spots
+    bright = [np.where(rng.random((30, 30)) < 0.2, 0.1, 0.9) + rng.random((30, 30)) * 0.01]  # dark nuclei
+    groups = bright_background(dark + bright)
+    np.testing.assert_array_equal(groups, [False] * 4 + [True])
+    shares = balanced_shares(groups)
+    np.testing.assert_allclose(shares, [0.5] * 4 + [1.0])  # 1/sqrt(4), 1/sqrt(1): groups 2 : 1
+    assert not bright_background([np.zeros((8, 8))])[0]  # flat: no background to speak of
+
+
+def test_image_shares_set_how_often_each_image_is_cut():
+    images = [np.full((40, 40), v, np.float32) for v in (0.0, 1.0, 2.0)]  # each image tells its patches apart
+    masks = [np.zeros((40, 40), np.uint8)] * 3
+    ds = make_dataset(
+        images, masks, 2, training=True, patch_size=32, batch_size=4, patches_per_image=8, image_shares=[2, 1, 1]
+    )
+    centres = np.concatenate([x[:, 16, 16, 0] for x, _ in batches(ds)])
+    np.testing.assert_array_equal(np.bincount(np.round(centres).astype(int)), [12, 6, 6])
 
 
 # === Validation tiles ===

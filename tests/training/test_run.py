@@ -163,6 +163,23 @@ def test_config_file_is_overridden_by_flags(tmp_path):
     cfg = config_from_args(build_parser().parse_args(["--config", str(cfg_file), "--epochs", "3"]))
     assert cfg.train.epochs == 3 and cfg.model.base_filters == 8
     assert cfg.data.augment.enabled is False and cfg.data.normalize.pmax == 99.8
+    assert cfg.data.balance_background is False
+    assert config_from_args(build_parser().parse_args(["--balance-background"])).data.balance_background
+
+
+def test_background_balance_is_logged_and_off_by_default():
+    from unet_tf.config import load_config
+    from unet_tf.training.run import image_shares
+
+    dark = [np.zeros((20, 20), np.float32) for _ in range(3)]
+    for im in dark:
+        im[5:9, 5:9] = 1.0  # bright nuclei on a dark background
+    bright = [1.0 - dark[0]]
+    lines = []
+    assert image_shares(load_config(None), dark + bright, lines.append) is None and lines == []
+    shares = image_shares(load_config(None, balance_background=True), dark + bright, lines.append)
+    np.testing.assert_allclose(shares, [3**-0.5] * 3 + [1.0])
+    assert lines == ["patch shares: 1 bright-background images get 37% of the patches, 3 dark-background 63%"]
 
 
 def test_best_model_written_when_validation_has_no_foreground(tmp_path):

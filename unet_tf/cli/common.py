@@ -33,6 +33,7 @@ PARAMETER_FLAGS: dict[str, str] = {
         "patch_size",
         "patches_per_image",
         "oversample_rare",
+        "balance_background",
         "target",
         "instance_masks",
         "boundary_width",

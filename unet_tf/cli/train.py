@@ -76,6 +76,12 @@ def _data_args(p: argparse.ArgumentParser, d: DataConfig) -> None:
         type=float,
         help=f"probability a patch is centred on a rare class (default {d.oversample_rare})",
     )
+    g.add_argument(
+        "--balance-background",
+        action="store_true",
+        help="patch shares of bright-background (brightfield, stained) and dark-background (fluorescence) "
+        "images in proportion to the square root of their counts, not each image equally",
+    )
     g.add_argument("--pmin", type=float, help=f"lower percentile of contrast stretching (default {d.normalize.pmin})")
     g.add_argument("--pmax", type=float, help=f"upper percentile of contrast stretching (default {d.normalize.pmax})")
     g.add_argument("--no-augment", action="store_true", help="turn every augmentation off")

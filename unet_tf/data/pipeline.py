@@ -38,6 +38,7 @@ from unet_tf.data.sampling import (
     check_arrays,
     check_settings,
     class_counts,
+    patch_order,
     rare_candidates,
     rare_classes_from_counts,
     validation_plan,
@@ -162,9 +163,8 @@ def _rare_origin(
 
 def _training_dataset(
     packed: PackedImages,
-    n_images: int,
+    order: np.ndarray,
     patch_size: int,
-    patches_per_image: int,
     augment: AugmentConfig | None,
     oversample_rare: float,
     candidates: tuple[np.ndarray, np.ndarray] | None,
@@ -174,17 +174,19 @@ def _training_dataset(
     """Unbatched ``(image [P,P,1] float32, mask [P,P,1] uint8[, weight [P,P,1]
     float32])`` random patches (the weight when ``packed`` has weights).
 
+    ``order``: the image of each patch of a pass (:func:`patch_order`).
     ``shard=(i, n)`` keeps patches ``k = i, i+n, i+2n, ...`` of each pass (with
     their own random draws), before any patch is cut or augmented.
     """
     p = patch_size
+    image_of = tf.constant(order, tf.int64)
     use_rare = candidates is not None and candidates[0].size > 0 and oversample_rare > 0
     if use_rare:
         cand_coords, cand_table = tf.constant(candidates[0]), tf.constant(candidates[1])
 
     def example(k, r):
         seeds = tf.random.experimental.stateless_split(tf.stack([r, k]), num=4)
-        index = k % n_images  # every image patches_per_image times per epoch
+        index = image_of[k]
         shape = packed.shapes[index]
         u = tf.random.stateless_uniform([4], seeds[0])
         origin = tf.stack([_patch_origin(shape[0], p, u[0]), _patch_origin(shape[1], p, u[1])])
@@ -201,7 +203,7 @@ def _training_dataset(
         centre = tf.cast(origin, tf.float32) + (p - 1) / 2.0
         return _cut(packed, index, centre, seeds[3], augment, p)
 
-    n_patches = n_images * patches_per_image
+    n_patches = len(order)
     draws = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True)
     ds = tf.data.Dataset.zip(tf.data.Dataset.range(n_patches), draws.take(n_patches))
     if shard[1] > 1:
@@ -292,6 +294,7 @@ def make_dataset(
     seed: int = 0,
     shard: tuple[int, int] = (0, 1),
     weights: Sequence[np.ndarray | None] | None = None,
+    image_shares: Sequence[float] | None = None,
 ) -> tf.data.Dataset:
     """Batches ``(x, y)`` of patches cut from whole, full-resolution images.
 
@@ -319,6 +322,10 @@ def make_dataset(
         weights: per-pixel loss weights (e.g. separation-border weights), one
             finite ``>= 0`` float (H, W) map per image (None entry: all 1),
             warped like the mask (same coordinates, nearest). Default None: 1.
+        image_shares: relative share of each image in the training patches of
+            a pass (e.g. :func:`balanced_shares`); the pass keeps
+            ``patches_per_image * len(images)`` patches, every image at least
+            one. Default None: every image ``patches_per_image`` times.
 
     Returns:
         Dataset of ``x`` float32 ``[B, P, P, 1]`` and ``y`` float32
@@ -330,9 +337,9 @@ def make_dataset(
     packed = pack_images(images, masks, weights)
     if training:
         candidates = _candidates(masks, n_classes, oversample_rare, rare_classes, seed)
-        ds = _training_dataset(
-            packed, len(images), patch_size, patches_per_image, augment, oversample_rare, candidates, seed, shard
-        ).batch(batch_size)
+        order = patch_order(len(images), patches_per_image, image_shares)
+        ds = _training_dataset(packed, order, patch_size, augment, oversample_rare, candidates, seed, shard)
+        ds = ds.batch(batch_size)
     else:  # cache the uint8 ids (and weights), not the float targets
         ds = _validation_dataset(packed, patch_size, shard).batch(batch_size).cache()
     ds = ds.map(lambda x, m, *w: (x, encode_weighted_targets(m, w[0] if w else None, n_classes)))

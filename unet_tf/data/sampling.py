@@ -110,6 +110,52 @@ def rare_candidates(
     return coords, table
 
 
+# === Which image each training patch comes from ===
+
+
+def bright_background(images: Sequence[np.ndarray]) -> np.ndarray:
+    """bool ``[N]``: the image's median is above the middle of its 2nd-98th
+    percentile range, i.e. objects on a bright background (brightfield, stained
+    tissue) rather than a dark one (fluorescence). Works on raw or normalized
+    images alike."""
+    out = []
+    for im in images:
+        lo, mid, hi = np.percentile(np.asarray(im, np.float32), (2, 50, 98))
+        out.append(bool(hi > lo and mid > (lo + hi) / 2))
+    return np.asarray(out, bool).reshape(-1)
+
+
+def balanced_shares(groups: np.ndarray) -> np.ndarray:
+    """float64 ``[N]`` patch share of each image: every image of a group of ``n``
+    images gets ``1 / sqrt(n)``, so a group of 100 images gets 10, one of 25
+    gets 5 (halfway, in log scale, between each image equally and each group
+    equally)."""
+    groups = np.asarray(groups).reshape(-1)
+    _, inverse, counts = np.unique(groups, return_inverse=True, return_counts=True)
+    return 1.0 / np.sqrt(counts[inverse].astype(np.float64))
+
+
+def patch_order(n_images: int, patches_per_image: int, shares: Sequence[float] | None = None) -> np.ndarray:
+    """int64 ``[n_images * patches_per_image]``: the image of every training patch
+    of a pass. Image ``i`` gets its share of the patches (largest remainder; at
+    least one each), its patches spread evenly over the pass. Without
+    ``shares``: ``0, 1, ..., n-1, 0, 1, ...`` (every image equally)."""
+    total = n_images * patches_per_image
+    if shares is None:
+        return np.arange(total, dtype=np.int64) % n_images
+    shares = np.asarray(shares, np.float64).reshape(-1)
+    if shares.size != n_images or not np.all(np.isfinite(shares)) or np.any(shares <= 0):
+        raise UserInputError(f"image shares: need {n_images} positive numbers, got {shares.size}")
+    ideal = 1 + shares / shares.sum() * (total - n_images)
+    counts = np.floor(ideal).astype(np.int64)
+    extra = np.argsort(counts - ideal, kind="stable")[: total - int(counts.sum())]
+    counts[extra] += 1
+    # patch j of image i sits at (j + 0.5) / count_i of the way through the pass
+    position = np.concatenate([(np.arange(c) + 0.5) / c for c in counts])
+    image = np.repeat(np.arange(n_images, dtype=np.int64), counts)
+    return image[np.lexsort((image, position))]
+
+
 # === Input checks ===
 
 

@@ -34,7 +34,7 @@ from unet_tf.data.labels import load_pairs, read_border_weights, with_marker_mar
 from unet_tf.data.layouts import DatasetSpec, Sample
 from unet_tf.data.pipeline import make_dataset
 from unet_tf.data.rescale import rescale_to_diameter
-from unet_tf.data.sampling import class_counts, rare_classes_from_counts
+from unet_tf.data.sampling import balanced_shares, bright_background, class_counts, rare_classes_from_counts
 from unet_tf.data.splits import TrainingData, resolve_data
 from unet_tf.data.targets import IGNORE_ID, format_ignore_stats, ignore_stats
 from unet_tf.errors import UserInputError
@@ -209,10 +209,25 @@ def compile_model(cfg: RunConfig, info: ModelInfo, spec: DatasetSpec, balance: B
     return model
 
 
-def patch_datasets(cfg: RunConfig, arrays: Arrays, spec: DatasetSpec, balance: Balance):
+def image_shares(cfg: RunConfig, images: Sequence[np.ndarray], log: Log) -> np.ndarray | None:
+    """Each training image's share of the patches (``data.balance_background``), or None: all equal."""
+    if not cfg.data.balance_background:
+        return None
+    bright = bright_background(images)
+    shares = balanced_shares(bright)
+    log(
+        f"patch shares: {int(bright.sum())} bright-background images get "
+        f"{shares[bright].sum() / shares.sum():.0%} of the patches, {int((~bright).sum())} dark-background "
+        f"{shares[~bright].sum() / shares.sum():.0%}"
+    )
+    return shares
+
+
+def patch_datasets(cfg: RunConfig, arrays: Arrays, spec: DatasetSpec, balance: Balance, log: Log = print):
     """``(train(shard), val(shard))``: tf.data pipelines of one replica's batches for worker shard ``(i, n)``."""
     d, batch = cfg.data, cfg.train.batch_size
     rare = list(balance.rare)
+    shares = image_shares(cfg, arrays.train_images, log)
 
     def train_dataset(shard: tuple[int, int] = (0, 1)):
         return make_dataset(
@@ -229,6 +244,7 @@ def patch_datasets(cfg: RunConfig, arrays: Arrays, spec: DatasetSpec, balance: B
             seed=cfg.train.seed,
             shard=shard,
             weights=arrays.train_weights,
+            image_shares=shares,
         )
 
     def val_dataset(shard: tuple[int, int] = (0, 1)):
@@ -413,7 +429,7 @@ def fit_model(ctx: RunContext, model: keras.Model, arrays: Arrays, balance: Bala
     history = fit(
         ctx.strategy,
         model,
-        *patch_datasets(ctx.cfg, arrays, ctx.data.spec, balance),
+        *patch_datasets(ctx.cfg, arrays, ctx.data.spec, balance, ctx.log),
         epochs=t.epochs,
         steps_per_epoch=t.steps_per_epoch,
         pass_steps=steps,
