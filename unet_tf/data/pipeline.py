@@ -311,21 +311,16 @@ def make_dataset(
         augment: augmentation settings (None: none); training only.
         oversample_rare: probability that a training patch is centred (+- P/4)
             on a pixel of a rare class, when its image has one.
-        rare_classes: class ids to oversample; default
-            :func:`rare_classes_from_counts` over all ``masks``.
+        rare_classes: class ids to oversample (default :func:`rare_classes_from_counts`).
         seed: makes the whole sequence of batches repeatable.
-        shard: ``(i, n)``: input pipeline ``i`` of ``n`` (one per worker).
+        shard: ``(i, n)``: input pipeline ``i`` of ``n`` (one per worker; (0, 1): all).
             Training keeps patches ``k = i, i+n, ...`` of each pass, validation
             tiles ``i, i+n, ...``, chosen before anything is cut; with the same
             ``seed`` the ``n`` shards hold exactly the unsharded patches.
-            ``(0, 1)``: everything.
-        weights: per-pixel loss weights (e.g. separation-border weights), one
-            finite ``>= 0`` float (H, W) map per image (None entry: all 1),
-            warped like the mask (same coordinates, nearest). Default None: 1.
-        image_shares: relative share of each image in the training patches of
-            a pass (e.g. :func:`balanced_shares`); the pass keeps
-            ``patches_per_image * len(images)`` patches, every image at least
-            one. Default None: every image ``patches_per_image`` times.
+        weights: per-pixel loss weights (e.g. separation-border weights), one finite
+            ``>= 0`` (H, W) map per image (None: all 1), warped like the mask (nearest).
+        image_shares: each image's relative share of a pass's training patches
+            (:func:`patch_order`). Default None: ``patches_per_image`` each.
 
     Returns:
         Dataset of ``x`` float32 ``[B, P, P, 1]`` and ``y`` float32
@@ -337,7 +332,7 @@ def make_dataset(
     packed = pack_images(images, masks, weights)
     if training:
         candidates = _candidates(masks, n_classes, oversample_rare, rare_classes, seed)
-        order = patch_order(len(images), patches_per_image, image_shares)
+        order = patch_order(len(images), patches_per_image, image_shares)  # the image of every patch
         ds = _training_dataset(packed, order, patch_size, augment, oversample_rare, candidates, seed, shard)
         ds = ds.batch(batch_size)
     else:  # cache the uint8 ids (and weights), not the float targets
