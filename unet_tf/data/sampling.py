@@ -145,7 +145,7 @@ def patch_order(n_images: int, patches_per_image: int, shares: Sequence[float] |
         return np.arange(total, dtype=np.int64) % n_images
     shares = np.asarray(shares, np.float64).reshape(-1)
     if shares.size != n_images or not np.all(np.isfinite(shares)) or np.any(shares <= 0):
-        raise UserInputError(f"image shares: need {n_images} positive numbers, got {shares.size}")
+        raise UserInputError(f"image shares: need {n_images} positive finite numbers, got {shares.tolist()[:8]}")
     ideal = 1 + shares / shares.sum() * (total - n_images)
     counts = np.floor(ideal).astype(np.int64)
     extra = np.argsort(counts - ideal, kind="stable")[: total - int(counts.sum())]
