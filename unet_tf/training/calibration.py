@@ -133,9 +133,10 @@ def calibrate_model_file(
 def inherit_threshold(path: str | Path, parent: str | Path, log: Callable[[str], None] = print) -> float | None:
     """Write the ``train.init_from`` parent's calibrated threshold into the instance model at ``path`` (a
     fine-tuned run that had too few validation objects to calibrate its own); None when the parent holds none."""
-    from unet_tf.models.file import load_model_and_info, replace_info
+    from unet_tf.models.file import replace_info
+    from unet_tf.training.finetune import parent_model_config  # the parent's info, already read by the run
 
-    threshold = load_model_and_info(parent)[1].foreground_threshold
+    threshold = parent_model_config(parent)[1].foreground_threshold
     if threshold is None:
         return None
     replace_info(path, foreground_threshold=threshold)
